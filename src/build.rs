@@ -1,0 +1,228 @@
+//! One build: read the base, write the new layers, apply the config, write the destination.
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Layer, Origin, Rendered, rfc3339};
+use crate::layer::{self, LayerBlob, LayerOptions};
+use crate::reference::ImageRef;
+use crate::spec::BuildSpec;
+use crate::transport::{self, Staging};
+
+/// What a build (or an inspection) reports, as printed by `--json`.
+#[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub reference: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub platform: String,
+    pub config: BlobReport,
+    pub layers: Vec<LayerReport>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct BlobReport {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerReport {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+pub fn platform_string(p: &oci_spec::image::Platform) -> String {
+    crate::platform::describe(&p.os().to_string(), &p.architecture().to_string(), None)
+}
+
+pub fn layer_reports(layers: &[Layer], with_origin: bool) -> Vec<LayerReport> {
+    layers
+        .iter()
+        .map(|l| LayerReport {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.size,
+            media_type: l.media_type.to_string(),
+            origin: with_origin.then_some(l.origin),
+        })
+        .collect()
+}
+
+fn report(reference: &ImageRef, r: &Rendered) -> Report {
+    Report {
+        reference: reference.to_string(),
+        digest: r.manifest_digest.clone(),
+        media_type: oci_spec::image::MediaType::ImageManifest.to_string(),
+        size: r.manifest.len() as u64,
+        platform: platform_string(&r.platform),
+        config: BlobReport {
+            digest: r.config_digest.clone(),
+            size: r.config.len() as u64,
+        },
+        layers: layer_reports(&r.layers, true),
+    }
+}
+
+/// Run `jobs` on up to `available_parallelism` threads, keeping their order; the first error
+/// (in job order) wins.
+fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> Result<Vec<T>> {
+    let n = jobs.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(n.max(1));
+    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>());
+    let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<Result<T>>>>());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let job = queue.lock().expect("queue lock").pop();
+                    let Some((i, f)) = job else { break };
+                    let r = f();
+                    results.lock().expect("results lock")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
+/// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
+pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
+    let staging = Staging::for_dest(&spec.to)?;
+    let base = transport::read(&spec.base, Some(spec.platform), true)?;
+    log(format!(
+        "base {} ({}, {} layers)",
+        spec.base,
+        base.manifest_digest,
+        base.image.layers.len()
+    ));
+    let mut image = base.image.clone();
+    let created = rfc3339(spec.timestamp);
+    let opts = LayerOptions {
+        mtime: spec.timestamp,
+        compression_level: spec.compression_level,
+    };
+    let blobs = staging.blobs();
+
+    type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut what = Vec::new();
+    if !spec.deletes.is_empty() {
+        let blobs = &blobs;
+        jobs.push(Box::new(move || {
+            layer::build_whiteouts(&spec.deletes, opts, blobs)
+        }));
+        let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
+        what.push(format!("lamina: delete {}", shown.join(" ")));
+    }
+    for l in &spec.layers {
+        let blobs = &blobs;
+        jobs.push(Box::new(move || layer::build(l, opts, blobs)));
+        // Only the source's own name: the path the project sits in must not reach the image.
+        let name = l
+            .source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        what.push(format!("lamina: layer {name} -> {}", l.dest));
+    }
+    let built = parallel(jobs)?;
+    for (b, created_by) in built.into_iter().zip(what) {
+        log(format!(
+            "layer {} ({} bytes) {created_by}",
+            b.digest, b.size
+        ));
+        image.push_layer(
+            Layer {
+                media_type: oci_spec::image::MediaType::ImageLayerGzip,
+                digest: b.digest,
+                size: b.size,
+                diff_id: b.diff_id,
+                path: b.path,
+                origin: Origin::New,
+            },
+            &created,
+            created_by,
+        );
+    }
+    image.apply_config(&spec.config, &created);
+    crate::image::set_platform(&mut image.config, spec.platform);
+    image.annotations = spec.annotations.clone();
+    let rendered = image.render();
+    if rendered
+        .layers
+        .iter()
+        .any(|l| l.origin == Origin::Base && !l.path.exists())
+    {
+        return Err(Error::image(
+            &spec.base,
+            "a base layer disappeared during the build",
+        ));
+    }
+    transport::write(&spec.to, &rendered, staging, spec.timestamp)?;
+    drop(base);
+    Ok(report(&spec.to, &rendered))
+}
+
+/// What `lamina inspect` shows.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    #[serde(flatten)]
+    pub report: Report,
+    pub manifest: serde_json::Value,
+    pub image_config: serde_json::Value,
+    #[serde(skip)]
+    raw: Vec<u8>,
+}
+
+impl Inspection {
+    /// The manifest exactly as stored.
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        self.raw.clone()
+    }
+}
+
+/// Read an image (choosing `platform` from an index) without writing anything.
+pub fn inspect(r: &ImageRef, platform: Option<crate::platform::Platform>) -> Result<Inspection> {
+    let src = transport::read(r, platform, false)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
+        .map_err(|e| Error::image(r, format!("manifest is not JSON: {e}")))?;
+    let media_type = manifest
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_owned();
+    Ok(Inspection {
+        report: Report {
+            reference: r.to_string(),
+            digest: src.manifest_digest.clone(),
+            media_type,
+            size: src.manifest.len() as u64,
+            platform: platform_string(&src.image.platform()),
+            config: BlobReport {
+                digest: src.config_digest.clone(),
+                size: src.config_size,
+            },
+            layers: layer_reports(&src.image.layers, false),
+        },
+        manifest,
+        raw: src.manifest.clone(),
+        image_config: serde_json::to_value(&src.image.config).expect("config serializes"),
+    })
+}

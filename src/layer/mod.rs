@@ -1,0 +1,230 @@
+//! Building layers: inputs → sorted entries → deterministic tar → gzip → blob file, with the
+//! uncompressed (diff_id) and compressed digests computed in the same single streaming pass.
+
+pub mod entry;
+pub mod source;
+pub mod tar;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use flate2::{Compression, GzBuilder};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::spec::LayerSpec;
+use entry::Entry;
+use source::Input;
+
+/// A layer written to a blob store: its file and the digests the manifest and config need.
+#[derive(Clone, Debug)]
+pub struct LayerBlob {
+    /// Digest of the gzip bytes (the manifest's descriptor).
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Size of the gzip bytes.
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// Settings that change a layer's bytes (besides its entries).
+#[derive(Clone, Copy, Debug)]
+pub struct LayerOptions {
+    pub mtime: u64,
+    pub compression_level: u32,
+}
+
+/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory).
+pub fn build(l: &LayerSpec, opts: LayerOptions, blobs: &Path) -> Result<LayerBlob> {
+    let c = source::collect(l)?;
+    write_layer(&c.entries, c.input, opts, blobs)
+}
+
+/// Build the whiteout layer that deletes `paths` (no leading `/`) from the base.
+pub fn build_whiteouts(paths: &[String], opts: LayerOptions, blobs: &Path) -> Result<LayerBlob> {
+    write_layer(&source::whiteouts(paths), Input::Files, opts, blobs)
+}
+
+/// Chunks handed from the tar thread to the compressing thread.
+const CHUNK: usize = 1 << 20;
+
+/// A writer that ships full chunks to another thread.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx
+                .send(full)
+                .map_err(|_| io::Error::other("the compressing thread stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write entries as a gzip tar blob into `blobs`.
+pub fn write_layer(
+    entries: &[Entry],
+    mut input: Input,
+    opts: LayerOptions,
+    blobs: &Path,
+) -> Result<LayerBlob> {
+    gzip_blob(blobs, opts.compression_level, |w| {
+        tar::write_tar(entries, &mut input, opts.mtime, w).map(|_| ())
+    })
+}
+
+/// Gzip an existing uncompressed file (a docker-archive layer) into `blobs`.
+pub fn gzip_file(src: &Path, blobs: &Path, level: u32) -> Result<LayerBlob> {
+    gzip_blob(blobs, level, |w| {
+        let f = File::open(src).at("opening", src)?;
+        io::copy(&mut io::BufReader::with_capacity(1 << 20, f), w)
+            .map(|_| ())
+            .at("reading", src)
+    })
+}
+
+/// Run `produce` (which writes the uncompressed stream) on this thread, while another thread
+/// compresses and hashes its output into a blob file: the halves overlap, and memory stays
+/// bounded by a few chunks whatever the layer size. Gzip header: no name, mtime 0, OS unknown.
+fn gzip_blob(
+    blobs: &Path,
+    level: u32,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<LayerBlob> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(blobs)
+        .at("creating a temporary file in", blobs)?;
+    let file = tmp.reopen().at("opening", tmp.path())?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+
+    let compressor = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
+        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let mut gz = GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(out, Compression::new(level));
+        for chunk in rx {
+            gz.write_all(&chunk)?;
+        }
+        let (mut w, digest, size) = gz.finish()?.finish();
+        w.flush()?;
+        Ok((digest, size))
+    });
+
+    let mut hw = HashingWriter::new(ChunkSender {
+        buf: Vec::with_capacity(CHUNK),
+        tx,
+    });
+    let produced = match produce(&mut hw) {
+        Ok(()) => {
+            let (mut sender, diff_id, _) = hw.finish();
+            sender
+                .flush()
+                .ctx(|| "compressing layer".to_owned())
+                .map(|()| diff_id)
+        }
+        Err(e) => {
+            drop(hw);
+            Err(e)
+        }
+    };
+    // Whatever happened, the sender is dropped by now, so the compressor ends.
+    let compressed = compressor
+        .join()
+        .map_err(|_| Error::Invalid("the compressing thread panicked".into()))?
+        .ctx(|| format!("writing layer to {}", tmp.path().display()));
+    let diff_id = produced?;
+    let (digest, size) = compressed?;
+
+    let path = blobs.join(digest.hex());
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .at("setting permissions of", tmp.path())?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .at("saving layer blob", &path)?;
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+        path,
+    })
+}
+
+/// Check a blob file against its descriptor, and (for tar layers) its uncompressed digest.
+/// Used on every base layer so a broken base never reaches an output.
+pub fn verify_blob(
+    path: &Path,
+    digest: &Digest,
+    size: u64,
+    diff_id: Option<&Digest>,
+    gzip: bool,
+) -> Result<(), String> {
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            format!("blob {digest} is missing ({})", path.display())
+        } else {
+            format!("blob {digest}: cannot open {}: {e}", path.display())
+        }
+    })?;
+    let actual = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if actual != size {
+        return Err(format!(
+            "blob {digest} has {actual} bytes but its descriptor says {size}"
+        ));
+    }
+    let mut hr = crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+    let uncompressed = match (diff_id, gzip) {
+        (Some(_), true) => {
+            let mut gz = flate2::read::MultiGzDecoder::new(&mut hr);
+            let r = crate::digest::hash_reader(&mut gz)
+                .map_err(|e| format!("layer {digest} is not a valid gzip stream: {e}"))?;
+            // The decoder may stop before the end of the file: hash what remains.
+            io::copy(&mut hr, &mut io::sink())
+                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+            Some(r.0)
+        }
+        (Some(_), false) => {
+            let (d, _) = crate::digest::hash_reader(&mut hr)
+                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+            Some(d)
+        }
+        (None, _) => {
+            io::copy(&mut hr, &mut io::sink())
+                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+            None
+        }
+    };
+    let (_, actual_digest, _) = hr.finish();
+    if &actual_digest != digest {
+        return Err(format!(
+            "blob {digest} does not match its content (sha256 is {actual_digest}): the image is corrupt"
+        ));
+    }
+    if let (Some(want), Some(got)) = (diff_id, uncompressed)
+        && want != &got
+    {
+        return Err(format!(
+            "layer {digest} uncompresses to {got}, but the config's rootfs.diff_ids says {want}"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Turning a layer's input — a directory, a single file or a .zip — into sorted tar entries.
+//! Nothing here reads file contents: that happens once, while the tar is written.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::entry::{Data, Entry, Kind, ancestors, file_mode, join, sort_and_check};
+use crate::error::{Error, IoContext, Result};
+use crate::spec::LayerSpec;
+
+/// Where file bytes are read from while the tar is written.
+pub enum Input {
+    Files,
+    Zip(Box<zip::ZipArchive<File>>),
+}
+
+/// The entries of one layer and what their bytes come from.
+pub struct Collected {
+    pub entries: Vec<Entry>,
+    pub input: Input,
+}
+
+/// Exclusion globs, matched against the path relative to the source root (dockerignore style:
+/// `*` stays within one path segment, `**` crosses them; a matched directory drops its subtree).
+fn excludes(l: &LayerSpec) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for g in &l.exclude {
+        let g = g.trim_start_matches('/');
+        let glob = GlobBuilder::new(g)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::source(&l.source, format!("exclude glob `{g}`: {e}")))?;
+        b.add(glob);
+    }
+    b.build()
+        .map_err(|e| Error::source(&l.source, format!("exclude globs: {e}")))
+}
+
+/// Collect the entries of a `[[layer]]`.
+pub fn collect(l: &LayerSpec) -> Result<Collected> {
+    let dest = crate::spec::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+    let meta = fs::metadata(&l.source).map_err(|e| {
+        Error::source(
+            &l.source,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "not found (paths in lamina.toml are relative to the spec's directory)".to_owned()
+            } else {
+                e.to_string()
+            },
+        )
+    })?;
+    let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
+    let mut entries = Vec::new();
+    let mut inodes = HashMap::new();
+    let input;
+    if meta.is_dir() {
+        let ex = excludes(l)?;
+        if !dest.is_empty() {
+            entries.push(Entry::dir(dest.as_bytes().to_vec(), dir_mode, l.uid, l.gid));
+        }
+        walk_dir(
+            l,
+            &l.source,
+            dest.as_bytes(),
+            &ex,
+            &mut entries,
+            &mut inodes,
+        )?;
+        input = Input::Files;
+    } else if meta.is_file()
+        && l.source
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        let ex = excludes(l)?;
+        if !dest.is_empty() {
+            entries.push(Entry::dir(dest.as_bytes().to_vec(), dir_mode, l.uid, l.gid));
+        }
+        let zip = read_zip(l, dest.as_bytes(), &ex, &mut entries)?;
+        input = Input::Zip(Box::new(zip));
+    } else if meta.is_file() {
+        let name = l
+            .source
+            .file_name()
+            .ok_or_else(|| Error::source(&l.source, "has no file name"))?;
+        let path = if l.dest.ends_with('/') || dest.is_empty() {
+            join(dest.as_bytes(), name.as_bytes())
+        } else {
+            dest.as_bytes().to_vec()
+        };
+        entries.push(Entry {
+            path,
+            mode: file_mode(meta.mode(), l.mode.map(|m| m.0)),
+            uid: l.uid,
+            gid: l.gid,
+            kind: Kind::File {
+                size: meta.len(),
+                data: Data::Path(l.source.clone()),
+            },
+        });
+        input = Input::Files;
+    } else {
+        return Err(Error::source(
+            &l.source,
+            "is neither a file nor a directory",
+        ));
+    }
+    // Parents of everything we add, so the layer stands on its own (0755, root-owned).
+    let mut parents: Vec<Vec<u8>> = entries.iter().flat_map(|e| ancestors(&e.path)).collect();
+    parents.sort();
+    parents.dedup();
+    entries.extend(parents.into_iter().map(|p| Entry::dir(p, 0o755, 0, 0)));
+    sort_and_check(&mut entries).map_err(|p| {
+        Error::source(
+            &l.source,
+            format!("two entries for `/{}`", String::from_utf8_lossy(&p)),
+        )
+    })?;
+    link_hardlinks(&mut entries, &inodes);
+    Ok(Collected { entries, input })
+}
+
+fn walk_dir(
+    l: &LayerSpec,
+    root: &Path,
+    dest: &[u8],
+    ex: &GlobSet,
+    out: &mut Vec<Entry>,
+    inodes: &mut HashMap<Vec<u8>, (u64, u64)>,
+) -> Result<()> {
+    let file_fixed = l.mode.map(|m| m.0);
+    let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
+    // An explicit stack: deep trees must not overflow ours.
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let abs_dir = root.join(&rel_dir);
+        let rd = fs::read_dir(&abs_dir).at("reading directory", &abs_dir)?;
+        for item in rd {
+            let item = item.at("reading directory", &abs_dir)?;
+            let rel = rel_dir.join(item.file_name());
+            if ex.is_match(&rel) {
+                continue;
+            }
+            let abs = root.join(&rel);
+            let meta = fs::symlink_metadata(&abs).at("reading metadata of", &abs)?;
+            let path = join(dest, rel.as_os_str().as_bytes());
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(rel);
+                out.push(Entry::dir(path, dir_mode, l.uid, l.gid));
+                continue;
+            } else if ft.is_file() {
+                Kind::File {
+                    size: meta.len(),
+                    data: Data::Path(abs.clone()),
+                }
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&abs).at("reading symlink", &abs)?;
+                Kind::Symlink(t.as_os_str().as_bytes().to_vec())
+            } else {
+                let what = if ft.is_fifo() {
+                    "a named pipe"
+                } else if ft.is_socket() {
+                    "a socket"
+                } else {
+                    "a device file"
+                };
+                return Err(Error::source(
+                    &abs,
+                    format!(
+                        "is {what}; only files, directories and symlinks can go into a layer (exclude it)"
+                    ),
+                ));
+            };
+            let mode = match &kind {
+                Kind::Symlink(_) => 0o777,
+                _ => file_mode(meta.mode(), file_fixed),
+            };
+            if meta.is_file() && meta.nlink() > 1 {
+                // Remember the inode; `link_hardlinks` turns later copies into links.
+                inodes.insert(path.clone(), (meta.dev(), meta.ino()));
+            }
+            out.push(Entry {
+                path,
+                mode,
+                uid: l.uid,
+                gid: l.gid,
+                kind,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Files that share an inode are stored once: the first in path order as a file, the others as
+/// hard-link entries pointing at it.
+fn link_hardlinks(entries: &mut [Entry], inodes: &HashMap<Vec<u8>, (u64, u64)>) {
+    if inodes.is_empty() {
+        return;
+    }
+    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for e in entries.iter_mut() {
+        if let Some(k) = inodes.get(&e.path) {
+            match first.get(k) {
+                Some(target) => e.kind = Kind::HardLink(target.clone()),
+                None => {
+                    first.insert(*k, e.path.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Reject names that would escape the layer's root, and return the name's clean segments.
+fn zip_name(name: &[u8]) -> Result<Vec<u8>, String> {
+    let shown = String::from_utf8_lossy(name);
+    if name.first() == Some(&b'/') || name.first() == Some(&b'\\') {
+        return Err(format!("entry `{shown}` has an absolute path (zip slip)"));
+    }
+    if name.len() >= 2 && name[1] == b':' && name[0].is_ascii_alphabetic() {
+        return Err(format!(
+            "entry `{shown}` has a drive-letter path (zip slip)"
+        ));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in name.split(|&b| b == b'/' || b == b'\\') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                return Err(format!(
+                    "entry `{shown}` escapes the archive with `..` (zip slip)"
+                ));
+            }
+            s => parts.push(s),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("entry `{shown}` has an empty name"));
+    }
+    Ok(parts.join(&b'/'))
+}
+
+/// A symlink target must stay inside the archive: relative, and never climbing above its root.
+fn check_zip_link(entry: &[u8], target: &[u8]) -> Result<(), String> {
+    let shown = || {
+        format!(
+            "symlink `{}` -> `{}`",
+            String::from_utf8_lossy(entry),
+            String::from_utf8_lossy(target)
+        )
+    };
+    if target.is_empty() {
+        return Err(format!("{} has an empty target", shown()));
+    }
+    if target[0] == b'/' {
+        return Err(format!(
+            "{} points outside the archive (absolute target)",
+            shown()
+        ));
+    }
+    let mut depth = entry.iter().filter(|&&b| b == b'/').count() as i64;
+    for seg in target.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("{} points outside the archive", shown()));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFLNK: u32 = 0o120000;
+
+fn read_zip(
+    l: &LayerSpec,
+    dest: &[u8],
+    ex: &GlobSet,
+    out: &mut Vec<Entry>,
+) -> Result<zip::ZipArchive<File>> {
+    let file = File::open(&l.source).at("opening", &l.source)?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| Error::source(&l.source, format!("is not a readable zip archive: {e}")))?;
+    let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
+    let zerr = |e: String| Error::source(&l.source, e);
+    for i in 0..zip.len() {
+        let (name, is_dir, unix, size, encrypted) = {
+            let f = zip
+                .by_index_raw(i)
+                .map_err(|e| zerr(format!("entry #{i}: {e}")))?;
+            (
+                f.name_raw().to_vec(),
+                f.is_dir(),
+                f.unix_mode(),
+                f.size(),
+                f.encrypted(),
+            )
+        };
+        let rel = zip_name(&name).map_err(zerr)?;
+        if encrypted {
+            return Err(zerr(format!(
+                "entry `{}` is encrypted; lamina cannot read encrypted zips",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if ex.is_match(Path::new(std::ffi::OsStr::from_bytes(&rel)))
+            || ancestors(&rel)
+                .iter()
+                .any(|a| ex.is_match(Path::new(std::ffi::OsStr::from_bytes(a))))
+        {
+            continue;
+        }
+        let path = join(dest, &rel);
+        let mode = unix.unwrap_or(0);
+        if is_dir {
+            out.push(Entry::dir(path, dir_mode, l.uid, l.gid));
+        } else if mode & S_IFMT == S_IFLNK {
+            let mut target = Vec::new();
+            zip.by_index(i)
+                .map_err(|e| zerr(format!("entry `{}`: {e}", String::from_utf8_lossy(&name))))?
+                .take(4096)
+                .read_to_end(&mut target)
+                .ctx(|| {
+                    format!(
+                        "reading entry `{}` of {}",
+                        String::from_utf8_lossy(&name),
+                        l.source.display()
+                    )
+                })?;
+            check_zip_link(&rel, &target).map_err(zerr)?;
+            out.push(Entry {
+                path,
+                mode: 0o777,
+                uid: l.uid,
+                gid: l.gid,
+                kind: Kind::Symlink(target),
+            });
+        } else {
+            // A zip made without Unix modes (e.g. on Windows) gives plain readable files.
+            out.push(Entry {
+                path,
+                mode: file_mode(mode, l.mode.map(|m| m.0)),
+                uid: l.uid,
+                gid: l.gid,
+                kind: Kind::File {
+                    size,
+                    data: Data::Zip(i),
+                },
+            });
+        }
+    }
+    Ok(zip)
+}
+
+/// The entries of the whiteout layer that deletes `paths` (no leading `/`) from the layers below.
+pub fn whiteouts(paths: &[String]) -> Vec<Entry> {
+    let mut v: Vec<Entry> = paths
+        .iter()
+        .map(|p| {
+            let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+            Entry {
+                path: join(dir.as_bytes(), format!(".wh.{name}").as_bytes()),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                kind: Kind::File {
+                    size: 0,
+                    data: Data::Empty,
+                },
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v.dedup_by(|a, b| a.path == b.path);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_names_cannot_escape() {
+        assert_eq!(zip_name(b"a/./b").unwrap(), b"a/b");
+        assert!(zip_name(b"../evil").unwrap_err().contains("../evil"));
+        assert!(zip_name(b"a/../../evil").is_err());
+        assert!(zip_name(b"/etc/evil").unwrap_err().contains("absolute"));
+        assert!(zip_name(b"C:/x").is_err());
+        assert!(zip_name(b"..\\x").is_err());
+    }
+
+    #[test]
+    fn zip_symlinks_must_stay_inside() {
+        assert!(check_zip_link(b"lib/latest", b"util.sh").is_ok());
+        assert!(check_zip_link(b"lib/latest", b"../bin/x").is_ok());
+        assert!(check_zip_link(b"lib/latest", b"../../x").is_err());
+        assert!(check_zip_link(b"top", b"../x").is_err());
+        assert!(check_zip_link(b"top", b"/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn whiteouts_name_the_deleted_path() {
+        let w = whiteouts(&["opt/old".into(), "a".into()]);
+        let names: Vec<_> = w
+            .iter()
+            .map(|e| String::from_utf8(e.path.clone()).unwrap())
+            .collect();
+        assert_eq!(names, [".wh.a", "opt/.wh.old"]);
+    }
+}

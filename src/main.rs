@@ -1,0 +1,223 @@
+//! The `lamina` command line: parsing and printing over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use lamina::reference::ImageRef;
+use lamina::spec::{BuildSpec, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "lamina",
+    version,
+    about = "Daemonless, reproducible OCI images for AWS Lambda"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from lamina.toml and flags, and write it to the destination.
+    Build(Box<BuildArgs>),
+    /// Show an image's manifest, config, layers, platform and sizes.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The build spec (default: ./lamina.toml if it exists).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Base image: scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
+    /// linux/amd64 (x86_64) or linux/arm64 (aarch64).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    #[arg(long, value_name = "REF")]
+    to: Option<String>,
+    /// Add a layer with SOURCE's files at DEST (after the spec's layers). Repeatable.
+    #[arg(long = "layer", value_name = "SOURCE:DEST")]
+    layers: Vec<String>,
+    /// Delete a path of the base with a whiteout. Repeatable.
+    #[arg(long = "delete", value_name = "PATH")]
+    deletes: Vec<String>,
+    /// ENTRYPOINT: a JSON array, or one string.
+    #[arg(long, value_name = "ARGV")]
+    entrypoint: Option<String>,
+    /// CMD (for Lambda: the handler): a JSON array, or one string.
+    #[arg(long, value_name = "ARGV")]
+    cmd: Option<String>,
+    /// Set an environment variable (merged over the base's). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Config label. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Manifest annotation. Repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Seconds since the epoch for every timestamp, or `now` (default: SOURCE_DATE_EPOCH, else 0).
+    #[arg(long, value_name = "SECONDS|now")]
+    timestamp: Option<String>,
+    /// gzip level, 0-9.
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    image: String,
+    /// Platform to pick from a multi-platform image.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print JSON (report, manifest and config documents).
+    #[arg(long)]
+    json: bool,
+    /// Print only the manifest bytes, exactly as stored.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let file = match a.file {
+        Some(f) => Some(f),
+        None => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
+    };
+    let spec_file = match &file {
+        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        None => None,
+    };
+    let ov = Overrides {
+        base: a.base,
+        platform: a.platform,
+        to: a.to,
+        layers: a.layers,
+        deletes: a.deletes,
+        entrypoint: a.entrypoint,
+        cmd: a.cmd,
+        env: a.env,
+        workdir: a.workdir,
+        user: a.user,
+        labels: a.labels,
+        annotations: a.annotations,
+        timestamp: a.timestamp,
+        compression_level: a.compression_level,
+    };
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let quiet = a.quiet;
+    let mut log = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    let started = std::time::Instant::now();
+    let report = lamina::build::build(&spec, &mut log)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        log(format!(
+            "wrote {} ({}, {} layers) in {:.2}s",
+            shown(&spec.to, &cwd),
+            report.platform,
+            report.layers.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+/// A reference with its path shown relative to the current directory when it is below it.
+fn shown(r: &ImageRef, cwd: &Path) -> String {
+    let s = r.to_string();
+    let prefix = format!("{}/", cwd.display());
+    s.replacen(&prefix, "", 1)
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let r: ImageRef = a.image.parse().map_err(anyhow::Error::msg)?;
+    let r = r.relative_to(&cwd);
+    let platform = a
+        .platform
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))?;
+    let i = lamina::build::inspect(&r, platform)?;
+    if a.raw {
+        use std::io::Write;
+        std::io::stdout().write_all(&i.manifest_bytes())?;
+        return Ok(());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    let rep = &i.report;
+    println!("image     {}", shown(&r, &cwd));
+    println!("digest    {}", rep.digest);
+    println!("type      {}", rep.media_type);
+    println!("platform  {}", rep.platform);
+    println!(
+        "config    {} ({} bytes)",
+        rep.config.digest, rep.config.size
+    );
+    let c = i.image_config.get("config");
+    for (label, key) in [
+        ("entrypoint", "Entrypoint"),
+        ("cmd", "Cmd"),
+        ("workdir", "WorkingDir"),
+        ("user", "User"),
+    ] {
+        if let Some(v) = c.and_then(|c| c.get(key)) {
+            println!("{label:<10}{v}");
+        }
+    }
+    if let Some(env) = c.and_then(|c| c.get("Env")).and_then(|e| e.as_array()) {
+        for e in env {
+            println!("env       {}", e.as_str().unwrap_or_default());
+        }
+    }
+    let total: u64 = rep.layers.iter().map(|l| l.size).sum();
+    println!("layers    {} ({total} bytes compressed)", rep.layers.len());
+    for l in &rep.layers {
+        println!("  {} {:>12}  {}", l.digest, l.size, l.media_type);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Build(a) => build(*a),
+        Command::Inspect(a) => inspect(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

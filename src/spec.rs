@@ -1,0 +1,517 @@
+//! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
+//! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+
+/// `lamina.toml` as written.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    pub base: Option<String>,
+    pub platform: Option<String>,
+    pub to: Option<String>,
+    #[serde(default)]
+    pub layer: Vec<LayerSpec>,
+    #[serde(default)]
+    pub delete: Vec<DeleteSpec>,
+    #[serde(default)]
+    pub config: ConfigSpec,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One `[[layer]]`: a file, directory or .zip placed at `dest`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    pub source: PathBuf,
+    pub dest: String,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub mode: Option<Mode>,
+    pub dir_mode: Option<Mode>,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// One `[[delete]]`: a path of the base to hide with a whiteout.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSpec {
+    pub path: String,
+}
+
+/// `[config]`: every field optional, unset ones inherit from the base image's config.
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Unix permission mode: a TOML integer (`0o644`) or an octal string (`"0644"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        let v = u32::from_str_radix(digits, 8)
+            .map_err(|_| format!("mode `{s}` is not an octal number such as \"0644\""))?;
+        Mode::check(v)
+    }
+    fn check(v: u32) -> Result<Mode, String> {
+        if v > 0o7777 {
+            Err(format!(
+                "mode {v:#o} is out of range: permission bits go up to 0o7777"
+            ))
+        } else {
+            Ok(Mode(v))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        let r = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("a mode is an integer (0o644) or a string (\"0644\")")
+        })? {
+            Raw::Int(i) if i < 0 => Err(format!("mode {i} is negative")),
+            Raw::Int(i) => Mode::check(i as u32),
+            Raw::Str(s) => Mode::parse(&s),
+        };
+        r.map_err(serde::de::Error::custom)
+    }
+}
+
+/// How timestamps (file mtimes, `created`, history) are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timestamp {
+    /// Seconds since the Unix epoch.
+    Fixed(u64),
+    /// The wall clock at build time: not reproducible, only on request.
+    Now,
+}
+
+impl Timestamp {
+    /// `--timestamp` value: `now`, or seconds since the epoch.
+    pub fn parse(s: &str, what: &str) -> Result<Timestamp> {
+        if s == "now" {
+            return Ok(Timestamp::Now);
+        }
+        s.trim().parse::<u64>().map(Timestamp::Fixed).map_err(|_| {
+            Error::Invalid(format!(
+                "{what} `{s}` is not a number of seconds since 1970-01-01 (or `now`)"
+            ))
+        })
+    }
+
+    /// Resolve to seconds: the flag, else `SOURCE_DATE_EPOCH`, else 0.
+    pub fn resolve(flag: Option<&str>, source_date_epoch: Option<&str>) -> Result<u64> {
+        let t = match (flag, source_date_epoch) {
+            (Some(f), _) => Timestamp::parse(f, "--timestamp")?,
+            (None, Some(e)) if !e.is_empty() => Timestamp::parse(e, "SOURCE_DATE_EPOCH")?,
+            _ => Timestamp::Fixed(0),
+        };
+        // Tar headers hold 11 octal digits of seconds: up to the year 2242.
+        const MAX: u64 = 0o77777777777;
+        if let Timestamp::Fixed(s) = t
+            && s > MAX
+        {
+            return Err(Error::Invalid(format!(
+                "timestamp {s} is too far in the future (tar headers end at {MAX})"
+            )));
+        }
+        Ok(match t {
+            Timestamp::Fixed(s) => s,
+            Timestamp::Now => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// Values given as flags; each one overrides (or, for lists, extends) the spec file.
+#[derive(Default, Debug, Clone)]
+pub struct Overrides {
+    pub base: Option<String>,
+    pub platform: Option<String>,
+    pub to: Option<String>,
+    /// `SRC:DEST`, appended after the spec's layers.
+    pub layers: Vec<String>,
+    pub deletes: Vec<String>,
+    pub entrypoint: Option<String>,
+    pub cmd: Option<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub labels: Vec<String>,
+    pub annotations: Vec<String>,
+    pub timestamp: Option<String>,
+    pub compression_level: Option<u32>,
+}
+
+/// A validated build: absolute paths, parsed references, resolved timestamp.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// The spec file, if any (for messages).
+    pub file: Option<PathBuf>,
+    pub base: ImageRef,
+    pub platform: Platform,
+    pub to: ImageRef,
+    pub layers: Vec<LayerSpec>,
+    pub deletes: Vec<String>,
+    pub config: ConfigSpec,
+    pub annotations: BTreeMap<String, String>,
+    /// Seconds since the epoch for every timestamp lamina writes.
+    pub timestamp: u64,
+    pub compression_level: u32,
+}
+
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+
+/// Read and parse a spec file; errors name the file, line and field.
+pub fn read_spec_file(path: &Path) -> Result<SpecFile> {
+    let text = std::fs::read_to_string(path).at("reading build spec", path)?;
+    toml::from_str(&text).map_err(|e| Error::Spec {
+        file: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn parse_kv(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(Error::Invalid(format!("{flag} `{s}`: expected KEY=VALUE"))),
+    }
+}
+
+/// `--entrypoint`/`--cmd`: a JSON array of strings, or one string taken as a single element.
+fn parse_argv(s: &str, flag: &str) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        serde_json::from_str(s).map_err(|e| {
+            Error::Invalid(format!("{flag} `{s}` is not a JSON array of strings: {e}"))
+        })
+    } else {
+        Ok(vec![s.to_owned()])
+    }
+}
+
+fn parse_layer_flag(s: &str, cwd: &Path) -> Result<LayerSpec> {
+    let (src, dest) = s
+        .rsplit_once(':')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "--layer `{s}`: expected SOURCE:DEST, e.g. function:/var/task"
+            ))
+        })?;
+    Ok(LayerSpec {
+        source: cwd.join(src),
+        dest: dest.to_owned(),
+        exclude: vec![],
+        mode: None,
+        dir_mode: None,
+        uid: 0,
+        gid: 0,
+    })
+}
+
+/// Check an absolute in-image path and return it without its leading `/`.
+pub fn image_path(p: &str, field: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!(
+            "{field} `{p}` must be an absolute path in the image (start with /)"
+        ));
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("{field} `{p}` must not contain `..`")),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+impl BuildSpec {
+    /// Combine a spec file (paths relative to `spec_dir`) with flags (paths relative to `cwd`).
+    pub fn resolve(
+        file: Option<(&Path, SpecFile)>,
+        ov: &Overrides,
+        cwd: &Path,
+        source_date_epoch: Option<&str>,
+    ) -> Result<BuildSpec> {
+        let (path, sf) = match file {
+            Some((p, sf)) => (Some(p.to_owned()), sf),
+            None => (None, SpecFile::default()),
+        };
+        let spec_dir = path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|d| cwd.join(d))
+            .unwrap_or_else(|| cwd.to_owned());
+        let spec_err = |message: String| match &path {
+            Some(f) => Error::Spec {
+                file: f.clone(),
+                message,
+            },
+            None => Error::Invalid(message),
+        };
+        let parse_ref = |s: &str, flag: bool, field: &str| -> Result<ImageRef> {
+            let r: ImageRef = s.parse().map_err(|e: String| {
+                if flag {
+                    Error::Invalid(format!("--{field}: {e}"))
+                } else {
+                    spec_err(format!("field `{field}`: {e}"))
+                }
+            })?;
+            Ok(r.relative_to(if flag { cwd } else { &spec_dir }))
+        };
+
+        let base = match (&ov.base, &sf.base) {
+            (Some(b), _) => parse_ref(b, true, "base")?,
+            (None, Some(b)) => parse_ref(b, false, "base")?,
+            (None, None) => ImageRef::Scratch,
+        };
+        let to = match (&ov.to, &sf.to) {
+            (Some(t), _) => parse_ref(t, true, "to")?,
+            (None, Some(t)) => parse_ref(t, false, "to")?,
+            (None, None) => parse_ref("oci:out:latest", false, "to")?,
+        };
+        if to == ImageRef::Scratch {
+            return Err(Error::Invalid("`scratch` cannot be a destination".into()));
+        }
+        let platform = match (&ov.platform, &sf.platform) {
+            (Some(p), _) => p
+                .parse()
+                .map_err(|e: String| Error::Invalid(format!("--platform: {e}")))?,
+            (None, Some(p)) => p
+                .parse()
+                .map_err(|e: String| spec_err(format!("field `platform`: {e}")))?,
+            (None, None) => Platform::default(),
+        };
+
+        let mut layers = Vec::new();
+        for (i, mut l) in sf.layer.into_iter().enumerate() {
+            l.source = spec_dir.join(&l.source);
+            image_path(&l.dest, "dest")
+                .map_err(|e| spec_err(format!("[[layer]] #{}: {e}", i + 1)))?;
+            for g in &l.exclude {
+                globset::Glob::new(g).map_err(|e| {
+                    spec_err(format!("[[layer]] #{}: exclude glob `{g}`: {e}", i + 1))
+                })?;
+            }
+            layers.push(l);
+        }
+        for s in &ov.layers {
+            let l = parse_layer_flag(s, cwd)?;
+            image_path(&l.dest, "--layer dest").map_err(Error::Invalid)?;
+            layers.push(l);
+        }
+
+        let mut deletes = Vec::new();
+        for (i, d) in sf.delete.iter().enumerate() {
+            let p = image_path(&d.path, "path")
+                .map_err(|e| spec_err(format!("[[delete]] #{}: {e}", i + 1)))?;
+            if p.is_empty() {
+                return Err(spec_err(format!(
+                    "[[delete]] #{}: cannot delete `/`",
+                    i + 1
+                )));
+            }
+            deletes.push(p);
+        }
+        for d in &ov.deletes {
+            let p = image_path(d, "--delete").map_err(Error::Invalid)?;
+            if p.is_empty() {
+                return Err(Error::Invalid("--delete: cannot delete `/`".into()));
+            }
+            deletes.push(p);
+        }
+        deletes.sort();
+        deletes.dedup();
+
+        let mut config = sf.config;
+        if let Some(e) = &ov.entrypoint {
+            config.entrypoint = Some(parse_argv(e, "--entrypoint")?);
+        }
+        if let Some(c) = &ov.cmd {
+            config.cmd = Some(parse_argv(c, "--cmd")?);
+        }
+        for kv in &ov.env {
+            let (k, v) = parse_kv(kv, "--env")?;
+            config.env.insert(k, v);
+        }
+        for k in config.env.keys() {
+            if k.is_empty() || k.contains('=') {
+                return Err(spec_err(format!(
+                    "[config] env: invalid variable name `{k}`"
+                )));
+            }
+        }
+        for kv in &ov.labels {
+            let (k, v) = parse_kv(kv, "--label")?;
+            config.labels.insert(k, v);
+        }
+        if ov.workdir.is_some() {
+            config.workdir.clone_from(&ov.workdir);
+        }
+        if ov.user.is_some() {
+            config.user.clone_from(&ov.user);
+        }
+        let mut annotations = sf.annotations;
+        for kv in &ov.annotations {
+            let (k, v) = parse_kv(kv, "--annotation")?;
+            annotations.insert(k, v);
+        }
+
+        let compression_level = ov.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
+        if compression_level > 9 {
+            return Err(Error::Invalid(format!(
+                "--compression-level {compression_level}: use 0 (store) to 9 (smallest)"
+            )));
+        }
+        let timestamp = Timestamp::resolve(ov.timestamp.as_deref(), source_date_epoch)?;
+
+        Ok(BuildSpec {
+            file: path,
+            base,
+            platform,
+            to,
+            layers,
+            deletes,
+            config,
+            annotations,
+            timestamp,
+            compression_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SpecFile> {
+        toml::from_str(text).map_err(|e| Error::Spec {
+            file: "lamina.toml".into(),
+            message: e.to_string(),
+        })
+    }
+
+    #[test]
+    fn full_spec_parses() {
+        let sf = parse(
+            r#"
+base = "oci:base:latest"
+platform = "aarch64"
+[[layer]]
+source = "fn"
+dest = "/var/task"
+exclude = ["*.md"]
+mode = 0o600
+dir_mode = "0700"
+uid = 1000
+[config]
+cmd = ["h.handle"]
+env = { A = "1" }
+[annotations]
+k = "v"
+"#,
+        )
+        .unwrap();
+        assert_eq!(sf.layer[0].mode, Some(Mode(0o600)));
+        assert_eq!(sf.layer[0].dir_mode, Some(Mode(0o700)));
+        let b = BuildSpec::resolve(
+            Some((Path::new("p/lamina.toml"), sf)),
+            &Overrides::default(),
+            Path::new("/w"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.platform, Platform::LinuxArm64);
+        assert_eq!(b.layers[0].source, Path::new("/w/p/fn"));
+        assert_eq!(b.base.local_path(), Some(Path::new("/w/p/base")));
+        assert_eq!(b.to.local_path(), Some(Path::new("/w/p/out")));
+        assert_eq!(b.timestamp, 0);
+    }
+
+    #[test]
+    fn unknown_field_and_wrong_type_name_line_and_field() {
+        let e = parse("[[layer]]\nsource = \"a\"\ndest = \"/x\"\nsauce = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sauce") && e.contains("line 4"), "{e}");
+        let e = parse("platform = 5\n").unwrap_err().to_string();
+        assert!(e.contains("platform") && e.contains("line 1"), "{e}");
+        let e = parse("[[layer]]\nsource = \"a\"\ndest = \"/x\"\nmode = \"rwx\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rwx"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_and_extend() {
+        let ov = Overrides {
+            platform: Some("x86_64".into()),
+            layers: vec!["dir:/opt".into()],
+            cmd: Some(r#"["a","b"]"#.into()),
+            entrypoint: Some("/bootstrap".into()),
+            env: vec!["K=V=W".into()],
+            timestamp: Some("1700000000".into()),
+            ..Default::default()
+        };
+        let b = BuildSpec::resolve(None, &ov, Path::new("/c"), Some("5")).unwrap();
+        assert_eq!(b.layers[0].source, Path::new("/c/dir"));
+        assert_eq!(b.layers[0].dest, "/opt");
+        assert_eq!(b.config.cmd, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(b.config.entrypoint, Some(vec!["/bootstrap".into()]));
+        assert_eq!(b.config.env["K"], "V=W");
+        assert_eq!(b.timestamp, 1_700_000_000);
+        assert_eq!(b.base, ImageRef::Scratch);
+    }
+
+    #[test]
+    fn source_date_epoch_is_used_and_checked() {
+        assert_eq!(Timestamp::resolve(None, Some("42")).unwrap(), 42);
+        assert_eq!(Timestamp::resolve(None, None).unwrap(), 0);
+        assert!(
+            Timestamp::resolve(None, Some("yesterday"))
+                .unwrap_err()
+                .to_string()
+                .contains("SOURCE_DATE_EPOCH")
+        );
+    }
+
+    #[test]
+    fn image_paths_are_checked() {
+        assert_eq!(image_path("/var/task/", "dest").unwrap(), "var/task");
+        assert_eq!(image_path("/", "dest").unwrap(), "");
+        assert!(image_path("var", "dest").is_err());
+        assert!(image_path("/a/../b", "dest").is_err());
+    }
+}

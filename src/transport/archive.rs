@@ -1,0 +1,388 @@
+//! Archive transports: `oci-archive:` (a tar of an OCI layout) and `docker-archive:` (the
+//! `docker save` format: `manifest.json`, a config file and uncompressed layer tars).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, MediaType};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use super::layout::{self, check_platform, write_file};
+use super::{Source, Staging, absolute};
+use crate::digest::{Digest, HashingWriter, hash_reader};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor};
+use crate::layer::entry::{Data, Entry, Kind};
+use crate::layer::source::Input;
+use crate::platform::Platform;
+
+/// Unpack an archive into a fresh temporary directory. The `tar` crate refuses entries that
+/// would land outside it (absolute paths, `..`).
+fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
+    let f = File::open(file).map_err(|e| {
+        Error::image(
+            reference,
+            if e.kind() == io::ErrorKind::NotFound {
+                format!("{} does not exist", file.display())
+            } else {
+                format!("cannot open {}: {e}", file.display())
+            },
+        )
+    })?;
+    let tmp = tempfile::Builder::new()
+        .prefix("lamina-unpack-")
+        .tempdir()
+        .ctx(|| "creating a temporary directory".to_owned())?;
+    let mut a = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
+    a.set_preserve_permissions(false);
+    a.set_overwrite(true);
+    a.unpack(tmp.path()).map_err(|e| {
+        Error::image(
+            reference,
+            format!("{} is not a readable tar archive: {e}", file.display()),
+        )
+    })?;
+    Ok(tmp)
+}
+
+pub fn read_oci_archive(
+    file: &Path,
+    tag: Option<&str>,
+    platform: Option<Platform>,
+    verify: bool,
+    reference: &str,
+) -> Result<Source> {
+    let tmp = unpack(file, reference)?;
+    let mut src = layout::read(tmp.path(), tag, platform, verify, reference)?;
+    src._keep = Some(tmp);
+    Ok(src)
+}
+
+/// Tar `root` (an OCI layout: `oci-layout`, `index.json`, `blobs/sha256/*`) deterministically.
+fn layout_entries(root: &Path) -> Result<Vec<Entry>> {
+    let file = |rel: &str, p: PathBuf| -> Result<Entry> {
+        let size = fs::metadata(&p).at("reading metadata of", &p)?.len();
+        Ok(Entry {
+            path: rel.as_bytes().to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            kind: Kind::File {
+                size,
+                data: Data::Path(p),
+            },
+        })
+    };
+    let mut v = vec![
+        Entry::dir(b"blobs".to_vec(), 0o755, 0, 0),
+        Entry::dir(b"blobs/sha256".to_vec(), 0o755, 0, 0),
+        file("index.json", root.join("index.json"))?,
+        file("oci-layout", root.join("oci-layout"))?,
+    ];
+    let blobs = root.join("blobs").join("sha256");
+    for e in fs::read_dir(&blobs).at("reading", &blobs)? {
+        let e = e.at("reading", &blobs)?;
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        v.push(file(&format!("blobs/sha256/{name}"), e.path())?);
+    }
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(v)
+}
+
+/// Write a tar of `entries` next to `dest` under a temporary name, then rename it into place.
+fn write_tar_file(dest: &Path, entries: &[Entry], mtime: u64) -> Result<()> {
+    let dest = absolute(dest)?;
+    let parent = dest.parent().unwrap_or(Path::new("/")).to_owned();
+    fs::create_dir_all(&parent).at("creating", &parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".lamina-")
+        .tempfile_in(&parent)
+        .at("creating a temporary file in", &parent)?;
+    let f = tmp.reopen().at("opening", tmp.path())?;
+    let w = crate::layer::tar::write_tar(
+        entries,
+        &mut Input::Files,
+        mtime,
+        io::BufWriter::with_capacity(1 << 20, f),
+    )?;
+    let f = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .at("writing", tmp.path())?;
+    f.sync_all().at("writing", tmp.path())?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .at("setting permissions of", tmp.path())?;
+    tmp.persist(&dest)
+        .map_err(|e| e.error)
+        .at("saving", &dest)?;
+    Ok(())
+}
+
+pub fn write_oci_archive(
+    file: &Path,
+    tag: Option<&str>,
+    img: &Rendered,
+    staging: Staging,
+    mtime: u64,
+) -> Result<()> {
+    let root = staging.dir.path().to_owned();
+    // An archive is written whole: earlier content of the file is replaced, as skopeo does.
+    layout::fill(&root.join("does-not-exist"), &root, img)?;
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_descriptor(img, tag)])
+        .build()
+        .expect("all required index fields are set");
+    write_file(&root.join("index.json"), &canonical_json(&index))?;
+    write_tar_file(file, &layout_entries(&root)?, mtime)
+}
+
+/// One image of a `docker save` archive's `manifest.json`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+pub fn write_docker_archive(
+    file: &Path,
+    name: Option<&str>,
+    img: &Rendered,
+    staging: Staging,
+    mtime: u64,
+) -> Result<()> {
+    let dir = staging.dir.path().join("docker");
+    fs::create_dir_all(&dir).at("creating", &dir)?;
+    let mut entries = Vec::new();
+    let mut layer_names = Vec::new();
+    let file_entry = |name: String, p: PathBuf, size: u64| Entry {
+        path: name.into_bytes(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        kind: Kind::File {
+            size,
+            data: Data::Path(p),
+        },
+    };
+    for l in &img.layers {
+        let name = format!("{}.tar", l.diff_id.hex());
+        layer_names.push(name.clone());
+        if entries.iter().any(|e: &Entry| e.path == name.as_bytes()) {
+            continue;
+        }
+        // docker-archive layers are uncompressed tars named by their diff_id.
+        let out = dir.join(&name);
+        let src = File::open(&l.path).at("opening", &l.path)?;
+        let mut w =
+            HashingWriter::new(io::BufWriter::new(File::create(&out).at("creating", &out)?));
+        let mt = l.media_type.to_string();
+        if mt.ends_with("+gzip") {
+            io::copy(
+                &mut flate2::read::MultiGzDecoder::new(BufReader::new(src)),
+                &mut w,
+            )
+        } else if mt.ends_with(".tar") {
+            io::copy(&mut BufReader::new(src), &mut w)
+        } else {
+            return Err(Error::Invalid(format!(
+                "layer {} has media type {mt}; docker-archive takes only tar and gzip layers",
+                l.digest
+            )));
+        }
+        .ctx(|| format!("uncompressing layer {}", l.digest))?;
+        let (_, diff, size) = w.finish();
+        if diff != l.diff_id {
+            return Err(Error::Invalid(format!(
+                "layer {} uncompresses to {diff}, not its diff_id {}",
+                l.digest, l.diff_id
+            )));
+        }
+        entries.push(file_entry(name, out, size));
+    }
+    let config_name = format!("{}.json", img.config_digest.hex());
+    let config_path = dir.join(&config_name);
+    write_file(&config_path, &img.config)?;
+    entries.push(file_entry(
+        config_name.clone(),
+        config_path,
+        img.config.len() as u64,
+    ));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": name.map(|n| vec![n.to_owned()]).unwrap_or_default(),
+        "Layers": layer_names,
+    }]);
+    let mpath = dir.join("manifest.json");
+    let mbytes = serde_json::to_vec(&manifest).expect("JSON value serializes");
+    write_file(&mpath, &mbytes)?;
+    entries.push(file_entry(
+        "manifest.json".into(),
+        mpath,
+        mbytes.len() as u64,
+    ));
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    write_tar_file(file, &entries, mtime)
+}
+
+/// Inside an unpacked archive, a path named by its manifest must stay inside.
+fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::image(
+            reference,
+            format!("manifest.json names `{rel}`, outside the archive"),
+        ));
+    }
+    let full = root.join(p);
+    if !full.is_file() {
+        return Err(Error::image(
+            reference,
+            format!("manifest.json names `{rel}`, which the archive does not hold"),
+        ));
+    }
+    Ok(full)
+}
+
+pub fn read_docker_archive(
+    file: &Path,
+    name: Option<&str>,
+    platform: Option<Platform>,
+    verify: bool,
+    reference: &str,
+) -> Result<Source> {
+    let tmp = unpack(file, reference)?;
+    let root = tmp.path();
+    let mpath = root.join("manifest.json");
+    let mbytes = fs::read(&mpath)
+        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
+    let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
+        .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
+    let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
+    let entry = match name {
+        Some(n) => list
+            .iter()
+            .find(|e| tags(e).iter().any(|t| t == n))
+            .ok_or_else(|| {
+                let all: Vec<String> = list.iter().flat_map(tags).collect();
+                Error::image(
+                    reference,
+                    format!("holds no image named `{n}`; it has: {}", all.join(", ")),
+                )
+            })?,
+        None => match list.as_slice() {
+            [one] => one,
+            [] => return Err(Error::image(reference, "manifest.json lists no images")),
+            many => {
+                let all: Vec<String> = many.iter().flat_map(tags).collect();
+                return Err(Error::image(
+                    reference,
+                    format!(
+                        "holds {} images; name one as docker-archive:FILE:NAME:TAG ({})",
+                        many.len(),
+                        all.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    let cpath = inside(root, &entry.config, reference)?;
+    let cbytes = fs::read(&cpath).at("reading", &cpath)?;
+    let config = ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
+        Error::image(
+            reference,
+            format!("config {} is not valid: {e}", entry.config),
+        )
+    })?;
+    check_platform(&config, platform, reference)?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != entry.layers.len() {
+        return Err(Error::image(
+            reference,
+            format!(
+                "manifest.json lists {} layers but the config's rootfs.diff_ids has {}",
+                entry.layers.len(),
+                diff_ids.len()
+            ),
+        ));
+    }
+    let blobs = root.join(".lamina-blobs");
+    fs::create_dir_all(&blobs).at("creating", &blobs)?;
+    let mut layers = Vec::new();
+    for (rel, diff) in entry.layers.iter().zip(diff_ids) {
+        let path = inside(root, rel, reference)?;
+        let diff_id: Digest = diff
+            .parse()
+            .map_err(|e| Error::image(reference, format!("config rootfs.diff_ids: {e}")))?;
+        let mut magic = [0u8; 2];
+        let gz = File::open(&path)
+            .and_then(|mut f| f.read(&mut magic))
+            .at("reading", &path)?
+            == 2
+            && magic == [0x1f, 0x8b];
+        let layer = if gz {
+            let (digest, size) =
+                hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+                    .at("reading", &path)?;
+            if verify {
+                crate::layer::verify_blob(&path, &digest, size, Some(&diff_id), true)
+                    .map_err(|e| Error::image(reference, format!("{rel}: {e}")))?;
+            }
+            Layer {
+                media_type: MediaType::ImageLayerGzip,
+                digest,
+                size,
+                diff_id,
+                path,
+                origin: Origin::Base,
+            }
+        } else {
+            // Uncompressed: check it against its diff_id, then gzip it like lamina's own layers.
+            let (d, _) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+                .at("reading", &path)?;
+            if d != diff_id {
+                return Err(Error::image(
+                    reference,
+                    format!(
+                        "layer {rel} has digest {d}, but the config's rootfs.diff_ids says {diff_id}: the archive is corrupt"
+                    ),
+                ));
+            }
+            let b = crate::layer::gzip_file(&path, &blobs, crate::spec::DEFAULT_COMPRESSION_LEVEL)?;
+            Layer {
+                media_type: MediaType::ImageLayerGzip,
+                digest: b.digest,
+                size: b.size,
+                diff_id,
+                path: b.path,
+                origin: Origin::Base,
+            }
+        };
+        layers.push(layer);
+    }
+    let image = Image {
+        config,
+        layers,
+        annotations: Default::default(),
+    };
+    let mut src = Source::rendered(image, Some(tmp));
+    // The archive's config is used as it is stored: name it by its own bytes.
+    src.config_digest = Digest::of(&cbytes);
+    src.config_size = cbytes.len() as u64;
+    Ok(src)
+}

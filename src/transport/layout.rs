@@ -1,0 +1,428 @@
+//! The OCI image layout transport (`oci:DIR[:TAG]`): `oci-layout`, `index.json`, `blobs/sha256`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder,
+    ImageManifest, MediaType,
+};
+
+use super::{Source, Staging, link_blob, read_json_blob, replace};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image::{
+    Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor, oci_layer_media_type,
+};
+use crate::platform::{Platform, describe};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+fn is_index(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageIndex)
+        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+fn is_manifest(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageManifest)
+        || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
+}
+
+fn tag_of(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REF_NAME))
+        .map(String::as_str)
+}
+
+fn digest_of(d: &Descriptor, reference: &str) -> Result<Digest> {
+    Digest::from_oci(d.digest()).map_err(|e| Error::image(reference, e))
+}
+
+fn platforms_listed(descs: &[Descriptor]) -> String {
+    let v: Vec<String> = descs
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .map(|p| {
+            describe(
+                &p.os().to_string(),
+                &p.architecture().to_string(),
+                p.variant().as_deref(),
+            )
+        })
+        .collect();
+    if v.is_empty() {
+        "no platform information".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Follow index → manifest for `platform`, returning the manifest descriptor.
+fn select(
+    descs: &[Descriptor],
+    platform: Option<Platform>,
+    blobs: &Path,
+    reference: &str,
+    depth: u32,
+) -> Result<Descriptor> {
+    if depth > 4 {
+        return Err(Error::image(reference, "indexes nest more than 4 deep"));
+    }
+    let chosen: Descriptor = match (descs, platform) {
+        ([], _) => return Err(Error::image(reference, "the index lists no manifests")),
+        ([one], _) => one.clone(),
+        (many, Some(p)) => many
+            .iter()
+            .find(|d| {
+                d.platform().as_ref().is_some_and(|dp| {
+                    p.matches(
+                        &dp.os().to_string(),
+                        &dp.architecture().to_string(),
+                        dp.variant().as_deref(),
+                    )
+                })
+            })
+            .cloned()
+            .ok_or_else(|| {
+                Error::image(
+                    reference,
+                    format!("has no {p} image; it has {}", platforms_listed(many)),
+                )
+            })?,
+        (many, None) => {
+            return Err(Error::image(
+                reference,
+                format!(
+                    "is a multi-platform index ({}); choose one with --platform",
+                    platforms_listed(many)
+                ),
+            ));
+        }
+    };
+    if is_index(chosen.media_type()) {
+        let digest = digest_of(&chosen, reference)?;
+        let bytes = read_json_blob(blobs, &digest, chosen.size(), "index", reference)?;
+        let idx = ImageIndex::from_reader(&bytes[..])
+            .map_err(|e| Error::image(reference, format!("index {digest} is not valid: {e}")))?;
+        // Attestation manifests (platform unknown/unknown) never match a real platform.
+        return select(idx.manifests(), platform, blobs, reference, depth + 1);
+    }
+    if !is_manifest(chosen.media_type()) {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{} is a {}, not an image manifest",
+                chosen.digest(),
+                chosen.media_type()
+            ),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// Read a manifest (by descriptor) and its config and layers from `blobs`.
+pub fn read_manifest(
+    blobs: &Path,
+    desc: &Descriptor,
+    platform: Option<Platform>,
+    verify: bool,
+    reference: &str,
+) -> Result<Source> {
+    let mdigest = digest_of(desc, reference)?;
+    let mbytes = read_json_blob(blobs, &mdigest, desc.size(), "manifest", reference)?;
+    let manifest = ImageManifest::from_reader(&mbytes[..])
+        .map_err(|e| Error::image(reference, format!("manifest {mdigest} is not valid: {e}")))?;
+    let cdesc = manifest.config();
+    let cdigest = digest_of(cdesc, reference)?;
+    let cbytes = read_json_blob(blobs, &cdigest, cdesc.size(), "config", reference)?;
+    let config = ImageConfiguration::from_reader(&cbytes[..])
+        .map_err(|e| Error::image(reference, format!("config {cdigest} is not valid: {e}")))?;
+    check_platform(&config, platform, reference)?;
+    let layers = layers_of(&manifest, &config, |d| blobs.join(d.hex()), reference)?;
+    if verify {
+        verify_layers(&layers, reference)?;
+    }
+    Ok(Source {
+        image: Image {
+            config,
+            layers,
+            annotations: Default::default(),
+        },
+        manifest: mbytes,
+        manifest_digest: mdigest,
+        config_digest: cdigest,
+        config_size: cdesc.size(),
+        _keep: None,
+    })
+}
+
+/// The config must describe the platform asked for (a single-platform base of the wrong
+/// architecture would give an image that fails with `exec format error`).
+pub fn check_platform(
+    config: &ImageConfiguration,
+    platform: Option<Platform>,
+    reference: &str,
+) -> Result<()> {
+    if let Some(p) = platform {
+        let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+        if !p.matches(&os, &arch, config.variant().as_deref()) {
+            return Err(Error::image(
+                reference,
+                format!(
+                    "has no {p} image; it has {}",
+                    describe(&os, &arch, config.variant().as_deref())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Pair the manifest's layer descriptors with the config's diff_ids.
+pub fn layers_of(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+    path_of: impl Fn(&Digest) -> std::path::PathBuf,
+    reference: &str,
+) -> Result<Vec<Layer>> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(Error::image(
+            reference,
+            format!(
+                "the manifest has {} layers but the config's rootfs.diff_ids has {}",
+                manifest.layers().len(),
+                diff_ids.len()
+            ),
+        ));
+    }
+    manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, diff)| {
+            let digest = digest_of(d, reference)?;
+            let diff_id: Digest = diff
+                .parse()
+                .map_err(|e| Error::image(reference, format!("config rootfs.diff_ids: {e}")))?;
+            let media_type = oci_layer_media_type(d.media_type());
+            let mts = media_type.to_string();
+            if !mts.starts_with("application/vnd.oci.image.layer.") {
+                return Err(Error::image(
+                    reference,
+                    format!(
+                        "layer {digest} has media type {mts}, which is not a container image layer"
+                    ),
+                ));
+            }
+            Ok(Layer {
+                media_type,
+                path: path_of(&digest),
+                digest,
+                size: d.size(),
+                diff_id,
+                origin: Origin::Base,
+            })
+        })
+        .collect()
+}
+
+/// Check every layer's bytes, two at a time (reading and hashing are the cost).
+pub fn verify_layers(layers: &[Layer], reference: &str) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = std::sync::Mutex::new(Vec::<(usize, String)>::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(l) = layers.get(i) else { break };
+                    let mt = l.media_type.to_string();
+                    let (diff, gzip) = if mt.ends_with("+gzip") {
+                        (Some(&l.diff_id), true)
+                    } else if mt.ends_with(".tar") {
+                        (Some(&l.diff_id), false)
+                    } else {
+                        (None, false) // zstd: the compressed digest is still checked
+                    };
+                    if let Err(e) =
+                        crate::layer::verify_blob(&l.path, &l.digest, l.size, diff, gzip)
+                    {
+                        errors
+                            .lock()
+                            .expect("no panics hold this lock")
+                            .push((i, e));
+                    }
+                }
+            });
+        }
+    });
+    let mut errs = errors.into_inner().expect("no panics hold this lock");
+    errs.sort();
+    match errs.into_iter().next() {
+        Some((_, e)) => Err(Error::image(reference, e)),
+        None => Ok(()),
+    }
+}
+
+/// Read `oci:DIR[:TAG]` for `platform`.
+pub fn read(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: Option<Platform>,
+    verify: bool,
+    reference: &str,
+) -> Result<Source> {
+    if !dir.join("oci-layout").is_file() {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{} is not an OCI image layout (no oci-layout file)",
+                dir.display()
+            ),
+        ));
+    }
+    let index_path = dir.join("index.json");
+    let bytes = fs::read(&index_path).at("reading", &index_path)?;
+    let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
+        Error::image(
+            reference,
+            format!("{} is not valid: {e}", index_path.display()),
+        )
+    })?;
+    let candidates: Vec<Descriptor> = match tag {
+        Some(t) => index
+            .manifests()
+            .iter()
+            .filter(|d| tag_of(d) == Some(t))
+            .cloned()
+            .collect(),
+        None => index.manifests().clone(),
+    };
+    if candidates.is_empty() {
+        let tags: Vec<&str> = index.manifests().iter().filter_map(tag_of).collect();
+        return Err(Error::image(
+            reference,
+            match tag {
+                Some(t) => format!(
+                    "has no image tagged `{t}`; tags present: {}",
+                    if tags.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        tags.join(", ")
+                    }
+                ),
+                None => "the layout holds no images".to_owned(),
+            },
+        ));
+    }
+    let blobs = dir.join("blobs").join("sha256");
+    let desc = if tag.is_none()
+        && candidates.len() > 1
+        && candidates.iter().any(|d| d.platform().is_none())
+    {
+        let tags: Vec<&str> = candidates.iter().filter_map(tag_of).collect();
+        return Err(Error::image(
+            reference,
+            format!(
+                "holds {} images; name one with :TAG (tags: {})",
+                candidates.len(),
+                tags.join(", ")
+            ),
+        ));
+    } else {
+        select(&candidates, platform, &blobs, reference, 0)?
+    };
+    read_manifest(&blobs, &desc, platform, verify, reference)
+}
+
+/// Lay out `img` in the staging directory, taking over the blobs and other images of an
+/// existing layout at `dir`, then swap it into place.
+pub fn write(dir: &Path, tag: Option<&str>, img: &Rendered, staging: Staging) -> Result<()> {
+    let root = staging.dir.path().to_owned();
+    let blobs = staging.blobs();
+    let existing = fill(dir, &root, img)?;
+    let mut manifests: Vec<Descriptor> = existing
+        .map(|i| i.manifests().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| match tag {
+            Some(t) => tag_of(d) != Some(t),
+            None => {
+                !(tag_of(d).is_none()
+                    && digest_of(d, "").ok().as_ref() == Some(&img.manifest_digest))
+            }
+        })
+        .collect();
+    manifests.push(manifest_descriptor(img, tag));
+    let index: ImageIndex = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .expect("all required index fields are set");
+    write_file(&root.join("index.json"), &canonical_json(&index))?;
+    debug_assert!(blobs.join(img.manifest_digest.hex()).is_file());
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
+        .at("setting permissions of", &root)?;
+    replace(&root, dir)
+}
+
+/// Write the blobs and `oci-layout` of `img` under `root`; bring over an existing layout's
+/// blobs and return its index.
+pub fn fill(dir: &Path, root: &Path, img: &Rendered) -> Result<Option<ImageIndex>> {
+    let blobs = root.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).at("creating", &blobs)?;
+    let mut existing = None;
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a directory; an oci: destination is a directory",
+                dir.display()
+            )));
+        }
+        let empty = fs::read_dir(dir).at("reading", dir)?.next().is_none();
+        if !empty {
+            if !dir.join("oci-layout").is_file() {
+                return Err(Error::Invalid(format!(
+                    "{} exists and is not an OCI image layout; lamina will not overwrite it (choose another path or remove it)",
+                    dir.display()
+                )));
+            }
+            let ip = dir.join("index.json");
+            let bytes = fs::read(&ip).at("reading", &ip)?;
+            existing = Some(
+                ImageIndex::from_reader(&bytes[..])
+                    .map_err(|e| Error::Invalid(format!("{} is not valid: {e}", ip.display())))?,
+            );
+            let old = dir.join("blobs").join("sha256");
+            if old.is_dir() {
+                for e in fs::read_dir(&old).at("reading", &old)? {
+                    let e = e.at("reading", &old)?;
+                    let name = e.file_name();
+                    let Some(hex) = name.to_str().filter(|n| !n.starts_with('.')) else {
+                        continue;
+                    };
+                    link_blob(&e.path(), &blobs, hex)?;
+                }
+            }
+        }
+    }
+    for l in &img.layers {
+        link_blob(&l.path, &blobs, l.digest.hex())?;
+    }
+    write_file(&blobs.join(img.config_digest.hex()), &img.config)?;
+    write_file(&blobs.join(img.manifest_digest.hex()), &img.manifest)?;
+    write_file(&root.join("oci-layout"), OCI_LAYOUT)?;
+    Ok(existing)
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).at("writing", path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).at("setting permissions of", path)
+}

@@ -1,0 +1,227 @@
+//! Transports: where images are read from and written to. Each one has the same small surface —
+//! read an image for a platform, write a rendered image — so a new one touches one file.
+
+pub mod archive;
+pub mod layout;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::{Image, Rendered};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+
+/// An image read from a transport. `_keep` holds temporary files (an unpacked archive) that the
+/// layer paths point into, for as long as the image is used.
+pub struct Source {
+    pub image: Image,
+    /// The manifest as stored in the source (rendered, for sources that have none).
+    pub manifest: Vec<u8>,
+    pub manifest_digest: crate::digest::Digest,
+    pub config_digest: crate::digest::Digest,
+    pub config_size: u64,
+    pub _keep: Option<TempDir>,
+}
+
+impl Source {
+    /// A source whose manifest lamina renders itself (scratch, docker-archive).
+    pub fn rendered(image: Image, keep: Option<TempDir>) -> Source {
+        let r = image.render();
+        Source {
+            manifest: r.manifest,
+            manifest_digest: r.manifest_digest,
+            config_digest: r.config_digest,
+            config_size: r.config.len() as u64,
+            image,
+            _keep: keep,
+        }
+    }
+}
+
+/// Read the image `r` for `platform`. With `verify`, every layer blob is checked against its
+/// digest, size and diff_id first, so a broken base fails here, before anything is written.
+/// Without a platform, a single-platform image is read as it is; an index needs one.
+pub fn read(r: &ImageRef, platform: Option<Platform>, verify: bool) -> Result<Source> {
+    match r {
+        ImageRef::Scratch => {
+            let image = Image::scratch(platform.unwrap_or_default());
+            Ok(Source::rendered(image, None))
+        }
+        ImageRef::Oci { dir, tag } => {
+            layout::read(dir, tag.as_deref(), platform, verify, &r.to_string())
+        }
+        ImageRef::OciArchive { file, tag } => {
+            archive::read_oci_archive(file, tag.as_deref(), platform, verify, &r.to_string())
+        }
+        ImageRef::DockerArchive { file, name } => {
+            archive::read_docker_archive(file, name.as_deref(), platform, verify, &r.to_string())
+        }
+    }
+}
+
+/// Where the new image's files are assembled before they are moved to the destination: a
+/// temporary directory beside the destination (same file system, so the final step is a
+/// rename), removed on drop whatever happens.
+pub struct Staging {
+    pub dir: TempDir,
+}
+
+impl Staging {
+    /// Staging for destination `r`, in the nearest existing ancestor of its parent directory.
+    pub fn for_dest(r: &ImageRef) -> Result<Staging> {
+        let target = r
+            .local_path()
+            .ok_or_else(|| Error::Invalid(format!("`{r}` cannot be a destination")))?;
+        let mut parent = absolute(target)?
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        while !parent.is_dir() {
+            match parent.parent() {
+                Some(p) => parent = p.to_owned(),
+                None => break,
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(".lamina-")
+            .tempdir_in(&parent)
+            .at("creating a staging directory in", &parent)?;
+        let s = Staging { dir };
+        fs::create_dir_all(s.blobs()).at("creating", &s.blobs())?;
+        Ok(s)
+    }
+
+    /// `blobs/sha256` inside the staging directory: where new layers are written.
+    pub fn blobs(&self) -> PathBuf {
+        self.dir.path().join("blobs").join("sha256")
+    }
+}
+
+/// `path` made absolute against the current directory (without resolving symlinks).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).at("resolving", path)
+}
+
+/// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
+pub fn write(r: &ImageRef, img: &Rendered, staging: Staging, mtime: u64) -> Result<()> {
+    match r {
+        ImageRef::Oci { dir, tag } => layout::write(dir, tag.as_deref(), img, staging),
+        ImageRef::OciArchive { file, tag } => {
+            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime)
+        }
+        ImageRef::DockerArchive { file, name } => {
+            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime)
+        }
+        ImageRef::Scratch => Err(Error::Invalid("`scratch` cannot be a destination".into())),
+    }
+}
+
+/// Put a blob into `dir` under its digest: a hard link when possible (free on one file
+/// system), else a copy to a temporary name then a rename.
+pub fn link_blob(from: &Path, dir: &Path, hex: &str) -> Result<()> {
+    let to = dir.join(hex);
+    if to.exists() {
+        return Ok(());
+    }
+    if fs::hard_link(from, &to).is_ok() {
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".copy-")
+        .tempfile_in(dir)
+        .at("creating a temporary file in", dir)?;
+    fs::copy(from, tmp.path()).ctx(|| format!("copying {} to {}", from.display(), to.display()))?;
+    tmp.persist(&to).map_err(|e| e.error).at("saving", &to)?;
+    Ok(())
+}
+
+/// Replace `dest` by `new` (a directory or file in the same file system) in one step where the
+/// system allows it, so a reader never sees a half-written destination.
+pub fn replace(new: &Path, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).at("creating", parent)?;
+    }
+    if fs::symlink_metadata(dest).is_err() {
+        return fs::rename(new, dest).ctx(|| format!("moving the new image to {}", dest.display()));
+    }
+    if dest.is_dir() {
+        // Swap atomically; the old content ends up at `new` and is removed with the staging.
+        exchange(new, dest).ctx(|| format!("replacing {}", dest.display()))
+    } else {
+        fs::rename(new, dest).ctx(|| format!("replacing {}", dest.display()))
+    }
+}
+
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let cb = CString::new(b.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    // File systems without RENAME_EXCHANGE: move the old one aside, then the new one in.
+    let aside = a.with_extension("old");
+    fs::rename(b, &aside)?;
+    if let Err(e) = fs::rename(a, b) {
+        let _ = fs::rename(&aside, b);
+        return Err(e);
+    }
+    fs::rename(&aside, a)
+}
+
+/// Read a small JSON blob (manifest, config, index), checking its size and digest.
+pub fn read_json_blob(
+    blobs: &Path,
+    digest: &crate::digest::Digest,
+    size: u64,
+    what: &str,
+    reference: &str,
+) -> Result<Vec<u8>> {
+    const MAX: u64 = 8 << 20;
+    if size > MAX {
+        return Err(Error::image(
+            reference,
+            format!("{what} {digest} is {size} bytes; more than {MAX} is not a plausible {what}"),
+        ));
+    }
+    let path = blobs.join(digest.hex());
+    let bytes = fs::read(&path).map_err(|e| {
+        Error::image(
+            reference,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{what} blob {digest} is missing ({})", path.display())
+            } else {
+                format!("{what} blob {digest}: {e}")
+            },
+        )
+    })?;
+    let actual = crate::digest::Digest::of(&bytes);
+    if &actual != digest || bytes.len() as u64 != size {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{what} blob {digest} does not match its content ({actual}, {} bytes; expected {size}): the image is corrupt",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
