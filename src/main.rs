@@ -191,7 +191,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         ("user", "User"),
     ] {
         if let Some(v) = c.and_then(|c| c.get(key)) {
-            println!("{label:<10}{v}");
+            println!("{label:<9} {v}");
         }
     }
     if let Some(env) = c.and_then(|c| c.get("Env")).and_then(|e| e.as_array()) {
