@@ -6,7 +6,10 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Layer, Origin, Rendered, rfc3339};
 use crate::layer::{self, LayerBlob, LayerOptions};
+use crate::platform::Platform;
 use crate::reference::ImageRef;
+use crate::registry::Options;
+use crate::registry::push::{BlobFate, PushReport};
 use crate::spec::BuildSpec;
 use crate::transport::{self, Staging};
 
@@ -21,6 +24,9 @@ pub struct Report {
     pub platform: String,
     pub config: BlobReport,
     pub layers: Vec<LayerReport>,
+    /// For a registry destination: what happened to each blob.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<Vec<BlobFate>>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -57,18 +63,24 @@ pub fn layer_reports(layers: &[Layer], with_origin: bool) -> Vec<LayerReport> {
         .collect()
 }
 
-fn report(reference: &ImageRef, r: &Rendered) -> Report {
+fn report(
+    reference: &ImageRef,
+    r: &Rendered,
+    pushed: Option<PushReport>,
+    with_origin: bool,
+) -> Report {
     Report {
         reference: reference.to_string(),
         digest: r.manifest_digest.clone(),
-        media_type: oci_spec::image::MediaType::ImageManifest.to_string(),
+        media_type: r.media_type.to_string(),
         size: r.manifest.len() as u64,
         platform: platform_string(&r.platform),
         config: BlobReport {
             digest: r.config_digest.clone(),
             size: r.config.len() as u64,
         },
-        layers: layer_reports(&r.layers, true),
+        layers: layer_reports(&r.layers, with_origin),
+        blobs: pushed.map(|p| p.blobs),
     }
 }
 
@@ -102,9 +114,9 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
 }
 
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
-pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
+pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
     let staging = Staging::for_dest(&spec.to)?;
-    let base = transport::read(&spec.base, Some(spec.platform), true)?;
+    let base = transport::read(&spec.base, Some(spec.platform), true, opts)?;
     log(format!(
         "base {} ({}, {} layers)",
         spec.base,
@@ -113,7 +125,7 @@ pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
     ));
     let mut image = base.image.clone();
     let created = rfc3339(spec.timestamp);
-    let opts = LayerOptions {
+    let lopts = LayerOptions {
         mtime: spec.timestamp,
         compression_level: spec.compression_level,
     };
@@ -125,14 +137,14 @@ pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
     if !spec.deletes.is_empty() {
         let blobs = &blobs;
         jobs.push(Box::new(move || {
-            layer::build_whiteouts(&spec.deletes, opts, blobs)
+            layer::build_whiteouts(&spec.deletes, lopts, blobs)
         }));
         let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
     for l in &spec.layers {
         let blobs = &blobs;
-        jobs.push(Box::new(move || layer::build(l, opts, blobs)));
+        jobs.push(Box::new(move || layer::build(l, lopts, blobs)));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source
@@ -155,6 +167,7 @@ pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
                 diff_id: b.diff_id,
                 path: b.path,
                 origin: Origin::New,
+                from: None,
             },
             &created,
             created_by,
@@ -174,9 +187,27 @@ pub fn build(spec: &BuildSpec, log: &mut dyn FnMut(String)) -> Result<Report> {
             "a base layer disappeared during the build",
         ));
     }
-    transport::write(&spec.to, &rendered, staging, spec.timestamp)?;
+    let pushed = transport::write(&spec.to, &rendered, staging, spec.timestamp, opts)?;
     drop(base);
-    Ok(report(&spec.to, &rendered))
+    Ok(report(&spec.to, &rendered, pushed, true))
+}
+
+/// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.
+pub fn copy(
+    src: &ImageRef,
+    dest: &ImageRef,
+    platform: Option<Platform>,
+    opts: &Options,
+) -> Result<Report> {
+    if let ImageRef::Scratch = dest {
+        return Err(Error::Invalid("`scratch` cannot be a destination".into()));
+    }
+    let staging = Staging::for_dest(dest)?;
+    let source = transport::read(src, platform, true, opts)?;
+    let img = source.as_stored();
+    let mtime = 0;
+    let pushed = transport::write(dest, &img, staging, mtime, opts)?;
+    Ok(report(dest, &img, pushed, false))
 }
 
 /// What `lamina inspect` shows.
@@ -199,8 +230,8 @@ impl Inspection {
 }
 
 /// Read an image (choosing `platform` from an index) without writing anything.
-pub fn inspect(r: &ImageRef, platform: Option<crate::platform::Platform>) -> Result<Inspection> {
-    let src = transport::read(r, platform, false)?;
+pub fn inspect(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Inspection> {
+    let src = transport::read(r, platform, false, opts)?;
     let manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
         .map_err(|e| Error::image(r, format!("manifest is not JSON: {e}")))?;
     let media_type = manifest
@@ -220,6 +251,7 @@ pub fn inspect(r: &ImageRef, platform: Option<crate::platform::Platform>) -> Res
                 size: src.config_size,
             },
             layers: layer_reports(&src.image.layers, false),
+            blobs: None,
         },
         manifest,
         raw: src.manifest.clone(),

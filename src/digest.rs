@@ -18,6 +18,11 @@ impl Digest {
         Self::from_hasher(Sha256::new_with_prefix(bytes))
     }
 
+    /// The digest a running hasher has computed.
+    pub fn of_hasher(h: Sha256) -> Self {
+        Self::from_hasher(h)
+    }
+
     fn from_hasher(h: Sha256) -> Self {
         Digest {
             hex: hex::encode(h.finalize()),

@@ -31,6 +31,8 @@ pub struct Layer {
     pub diff_id: Digest,
     pub path: PathBuf,
     pub origin: Origin,
+    /// `(registry, repository)` known to hold this blob, for cross-repository mounts.
+    pub from: Option<(String, String)>,
 }
 
 /// An image being read or assembled: everything needed to render its config and manifest.
@@ -44,6 +46,7 @@ pub struct Image {
 /// An image rendered to bytes: what transports write.
 #[derive(Clone, Debug)]
 pub struct Rendered {
+    pub media_type: MediaType,
     pub manifest: Vec<u8>,
     pub manifest_digest: Digest,
     pub config: Vec<u8>,
@@ -179,41 +182,46 @@ impl Image {
     /// Render config and manifest bytes and their digests.
     pub fn render(&self) -> Rendered {
         let config = canonical_json(&self.config);
-        let config_digest = Digest::of(&config);
-        let config_desc = Descriptor::new(
-            MediaType::ImageConfig,
-            config.len() as u64,
-            config_digest.to_oci(),
-        );
-        let layers: Vec<Descriptor> = self
-            .layers
-            .iter()
-            .map(|l| Descriptor::new(l.media_type.clone(), l.size, l.digest.to_oci()))
-            .collect();
-        let mut b = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc)
-            .layers(layers);
-        if !self.annotations.is_empty() {
-            b = b.annotations(
-                self.annotations
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<HashMap<_, _>>(),
-            );
-        }
-        let manifest: ImageManifest = b.build().expect("all required manifest fields are set");
-        let manifest = canonical_json(&manifest);
+        let manifest = manifest_with_config(self, &config);
         Rendered {
+            media_type: MediaType::ImageManifest,
             manifest_digest: Digest::of(&manifest),
             manifest,
-            config_digest,
+            config_digest: Digest::of(&config),
             config,
             layers: self.layers.clone(),
             platform: self.platform(),
         }
     }
+}
+
+/// The OCI manifest bytes for `img`'s layers and annotations with `config` as its config blob.
+pub fn manifest_with_config(img: &Image, config: &[u8]) -> Vec<u8> {
+    let config_desc = Descriptor::new(
+        MediaType::ImageConfig,
+        config.len() as u64,
+        Digest::of(config).to_oci(),
+    );
+    let layers: Vec<Descriptor> = img
+        .layers
+        .iter()
+        .map(|l| Descriptor::new(l.media_type.clone(), l.size, l.digest.to_oci()))
+        .collect();
+    let mut b = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(layers);
+    if !img.annotations.is_empty() {
+        b = b.annotations(
+            img.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    let manifest: ImageManifest = b.build().expect("all required manifest fields are set");
+    canonical_json(&manifest)
 }
 
 /// Set os/architecture (and arm64's `v8` variant unless the config names another).
@@ -229,7 +237,7 @@ pub fn set_platform(config: &mut ImageConfiguration, platform: Platform) {
 /// The descriptor of a rendered manifest, as an index lists it.
 pub fn manifest_descriptor(r: &Rendered, tag: Option<&str>) -> Descriptor {
     let mut b = DescriptorBuilder::default()
-        .media_type(MediaType::ImageManifest)
+        .media_type(r.media_type.clone())
         .size(r.manifest.len() as u64)
         .digest(r.manifest_digest.to_oci())
         .platform(r.platform.clone());

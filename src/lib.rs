@@ -5,12 +5,15 @@
 //! [`image`] → written through a transport. [`build::build`] runs it.
 
 pub mod build;
+pub mod cache;
 pub mod digest;
 pub mod error;
 pub mod image;
 pub mod layer;
 pub mod platform;
+pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod spec;
 pub mod transport;
 

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use lamina::progress::Progress;
 use lamina::reference::ImageRef;
+use lamina::registry::Options;
 use lamina::spec::{BuildSpec, Overrides};
 
 #[derive(Parser)]
@@ -26,6 +28,87 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Show an image's manifest, config, layers, platform and sizes.
     Inspect(InspectArgs),
+    /// Copy an image (same digest) to a registry: lamina push oci:out/fn:latest docker://REF
+    Push(CopyArgs),
+    /// Copy one platform of an image from a registry: lamina pull docker://REF oci:DIR
+    Pull(CopyArgs),
+    /// Check credentials against a registry and store them in the docker config.
+    Login(LoginArgs),
+}
+
+#[derive(Args, Clone)]
+struct RegistryArgs {
+    /// Allow plain HTTP and unverified TLS for this registry (HOST[:PORT]). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Trust the PEM certificates in FILE too. Repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
+    /// Blobs transferred in parallel.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    jobs: usize,
+    /// Attempts after the first on connection errors, 408, 429 and 5xx.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retries: u32,
+    /// Upload chunk size in bytes (at least 5 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = lamina::registry::DEFAULT_CHUNK)]
+    chunk_size: u64,
+}
+
+impl RegistryArgs {
+    fn options(&self, quiet: bool) -> anyhow::Result<Options> {
+        if self.chunk_size < lamina::registry::MIN_CHUNK {
+            anyhow::bail!(
+                "--chunk-size {}: chunks must be at least {} bytes (5 MiB), as ECR requires",
+                self.chunk_size,
+                lamina::registry::MIN_CHUNK
+            );
+        }
+        if self.jobs == 0 {
+            anyhow::bail!("--jobs must be at least 1");
+        }
+        Ok(Options {
+            insecure: self.insecure_registry.clone(),
+            ca_certs: self.ca_cert.clone(),
+            jobs: self.jobs,
+            retries: self.retries,
+            chunk_size: self.chunk_size,
+            progress: Progress::for_stderr(quiet),
+            ..Options::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Source image.
+    source: String,
+    /// Destination image.
+    destination: String,
+    /// Platform to pick from a multi-platform source.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The registry: HOST[:PORT].
+    registry: String,
+    #[arg(short, long)]
+    username: String,
+    /// Read the password from standard input (the only way: never on the command line).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+    #[command(flatten)]
+    registry_args: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -79,6 +162,8 @@ struct BuildArgs {
     /// No progress lines on stderr.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -94,6 +179,8 @@ struct InspectArgs {
     /// Print only the manifest bytes, exactly as stored.
     #[arg(long, conflicts_with = "json")]
     raw: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 fn build(a: BuildArgs) -> anyhow::Result<()> {
@@ -131,7 +218,8 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let report = lamina::build::build(&spec, &mut log)?;
+    let opts = a.registry.options(quiet)?;
+    let report = lamina::build::build(&spec, &opts, &mut log)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -164,7 +252,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         .map(str::parse)
         .transpose()
         .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))?;
-    let i = lamina::build::inspect(&r, platform)?;
+    let i = lamina::build::inspect(&r, platform, &a.registry.options(true)?)?;
     if a.raw {
         use std::io::Write;
         std::io::stdout().write_all(&i.manifest_bytes())?;
@@ -207,11 +295,80 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
+    let r: ImageRef = s.parse().map_err(anyhow::Error::msg)?;
+    Ok(r.relative_to(cwd))
+}
+
+fn copy(a: CopyArgs, pull: bool) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let src = parse_ref(&a.source, &cwd)?;
+    let dest = parse_ref(&a.destination, &cwd)?;
+    if pull && !matches!(src, ImageRef::Docker(_)) {
+        anyhow::bail!(
+            "pull reads from a registry: the source must be docker://REF (use push to send a local image)"
+        );
+    }
+    if !pull && !matches!(dest, ImageRef::Docker(_)) {
+        anyhow::bail!("push writes to a registry: the destination must be docker://REF");
+    }
+    let platform = a
+        .platform
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))?;
+    let opts = a.registry.options(a.quiet)?;
+    let report = lamina::build::copy(&src, &dest, platform, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if !a.quiet {
+            eprintln!("wrote {} ({})", shown(&dest, &cwd), report.platform);
+        }
+        println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+fn login(a: LoginArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let registry = a
+        .registry
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    let mut opts = a.registry_args.options(true)?;
+    opts.credentials = Some(lamina::registry::auth::Credentials {
+        username: a.username.clone(),
+        password,
+    });
+    let path = lamina::registry::login(&registry, &opts)?;
+    eprintln!(
+        "login to {registry} as {} succeeded; saved in {}",
+        a.username,
+        path.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Build(a) => build(*a),
         Command::Inspect(a) => inspect(a),
+        Command::Push(a) => copy(a, false),
+        Command::Pull(a) => copy(a, true),
+        Command::Login(a) => login(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,169 @@ pub enum ImageRef {
     OciArchive { file: PathBuf, tag: Option<String> },
     /// A `docker save` style tar; `name` is the `repo:tag` recorded in its `RepoTags`.
     DockerArchive { file: PathBuf, name: Option<String> },
+    /// An image in a registry, reached over the distribution HTTP API.
+    Docker(RegistryRef),
+}
+
+/// `host[:port]/repo[:tag][@sha256:...]`, normalized as docker does: no host means Docker Hub,
+/// and a one-word Docker Hub name lives under `library/`.
+#[derive(Clone, PartialEq, Eq, Debug, Hash)]
+pub struct RegistryRef {
+    /// As written in references and credentials: `docker.io`, `ghcr.io`, `127.0.0.1:5000`.
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<crate::digest::Digest>,
+}
+
+impl RegistryRef {
+    /// The host the API is served from (Docker Hub's differs from its name).
+    pub fn api_host(&self) -> &str {
+        if self.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.registry
+        }
+    }
+
+    /// What to put after `/manifests/`: the digest if pinned, else the tag.
+    pub fn manifest_reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_owned(),
+        }
+    }
+
+    /// The same repository at another tag or digest.
+    pub fn with_digest(&self, d: crate::digest::Digest) -> RegistryRef {
+        RegistryRef {
+            digest: Some(d),
+            ..self.clone()
+        }
+    }
+}
+
+fn valid_path_component(c: &str) -> bool {
+    // [a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*
+    let b = c.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_lowercase() && !b[0].is_ascii_digit() {
+        return false;
+    }
+    if !(b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit()) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let ch = b[i];
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+impl FromStr for RegistryRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("registry reference `{s}`: {why}");
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (
+                r,
+                Some(d.parse::<crate::digest::Digest>().map_err(|e| bad(&e))?),
+            ),
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(t) = tag
+            && !valid_tag(t)
+        {
+            return Err(bad(&format!(
+                "tag `{t}` is invalid (letters, digits, `_`, `.`, `-`; at most 128; not starting with `.` or `-`)"
+            )));
+        }
+        if name.is_empty() {
+            return Err(bad("the repository name is empty"));
+        }
+        let (registry, path) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_owned(), path.to_owned())
+            }
+            _ => ("docker.io".to_owned(), name.to_owned()),
+        };
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
+            "docker.io".to_owned()
+        } else {
+            registry
+        };
+        if registry
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'/')
+            || registry.is_empty()
+        {
+            return Err(bad(&format!("registry host `{registry}` is invalid")));
+        }
+        let path = if registry == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        if path.len() > 255 {
+            return Err(bad("the repository name is longer than 255 characters"));
+        }
+        if let Some(c) = path.split('/').find(|c| !valid_path_component(c)) {
+            return Err(bad(&format!(
+                "repository component `{c}` is invalid: lowercase letters, digits and single separators (`.`, `_`, `__`, `-`) only"
+            )));
+        }
+        Ok(RegistryRef {
+            registry,
+            repository: path,
+            tag: match (tag, &digest) {
+                (Some(t), _) => Some(t.to_owned()),
+                (None, Some(_)) => None,
+                (None, None) => Some("latest".to_owned()),
+            },
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for RegistryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
 }
 
 impl ImageRef {
@@ -36,13 +199,14 @@ impl ImageRef {
                 file: join(file),
                 name,
             },
+            ImageRef::Docker(r) => ImageRef::Docker(r),
         }
     }
 
     /// The file or directory this reference names on the local file system, if any.
     pub fn local_path(&self) -> Option<&Path> {
         match self {
-            ImageRef::Scratch => None,
+            ImageRef::Scratch | ImageRef::Docker(_) => None,
             ImageRef::Oci { dir, .. } => Some(dir),
             ImageRef::OciArchive { file, .. } | ImageRef::DockerArchive { file, .. } => Some(file),
         }
@@ -75,9 +239,12 @@ impl FromStr for ImageRef {
         if s == "scratch" {
             return Ok(ImageRef::Scratch);
         }
+        if let Some(r) = s.strip_prefix("docker://") {
+            return r.parse().map(ImageRef::Docker);
+        }
         let Some((transport, rest)) = s.split_once(':') else {
             return Err(format!(
-                "image reference `{s}` has no transport: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] or scratch"
+                "image reference `{s}` has no transport: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or scratch"
             ));
         };
         match transport {
@@ -114,10 +281,10 @@ impl FromStr for ImageRef {
                 })
             }
             "docker" => Err(format!(
-                "image reference `{s}`: registry references (docker://) are not supported yet; use a local oci:, oci-archive: or docker-archive: image"
+                "image reference `{s}`: a registry reference is written docker://HOST/REPO[:TAG]"
             )),
             other => Err(format!(
-                "image reference `{s}`: unknown transport `{other}`; use oci:, oci-archive:, docker-archive: or scratch"
+                "image reference `{s}`: unknown transport `{other}`; use oci:, oci-archive:, docker-archive:, docker:// or scratch"
             )),
         }
     }
@@ -135,6 +302,7 @@ impl fmt::Display for ImageRef {
             ImageRef::DockerArchive { file, name } => {
                 write!(f, "docker-archive:{}{}", file.display(), opt(name))
             }
+            ImageRef::Docker(r) => write!(f, "docker://{r}"),
         }
     }
 }
@@ -186,12 +354,54 @@ mod tests {
             let e = bad.parse::<ImageRef>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
-        assert!(
-            "docker://example.com/a:b"
-                .parse::<ImageRef>()
-                .unwrap_err()
-                .contains("not supported yet")
+    }
+
+    #[test]
+    fn registry_references_normalize_like_docker() {
+        let r = |s: &str| s.parse::<RegistryRef>();
+        let a = r("alpine").unwrap();
+        assert_eq!(
+            (a.registry.as_str(), a.repository.as_str(), a.tag.as_deref()),
+            ("docker.io", "library/alpine", Some("latest"))
         );
+        assert_eq!(a.api_host(), "registry-1.docker.io");
+        let b = r("user/app:v1").unwrap();
+        assert_eq!(
+            (b.registry.as_str(), b.repository.as_str()),
+            ("docker.io", "user/app")
+        );
+        let c = r("localhost:5000/team/fn:v2").unwrap();
+        assert_eq!(
+            (c.registry.as_str(), c.repository.as_str(), c.tag.as_deref()),
+            ("localhost:5000", "team/fn", Some("v2"))
+        );
+        let d = format!(
+            "123.dkr.ecr.us-east-1.amazonaws.com/fn@sha256:{}",
+            "a".repeat(64)
+        );
+        let d = r(&d).unwrap();
+        assert_eq!(d.tag, None);
+        assert!(d.manifest_reference().starts_with("sha256:"));
+        assert_eq!(
+            r("public.ecr.aws/lambda/provided:al2023")
+                .unwrap()
+                .to_string(),
+            "public.ecr.aws/lambda/provided:al2023"
+        );
+        for bad in [
+            "127.0.0.1:5000/UPPER/case:tag",
+            "h.io/fn:bad tag!",
+            "h.io/a//b",
+            "h.io/-a",
+            "h.io/fn:.x",
+        ] {
+            let e = r(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(matches!(
+            "docker://h.io/fn:v1".parse::<ImageRef>().unwrap(),
+            ImageRef::Docker(_)
+        ));
     }
 
     #[test]

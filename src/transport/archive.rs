@@ -350,6 +350,7 @@ pub fn read_docker_archive(
                 diff_id,
                 path,
                 origin: Origin::Base,
+                from: None,
             }
         } else {
             // Uncompressed: check it against its diff_id, then gzip it like lamina's own layers.
@@ -371,6 +372,7 @@ pub fn read_docker_archive(
                 diff_id,
                 path: b.path,
                 origin: Origin::Base,
+                from: None,
             }
         };
         layers.push(layer);
@@ -380,9 +382,15 @@ pub fn read_docker_archive(
         layers,
         annotations: Default::default(),
     };
+    // The manifest is lamina's own rendering (a docker archive has none) of the config as stored.
     let mut src = Source::rendered(image, Some(tmp));
-    // The archive's config is used as it is stored: name it by its own bytes.
-    src.config_digest = Digest::of(&cbytes);
-    src.config_size = cbytes.len() as u64;
+    if src.config != cbytes {
+        src.config_digest = Digest::of(&cbytes);
+        src.config_size = cbytes.len() as u64;
+        src.config = cbytes;
+        let m = crate::image::manifest_with_config(&src.image, &src.config);
+        src.manifest_digest = Digest::of(&m);
+        src.manifest = m;
+    }
     Ok(src)
 }

@@ -19,12 +19,12 @@ use crate::platform::{Platform, describe};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-fn is_index(mt: &MediaType) -> bool {
+pub fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex)
         || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
-fn is_manifest(mt: &MediaType) -> bool {
+pub fn is_manifest(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageManifest)
         || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
 }
@@ -59,20 +59,16 @@ fn platforms_listed(descs: &[Descriptor]) -> String {
     }
 }
 
-/// Follow index → manifest for `platform`, returning the manifest descriptor.
-fn select(
+/// Choose among an index's entries: the only one, or the one for `platform`. Attestation
+/// manifests (platform unknown/unknown) never match a real platform.
+pub fn pick(
     descs: &[Descriptor],
     platform: Option<Platform>,
-    blobs: &Path,
     reference: &str,
-    depth: u32,
 ) -> Result<Descriptor> {
-    if depth > 4 {
-        return Err(Error::image(reference, "indexes nest more than 4 deep"));
-    }
-    let chosen: Descriptor = match (descs, platform) {
-        ([], _) => return Err(Error::image(reference, "the index lists no manifests")),
-        ([one], _) => one.clone(),
+    match (descs, platform) {
+        ([], _) => Err(Error::image(reference, "the index lists no manifests")),
+        ([one], _) => Ok(one.clone()),
         (many, Some(p)) => many
             .iter()
             .find(|d| {
@@ -90,23 +86,34 @@ fn select(
                     reference,
                     format!("has no {p} image; it has {}", platforms_listed(many)),
                 )
-            })?,
-        (many, None) => {
-            return Err(Error::image(
-                reference,
-                format!(
-                    "is a multi-platform index ({}); choose one with --platform",
-                    platforms_listed(many)
-                ),
-            ));
-        }
-    };
+            }),
+        (many, None) => Err(Error::image(
+            reference,
+            format!(
+                "is a multi-platform index ({}); choose one with --platform",
+                platforms_listed(many)
+            ),
+        )),
+    }
+}
+
+/// Follow index → manifest for `platform`, returning the manifest descriptor.
+fn select(
+    descs: &[Descriptor],
+    platform: Option<Platform>,
+    blobs: &Path,
+    reference: &str,
+    depth: u32,
+) -> Result<Descriptor> {
+    if depth > 4 {
+        return Err(Error::image(reference, "indexes nest more than 4 deep"));
+    }
+    let chosen = pick(descs, platform, reference)?;
     if is_index(chosen.media_type()) {
         let digest = digest_of(&chosen, reference)?;
         let bytes = read_json_blob(blobs, &digest, chosen.size(), "index", reference)?;
         let idx = ImageIndex::from_reader(&bytes[..])
             .map_err(|e| Error::image(reference, format!("index {digest} is not valid: {e}")))?;
-        // Attestation manifests (platform unknown/unknown) never match a real platform.
         return select(idx.manifests(), platform, blobs, reference, depth + 1);
     }
     if !is_manifest(chosen.media_type()) {
@@ -145,6 +152,8 @@ pub fn read_manifest(
         verify_layers(&layers, reference)?;
     }
     Ok(Source {
+        media_type: desc.media_type().clone(),
+        config: cbytes,
         image: Image {
             config,
             layers,
@@ -224,6 +233,7 @@ pub fn layers_of(
                 size: d.size(),
                 diff_id,
                 origin: Origin::Base,
+                from: None,
             })
         })
         .collect()

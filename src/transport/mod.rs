@@ -6,13 +6,16 @@ pub mod layout;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tempfile::TempDir;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
 use crate::platform::Platform;
-use crate::reference::ImageRef;
+use crate::reference::{ImageRef, RegistryRef};
+use crate::registry::push::PushReport;
+use crate::registry::{Client, Options};
 
 /// An image read from a transport. `_keep` holds temporary files (an unpacked archive) that the
 /// layer paths point into, for as long as the image is used.
@@ -20,6 +23,9 @@ pub struct Source {
     pub image: Image,
     /// The manifest as stored in the source (rendered, for sources that have none).
     pub manifest: Vec<u8>,
+    pub media_type: oci_spec::image::MediaType,
+    /// The config as stored.
+    pub config: Vec<u8>,
     pub manifest_digest: crate::digest::Digest,
     pub config_digest: crate::digest::Digest,
     pub config_size: u64,
@@ -31,21 +37,47 @@ impl Source {
     pub fn rendered(image: Image, keep: Option<TempDir>) -> Source {
         let r = image.render();
         Source {
+            media_type: r.media_type,
+            config_size: r.config.len() as u64,
+            config: r.config,
             manifest: r.manifest,
             manifest_digest: r.manifest_digest,
             config_digest: r.config_digest,
-            config_size: r.config.len() as u64,
             image,
             _keep: keep,
         }
     }
 }
 
-/// Read the image `r` for `platform`. With `verify`, every layer blob is checked against its
-/// digest, size and diff_id first, so a broken base fails here, before anything is written.
+impl Source {
+    /// The image exactly as the source holds it (manifest and config bytes untouched), for
+    /// copying it elsewhere under the same digest.
+    pub fn as_stored(&self) -> Rendered {
+        Rendered {
+            media_type: self.media_type.clone(),
+            manifest: self.manifest.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+            config: self.config.clone(),
+            config_digest: self.config_digest.clone(),
+            layers: self.image.layers.clone(),
+            platform: self.image.platform(),
+        }
+    }
+}
+
+/// Read the image `r` for `platform`. With `full`, every layer blob is fetched (registries) and
+/// checked against its digest, size and diff_id, so a broken base fails here, before anything is
+/// written; without, only the manifest and config are read (enough to inspect).
 /// Without a platform, a single-platform image is read as it is; an index needs one.
-pub fn read(r: &ImageRef, platform: Option<Platform>, verify: bool) -> Result<Source> {
+pub fn read(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    full: bool,
+    opts: &Options,
+) -> Result<Source> {
+    let verify = full;
     match r {
+        ImageRef::Docker(rr) => registry_read(rr, platform, full, opts),
         ImageRef::Scratch => {
             let image = Image::scratch(platform.unwrap_or_default());
             Ok(Source::rendered(image, None))
@@ -70,8 +102,18 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Staging for destination `r`, in the nearest existing ancestor of its parent directory.
+    /// Staging for destination `r`, in the nearest existing ancestor of its parent directory
+    /// (for a registry, in the system's temporary directory).
     pub fn for_dest(r: &ImageRef) -> Result<Staging> {
+        if let ImageRef::Docker(_) = r {
+            let dir = tempfile::Builder::new()
+                .prefix("lamina-")
+                .tempdir()
+                .ctx(|| "creating a staging directory".to_owned())?;
+            let s = Staging { dir };
+            fs::create_dir_all(s.blobs()).at("creating", &s.blobs())?;
+            return Ok(s);
+        }
         let target = r
             .local_path()
             .ok_or_else(|| Error::Invalid(format!("`{r}` cannot be a destination")))?;
@@ -106,17 +148,56 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
-pub fn write(r: &ImageRef, img: &Rendered, staging: Staging, mtime: u64) -> Result<()> {
+/// A registry destination reports what happened to each blob.
+pub fn write(
+    r: &ImageRef,
+    img: &Rendered,
+    staging: Staging,
+    mtime: u64,
+    opts: &Options,
+) -> Result<Option<PushReport>> {
     match r {
-        ImageRef::Oci { dir, tag } => layout::write(dir, tag.as_deref(), img, staging),
+        ImageRef::Oci { dir, tag } => {
+            layout::write(dir, tag.as_deref(), img, staging).map(|()| None)
+        }
         ImageRef::OciArchive { file, tag } => {
-            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime)
+            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime).map(|()| None)
         }
         ImageRef::DockerArchive { file, name } => {
-            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime)
+            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime).map(|()| None)
+        }
+        ImageRef::Docker(rr) => {
+            let report = crate::registry::block_on(async {
+                let client = Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
+                crate::registry::push::push(client, rr, img).await
+            })?;
+            drop(staging);
+            Ok(Some(report))
         }
         ImageRef::Scratch => Err(Error::Invalid("`scratch` cannot be a destination".into())),
     }
+}
+
+/// Pull `r` into the blob cache and read it from there like a layout.
+fn registry_read(
+    r: &RegistryRef,
+    platform: Option<Platform>,
+    full: bool,
+    opts: &Options,
+) -> Result<Source> {
+    let blobs = crate::cache::blobs(&opts.cache_dir);
+    let shown = format!("docker://{r}");
+    let desc = crate::registry::block_on(async {
+        let client = Arc::new(Client::connect(&r.registry, r.api_host(), opts).await?);
+        let desc = crate::registry::pull::resolve(&client, r, platform, &blobs).await?;
+        crate::registry::pull::fetch_blobs(client, r, &desc, &blobs, full).await?;
+        Ok(desc)
+    })?;
+    let mut src = layout::read_manifest(&blobs, &desc, platform, full, &shown)?;
+    for l in &mut src.image.layers {
+        l.from = Some((r.registry.clone(), r.repository.clone()));
+    }
+    Ok(src)
 }
 
 /// Put a blob into `dir` under its digest: a hard link when possible (free on one file

@@ -1,0 +1,508 @@
+//! An OCI distribution API client: ping and scheme choice, Basic and Bearer auth with tokens
+//! cached per scope, bounded retries with backoff, and the pull and push flows built on it.
+
+pub mod auth;
+pub mod pull;
+pub mod push;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+use auth::{Challenge, Credentials};
+
+/// Settings for talking to registries.
+#[derive(Clone)]
+pub struct Options {
+    /// Registries (`host[:port]`) that may use plain HTTP or unverified TLS.
+    pub insecure: Vec<String>,
+    /// Extra PEM files of trusted certificates.
+    pub ca_certs: Vec<PathBuf>,
+    /// Blobs transferred at once.
+    pub jobs: usize,
+    /// Attempts after the first on retriable failures.
+    pub retries: u32,
+    /// Upload chunk size in bytes (>= 5 MiB).
+    pub chunk_size: u64,
+    /// Directory of the docker `config.json`.
+    pub docker_config: PathBuf,
+    /// Blob cache directory.
+    pub cache_dir: PathBuf,
+    pub progress: Progress,
+    /// Credentials to use instead of the docker config (e.g. `login`).
+    pub credentials: Option<Credentials>,
+}
+
+pub const MIN_CHUNK: u64 = 5 << 20;
+pub const DEFAULT_CHUNK: u64 = 32 << 20;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: Vec::new(),
+            ca_certs: Vec::new(),
+            jobs: 4,
+            retries: 5,
+            chunk_size: DEFAULT_CHUNK,
+            docker_config: auth::docker_config_dir(),
+            cache_dir: crate::cache::default_dir(),
+            progress: Progress::Quiet,
+            credentials: None,
+        }
+    }
+}
+
+/// Is `host[:port]` on loopback (where plain HTTP is always allowed)?
+pub fn is_loopback(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+    };
+    h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The manifest media types lamina reads, in the order it prefers them.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// A client for one registry.
+pub struct Client {
+    http: reqwest::Client,
+    /// `https://host` or `http://host`.
+    base: reqwest::Url,
+    registry: String,
+    creds: Option<Credentials>,
+    challenge: Mutex<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, String>>,
+    refresh: tokio::sync::Mutex<()>,
+    pub opts: Options,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(5)).min(5_000))
+}
+
+fn retriable_status(s: StatusCode) -> bool {
+    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// Only the cause chain of a transport error, with no credentials (none are ever in URLs).
+fn net_message(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+impl Client {
+    /// Connect to `registry` (as named in references): choose the scheme, learn how it
+    /// authenticates, and find credentials.
+    pub async fn connect(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
+        let insecure = opts.insecure.iter().any(|h| h == registry || h == api_host);
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
+            .redirect(reqwest::redirect::Policy::limited(10));
+        let mut certs = Vec::new();
+        let mut ca_files = opts.ca_certs.clone();
+        if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+            ca_files.push(PathBuf::from(f));
+        }
+        for f in &ca_files {
+            let pem = std::fs::read(f).at("reading CA certificates from", f)?;
+            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Invalid(format!(
+                    "{}: not a PEM certificate bundle: {e}",
+                    f.display()
+                ))
+            })?;
+            if found.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: holds no PEM certificates",
+                    f.display()
+                )));
+            }
+            certs.extend(found);
+        }
+        if !certs.is_empty() {
+            b = b.tls_certs_merge(certs);
+        }
+        if insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b.build().map_err(|e| {
+            Error::Invalid(format!(
+                "setting up HTTP for {registry}: {}",
+                net_message(&e)
+            ))
+        })?;
+        let creds = match &opts.credentials {
+            Some(c) => Some(c.clone()),
+            None => auth::lookup(&opts.docker_config, registry)?,
+        };
+        let allow_http = insecure || is_loopback(api_host);
+        let mut client = Client {
+            http,
+            base: format!("https://{api_host}")
+                .parse()
+                .map_err(|e| Error::Invalid(format!("registry host `{api_host}`: {e}")))?,
+            registry: registry.to_owned(),
+            creds,
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            refresh: tokio::sync::Mutex::new(()),
+            opts: opts.clone(),
+        };
+        // Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
+        let mut attempt = 0;
+        loop {
+            let https = client.http.get(client.url("/v2/")).send().await;
+            let resp = match https {
+                Ok(r) => Ok(r),
+                Err(e) if allow_http && !e.is_timeout() => {
+                    let plain: reqwest::Url =
+                        format!("http://{api_host}").parse().expect("checked above");
+                    match client
+                        .http
+                        .get(plain.join("/v2/").expect("valid path"))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            client.base = plain;
+                            Ok(r)
+                        }
+                        Err(e2) => Err(format!(
+                            "{}; over plain HTTP: {}",
+                            net_message(&e),
+                            net_message(&e2)
+                        )),
+                    }
+                }
+                Err(e) => Err(net_message(&e)),
+            };
+            match resp {
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
+                    let ch = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(auth::parse_challenge);
+                    *client.challenge.lock().expect("lock") = ch;
+                    return Ok(client);
+                }
+                Ok(r) if r.status().is_success() => return Ok(client),
+                Ok(r) if retriable_status(r.status()) && attempt < opts.retries => {}
+                Ok(r) => {
+                    return Err(Error::Invalid(format!(
+                        "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
+                        r.status()
+                    )));
+                }
+                Err(_) if attempt < opts.retries => {}
+                Err(e) => {
+                    let hint = if allow_http {
+                        ""
+                    } else {
+                        " (a registry serving plain HTTP needs --insecure-registry)"
+                    };
+                    return Err(Error::Invalid(format!(
+                        "cannot reach registry {registry}: {e}{hint}"
+                    )));
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// An absolute URL for a path, or a `Location` (absolute or relative) resolved against the registry.
+    pub fn url(&self, path_or_location: &str) -> reqwest::Url {
+        self.base
+            .join(path_or_location)
+            .unwrap_or_else(|_| self.base.clone())
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+        let mut url: reqwest::Url = realm.parse().map_err(|e| {
+            Error::Invalid(format!(
+                "registry {} sent a bad token realm `{realm}`: {e}",
+                self.registry
+            ))
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for sc in scope.split(' ').filter(|s| !s.is_empty()) {
+                q.append_pair("scope", sc);
+            }
+        }
+        let mut attempt = 0;
+        let resp = loop {
+            let mut rb = self.http.get(url.clone());
+            if let Some(c) = &self.creds {
+                rb = rb.header(AUTHORIZATION, c.basic_header());
+            }
+            match rb.send().await {
+                Ok(r) if retriable_status(r.status()) && attempt < self.opts.retries => {
+                    tokio::time::sleep(retry_after(&r).unwrap_or(backoff(attempt))).await;
+                }
+                Ok(r) => break r,
+                Err(_) if attempt < self.opts.retries => tokio::time::sleep(backoff(attempt)).await,
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "getting a token for {} from {realm}: {}",
+                        self.registry,
+                        net_message(&e)
+                    )));
+                }
+            }
+            attempt += 1;
+        };
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            return Err(self.denied(resp.status()));
+        }
+        if !resp.status().is_success() {
+            return Err(Error::Invalid(format!(
+                "token server {realm} for {} answered {}",
+                self.registry,
+                resp.status()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Tok {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            Error::Invalid(format!(
+                "reading the token from {realm}: {}",
+                net_message(&e)
+            ))
+        })?;
+        let t: Tok = serde_json::from_slice(&body).map_err(|e| {
+            Error::Invalid(format!(
+                "token server {realm} sent an unreadable answer: {e}"
+            ))
+        })?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Invalid(format!("token server {realm} sent no token")))
+    }
+
+    fn denied(&self, status: StatusCode) -> Error {
+        let who = match &self.creds {
+            Some(c) => format!("as `{}`", c.username),
+            None => "anonymously (no credentials found: use `lamina login` or the docker config)"
+                .to_owned(),
+        };
+        Error::Invalid(format!(
+            "registry {} refused access {who} ({status}): check the credentials and the repository permissions",
+            self.registry
+        ))
+    }
+
+    /// The Authorization header for `scope`, fetching a token if needed (or if `refresh`).
+    async fn auth_header(&self, scope: &str, refresh: bool) -> Result<Option<HeaderValue>> {
+        let ch = self.challenge.lock().expect("lock").clone();
+        let v = match ch {
+            None => None,
+            Some(Challenge::Basic) => self.creds.as_ref().map(Credentials::basic_header),
+            Some(Challenge::Bearer { realm, service }) => {
+                if !refresh && let Some(t) = self.tokens.lock().expect("lock").get(scope) {
+                    return Ok(HeaderValue::from_str(&format!("Bearer {t}")).ok());
+                }
+                // One fetch per scope at a time: parallel blob pushes share the token.
+                let _g = self.refresh.lock().await;
+                if !refresh && let Some(t) = self.tokens.lock().expect("lock").get(scope) {
+                    return Ok(HeaderValue::from_str(&format!("Bearer {t}")).ok());
+                }
+                let t = self.fetch_token(&realm, service.as_deref(), scope).await?;
+                self.tokens
+                    .lock()
+                    .expect("lock")
+                    .insert(scope.to_owned(), t.clone());
+                Some(format!("Bearer {t}"))
+            }
+        };
+        Ok(v.and_then(|v| {
+            let mut h = HeaderValue::from_str(&v).ok()?;
+            h.set_sensitive(true);
+            Some(h)
+        }))
+    }
+
+    /// Send a request built by `build` (called again for each attempt) with auth for `scope`;
+    /// with `retry`, retry connection errors, 408, 429 and 5xx with backoff (honouring
+    /// `Retry-After`). A 401 refreshes the credentials once.
+    pub async fn send(
+        &self,
+        scope: &str,
+        retry: bool,
+        build: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Sync),
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        let mut reauthed = false;
+        let max = if retry { self.opts.retries } else { 0 };
+        loop {
+            let mut rb = build(&self.http)?;
+            if let Some(h) = self.auth_header(scope, false).await? {
+                rb = rb.header(AUTHORIZATION, h);
+            }
+            match rb.send().await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
+                    reauthed = true;
+                    let ch = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(auth::parse_challenge);
+                    let known = self.challenge.lock().expect("lock").clone();
+                    if ch.is_none() || (ch == known && matches!(ch, Some(Challenge::Basic))) {
+                        return Err(self.denied(resp.status()));
+                    }
+                    *self.challenge.lock().expect("lock") = ch;
+                    self.auth_header(scope, true).await?;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    return Err(self.denied(resp.status()));
+                }
+                Ok(resp) if retriable_status(resp.status()) && attempt < max => {
+                    tokio::time::sleep(retry_after(&resp).unwrap_or(backoff(attempt))).await;
+                    attempt += 1;
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < max && !e.is_builder() => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "registry {}: {}",
+                        self.registry,
+                        net_message(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// An error for an unexpected answer, with the registry's own error message if it sent one.
+    pub async fn unexpected(&self, what: &str, resp: Response) -> Error {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let errs = v.get("errors")?.as_array()?.clone();
+                Some(
+                    errs.iter()
+                        .map(|e| {
+                            format!(
+                                "{}: {}",
+                                e.get("code").and_then(|c| c.as_str()).unwrap_or("ERROR"),
+                                e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        Error::Invalid(format!(
+            "registry {}: {what}: {status} {detail}",
+            self.registry
+        ))
+    }
+}
+
+/// Check `opts.credentials` against `registry` and, if it accepts them, save them in the docker
+/// config. Returns the config file written.
+pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
+    let creds = opts
+        .credentials
+        .clone()
+        .ok_or_else(|| Error::Invalid("login needs a user name and password".into()))?;
+    let api_host = if registry == "docker.io" || registry == "index.docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
+    };
+    block_on(async {
+        let client = Client::connect(registry, api_host, opts).await?;
+        let url = client.url("/v2/");
+        let resp = client
+            .send("", true, &|http| Ok(http.get(url.clone())))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(client.unexpected("checking the credentials", resp).await);
+        }
+        Ok(())
+    })?;
+    auth::save(&opts.docker_config, registry, &creds)
+}
+
+/// Run a registry operation to completion from synchronous code.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .ctx(|| "starting the async runtime".to_owned())?
+        .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

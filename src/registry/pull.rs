@@ -1,0 +1,290 @@
+//! Pulling: manifests (following an index to one platform) and blobs, streamed into the local
+//! cache and verified before they become visible there.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Client, MANIFEST_ACCEPT};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::platform::Platform;
+use crate::reference::RegistryRef;
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// Save small bytes into the cache under their digest.
+fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    let path = blobs.join(digest.hex());
+    if path.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(blobs).at("creating", blobs)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pull-")
+        .tempfile_in(blobs)
+        .at("creating a temporary file in", blobs)?;
+    std::fs::write(tmp.path(), bytes).at("writing", tmp.path())?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .at("saving", &path)?;
+    Ok(())
+}
+
+/// GET a manifest (or index) by tag or digest: its bytes, media type and digest.
+pub async fn get_manifest(
+    client: &Client,
+    r: &RegistryRef,
+    reference: &str,
+) -> Result<(Vec<u8>, MediaType, Digest)> {
+    let url = client.url(&format!("/v2/{}/manifests/{reference}", r.repository));
+    let resp = client
+        .send(&pull_scope(&r.repository), true, &|http| {
+            Ok(http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
+        })
+        .await?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Err(Error::image(
+            format!("docker://{r}"),
+            format!(
+                "not found in {} (no manifest `{reference}` in {})",
+                client.registry(),
+                r.repository
+            ),
+        ));
+    }
+    if !resp.status().is_success() {
+        return Err(client
+            .unexpected(
+                &format!("fetching manifest {reference} of {}", r.repository),
+                resp,
+            )
+            .await);
+    }
+    const MAX: usize = 8 << 20;
+    if resp.content_length().is_some_and(|l| l > MAX as u64) {
+        return Err(Error::image(
+            format!("docker://{r}"),
+            "the manifest is larger than 8 MiB",
+        ));
+    }
+    let ct = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| {
+            Error::image(
+                format!("docker://{r}"),
+                format!("reading the manifest: {e}"),
+            )
+        })?
+        .to_vec();
+    if bytes.len() > MAX {
+        return Err(Error::image(
+            format!("docker://{r}"),
+            "the manifest is larger than 8 MiB",
+        ));
+    }
+    let digest = Digest::of(&bytes);
+    if let Ok(want) = reference.parse::<Digest>()
+        && want != digest
+    {
+        return Err(Error::image(
+            format!("docker://{r}"),
+            format!("the registry sent a manifest whose digest is {digest}, not {want}"),
+        ));
+    }
+    // The document's own mediaType wins over a vague Content-Type.
+    let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        });
+    let mt = declared
+        .or(ct)
+        .ok_or_else(|| Error::image(format!("docker://{r}"), "the manifest has no media type"))?;
+    Ok((bytes, MediaType::from(mt.as_str()), digest))
+}
+
+/// Resolve `r` to one image manifest for `platform`, with the manifest (and the index it came
+/// from) stored in the cache. Returns the manifest's descriptor.
+pub async fn resolve(
+    client: &Client,
+    r: &RegistryRef,
+    platform: Option<Platform>,
+    blobs: &Path,
+) -> Result<Descriptor> {
+    let shown = format!("docker://{r}");
+    let (bytes, mt, digest) = get_manifest(client, r, &r.manifest_reference()).await?;
+    store(blobs, &digest, &bytes)?;
+    let mut desc = Descriptor::new(mt.clone(), bytes.len() as u64, digest.to_oci());
+    if crate::transport::layout::is_index(&mt) {
+        let idx = ImageIndex::from_reader(&bytes[..])
+            .map_err(|e| Error::image(&shown, format!("index {digest} is not valid: {e}")))?;
+        desc = crate::transport::layout::pick(idx.manifests(), platform, &shown)?;
+        let want = Digest::from_oci(desc.digest()).map_err(|e| Error::image(&shown, e))?;
+        let (bytes, mt, digest) = get_manifest(client, r, &want.to_string()).await?;
+        if crate::transport::layout::is_index(&mt) {
+            return Err(Error::image(
+                &shown,
+                "the index points at another index; lamina follows one level",
+            ));
+        }
+        store(blobs, &digest, &bytes)?;
+        desc = Descriptor::new(mt, bytes.len() as u64, digest.to_oci());
+    }
+    if !crate::transport::layout::is_manifest(desc.media_type()) {
+        return Err(Error::image(
+            &shown,
+            format!("is a {}, not a container image", desc.media_type()),
+        ));
+    }
+    Ok(desc)
+}
+
+/// Fetch the config and (with `layers`) the layers of a stored manifest into the cache.
+pub async fn fetch_blobs(
+    client: Arc<Client>,
+    r: &RegistryRef,
+    desc: &Descriptor,
+    blobs: &Path,
+    layers: bool,
+) -> Result<()> {
+    let shown = format!("docker://{r}");
+    let digest = Digest::from_oci(desc.digest()).map_err(|e| Error::image(&shown, e))?;
+    let bytes = std::fs::read(blobs.join(digest.hex())).at("reading", &blobs.join(digest.hex()))?;
+    let m = ImageManifest::from_reader(&bytes[..])
+        .map_err(|e| Error::image(&shown, format!("manifest {digest} is not valid: {e}")))?;
+    let mut wanted = vec![m.config().clone()];
+    if layers {
+        wanted.extend(m.layers().iter().cloned());
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(client.opts.jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, d) in wanted.into_iter().enumerate() {
+        let d_digest = Digest::from_oci(d.digest()).map_err(|e| Error::image(&shown, e))?;
+        let (client, sem, blobs, repo) = (
+            client.clone(),
+            sem.clone(),
+            blobs.to_owned(),
+            r.repository.clone(),
+        );
+        set.spawn(async move {
+            let _permit = sem
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (
+                i,
+                fetch_blob(&client, &repo, &d_digest, d.size(), &blobs).await,
+            )
+        });
+    }
+    let mut errs = Vec::new();
+    while let Some(j) = set.join_next().await {
+        let (i, r) = j.map_err(|e| Error::Invalid(format!("a download task failed: {e}")))?;
+        if let Err(e) = r {
+            errs.push((i, e));
+        }
+    }
+    errs.sort_by_key(|(i, _)| *i);
+    match errs.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Stream one blob into the cache: hashed while written, renamed into place only when its
+/// digest and size match. Already-cached blobs are not fetched again.
+pub async fn fetch_blob(
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    blobs: &Path,
+) -> Result<PathBuf> {
+    let path = blobs.join(digest.hex());
+    let bar = client.opts.progress.blob("pull", &digest.to_string(), size);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+        bar.finish("cached");
+        return Ok(path);
+    }
+    std::fs::create_dir_all(blobs).at("creating", blobs)?;
+    let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let scope = pull_scope(repo);
+    let mut attempt = 0;
+    loop {
+        bar.reset();
+        let tmp = tempfile::Builder::new()
+            .prefix(".pull-")
+            .tempfile_in(blobs)
+            .at("creating a temporary file in", blobs)?;
+        let resp = client
+            .send(&scope, true, &|http| Ok(http.get(url.clone())))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(client
+                .unexpected(&format!("fetching blob {digest} of {repo}"), resp)
+                .await);
+        }
+        let mut file = tokio::fs::File::from_std(tmp.reopen().at("opening", tmp.path())?);
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut stream = resp.bytes_stream();
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    hasher.update(&c);
+                    len += c.len() as u64;
+                    if len > size {
+                        break;
+                    }
+                    file.write_all(&c).await.at("writing", tmp.path())?;
+                    bar.inc(c.len() as u64);
+                }
+                Err(e) => {
+                    failed = Some(super::net_message(&e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            if attempt < client.opts.retries {
+                attempt += 1;
+                tokio::time::sleep(super::backoff(attempt)).await;
+                continue;
+            }
+            return Err(Error::Invalid(format!(
+                "downloading blob {digest} of {repo}: {e}"
+            )));
+        }
+        file.flush().await.at("writing", tmp.path())?;
+        let got = Digest::of_hasher(hasher);
+        if len != size || &got != digest {
+            return Err(Error::Invalid(format!(
+                "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
+                client.registry()
+            )));
+        }
+        tmp.persist(&path)
+            .map_err(|e| e.error)
+            .at("saving", &path)?;
+        bar.finish("pulled");
+        return Ok(path);
+    }
+}

@@ -1,0 +1,422 @@
+//! Pushing: every blob HEAD-checked first, mounted from another repository when lamina knows
+//! where it lives, else uploaded in chunks (POST, PATCH…, PUT ?digest=) that resume from the
+//! registry's `Range` after a failure; the manifest goes last, with the exact bytes hashed.
+
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use super::Client;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::Rendered;
+use crate::progress::Blob as Bar;
+use crate::reference::RegistryRef;
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fate {
+    Pushed,
+    Skipped,
+    Mounted,
+}
+
+impl Fate {
+    fn word(self) -> &'static str {
+        match self {
+            Fate::Pushed => "pushed",
+            Fate::Skipped => "skipped",
+            Fate::Mounted => "mounted",
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct BlobFate {
+    pub digest: Digest,
+    pub size: u64,
+    pub fate: Fate,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    pub reference: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub blobs: Vec<BlobFate>,
+}
+
+/// Where a blob's bytes are.
+#[derive(Clone)]
+enum Data {
+    File(PathBuf),
+    Bytes(Arc<Vec<u8>>),
+}
+
+struct Job {
+    digest: Digest,
+    size: u64,
+    data: Data,
+    /// Another repository of the same registry known to hold the blob.
+    mount_from: Option<String>,
+}
+
+/// Push `img` to `r`: blobs in parallel (bounded), then the manifest.
+pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Result<PushReport> {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut mounts: Vec<String> = Vec::new();
+    for l in &img.layers {
+        if jobs.iter().any(|j| j.digest == l.digest) {
+            continue;
+        }
+        let mount_from = l
+            .from
+            .as_ref()
+            .filter(|(reg, repo)| reg == client.registry() && repo != &r.repository)
+            .map(|(_, repo)| repo.clone());
+        if let Some(m) = &mount_from
+            && !mounts.contains(m)
+        {
+            mounts.push(m.clone());
+        }
+        jobs.push(Job {
+            digest: l.digest.clone(),
+            size: l.size,
+            data: Data::File(l.path.clone()),
+            mount_from,
+        });
+    }
+    jobs.push(Job {
+        digest: img.config_digest.clone(),
+        size: img.config.len() as u64,
+        data: Data::Bytes(Arc::new(img.config.clone())),
+        mount_from: None,
+    });
+    let mut scope = format!("repository:{}:pull,push", r.repository);
+    for m in &mounts {
+        scope.push_str(&format!(" repository:{m}:pull"));
+    }
+    let scope = Arc::new(scope);
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(client.opts.jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let (client, sem, scope, repo) = (
+            client.clone(),
+            sem.clone(),
+            scope.clone(),
+            r.repository.clone(),
+        );
+        set.spawn(async move {
+            let _permit = sem
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let bar = client
+                .opts
+                .progress
+                .blob("push", &job.digest.to_string(), job.size);
+            let r = push_blob(&client, &scope, &repo, &job, &bar).await;
+            if let Ok(f) = &r {
+                bar.finish(f.word());
+            }
+            (i, job.digest, job.size, r)
+        });
+    }
+    let mut done = Vec::new();
+    let mut errs = Vec::new();
+    while let Some(j) = set.join_next().await {
+        let (i, digest, size, r) =
+            j.map_err(|e| Error::Invalid(format!("an upload task failed: {e}")))?;
+        match r {
+            Ok(fate) => done.push((i, BlobFate { digest, size, fate })),
+            Err(e) => errs.push((i, e)),
+        }
+    }
+    errs.sort_by_key(|(i, _)| *i);
+    if let Some((_, e)) = errs.into_iter().next() {
+        return Err(e);
+    }
+    done.sort_by_key(|(i, _)| *i);
+
+    // The manifest last: a registry never names an image whose blobs it lacks.
+    let target = r
+        .tag
+        .clone()
+        .unwrap_or_else(|| img.manifest_digest.to_string());
+    if let Some(d) = &r.digest
+        && d != &img.manifest_digest
+    {
+        return Err(Error::Invalid(format!(
+            "the destination names digest {d}, but the image's manifest digest is {}",
+            img.manifest_digest
+        )));
+    }
+    let url = client.url(&format!("/v2/{}/manifests/{target}", r.repository));
+    let media_type = img.media_type.to_string();
+    let body = Arc::new(img.manifest.clone());
+    let resp = client
+        .send(&scope, true, &|http| {
+            Ok(http
+                .put(url.clone())
+                .header(CONTENT_TYPE, media_type.clone())
+                .body(body.as_ref().clone()))
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(client
+            .unexpected(
+                &format!("putting manifest {target} of {}", r.repository),
+                resp,
+            )
+            .await);
+    }
+    Ok(PushReport {
+        reference: format!("docker://{r}"),
+        digest: img.manifest_digest.clone(),
+        size: img.manifest.len() as u64,
+        media_type,
+        blobs: done.into_iter().map(|(_, b)| b).collect(),
+    })
+}
+
+async fn exists(client: &Client, scope: &str, repo: &str, digest: &Digest) -> Result<bool> {
+    let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let resp = client
+        .send(scope, true, &|http| Ok(http.head(url.clone())))
+        .await?;
+    match resp.status() {
+        s if s.is_success() => Ok(true),
+        StatusCode::NOT_FOUND => Ok(false),
+        _ => Err(client
+            .unexpected(&format!("checking blob {digest} in {repo}"), resp)
+            .await),
+    }
+}
+
+fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<reqwest::Url> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "registry {}: {what}: no Location in the answer",
+                client.registry()
+            ))
+        })?;
+    Ok(client.url(loc))
+}
+
+async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Bar) -> Result<Fate> {
+    if exists(client, scope, repo, &job.digest).await? {
+        return Ok(Fate::Skipped);
+    }
+    let mut start = None;
+    if let Some(from) = &job.mount_from {
+        let mut url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", &job.digest.to_string())
+            .append_pair("from", from);
+        let resp = client
+            .send(scope, true, &|http| {
+                Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => return Ok(Fate::Mounted),
+            // Not mounted: the answer opened an upload session instead.
+            StatusCode::ACCEPTED => start = Some(location(client, &resp, "starting an upload")?),
+            _ => {}
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        match upload(client, scope, repo, job, start.take(), bar).await {
+            Ok(()) => return Ok(Fate::Pushed),
+            Err((true, _)) if attempt < client.opts.retries => {
+                attempt += 1;
+                tokio::time::sleep(super::backoff(attempt)).await;
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+}
+
+/// A request body of `len` bytes of the blob from `offset`, streamed from disk.
+fn body(data: &Data, offset: u64, len: u64, bar: &Bar) -> Result<reqwest::Body> {
+    match data {
+        Data::Bytes(b) => Ok(reqwest::Body::from(
+            b[offset as usize..(offset + len) as usize].to_vec(),
+        )),
+        Data::File(p) => {
+            let mut f = std::fs::File::open(p)
+                .map_err(|e| Error::Invalid(format!("opening {}: {e}", p.display())))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::Invalid(format!("reading {}: {e}", p.display())))?;
+            let reader = tokio::fs::File::from_std(f).take(len);
+            let bar_inc = bar.incrementer();
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |c| {
+                    if let Ok(c) = &c {
+                        bar_inc(c.len() as u64);
+                    }
+                    c
+                });
+            Ok(reqwest::Body::wrap_stream(stream))
+        }
+    }
+}
+
+/// `0-1234` or `bytes=0-1234` → the next offset, 1235.
+fn next_offset(resp: &reqwest::Response) -> Option<u64> {
+    let r = resp.headers().get(RANGE)?.to_str().ok()?;
+    let r = r.trim().trim_start_matches("bytes=");
+    let (_, end) = r.split_once('-')?;
+    end.trim().parse::<u64>().ok().map(|e| e + 1)
+}
+
+/// One upload session. Errors say whether starting over may help.
+async fn upload(
+    client: &Client,
+    scope: &str,
+    repo: &str,
+    job: &Job,
+    start: Option<reqwest::Url>,
+    bar: &Bar,
+) -> std::result::Result<(), (bool, Error)> {
+    let retriable = |e: Error| (true, e);
+    let mut loc = match start {
+        Some(l) => l,
+        None => {
+            let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+            let resp = client
+                .send(scope, true, &|http| {
+                    Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+                })
+                .await
+                .map_err(|e| (false, e))?;
+            if resp.status() != StatusCode::ACCEPTED {
+                let fatal = resp.status().is_client_error();
+                return Err((
+                    !fatal,
+                    client
+                        .unexpected(&format!("starting an upload to {repo}"), resp)
+                        .await,
+                ));
+            }
+            location(client, &resp, "starting an upload").map_err(retriable)?
+        }
+    };
+    bar.reset();
+    let chunk = client.opts.chunk_size.max(super::MIN_CHUNK);
+    let mut offset = 0u64;
+    let mut recoveries = 0;
+    while offset < job.size {
+        let len = chunk.min(job.size - offset);
+        let url = loc.clone();
+        let data = job.data.clone();
+        let sent = client
+            .send(scope, false, &|http| {
+                Ok(http
+                    .patch(url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, len)
+                    .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                    .body(body(&data, offset, len, bar)?))
+            })
+            .await;
+        match sent {
+            Ok(resp)
+                if resp.status() == StatusCode::ACCEPTED
+                    || resp.status() == StatusCode::NO_CONTENT =>
+            {
+                offset = next_offset(&resp).unwrap_or(offset + len);
+                loc = location(client, &resp, "uploading a chunk").unwrap_or(loc);
+            }
+            Ok(resp)
+                if resp.status().is_client_error()
+                    && resp.status() != StatusCode::REQUEST_TIMEOUT
+                    && resp.status() != StatusCode::TOO_MANY_REQUESTS
+                    && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE =>
+            {
+                return Err((
+                    false,
+                    client
+                        .unexpected(&format!("uploading blob {} to {repo}", job.digest), resp)
+                        .await,
+                ));
+            }
+            failed => {
+                // Ask the registry how much it has, and go on from there.
+                recoveries += 1;
+                if recoveries > client.opts.retries {
+                    let e = match failed {
+                        Ok(resp) => {
+                            client
+                                .unexpected(
+                                    &format!("uploading blob {} to {repo}", job.digest),
+                                    resp,
+                                )
+                                .await
+                        }
+                        Err(e) => e,
+                    };
+                    return Err(retriable(e));
+                }
+                tokio::time::sleep(super::backoff(recoveries)).await;
+                let url = loc.clone();
+                let status = client
+                    .send(scope, true, &|http| Ok(http.get(url.clone())))
+                    .await
+                    .map_err(retriable)?;
+                if status.status() != StatusCode::NO_CONTENT && !status.status().is_success() {
+                    return Err(retriable(
+                        client.unexpected("asking for upload status", status).await,
+                    ));
+                }
+                offset = next_offset(&status).unwrap_or(0);
+                loc = location(client, &status, "asking for upload status").unwrap_or(loc);
+                bar.reset();
+                bar.inc(offset);
+            }
+        }
+    }
+    let mut url = loc.clone();
+    url.query_pairs_mut()
+        .append_pair("digest", &job.digest.to_string());
+    let put = client
+        .send(scope, true, &|http| {
+            Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await;
+    match put {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        other => {
+            // The commit may have landed even if its answer was lost.
+            if exists(client, scope, repo, &job.digest)
+                .await
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            let e = match other {
+                Ok(resp) => {
+                    client
+                        .unexpected(&format!("committing blob {} to {repo}", job.digest), resp)
+                        .await
+                }
+                Err(e) => e,
+            };
+            Err(retriable(e))
+        }
+    }
+}
