@@ -11,7 +11,7 @@ use crate::reference::ImageRef;
 use crate::registry::Options;
 use crate::registry::push::{BlobFate, PushReport};
 use crate::spec::BuildSpec;
-use crate::transport::{self, Staging};
+use crate::transport::{self, ReadMode, Staging};
 
 /// What a build (or an inspection) reports, as printed by `--json`.
 #[derive(Serialize, Debug, Clone)]
@@ -116,7 +116,7 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
 pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
     let staging = Staging::for_dest(&spec.to)?;
-    let base = transport::read(&spec.base, Some(spec.platform), true, opts)?;
+    let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts)?;
     log(format!(
         "base {} ({}, {} layers)",
         spec.base,
@@ -203,7 +203,7 @@ pub fn copy(
         return Err(Error::Invalid("`scratch` cannot be a destination".into()));
     }
     let staging = Staging::for_dest(dest)?;
-    let source = transport::read(src, platform, true, opts)?;
+    let source = transport::read(src, platform, ReadMode::Blobs, opts)?;
     let img = source.as_stored();
     let mtime = 0;
     let pushed = transport::write(dest, &img, staging, mtime, opts)?;
@@ -231,7 +231,7 @@ impl Inspection {
 
 /// Read an image (choosing `platform` from an index) without writing anything.
 pub fn inspect(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Inspection> {
-    let src = transport::read(r, platform, false, opts)?;
+    let src = transport::read(r, platform, ReadMode::Metadata, opts)?;
     let manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
         .map_err(|e| Error::image(r, format!("manifest is not JSON: {e}")))?;
     let media_type = manifest

@@ -238,11 +238,15 @@ async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Ba
             _ => {}
         }
     }
+    // ECR drops the bodies of PATCH chunks after the first (aws/containers-roadmap#2831):
+    // stream the whole blob in one PATCH there, as docker and crane do.
+    let mut whole = is_ecr(client.registry());
     let mut attempt = 0;
     loop {
-        match upload(client, scope, repo, job, start.take(), bar).await {
+        match upload(client, scope, repo, job, start.take(), whole, bar).await {
             Ok(()) => return Ok(Fate::Pushed),
-            Err((true, _)) if attempt < client.opts.retries => {
+            Err((Next::Whole, _)) if !whole => whole = true,
+            Err((Next::Retry | Next::Whole, _)) if attempt < client.opts.retries => {
                 attempt += 1;
                 tokio::time::sleep(super::backoff(attempt)).await;
             }
@@ -284,16 +288,37 @@ fn next_offset(resp: &reqwest::Response) -> Option<u64> {
     end.trim().parse::<u64>().ok().map(|e| e + 1)
 }
 
-/// One upload session. Errors say whether starting over may help.
+/// Amazon ECR's registry hosts (`<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`).
+pub fn is_ecr(registry: &str) -> bool {
+    let host = registry.split(':').next().unwrap_or(registry);
+    (host.contains(".dkr.ecr.") || host.contains(".dkr.ecr-fips."))
+        && (host.ends_with(".amazonaws.com")
+            || host.ends_with(".amazonaws.com.cn")
+            || host.ends_with(".api.aws"))
+}
+
+/// What to do after a failed upload session.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Give up: starting over would fail the same way.
+    Fatal,
+    /// Start a new session.
+    Retry,
+    /// The registry mishandled chunks: start over with the whole blob in one PATCH.
+    Whole,
+}
+
+/// One upload session: chunks of `chunk_size`, or the whole blob in one PATCH with `whole`.
 async fn upload(
     client: &Client,
     scope: &str,
     repo: &str,
     job: &Job,
     start: Option<reqwest::Url>,
+    whole: bool,
     bar: &Bar,
-) -> std::result::Result<(), (bool, Error)> {
-    let retriable = |e: Error| (true, e);
+) -> std::result::Result<(), (Next, Error)> {
+    let retriable = |e: Error| (Next::Retry, e);
     let mut loc = match start {
         Some(l) => l,
         None => {
@@ -303,11 +328,11 @@ async fn upload(
                     Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
                 })
                 .await
-                .map_err(|e| (false, e))?;
+                .map_err(|e| (Next::Fatal, e))?;
             if resp.status() != StatusCode::ACCEPTED {
                 let fatal = resp.status().is_client_error();
                 return Err((
-                    !fatal,
+                    if fatal { Next::Fatal } else { Next::Retry },
                     client
                         .unexpected(&format!("starting an upload to {repo}"), resp)
                         .await,
@@ -317,7 +342,11 @@ async fn upload(
         }
     };
     bar.reset();
-    let chunk = client.opts.chunk_size.max(super::MIN_CHUNK);
+    let chunk = if whole {
+        job.size.max(1)
+    } else {
+        client.opts.chunk_size.max(super::MIN_CHUNK)
+    };
     let mut offset = 0u64;
     let mut recoveries = 0;
     while offset < job.size {
@@ -335,11 +364,22 @@ async fn upload(
             })
             .await;
         match sent {
-            Ok(resp)
-                if resp.status() == StatusCode::ACCEPTED
-                    || resp.status() == StatusCode::NO_CONTENT =>
-            {
-                offset = next_offset(&resp).unwrap_or(offset + len);
+            // 202 by the spec; ECR answers 201.
+            Ok(resp) if resp.status().is_success() => {
+                let reported = next_offset(&resp);
+                if reported.is_some_and(|n| n != offset + len) && offset + len < job.size {
+                    return Err((
+                        Next::Whole,
+                        Error::Invalid(format!(
+                            "registry {} took chunk {offset}-{} of blob {} as ending at {}",
+                            client.registry(),
+                            offset + len - 1,
+                            job.digest,
+                            reported.unwrap_or(0)
+                        )),
+                    ));
+                }
+                offset += len;
                 loc = location(client, &resp, "uploading a chunk").unwrap_or(loc);
             }
             Ok(resp)
@@ -349,7 +389,7 @@ async fn upload(
                     && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE =>
             {
                 return Err((
-                    false,
+                    Next::Fatal,
                     client
                         .unexpected(&format!("uploading blob {} to {repo}", job.digest), resp)
                         .await,
@@ -417,6 +457,26 @@ async fn upload(
                 Err(e) => e,
             };
             Err(retriable(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_hosts_are_recognised() {
+        for h in [
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com",
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
+            "123456789012.dkr.ecr.us-east-1.api.aws",
+        ] {
+            assert!(is_ecr(h), "{h}");
+        }
+        for h in ["public.ecr.aws", "127.0.0.1:5000", "dkr.ecr.example.com"] {
+            assert!(!is_ecr(h), "{h}");
         }
     }
 }

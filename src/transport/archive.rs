@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tempfile::TempDir;
 
 use super::layout::{self, check_platform, write_file};
-use super::{Source, Staging, absolute};
+use super::{ReadMode, Source, Staging, absolute};
 use crate::digest::{Digest, HashingWriter, hash_reader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor};
@@ -51,11 +51,11 @@ pub fn read_oci_archive(
     file: &Path,
     tag: Option<&str>,
     platform: Option<Platform>,
-    verify: bool,
+    mode: ReadMode,
     reference: &str,
 ) -> Result<Source> {
     let tmp = unpack(file, reference)?;
-    let mut src = layout::read(tmp.path(), tag, platform, verify, reference)?;
+    let mut src = layout::read(tmp.path(), tag, platform, mode, reference)?;
     src._keep = Some(tmp);
     Ok(src)
 }
@@ -263,7 +263,7 @@ pub fn read_docker_archive(
     file: &Path,
     name: Option<&str>,
     platform: Option<Platform>,
-    verify: bool,
+    mode: ReadMode,
     reference: &str,
 ) -> Result<Source> {
     let tmp = unpack(file, reference)?;
@@ -339,7 +339,7 @@ pub fn read_docker_archive(
             let (digest, size) =
                 hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
                     .at("reading", &path)?;
-            if verify {
+            if mode == ReadMode::Verified {
                 crate::layer::verify_blob(&path, &digest, size, Some(&diff_id), true)
                     .map_err(|e| Error::image(reference, format!("{rel}: {e}")))?;
             }

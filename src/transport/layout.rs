@@ -9,7 +9,7 @@ use oci_spec::image::{
     ImageManifest, MediaType,
 };
 
-use super::{Source, Staging, link_blob, read_json_blob, replace};
+use super::{ReadMode, Source, Staging, link_blob, read_json_blob, replace};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{
@@ -134,7 +134,7 @@ pub fn read_manifest(
     blobs: &Path,
     desc: &Descriptor,
     platform: Option<Platform>,
-    verify: bool,
+    mode: ReadMode,
     reference: &str,
 ) -> Result<Source> {
     let mdigest = digest_of(desc, reference)?;
@@ -148,8 +148,33 @@ pub fn read_manifest(
         .map_err(|e| Error::image(reference, format!("config {cdigest} is not valid: {e}")))?;
     check_platform(&config, platform, reference)?;
     let layers = layers_of(&manifest, &config, |d| blobs.join(d.hex()), reference)?;
-    if verify {
-        verify_layers(&layers, reference)?;
+    match mode {
+        ReadMode::Verified => verify_layers(&layers, reference)?,
+        ReadMode::Blobs => {
+            for l in &layers {
+                match fs::metadata(&l.path) {
+                    Ok(m) if m.len() == l.size => {}
+                    Ok(m) => {
+                        return Err(Error::image(
+                            reference,
+                            format!(
+                                "blob {} has {} bytes but its descriptor says {}",
+                                l.digest,
+                                m.len(),
+                                l.size
+                            ),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(Error::image(
+                            reference,
+                            format!("blob {} is missing ({})", l.digest, l.path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        ReadMode::Metadata => {}
     }
     Ok(Source {
         media_type: desc.media_type().clone(),
@@ -285,7 +310,7 @@ pub fn read(
     dir: &Path,
     tag: Option<&str>,
     platform: Option<Platform>,
-    verify: bool,
+    mode: ReadMode,
     reference: &str,
 ) -> Result<Source> {
     if !dir.join("oci-layout").is_file() {
@@ -348,7 +373,7 @@ pub fn read(
     } else {
         select(&candidates, platform, &blobs, reference, 0)?
     };
-    read_manifest(&blobs, &desc, platform, verify, reference)
+    read_manifest(&blobs, &desc, platform, mode, reference)
 }
 
 /// Lay out `img` in the staging directory, taking over the blobs and other images of an

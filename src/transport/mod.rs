@@ -65,31 +65,41 @@ impl Source {
     }
 }
 
-/// Read the image `r` for `platform`. With `full`, every layer blob is fetched (registries) and
-/// checked against its digest, size and diff_id, so a broken base fails here, before anything is
-/// written; without, only the manifest and config are read (enough to inspect).
+/// How much of an image `read` makes sure of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReadMode {
+    /// Manifest and config only (enough to inspect).
+    Metadata,
+    /// Every layer blob present with its size (fetched, for registries). For copies, whose
+    /// destination checks digests itself (a registry verifies every blob it commits).
+    Blobs,
+    /// Every layer checked against its digest, size and diff_id: a base for a build, so a broken
+    /// one fails before anything is written.
+    Verified,
+}
+
+/// Read the image `r` for `platform`, as far as `mode` says.
 /// Without a platform, a single-platform image is read as it is; an index needs one.
 pub fn read(
     r: &ImageRef,
     platform: Option<Platform>,
-    full: bool,
+    mode: ReadMode,
     opts: &Options,
 ) -> Result<Source> {
-    let verify = full;
     match r {
-        ImageRef::Docker(rr) => registry_read(rr, platform, full, opts),
+        ImageRef::Docker(rr) => registry_read(rr, platform, mode, opts),
         ImageRef::Scratch => {
             let image = Image::scratch(platform.unwrap_or_default());
             Ok(Source::rendered(image, None))
         }
         ImageRef::Oci { dir, tag } => {
-            layout::read(dir, tag.as_deref(), platform, verify, &r.to_string())
+            layout::read(dir, tag.as_deref(), platform, mode, &r.to_string())
         }
         ImageRef::OciArchive { file, tag } => {
-            archive::read_oci_archive(file, tag.as_deref(), platform, verify, &r.to_string())
+            archive::read_oci_archive(file, tag.as_deref(), platform, mode, &r.to_string())
         }
         ImageRef::DockerArchive { file, name } => {
-            archive::read_docker_archive(file, name.as_deref(), platform, verify, &r.to_string())
+            archive::read_docker_archive(file, name.as_deref(), platform, mode, &r.to_string())
         }
     }
 }
@@ -182,7 +192,7 @@ pub fn write(
 fn registry_read(
     r: &RegistryRef,
     platform: Option<Platform>,
-    full: bool,
+    mode: ReadMode,
     opts: &Options,
 ) -> Result<Source> {
     let blobs = crate::cache::blobs(&opts.cache_dir);
@@ -190,10 +200,11 @@ fn registry_read(
     let desc = crate::registry::block_on(async {
         let client = Arc::new(Client::connect(&r.registry, r.api_host(), opts).await?);
         let desc = crate::registry::pull::resolve(&client, r, platform, &blobs).await?;
-        crate::registry::pull::fetch_blobs(client, r, &desc, &blobs, full).await?;
+        crate::registry::pull::fetch_blobs(client, r, &desc, &blobs, mode != ReadMode::Metadata)
+            .await?;
         Ok(desc)
     })?;
-    let mut src = layout::read_manifest(&blobs, &desc, platform, full, &shown)?;
+    let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown)?;
     for l in &mut src.image.layers {
         l.from = Some((r.registry.clone(), r.repository.clone()));
     }
