@@ -115,6 +115,7 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
 
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
 pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
+    transport::preflight(&spec.to, opts)?;
     let staging = Staging::for_dest(&spec.to)?;
     let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts)?;
     log(format!(

@@ -17,6 +17,9 @@ pub enum Error {
     /// An image (base, input or output) is broken or does not have what was asked for.
     #[error("image {reference}: {message}")]
     Image { reference: String, message: String },
+    /// A registry refused the credentials (or their absence): retrying will not help.
+    #[error("{0}")]
+    Auth(String),
     /// An operating-system error, with what lamina was doing at the time.
     #[error("{context}: {source}")]
     Io {

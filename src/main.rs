@@ -53,6 +53,21 @@ struct RegistryArgs {
     /// Upload chunk size in bytes (at least 5 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = lamina::registry::DEFAULT_CHUNK)]
     chunk_size: u64,
+    /// Reach a registry's API at URL instead ([REGISTRY=]URL; without REGISTRY, every ECR registry).
+    #[arg(long = "registry-endpoint", value_name = "[REGISTRY=]URL")]
+    registry_endpoint: Vec<String>,
+    /// AWS profile for ECR (default: AWS_PROFILE, then the default chain).
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Create a missing ECR repository instead of failing.
+    #[arg(long)]
+    create_repo: bool,
+    /// Tag mutability of a repository lamina creates: MUTABLE or IMMUTABLE.
+    #[arg(long, value_name = "MUTABILITY", value_parser = ["MUTABLE", "IMMUTABLE"])]
+    tag_mutability: Option<String>,
+    /// Enable scan on push for a repository lamina creates.
+    #[arg(long)]
+    scan_on_push: bool,
 }
 
 impl RegistryArgs {
@@ -67,7 +82,22 @@ impl RegistryArgs {
         if self.jobs == 0 {
             anyhow::bail!("--jobs must be at least 1");
         }
+        let endpoints = self
+            .registry_endpoint
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((r, url)) => (Some(r.to_owned()), url.to_owned()),
+                None => (None, e.clone()),
+            })
+            .collect();
         Ok(Options {
+            endpoints,
+            ecr: lamina::ecr::EcrOptions {
+                profile: self.profile.clone(),
+                create_repo: self.create_repo,
+                tag_mutability: self.tag_mutability.clone(),
+                scan_on_push: self.scan_on_push.then_some(true),
+            },
             insecure: self.insecure_registry.clone(),
             ca_certs: self.ca_cert.clone(),
             jobs: self.jobs,

@@ -134,6 +134,16 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
     }))
 }
 
+/// The credential helper the docker config names for `registry` (`credHelpers`), if any.
+pub fn helper_for(dir: &Path, registry: &str) -> Result<Option<String>> {
+    Ok(read_config(dir)?.and_then(|cfg| {
+        cfg.get("credHelpers")?
+            .get(registry)?
+            .as_str()
+            .map(str::to_owned)
+    }))
+}
+
 /// Credentials for `registry` from the docker config in `dir`: `credHelpers` for that registry,
 /// then an `auths` entry, then the `credsStore`.
 pub fn lookup(dir: &Path, registry: &str) -> Result<Option<Credentials>> {

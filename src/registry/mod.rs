@@ -38,6 +38,11 @@ pub struct Options {
     pub progress: Progress,
     /// Credentials to use instead of the docker config (e.g. `login`).
     pub credentials: Option<Credentials>,
+    /// ECR: profile, repository creation.
+    pub ecr: crate::ecr::EcrOptions,
+    /// `(registry or None for every ECR registry, URL)`: reach a registry's API at another
+    /// address (`--registry-endpoint`), e.g. a local stand-in for ECR.
+    pub endpoints: Vec<(Option<String>, String)>,
 }
 
 pub const MIN_CHUNK: u64 = 5 << 20;
@@ -55,6 +60,8 @@ impl Default for Options {
             cache_dir: crate::cache::default_dir(),
             progress: Progress::Quiet,
             credentials: None,
+            ecr: Default::default(),
+            endpoints: Vec::new(),
         }
     }
 }
@@ -95,7 +102,7 @@ fn retriable_status(s: StatusCode) -> bool {
     s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
 }
 
-fn retry_after(resp: &Response) -> Option<Duration> {
+pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
     let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
     v.trim()
         .parse::<u64>()
@@ -159,16 +166,46 @@ impl Client {
                 net_message(&e)
             ))
         })?;
+        let ecr = crate::ecr::parse_host(registry);
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
-            None => auth::lookup(&opts.docker_config, registry)?,
+            // ECR: a password from the AWS credential chain, unless the docker config names a
+            // credential helper (such as ecr-login) for this registry.
+            None => match &ecr {
+                Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
+                    Some(crate::ecr::credentials(e, &opts.ecr).await?)
+                }
+                _ => auth::lookup(&opts.docker_config, registry)?,
+            },
         };
-        let allow_http = insecure || is_loopback(api_host);
+        let endpoint = opts
+            .endpoints
+            .iter()
+            .find(|(r, _)| r.as_deref() == Some(registry))
+            .or_else(|| {
+                opts.endpoints
+                    .iter()
+                    .find(|(r, _)| r.is_none() && ecr.is_some())
+            })
+            .map(|(_, url)| url.clone());
+        let (base, allow_http) = match endpoint {
+            // An explicit scheme is the user's choice: no fallback.
+            Some(url) if url.contains("://") => (url, false),
+            Some(hostport) => {
+                let allow = insecure || is_loopback(&hostport);
+                (format!("https://{hostport}"), allow)
+            }
+            None => (
+                format!("https://{api_host}"),
+                insecure || is_loopback(api_host),
+            ),
+        };
+        let base: reqwest::Url = base.parse().map_err(|e| {
+            Error::Invalid(format!("registry address `{base}` for {registry}: {e}"))
+        })?;
         let mut client = Client {
             http,
-            base: format!("https://{api_host}")
-                .parse()
-                .map_err(|e| Error::Invalid(format!("registry host `{api_host}`: {e}")))?,
+            base: base.clone(),
             registry: registry.to_owned(),
             creds,
             challenge: Mutex::new(None),
@@ -183,8 +220,8 @@ impl Client {
             let resp = match https {
                 Ok(r) => Ok(r),
                 Err(e) if allow_http && !e.is_timeout() => {
-                    let plain: reqwest::Url =
-                        format!("http://{api_host}").parse().expect("checked above");
+                    let mut plain = base.clone();
+                    plain.set_scheme("http").expect("http is a valid scheme");
                     match client
                         .http
                         .get(plain.join("/v2/").expect("valid path"))
@@ -237,6 +274,13 @@ impl Client {
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }
+    }
+
+    /// Make sure the credentials get push access to `repository` (for Bearer auth, a token
+    /// with the push scope), so a build fails before its work rather than at upload time.
+    pub async fn check_push_access(&self, repository: &str) -> Result<()> {
+        let scope = format!("repository:{repository}:pull,push");
+        self.auth_header(&scope, false).await.map(|_| ())
     }
 
     pub fn registry(&self) -> &str {
@@ -326,7 +370,7 @@ impl Client {
             None => "anonymously (no credentials found: use `lamina login` or the docker config)"
                 .to_owned(),
         };
-        Error::Invalid(format!(
+        Error::Auth(format!(
             "registry {} refused access {who} ({status}): check the credentials and the repository permissions",
             self.registry
         ))

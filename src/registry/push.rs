@@ -71,6 +71,10 @@ struct Job {
 
 /// Push `img` to `r`: blobs in parallel (bounded), then the manifest.
 pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Result<PushReport> {
+    // ECR refuses pushes to a repository that does not exist.
+    if let Some(ecr) = crate::ecr::parse_host(client.registry()) {
+        crate::ecr::ensure_repository(&ecr, &r.repository, &client.opts.ecr).await?;
+    }
     let mut jobs: Vec<Job> = Vec::new();
     let mut mounts: Vec<String> = Vec::new();
     for l in &img.layers {
@@ -240,13 +244,17 @@ async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Ba
     }
     // ECR drops the bodies of PATCH chunks after the first (aws/containers-roadmap#2831):
     // stream the whole blob in one PATCH there, as docker and crane do.
-    let mut whole = is_ecr(client.registry());
+    let mut whole = crate::ecr::parse_host(client.registry()).is_some();
     let mut attempt = 0;
     loop {
         match upload(client, scope, repo, job, start.take(), whole, bar).await {
             Ok(()) => return Ok(Fate::Pushed),
             Err((Next::Whole, _)) if !whole => whole = true,
-            Err((Next::Retry | Next::Whole, _)) if attempt < client.opts.retries => {
+            Err((Next::Retry(after), _)) if attempt < client.opts.retries => {
+                attempt += 1;
+                tokio::time::sleep(after.unwrap_or(super::backoff(attempt))).await;
+            }
+            Err((Next::Whole, _)) if attempt < client.opts.retries => {
                 attempt += 1;
                 tokio::time::sleep(super::backoff(attempt)).await;
             }
@@ -288,22 +296,13 @@ fn next_offset(resp: &reqwest::Response) -> Option<u64> {
     end.trim().parse::<u64>().ok().map(|e| e + 1)
 }
 
-/// Amazon ECR's registry hosts (`<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`).
-pub fn is_ecr(registry: &str) -> bool {
-    let host = registry.split(':').next().unwrap_or(registry);
-    (host.contains(".dkr.ecr.") || host.contains(".dkr.ecr-fips."))
-        && (host.ends_with(".amazonaws.com")
-            || host.ends_with(".amazonaws.com.cn")
-            || host.ends_with(".api.aws"))
-}
-
 /// What to do after a failed upload session.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
     /// Give up: starting over would fail the same way.
     Fatal,
-    /// Start a new session.
-    Retry,
+    /// Start a new session (after the registry's `Retry-After`, if it sent one).
+    Retry(Option<std::time::Duration>),
     /// The registry mishandled chunks: start over with the whole blob in one PATCH.
     Whole,
 }
@@ -318,21 +317,34 @@ async fn upload(
     whole: bool,
     bar: &Bar,
 ) -> std::result::Result<(), (Next, Error)> {
-    let retriable = |e: Error| (Next::Retry, e);
+    let retriable = |e: Error| (Next::Retry(None), e);
     let mut loc = match start {
         Some(l) => l,
         None => {
             let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+            // No request-level retries here: the session loop in `push_blob` retries, and
+            // nesting both would multiply the attempts.
             let resp = client
-                .send(scope, true, &|http| {
+                .send(scope, false, &|http| {
                     Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
                 })
                 .await
-                .map_err(|e| (Next::Fatal, e))?;
+                .map_err(|e| match e {
+                    Error::Auth(_) => (Next::Fatal, e),
+                    e => (Next::Retry(None), e),
+                })?;
             if resp.status() != StatusCode::ACCEPTED {
-                let fatal = resp.status().is_client_error();
+                let status = resp.status();
+                let fatal = status.is_client_error()
+                    && status != StatusCode::REQUEST_TIMEOUT
+                    && status != StatusCode::TOO_MANY_REQUESTS;
+                let after = super::retry_after(&resp);
                 return Err((
-                    if fatal { Next::Fatal } else { Next::Retry },
+                    if fatal {
+                        Next::Fatal
+                    } else {
+                        Next::Retry(after)
+                    },
                     client
                         .unexpected(&format!("starting an upload to {repo}"), resp)
                         .await,
@@ -457,26 +469,6 @@ async fn upload(
                 Err(e) => e,
             };
             Err(retriable(e))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ecr_hosts_are_recognised() {
-        for h in [
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
-            "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com",
-            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
-            "123456789012.dkr.ecr.us-east-1.api.aws",
-        ] {
-            assert!(is_ecr(h), "{h}");
-        }
-        for h in ["public.ecr.aws", "127.0.0.1:5000", "dkr.ecr.example.com"] {
-            assert!(!is_ecr(h), "{h}");
         }
     }
 }

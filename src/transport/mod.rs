@@ -188,6 +188,22 @@ pub fn write(
     }
 }
 
+/// Fail early, before any build work, when a registry destination cannot take the image:
+/// unreachable, credentials refused, or (ECR) a missing repository without `--create-repo`.
+pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<()> {
+    let ImageRef::Docker(r) = dest else {
+        return Ok(());
+    };
+    crate::registry::block_on(async {
+        let client = Client::connect(&r.registry, r.api_host(), opts).await?;
+        client.check_push_access(&r.repository).await?;
+        if let Some(ecr) = crate::ecr::parse_host(&r.registry) {
+            crate::ecr::ensure_repository(&ecr, &r.repository, &opts.ecr).await?;
+        }
+        Ok(())
+    })
+}
+
 /// Pull `r` into the blob cache and read it from there like a layout.
 fn registry_read(
     r: &RegistryRef,

@@ -15,6 +15,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod registry;
+
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -121,10 +123,11 @@ pub fn require_tool(name: &str) -> PathBuf {
     dirs.push(PathBuf::from("/usr/local/bin"));
     for d in dirs {
         let candidate = d.join(name);
-        if let Ok(md) = fs::metadata(&candidate) {
-            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
-                return candidate;
-            }
+        if let Ok(md) = fs::metadata(&candidate)
+            && md.is_file()
+            && md.permissions().mode() & 0o111 != 0
+        {
+            return candidate;
         }
     }
     panic!(

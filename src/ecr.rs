@@ -1,0 +1,264 @@
+//! Amazon ECR: recognise its registry hosts, get registry passwords through the AWS credential
+//! chain (GetAuthorizationToken), and create repositories on request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
+use base64::Engine;
+
+use crate::error::{Error, Result};
+use crate::registry::auth::Credentials;
+
+/// An ECR registry named by its host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EcrRegistry {
+    pub account: String,
+    pub region: String,
+    pub fips: bool,
+    pub dual_stack: bool,
+}
+
+/// Parse an ECR registry host (an optional `:port` is ignored):
+/// `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]` and the dual-stack
+/// `<account>.dkr-ecr[-fips].<region>.on.aws` (or `.on.amazonwebservices.com.cn`).
+pub fn parse_host(registry: &str) -> Option<EcrRegistry> {
+    let host = registry.split(':').next()?.to_ascii_lowercase();
+    let (account, rest) = host.split_once('.')?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (kind, rest) = rest.split_once('.')?;
+    let (region, domain) = rest.split_once('.')?;
+    let (fips, dual_stack) = match kind {
+        "dkr" => {
+            // `dkr.ecr[-fips]`: the region is one label further.
+            let (ecr, after) = (region, domain);
+            let (region, domain) = after.split_once('.')?;
+            let fips = match ecr {
+                "ecr" => false,
+                "ecr-fips" => true,
+                _ => return None,
+            };
+            if !matches!(domain, "amazonaws.com" | "amazonaws.com.cn") || !valid_region(region) {
+                return None;
+            }
+            return Some(EcrRegistry {
+                account: account.to_owned(),
+                region: region.to_owned(),
+                fips,
+                dual_stack: false,
+            });
+        }
+        "dkr-ecr" => (false, true),
+        "dkr-ecr-fips" => (true, true),
+        _ => return None,
+    };
+    if !matches!(domain, "on.aws" | "on.amazonwebservices.com.cn") || !valid_region(region) {
+        return None;
+    }
+    Some(EcrRegistry {
+        account: account.to_owned(),
+        region: region.to_owned(),
+        fips,
+        dual_stack,
+    })
+}
+
+fn valid_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// How to reach the ECR API.
+#[derive(Clone, Debug, Default)]
+pub struct EcrOptions {
+    /// AWS profile (`--profile`); else `AWS_PROFILE` and the default chain.
+    pub profile: Option<String>,
+    /// Create a missing repository instead of failing.
+    pub create_repo: bool,
+    /// `MUTABLE` or `IMMUTABLE` for created repositories (ECR's default when unset).
+    pub tag_mutability: Option<String>,
+    /// Scan on push for created repositories (ECR's default when unset).
+    pub scan_on_push: Option<bool>,
+}
+
+async fn client(r: &EcrRegistry, o: &EcrOptions) -> aws_sdk_ecr::Client {
+    // The standard chain: env, shared files and profiles, SSO, web identity, ECS/IMDS; and
+    // AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR for stand-ins.
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(r.region.clone()));
+    if let Some(p) = &o.profile {
+        loader = loader.profile_name(p);
+    }
+    if r.fips {
+        loader = loader.use_fips(true);
+    }
+    if r.dual_stack {
+        loader = loader.use_dual_stack(true);
+    }
+    aws_sdk_ecr::Client::new(&loader.load().await)
+}
+
+fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
+    what: &str,
+    r: &EcrRegistry,
+    e: aws_sdk_ecr::error::SdkError<E>,
+) -> Error {
+    let hint = match e.code() {
+        Some(
+            "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException",
+        ) => " (check the AWS credentials: environment, profile, SSO login)",
+        Some("AccessDeniedException") => " (the AWS identity lacks the ECR permission)",
+        _ if matches!(e, aws_sdk_ecr::error::SdkError::DispatchFailure(_)) => {
+            " (no AWS credentials were found, or the ECR API cannot be reached)"
+        }
+        _ => "",
+    };
+    Error::Invalid(format!(
+        "ECR {what} for account {} in {}: {}{hint}",
+        r.account,
+        r.region,
+        DisplayErrorContext(&e)
+    ))
+}
+
+type TokenCache = Mutex<HashMap<(EcrRegistry, Option<String>), (Credentials, SystemTime)>>;
+static TOKENS: std::sync::LazyLock<TokenCache> = std::sync::LazyLock::new(Default::default);
+
+/// The registry password from GetAuthorizationToken, cached until five minutes before it expires.
+pub async fn credentials(r: &EcrRegistry, o: &EcrOptions) -> Result<Credentials> {
+    let key = (r.clone(), o.profile.clone());
+    if let Some((c, until)) = TOKENS.lock().expect("lock").get(&key)
+        && SystemTime::now() < *until
+    {
+        return Ok(c.clone());
+    }
+    let out = client(r, o)
+        .await
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| api_error("GetAuthorizationToken", r, e))?;
+    let data = out.authorization_data().first().ok_or_else(|| {
+        Error::Invalid(format!(
+            "ECR GetAuthorizationToken for {} returned no token",
+            r.account
+        ))
+    })?;
+    let token = data.authorization_token().ok_or_else(|| {
+        Error::Invalid("ECR GetAuthorizationToken returned an empty token".into())
+    })?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            Error::Invalid("ECR GetAuthorizationToken returned a token that is not base64".into())
+        })?;
+    let (user, password) = decoded.split_once(':').ok_or_else(|| {
+        Error::Invalid(
+            "ECR GetAuthorizationToken returned a token that is not USER:PASSWORD".into(),
+        )
+    })?;
+    let creds = Credentials {
+        username: user.to_owned(),
+        password: password.to_owned(),
+    };
+    let until = data
+        .expires_at()
+        .and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600))
+        .checked_sub(Duration::from_secs(300))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    TOKENS
+        .lock()
+        .expect("lock")
+        .insert(key, (creds.clone(), until));
+    Ok(creds)
+}
+
+/// Make sure `repository` exists: create it with `--create-repo`, else fail naming it and the flag.
+/// Returns whether it was created.
+pub async fn ensure_repository(r: &EcrRegistry, repository: &str, o: &EcrOptions) -> Result<bool> {
+    let c = client(r, o).await;
+    match c
+        .describe_repositories()
+        .registry_id(&r.account)
+        .repository_names(repository)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(false),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) => {}
+        Err(e) => return Err(api_error("DescribeRepositories", r, e)),
+    }
+    if !o.create_repo {
+        return Err(Error::Invalid(format!(
+            "ECR repository `{repository}` does not exist in account {} ({}); create it, or pass --create-repo to let lamina create it",
+            r.account, r.region
+        )));
+    }
+    let mut req = c
+        .create_repository()
+        .registry_id(&r.account)
+        .repository_name(repository);
+    if let Some(m) = &o.tag_mutability {
+        req = req.image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::from(
+            m.to_ascii_uppercase().as_str(),
+        ));
+    }
+    if let Some(s) = o.scan_on_push {
+        req = req.image_scanning_configuration(
+            aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+                .scan_on_push(s)
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => Ok(true),
+        // Created meanwhile by someone else: fine.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(api_error("CreateRepository", r, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse() {
+        let r = parse_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.region.as_str(), r.fips, r.dual_stack),
+            ("123456789012", "us-east-1", false, false)
+        );
+        let r = parse_host("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com").unwrap();
+        assert!(r.fips && r.region == "us-gov-west-1");
+        let r = parse_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").unwrap();
+        assert_eq!(r.region, "cn-north-1");
+        let r = parse_host("123456789012.dkr-ecr.eu-west-1.on.aws").unwrap();
+        assert!(r.dual_stack && !r.fips && r.region == "eu-west-1");
+        let r = parse_host("123456789012.dkr-ecr-fips.us-east-1.on.aws:443").unwrap();
+        assert!(r.dual_stack && r.fips);
+        for h in [
+            "public.ecr.aws",
+            "12345.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.us-east-1.example.com",
+            "123456789012.dkr.ecs.us-east-1.amazonaws.com",
+            "127.0.0.1:5000",
+        ] {
+            assert_eq!(parse_host(h), None, "{h}");
+        }
+    }
+}
