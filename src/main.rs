@@ -276,12 +276,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let r: ImageRef = a.image.parse().map_err(anyhow::Error::msg)?;
     let r = r.relative_to(&cwd);
-    let platform = a
-        .platform
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))?;
+    let platform = parse_platform(a.platform.as_deref())?;
     let i = lamina::build::inspect(&r, platform, &a.registry.options(true)?)?;
     if a.raw {
         use std::io::Write;
@@ -325,6 +320,12 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_platform(p: Option<&str>) -> anyhow::Result<Option<lamina::platform::Platform>> {
+    p.map(str::parse)
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))
+}
+
 fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
     let r: ImageRef = s.parse().map_err(anyhow::Error::msg)?;
     Ok(r.relative_to(cwd))
@@ -342,12 +343,7 @@ fn copy(a: CopyArgs, pull: bool) -> anyhow::Result<()> {
     if !pull && !matches!(dest, ImageRef::Docker(_)) {
         anyhow::bail!("push writes to a registry: the destination must be docker://REF");
     }
-    let platform = a
-        .platform
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))?;
+    let platform = parse_platform(a.platform.as_deref())?;
     let opts = a.registry.options(a.quiet)?;
     let report = lamina::build::copy(&src, &dest, platform, &opts)?;
     if a.json {

@@ -516,6 +516,37 @@ pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
     auth::save(&opts.docker_config, registry, &creds)
 }
 
+/// Run `tasks` on the runtime with at most `jobs` at a time. Results come back in task order;
+/// if any failed, the first failure in task order is the error.
+pub async fn bounded<T, F>(jobs: usize, tasks: Vec<F>) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let n = tasks.len();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (i, t.await)
+        });
+    }
+    let mut results: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+    while let Some(j) = set.join_next().await {
+        let (i, r) = j.map_err(|e| Error::Invalid(format!("a transfer task failed: {e}")))?;
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every task ran"))
+        .collect()
+}
+
 /// Run a registry operation to completion from synchronous code.
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_multi_thread()

@@ -173,39 +173,13 @@ pub async fn fetch_blobs(
     if layers {
         wanted.extend(m.layers().iter().cloned());
     }
-    let sem = Arc::new(tokio::sync::Semaphore::new(client.opts.jobs.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, d) in wanted.into_iter().enumerate() {
-        let d_digest = Digest::from_oci(d.digest()).map_err(|e| Error::image(&shown, e))?;
-        let (client, sem, blobs, repo) = (
-            client.clone(),
-            sem.clone(),
-            blobs.to_owned(),
-            r.repository.clone(),
-        );
-        set.spawn(async move {
-            let _permit = sem
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            (
-                i,
-                fetch_blob(&client, &repo, &d_digest, d.size(), &blobs).await,
-            )
-        });
+    let mut tasks = Vec::new();
+    for d in wanted {
+        let digest = Digest::from_oci(d.digest()).map_err(|e| Error::image(&shown, e))?;
+        let (client, blobs, repo) = (client.clone(), blobs.to_owned(), r.repository.clone());
+        tasks.push(async move { fetch_blob(&client, &repo, &digest, d.size(), &blobs).await });
     }
-    let mut errs = Vec::new();
-    while let Some(j) = set.join_next().await {
-        let (i, r) = j.map_err(|e| Error::Invalid(format!("a download task failed: {e}")))?;
-        if let Err(e) = r {
-            errs.push((i, e));
-        }
-    }
-    errs.sort_by_key(|(i, _)| *i);
-    match errs.into_iter().next() {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
+    super::bounded(client.opts.jobs, tasks).await.map(|_| ())
 }
 
 /// Stream one blob into the cache: hashed while written, renamed into place only when its

@@ -110,46 +110,24 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
     }
     let scope = Arc::new(scope);
 
-    let sem = Arc::new(tokio::sync::Semaphore::new(client.opts.jobs.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let (client, sem, scope, repo) = (
-            client.clone(),
-            sem.clone(),
-            scope.clone(),
-            r.repository.clone(),
-        );
-        set.spawn(async move {
-            let _permit = sem
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+    let mut tasks = Vec::new();
+    for job in jobs {
+        let (client, scope, repo) = (client.clone(), scope.clone(), r.repository.clone());
+        tasks.push(async move {
             let bar = client
                 .opts
                 .progress
                 .blob("push", &job.digest.to_string(), job.size);
-            let r = push_blob(&client, &scope, &repo, &job, &bar).await;
-            if let Ok(f) = &r {
-                bar.finish(f.word());
-            }
-            (i, job.digest, job.size, r)
+            let fate = push_blob(&client, &scope, &repo, &job, &bar).await?;
+            bar.finish(fate.word());
+            Ok(BlobFate {
+                digest: job.digest,
+                size: job.size,
+                fate,
+            })
         });
     }
-    let mut done = Vec::new();
-    let mut errs = Vec::new();
-    while let Some(j) = set.join_next().await {
-        let (i, digest, size, r) =
-            j.map_err(|e| Error::Invalid(format!("an upload task failed: {e}")))?;
-        match r {
-            Ok(fate) => done.push((i, BlobFate { digest, size, fate })),
-            Err(e) => errs.push((i, e)),
-        }
-    }
-    errs.sort_by_key(|(i, _)| *i);
-    if let Some((_, e)) = errs.into_iter().next() {
-        return Err(e);
-    }
-    done.sort_by_key(|(i, _)| *i);
+    let done = super::bounded(client.opts.jobs, tasks).await?;
 
     // The manifest last: a registry never names an image whose blobs it lacks.
     let target = r
@@ -188,7 +166,7 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
         digest: img.manifest_digest.clone(),
         size: img.manifest.len() as u64,
         media_type,
-        blobs: done.into_iter().map(|(_, b)| b).collect(),
+        blobs: done,
     })
 }
 
