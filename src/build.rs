@@ -129,6 +129,7 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
     let lopts = LayerOptions {
         mtime: spec.timestamp,
         compression_level: spec.compression_level,
+        fix_permissions: spec.fix_permissions,
     };
     let blobs = staging.blobs();
 
@@ -188,23 +189,40 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
             "a base layer disappeared during the build",
         ));
     }
+    if spec.lambda_check && matches!(spec.to, ImageRef::Docker(_)) {
+        let checked = crate::lambda::check_rendered(&spec.to.to_string(), &rendered)?;
+        crate::lambda::gate(&checked, &spec.to, log)?;
+    }
     let pushed = transport::write(&spec.to, &rendered, staging, spec.timestamp, opts)?;
     drop(base);
     Ok(report(&spec.to, &rendered, pushed, true))
 }
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.
+/// With `lambda_check`, an image going to a registry must pass the Lambda checks first.
 pub fn copy(
     src: &ImageRef,
     dest: &ImageRef,
     platform: Option<Platform>,
     opts: &Options,
+    lambda_check: bool,
 ) -> Result<Report> {
     if let ImageRef::Scratch = dest {
         return Err(Error::Invalid("`scratch` cannot be a destination".into()));
     }
     let staging = Staging::for_dest(dest)?;
-    let source = transport::read(src, platform, ReadMode::Blobs, opts)?;
+    let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
+    let source = match transport::read(src, platform, ReadMode::Blobs, opts) {
+        Ok(s) => s,
+        Err(e) if gated && platform.is_none() => {
+            return Err(crate::lambda::explain_read_error(src, opts, e));
+        }
+        Err(e) => return Err(e),
+    };
+    if gated {
+        let checked = crate::lambda::check_source(&src.to_string(), &source)?;
+        crate::lambda::gate(&checked, dest, &mut |s| opts.progress.line(&s))?;
+    }
     let img = source.as_stored();
     let mtime = 0;
     let pushed = transport::write(dest, &img, staging, mtime, opts)?;

@@ -10,6 +10,7 @@ pub mod digest;
 pub mod ecr;
 pub mod error;
 pub mod image;
+pub mod lambda;
 pub mod layer;
 pub mod platform;
 pub mod progress;

@@ -34,6 +34,8 @@ enum Command {
     Pull(CopyArgs),
     /// Check credentials against a registry and store them in the docker config.
     Login(LoginArgs),
+    /// Check an image against what Lambda accepts (rules L001-L008); non-zero exit on errors.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +126,23 @@ struct CopyArgs {
     /// No progress on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// push: push even when the Lambda checks find errors.
+    #[arg(long)]
+    no_lambda_check: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF.
+    image: String,
+    /// Platform to pick from a multi-platform image (without it, an index is an L001 error).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -186,6 +205,13 @@ struct BuildArgs {
     /// gzip level, 0-9.
     #[arg(long, value_name = "N")]
     compression_level: Option<u32>,
+    /// Make files under /var/task and /opt readable (and executables, directories usable) by
+    /// others in the layers lamina writes, as Lambda's non-root user needs.
+    #[arg(long)]
+    fix_permissions: bool,
+    /// With a docker:// destination: push even when the Lambda checks find errors.
+    #[arg(long)]
+    no_lambda_check: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -238,6 +264,8 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         annotations: a.annotations,
         timestamp: a.timestamp,
         compression_level: a.compression_level,
+        fix_permissions: a.fix_permissions,
+        no_lambda_check: a.no_lambda_check,
     };
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
@@ -345,7 +373,7 @@ fn copy(a: CopyArgs, pull: bool) -> anyhow::Result<()> {
     }
     let platform = parse_platform(a.platform.as_deref())?;
     let opts = a.registry.options(a.quiet)?;
-    let report = lamina::build::copy(&src, &dest, platform, &opts)?;
+    let report = lamina::build::copy(&src, &dest, platform, &opts, !a.no_lambda_check)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -354,6 +382,39 @@ fn copy(a: CopyArgs, pull: bool) -> anyhow::Result<()> {
         }
         println!("{}", report.digest);
     }
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let r = parse_ref(&a.image, &cwd)?;
+    let platform = parse_platform(a.platform.as_deref())?;
+    let report = lamina::lambda::check(&r, platform, &a.registry.options(true)?)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+    }
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let errors = report.errors().count();
+    let warnings = count(report.warnings().count(), "warning");
+    let what = format!(
+        "{} ({}{})",
+        shown(&r, &cwd),
+        report.digest.as_deref().unwrap_or("index"),
+        report
+            .platform
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default()
+    );
+    if errors > 0 {
+        let errors = count(errors, "error");
+        anyhow::bail!("{what} fails the Lambda checks: {errors}, {warnings}");
+    }
+    eprintln!("{what} passes the Lambda checks ({warnings})");
     Ok(())
 }
 
@@ -395,6 +456,7 @@ fn main() -> ExitCode {
         Command::Push(a) => copy(a, false),
         Command::Pull(a) => copy(a, true),
         Command::Login(a) => login(a),
+        Command::Check(a) => check(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

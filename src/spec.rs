@@ -17,6 +17,8 @@ pub struct SpecFile {
     pub base: Option<String>,
     pub platform: Option<String>,
     pub to: Option<String>,
+    /// Open up modes under /var/task and /opt for Lambda's non-root user (see `lambda::fix`).
+    pub fix_permissions: Option<bool>,
     #[serde(default)]
     pub layer: Vec<LayerSpec>,
     #[serde(default)]
@@ -171,6 +173,10 @@ pub struct Overrides {
     pub annotations: Vec<String>,
     pub timestamp: Option<String>,
     pub compression_level: Option<u32>,
+    /// `--fix-permissions` (or-ed with the spec's `fix_permissions`).
+    pub fix_permissions: bool,
+    /// `--no-lambda-check`: push even when the Lambda checks find errors.
+    pub no_lambda_check: bool,
 }
 
 /// A validated build: absolute paths, parsed references, resolved timestamp.
@@ -188,6 +194,10 @@ pub struct BuildSpec {
     /// Seconds since the epoch for every timestamp lamina writes.
     pub timestamp: u64,
     pub compression_level: u32,
+    /// Give what lamina writes under /var/task and /opt modes Lambda's non-root user can use.
+    pub fix_permissions: bool,
+    /// Run the Lambda checks before pushing to a registry (off with `--no-lambda-check`).
+    pub lambda_check: bool,
 }
 
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
@@ -408,6 +418,8 @@ impl BuildSpec {
             annotations,
             timestamp,
             compression_level,
+            fix_permissions: ov.fix_permissions || sf.fix_permissions.unwrap_or(false),
+            lambda_check: !ov.no_lambda_check,
         })
     }
 }

@@ -36,11 +36,16 @@ pub struct LayerBlob {
 pub struct LayerOptions {
     pub mtime: u64,
     pub compression_level: u32,
+    /// Open up modes under /var/task and /opt (`--fix-permissions`).
+    pub fix_permissions: bool,
 }
 
 /// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory).
 pub fn build(l: &LayerSpec, opts: LayerOptions, blobs: &Path) -> Result<LayerBlob> {
-    let c = source::collect(l)?;
+    let mut c = source::collect(l)?;
+    if opts.fix_permissions {
+        crate::lambda::fix::fix_permissions(&mut c.entries);
+    }
     write_layer(&c.entries, c.input, opts, blobs)
 }
 

@@ -20,7 +20,7 @@ use crate::platform::Platform;
 
 /// Unpack an archive into a fresh temporary directory. The `tar` crate refuses entries that
 /// would land outside it (absolute paths, `..`).
-fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
+pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
     let f = File::open(file).map_err(|e| {
         Error::image(
             reference,

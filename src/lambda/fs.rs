@@ -1,0 +1,582 @@
+//! The file system an image's layers add up to, as far as the Lambda checks need it: each path's
+//! kind, mode, size, link target and (for executables and bootstraps) its first bytes. Layers are
+//! streamed (gunzip → tar) in order, applying OCI whiteouts; nothing is unpacked to disk and no
+//! file's content is kept beyond [`HEAD`] bytes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read};
+
+/// How many leading bytes are kept of files the checks may execute: enough for an ELF header
+/// and a `#!` line.
+pub const HEAD: usize = 128;
+
+/// Symbolic links followed while resolving one path before giving up (Linux's `ELOOP` limit).
+pub const MAX_LINKS: usize = 40;
+
+/// Paths whose first bytes are kept whatever their mode (Lambda's custom-runtime entry points).
+pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink(String),
+    /// Devices, fifos: `what` names it for messages.
+    Other(&'static str),
+}
+
+/// One path of the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Kind,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub size: u64,
+    /// The first [`HEAD`] bytes of a regular file that has an execute bit or sits at a bootstrap
+    /// path; `None` when they were not kept (or not known: a hard link to a missing file).
+    pub head: Option<Vec<u8>>,
+}
+
+impl Node {
+    pub fn dir(mode: u32) -> Node {
+        Node {
+            kind: Kind::Dir,
+            mode,
+            size: 0,
+            head: None,
+        }
+    }
+
+    /// A regular file whose first bytes are `content` (cut to [`HEAD`]).
+    pub fn file(mode: u32, content: &[u8]) -> Node {
+        Node {
+            kind: Kind::File,
+            mode,
+            size: content.len() as u64,
+            head: Some(content[..content.len().min(HEAD)].to_vec()),
+        }
+    }
+
+    pub fn symlink(target: &str) -> Node {
+        Node {
+            kind: Kind::Symlink(target.to_owned()),
+            mode: 0o777,
+            size: 0,
+            head: None,
+        }
+    }
+}
+
+/// Why a path does not lead to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolveError {
+    /// This absolute path (the path itself, or where a link led) does not exist.
+    Missing(String),
+    /// This absolute path is used as a directory but is a file.
+    NotADirectory(String),
+    /// More than [`MAX_LINKS`] symbolic links.
+    TooManyLinks,
+}
+
+/// An image's merged file system. Keys are paths without a leading `/` (the root is `""`).
+#[derive(Clone, Debug)]
+pub struct FileSystem {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Default for FileSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `p` as clean components (no empty ones, no `.`; `..` kept: resolution decides what it means).
+fn components(p: &str) -> impl Iterator<Item = &str> {
+    p.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+/// `p` without `.`, empty components or a leading `/`; `..` climbs (never above the root).
+pub fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in components(p) {
+        if c == ".." {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out.join("/")
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn split_last(p: &str) -> (&str, &str) {
+    p.rsplit_once('/').unwrap_or(("", p))
+}
+
+/// One tar entry of a layer, before the layer is applied.
+enum Item {
+    Node(String, Node),
+    HardLink { path: String, target: String },
+    Whiteout(String),
+    Opaque(String),
+}
+
+impl FileSystem {
+    /// An empty file system: the root directory only.
+    pub fn new() -> FileSystem {
+        FileSystem {
+            nodes: BTreeMap::from([(String::new(), Node::dir(0o755))]),
+        }
+    }
+
+    /// The node at `path` itself (no link followed), `/`-prefixed or not.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(&normalize(path))
+    }
+
+    /// Every path (without its leading `/`) and node, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// `dir` (normalized) and every path below it, in path order.
+    pub fn subtree<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        let dir = normalize(dir);
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(dir.clone()..)
+            .take_while(move |(k, _)| **k == dir || k.starts_with(&prefix))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Is there an entry at `path` (a dangling symbolic link counts), links in its parents
+    /// followed?
+    pub fn exists(&self, path: &str) -> bool {
+        self.walk(path, false, false).is_ok()
+    }
+
+    /// Follow `path` (absolute, or relative to the root) through every symbolic link, as `open`
+    /// would: the resolved path, without its leading `/`.
+    pub fn resolve(&self, path: &str) -> Result<String, ResolveError> {
+        self.walk(path, true, false)
+    }
+
+    /// Walk `path`. `follow_last`: resolve a link in the last component too. `lenient`: a
+    /// missing or non-directory component is taken literally (where a layer would create it).
+    fn walk(&self, path: &str, follow_last: bool, lenient: bool) -> Result<String, ResolveError> {
+        let mut pending: VecDeque<String> = components(path).map(str::to_owned).collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = pending.pop_front() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            let candidate = join(&cur.join("/"), &c);
+            let last = pending.is_empty();
+            match self.nodes.get(&candidate).map(|n| &n.kind) {
+                None if lenient => cur.push(c),
+                None => return Err(ResolveError::Missing(format!("/{candidate}"))),
+                Some(Kind::Symlink(t)) if !last || follow_last => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        if lenient {
+                            return Ok(normalize(path));
+                        }
+                        return Err(ResolveError::TooManyLinks);
+                    }
+                    if t.starts_with('/') {
+                        cur.clear();
+                    }
+                    for (i, part) in components(t).enumerate() {
+                        pending.insert(i, part.to_owned());
+                    }
+                }
+                Some(Kind::Dir) | Some(Kind::Symlink(_)) => cur.push(c),
+                Some(_) if last || lenient => cur.push(c),
+                Some(_) => return Err(ResolveError::NotADirectory(format!("/{candidate}"))),
+            }
+        }
+        Ok(cur.join("/"))
+    }
+
+    /// Where a layer's entry `path` lands: its parent directory with links followed (as
+    /// container runtimes unpack), then its own name.
+    fn place(&self, path: &str) -> String {
+        let norm = normalize(path);
+        let (parent, name) = split_last(&norm);
+        if name.is_empty() {
+            return String::new();
+        }
+        let parent = self
+            .walk(parent, true, true)
+            .unwrap_or_else(|_| parent.to_owned());
+        join(&parent, name)
+    }
+
+    /// Make `dir` and its ancestors directories where nothing is (mode 0755, as runtimes do).
+    fn make_dirs(&mut self, dir: &str) {
+        let mut at = String::new();
+        for c in components(dir) {
+            at = join(&at, c);
+            self.nodes
+                .entry(at.clone())
+                .or_insert_with(|| Node::dir(0o755));
+        }
+    }
+
+    /// Add `node` at `path` as a layer would: parents created, a directory merged with the one
+    /// below (its children stay), anything else replacing what was there with its subtree.
+    pub fn insert(&mut self, path: &str, node: Node) {
+        let key = self.place(path);
+        if key.is_empty() {
+            if node.kind == Kind::Dir {
+                self.nodes.insert(key, node);
+            }
+            return;
+        }
+        self.make_dirs(split_last(&key).0);
+        let replaces_dir = self.nodes.get(&key).is_some_and(|n| n.kind == Kind::Dir);
+        if node.kind != Kind::Dir && replaces_dir {
+            self.remove(&key);
+        }
+        self.nodes.insert(key, node);
+    }
+
+    /// Remove `path` and everything below it (never the root itself).
+    pub fn remove(&mut self, path: &str) {
+        let key = normalize(path);
+        let doomed: Vec<String> = self.subtree(&key).map(|(k, _)| k.to_owned()).collect();
+        for k in doomed {
+            if !k.is_empty() {
+                self.nodes.remove(&k);
+            }
+        }
+    }
+
+    /// Remove everything below `dir`, keeping `dir`.
+    pub fn clear_dir(&mut self, dir: &str) {
+        let key = normalize(dir);
+        let doomed: Vec<String> = self
+            .subtree(&key)
+            .map(|(k, _)| k.to_owned())
+            .filter(|k| *k != key)
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// Apply one layer (an uncompressed tar stream) over this file system: whiteouts and opaque
+    /// markers hide what the lower layers hold, then the layer's entries are added in order.
+    pub fn apply_tar<R: Read>(&mut self, r: R) -> io::Result<()> {
+        let mut archive = tar::Archive::new(r);
+        let mut items = Vec::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let path = normalize(&raw);
+            let (dir, name) = split_last(&path);
+            if name == ".wh..wh..opq" {
+                items.push(Item::Opaque(dir.to_owned()));
+                continue;
+            }
+            if let Some(victim) = name.strip_prefix(".wh.") {
+                // Other `.wh..wh.` names are aufs bookkeeping, not whiteouts.
+                if !victim.starts_with(".wh.") && !victim.is_empty() {
+                    items.push(Item::Whiteout(join(dir, victim)));
+                }
+                continue;
+            }
+            let header = entry.header();
+            let mode = header.mode().unwrap_or(0o644) & 0o7777;
+            let ty = header.entry_type();
+            let node = match ty {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path.as_str());
+                    let size = entry.size();
+                    let head = if keep {
+                        let mut buf = Vec::with_capacity(HEAD);
+                        (&mut entry).take(HEAD as u64).read_to_end(&mut buf)?;
+                        Some(buf)
+                    } else {
+                        None
+                    };
+                    Node {
+                        kind: Kind::File,
+                        mode,
+                        size,
+                        head,
+                    }
+                }
+                tar::EntryType::Directory => Node::dir(mode),
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    Node {
+                        mode,
+                        ..Node::symlink(&target)
+                    }
+                }
+                tar::EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    items.push(Item::HardLink { path, target });
+                    continue;
+                }
+                tar::EntryType::Char => other("a character device", mode),
+                tar::EntryType::Block => other("a block device", mode),
+                tar::EntryType::Fifo => other("a named pipe", mode),
+                // Global PAX headers and other metadata entries carry no file.
+                _ => continue,
+            };
+            if path.is_empty() && node.kind != Kind::Dir {
+                continue;
+            }
+            items.push(Item::Node(path, node));
+        }
+        // Whiteouts only hide the lower layers: apply them before this layer's own entries.
+        for item in &items {
+            match item {
+                Item::Opaque(dir) => {
+                    let d = self.walk(dir, true, true).unwrap_or_else(|_| dir.clone());
+                    self.clear_dir(&d);
+                }
+                Item::Whiteout(p) => {
+                    let key = self.place(p);
+                    if !key.is_empty() {
+                        self.remove(&key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for item in items {
+            match item {
+                Item::Node(path, node) => self.insert(&path, node),
+                Item::HardLink { path, target } => {
+                    // The link shares its target's inode: same kind, mode and content.
+                    let t = self
+                        .walk(&target, false, true)
+                        .ok()
+                        .and_then(|k| self.nodes.get(&k).cloned());
+                    let node = t.unwrap_or(Node {
+                        kind: Kind::File,
+                        mode: 0o644,
+                        size: 0,
+                        head: None,
+                    });
+                    self.insert(&path, node);
+                }
+                Item::Whiteout(_) | Item::Opaque(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn other(what: &'static str, mode: u32) -> Node {
+    Node {
+        kind: Kind::Other(what),
+        mode,
+        size: 0,
+        head: None,
+    }
+}
+
+/// Counts the bytes read through it: a layer's uncompressed size, as it is scanned.
+pub struct Counting<R> {
+    pub inner: R,
+    pub count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Apply a layer blob (`gzip`: gzip-compressed, else a plain tar) read from `r`; returns its
+/// uncompressed size. The whole stream is read (past the tar's end-of-archive blocks), so the
+/// size is the size of the layer, not of what the tar reader needed.
+pub fn apply_layer<R: Read>(fs: &mut FileSystem, r: R, gzip: bool) -> io::Result<u64> {
+    if gzip {
+        let mut c = Counting {
+            inner: flate2::read::MultiGzDecoder::new(r),
+            count: 0,
+        };
+        fs.apply_tar(&mut c)?;
+        io::copy(&mut c, &mut io::sink())?;
+        Ok(c.count)
+    } else {
+        let mut c = Counting { inner: r, count: 0 };
+        fs.apply_tar(&mut c)?;
+        io::copy(&mut c, &mut io::sink())?;
+        Ok(c.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of `(path, entry)` in order: `d` dir, `f:CONTENT` file 0755, `l:TARGET` symlink,
+    /// `h:TARGET` hard link, `w` empty file (for whiteout names).
+    fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, what) in entries {
+            let mut h = tar::Header::new_ustar();
+            let (ty, data, link): (tar::EntryType, &[u8], Option<&str>) = match what.split_once(':')
+            {
+                Some(("f", c)) => (tar::EntryType::Regular, c.as_bytes(), None),
+                Some(("l", t)) => (tar::EntryType::Symlink, b"", Some(t)),
+                Some(("h", t)) => (tar::EntryType::Link, b"", Some(t)),
+                _ if *what == "d" => (tar::EntryType::Directory, b"", None),
+                _ => (tar::EntryType::Regular, b"", None),
+            };
+            h.set_entry_type(ty);
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            if let Some(t) = link {
+                h.set_link_name(t).unwrap();
+            }
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn paths(fs: &FileSystem) -> Vec<String> {
+        fs.iter()
+            .map(|(k, _)| k.to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_layers_only() {
+        let mut fs = FileSystem::new();
+        fs.apply_tar(
+            &tar_of(&[
+                ("opt/", "d"),
+                ("opt/old/", "d"),
+                ("opt/old/a", "f:a"),
+                ("opt/old/sub/b", "f:b"),
+                ("usr/lib/gone", "f:x"),
+                ("usr/lib/gone.txt", "f:x"),
+                ("usr/lib/dir/deep", "f:x"),
+            ])[..],
+        )
+        .unwrap();
+        fs.apply_tar(
+            &tar_of(&[
+                ("opt/old/.wh..wh..opq", "w"),
+                ("opt/old/c", "f:c"),
+                ("usr/lib/.wh.gone", "w"),
+                ("usr/lib/.wh.dir", "w"),
+                ("usr/lib/dir/new", "f:n"),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&fs),
+            [
+                "opt",
+                "opt/old",
+                "opt/old/c",
+                "usr",
+                "usr/lib",
+                "usr/lib/dir",
+                "usr/lib/dir/new",
+                "usr/lib/gone.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn links_resolve_within_the_image() {
+        let mut fs = FileSystem::new();
+        fs.apply_tar(
+            &tar_of(&[
+                ("bin", "l:usr/bin"),
+                ("usr/bin/sh", "f:\x7fELF"),
+                ("usr/bin/dash", "h:usr/bin/sh"),
+                ("var/task/up", "l:../../usr/bin/sh"),
+                ("loop", "l:loop"),
+                ("dangling", "l:/nowhere/x"),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(fs.resolve("/bin/sh").unwrap(), "usr/bin/sh");
+        assert_eq!(fs.resolve("/var/task/up").unwrap(), "usr/bin/sh");
+        assert_eq!(fs.resolve("/var/task/../../bin/sh").unwrap(), "usr/bin/sh");
+        assert_eq!(
+            fs.resolve("/dangling"),
+            Err(ResolveError::Missing("/nowhere".into()))
+        );
+        assert_eq!(fs.resolve("/loop"), Err(ResolveError::TooManyLinks));
+        assert_eq!(
+            fs.resolve("/usr/bin/sh/x"),
+            Err(ResolveError::NotADirectory("/usr/bin/sh".into()))
+        );
+        let dash = fs.get("usr/bin/dash").unwrap();
+        assert_eq!(dash.kind, Kind::File);
+        assert_eq!(dash.head.as_deref(), Some(&b"\x7fELF"[..]));
+    }
+
+    #[test]
+    fn entries_below_a_symlinked_dir_land_at_its_target() {
+        let mut fs = FileSystem::new();
+        fs.apply_tar(&tar_of(&[("bin", "l:usr/bin"), ("usr/bin/", "d")])[..])
+            .unwrap();
+        fs.apply_tar(&tar_of(&[("bin/tool", "f:#!/bin/sh\n")])[..])
+            .unwrap();
+        assert!(fs.get("usr/bin/tool").is_some());
+        assert_eq!(fs.get("bin").unwrap().kind, Kind::Symlink("usr/bin".into()));
+    }
+
+    #[test]
+    fn a_file_replaces_a_lower_directory_and_its_subtree() {
+        let mut fs = FileSystem::new();
+        fs.apply_tar(&tar_of(&[("a/b/c", "f:x")])[..]).unwrap();
+        fs.apply_tar(&tar_of(&[("a/b", "f:y")])[..]).unwrap();
+        assert_eq!(paths(&fs), ["a", "a/b"]);
+        assert_eq!(fs.get("a/b").unwrap().kind, Kind::File);
+    }
+
+    #[test]
+    fn gzip_layers_report_their_uncompressed_size() {
+        use std::io::Write;
+        let tar = tar_of(&[("x", "f:hello")]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let mut fs = FileSystem::new();
+        assert_eq!(
+            apply_layer(&mut fs, &blob[..], true).unwrap(),
+            tar.len() as u64
+        );
+        assert_eq!(fs.get("/x").unwrap().size, 5);
+        let mut fs = FileSystem::new();
+        assert_eq!(
+            apply_layer(&mut fs, &tar[..], false).unwrap(),
+            tar.len() as u64
+        );
+    }
+}
