@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ecr::error::ProvideErrorMetadata;
 use base64::Engine;
 
 use crate::error::{Error, Result};
@@ -117,11 +117,24 @@ fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
         }
         _ => "",
     };
+    // The messages of the error and its causes, without the SDK's debug dumps.
+    let mut msgs: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !m.is_empty() && !msgs.iter().any(|p| p.contains(&m)) {
+            msgs.push(m);
+        }
+        cur = c.source();
+    }
+    if let Some(m) = e.message() {
+        msgs.push(m.to_owned());
+    }
     Error::Invalid(format!(
         "ECR {what} for account {} in {}: {}{hint}",
         r.account,
         r.region,
-        DisplayErrorContext(&e)
+        msgs.join(": ")
     ))
 }
 

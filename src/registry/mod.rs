@@ -173,7 +173,15 @@ impl Client {
             // credential helper (such as ecr-login) for this registry.
             None => match &ecr {
                 Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
-                    Some(crate::ecr::credentials(e, &opts.ecr).await?)
+                    match crate::ecr::credentials(e, &opts.ecr).await {
+                        Ok(c) => Some(c),
+                        // No usable AWS identity: a `docker login` (e.g. from
+                        // `aws ecr get-login-password`) saved in the docker config still works.
+                        Err(err) => match auth::lookup(&opts.docker_config, registry)? {
+                            Some(c) => Some(c),
+                            None => return Err(err),
+                        },
+                    }
                 }
                 _ => auth::lookup(&opts.docker_config, registry)?,
             },
@@ -280,7 +288,17 @@ impl Client {
     /// with the push scope), so a build fails before its work rather than at upload time.
     pub async fn check_push_access(&self, repository: &str) -> Result<()> {
         let scope = format!("repository:{repository}:pull,push");
-        self.auth_header(&scope, false).await.map(|_| ())
+        // A Bearer token is only granted to good credentials; Basic credentials are only
+        // judged when sent, so send them once (`send` turns a 401 into an Auth error).
+        let url = self.url("/v2/");
+        let resp = self
+            .send(&scope, true, &|http| Ok(http.get(url.clone())))
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.unexpected("checking access", resp).await)
+        }
     }
 
     pub fn registry(&self) -> &str {

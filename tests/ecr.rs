@@ -1,0 +1,1041 @@
+//! lamina against Amazon ECR stand-ins: moto (`moto_server`) answers the ECR API
+//! (GetAuthorizationToken, DescribeRepositories, CreateRepository) and a CNCF distribution
+//! registry (`docker-registry`, TLS + htpasswd with moto's `AWS` password) is the registry data
+//! plane, reached through `--registry-endpoint`. The image references name the real-looking ECR
+//! host `123456789012.dkr.ecr.us-east-1.amazonaws.com`, so lamina takes its ECR paths.
+//!
+//! Every test starts its own moto and registry on 127.0.0.1 and runs lamina with `HOME`,
+//! `DOCKER_CONFIG`, `XDG_CACHE_HOME`, `LAMINA_CACHE_DIR`, `AWS_CONFIG_FILE` and
+//! `AWS_SHARED_CREDENTIALS_FILE` inside a temporary directory, with every inherited `AWS_*`
+//! variable removed, so the real home and the real AWS account are never touched.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::registry::*;
+use common::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// moto's default account, which the ECR host below names.
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+/// AWS credentials given to lamina. moto accepts any; these are distinctive so that finding the
+/// secret in lamina's output means it leaked.
+const AWS_KEY_ID: &str = "AKIALAMINATEST000001";
+const AWS_SECRET: &str = "aws-Sk3tchY-lamina-secret-9QzW";
+
+/// The password a credential helper answers in the `credHelpers` test (not moto's token).
+const HELPER_PASSWORD: &str = "helper-Vb6pL0wE-secret";
+
+/// Upper bound for one lamina run (AWS SDK and registry retries with backoff included).
+const LAMINA_TIMEOUT: Duration = Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------------------------
+// Peers: moto as the ECR API
+// ---------------------------------------------------------------------------------------------
+
+/// Directories of `PATH`, then `/usr/local/bin` and `/usr/bin`, holding an executable `name`.
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push(PathBuf::from("/usr/local/bin"));
+    dirs.push(PathBuf::from("/usr/bin"));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|c| fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+const MOTO_HINT: &str = "install it with `python3 -m pip install 'moto[server]'` (boto3 comes \
+                         with it) or run `bash .ci/run`, which installs the test peers";
+
+/// `python3` with a command environment free of the caller's AWS settings.
+fn python() -> Command {
+    let bin = find_tool("python3").unwrap_or_else(|| {
+        panic!("`python3` is required by lamina's ECR tests but was not found; {MOTO_HINT}")
+    });
+    let mut cmd = Command::new(bin);
+    clear_aws_env(&mut cmd);
+    cmd
+}
+
+/// Remove every inherited `AWS_*` variable from `cmd`'s environment.
+fn clear_aws_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// A `moto_server` on 127.0.0.1 with its own (in-memory) state; killed on drop.
+struct Moto {
+    /// `127.0.0.1:PORT`
+    host: String,
+    child: Child,
+    log: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = find_tool("moto_server").unwrap_or_else(|| {
+            panic!("`moto_server` is required by lamina's ECR tests but was not found; {MOTO_HINT}")
+        });
+        let tmp = TempDir::new().expect("tempdir");
+        let log = tmp.path().join("moto.log");
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let host = format!("127.0.0.1:{port}");
+            let log_file = fs::File::create(&log).expect("create moto.log");
+            let mut cmd = Command::new(&bin);
+            clear_aws_env(&mut cmd);
+            let mut child = cmd
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(tmp.path())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("dup log"))
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            let deadline = Instant::now() + STARTUP_DEADLINE;
+            let failure = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break format!(
+                        "moto_server exited with {status}:\n{}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                if http_status(&host, "/moto-api/") == Some(200) {
+                    return Moto {
+                        host,
+                        child,
+                        log,
+                        _tmp: tmp,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break format!(
+                        "moto_server did not answer on {host} within {STARTUP_DEADLINE:?}:\n{}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                thread::sleep(Duration::from_millis(100));
+            };
+            if !failure.contains("in use") {
+                panic!("{failure}");
+            }
+            // Someone took the port meanwhile: try another.
+            last = failure;
+        }
+        panic!("moto_server could not bind a port after 5 tries:\n{last}")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:PORT`, the value of `AWS_ENDPOINT_URL`.
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// Run `BODY` with boto3's ECR client `c` (talking to this moto) and return the JSON it
+    /// assigned to `out`.
+    fn py(&self, body: &str) -> Value {
+        let script = format!(
+            "import base64, json, sys, boto3\n\
+             c = boto3.client('ecr', region_name='{REGION}', endpoint_url=sys.argv[1], \
+             aws_access_key_id='{AWS_KEY_ID}', aws_secret_access_key='{AWS_SECRET}')\n\
+             out = None\n\
+             {body}\n\
+             print(json.dumps(out, default=str))\n"
+        );
+        let out = run_bounded(
+            python().arg("-c").arg(&script).arg(self.endpoint()),
+            None,
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "python3/boto3 against moto failed ({MOTO_HINT}):\n{script}\n{}\n--- moto.log ---\n{}",
+            describe(&out),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("python3 printed no JSON ({e}):\n{}", describe(&out)))
+    }
+
+    /// (user, password) decoded from moto's GetAuthorizationToken.
+    fn registry_credentials(&self) -> (String, String) {
+        let v = self.py("d = c.get_authorization_token()['authorizationData'][0]\n\
+             out = base64.b64decode(d['authorizationToken']).decode()");
+        let token = v.as_str().expect("token string");
+        let (u, p) = token
+            .split_once(':')
+            .unwrap_or_else(|| panic!("moto's token is not USER:PASSWORD: {token}"));
+        (u.to_owned(), p.to_owned())
+    }
+
+    /// Every repository moto knows, by name (DescribeRepositories).
+    fn repositories(&self) -> BTreeMap<String, Value> {
+        let v = self.py("out = c.describe_repositories()['repositories']");
+        v.as_array()
+            .unwrap_or_else(|| panic!("repositories: {v}"))
+            .iter()
+            .map(|r| {
+                (
+                    r["repositoryName"].as_str().expect("name").to_owned(),
+                    r.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn create_repository(&self, name: &str) {
+        self.py(&format!(
+            "c.create_repository(repositoryName='{name}')\nout = True"
+        ));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto and a TLS + htpasswd registry that accepts moto's ECR password.
+struct Ecr {
+    moto: Moto,
+    reg: Registry,
+    user: String,
+    password: String,
+}
+
+impl Ecr {
+    fn start() -> Ecr {
+        let moto = Moto::start();
+        let (user, password) = moto.registry_credentials();
+        assert_eq!(user, "AWS", "moto's ECR token user");
+        let reg = Registry::tls_basic(&user, &password);
+        Ecr {
+            moto,
+            reg,
+            user,
+            password,
+        }
+    }
+}
+
+/// `docker://123456789012.dkr.ecr.us-east-1.amazonaws.com/REPO_TAG`
+fn ecr_ref(repo_tag: &str) -> String {
+    format!("docker://{ECR_HOST}/{repo_tag}")
+}
+
+/// `--registry-endpoint URL [--ca-cert CA]` reaching `reg` for every ECR registry.
+fn endpoint_flags(reg: &Registry) -> Vec<String> {
+    let scheme = if reg.is_tls() { "https" } else { "http" };
+    let mut v = vec![
+        "--registry-endpoint".to_owned(),
+        format!("{scheme}://{}", reg.host),
+    ];
+    v.extend(reg.lamina_flags());
+    v
+}
+
+/// Whether `skopeo inspect --raw` finds `repo_tag` in `reg`.
+fn registry_has(reg: &Registry, repo_tag: &str) -> bool {
+    let mut args = strings(&["inspect", "--raw"]);
+    args.extend(reg.skopeo_flags(""));
+    args.push(reg.reference(repo_tag));
+    skopeo(&args).status.success()
+}
+
+/// The registry's storage for `repo` (docker-registry's filesystem driver).
+fn registry_repo_dir(reg: &Registry, repo: &str) -> PathBuf {
+    reg.dir
+        .join("data/docker/registry/v2/repositories")
+        .join(repo)
+}
+
+fn registry_blob_count(reg: &Registry) -> usize {
+    tree_snapshot(&reg.dir.join("data"))
+        .iter()
+        .filter(|(p, n)| {
+            matches!(n, Node::File { .. })
+                && p.starts_with("docker/registry/v2/blobs")
+                && p.file_name().is_some_and(|f| f == "data")
+        })
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running lamina in a sandbox
+// ---------------------------------------------------------------------------------------------
+
+/// A temporary directory holding lamina's home, docker config, caches, AWS config files, a
+/// `bin` directory for credential helpers and the test's files, and the environment lamina
+/// runs with.
+struct Sandbox {
+    tmp: TempDir,
+    /// Set (`Some`) or removed (`None`) on top of the inherited environment minus `AWS_*`.
+    env: BTreeMap<String, Option<OsString>>,
+    /// Strings that must never appear in lamina's output.
+    secrets: Vec<String>,
+}
+
+impl Sandbox {
+    /// AWS settings for `moto`: static keys, us-east-1, `AWS_ENDPOINT_URL`, no IMDS, empty
+    /// shared config and credentials files in the sandbox.
+    fn new(ecr: &Ecr) -> Sandbox {
+        let tmp = TempDir::new().expect("tempdir");
+        for d in ["home", "docker", "xdg-cache", "cache", "work", "aws", "bin"] {
+            fs::create_dir_all(tmp.path().join(d)).expect("mkdir sandbox");
+        }
+        let root = tmp.path().to_path_buf();
+        fs::write(root.join("aws/config"), "").expect("write aws/config");
+        fs::write(root.join("aws/credentials"), "").expect("write aws/credentials");
+        let mut sb = Sandbox {
+            tmp,
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+        };
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut new_path = root.join("bin").into_os_string();
+        new_path.push(":");
+        new_path.push(path);
+        sb.set("PATH", new_path);
+        sb.set("HOME", root.join("home"));
+        sb.set("DOCKER_CONFIG", root.join("docker"));
+        sb.set("XDG_CACHE_HOME", root.join("xdg-cache"));
+        sb.set("LAMINA_CACHE_DIR", root.join("cache"));
+        sb.unset("SOURCE_DATE_EPOCH");
+        sb.unset("SSL_CERT_FILE");
+        sb.unset("SSL_CERT_DIR");
+        sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
+        sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+        sb.set("AWS_REGION", REGION);
+        sb.set("AWS_DEFAULT_REGION", REGION);
+        sb.set("AWS_ENDPOINT_URL", ecr.moto.endpoint());
+        sb.set("AWS_EC2_METADATA_DISABLED", "true");
+        sb.set("AWS_CONFIG_FILE", root.join("aws/config"));
+        sb.set("AWS_SHARED_CREDENTIALS_FILE", root.join("aws/credentials"));
+        sb.secrets = vec![
+            AWS_SECRET.to_owned(),
+            ecr.password.clone(),
+            base64(format!("{}:{}", ecr.user, ecr.password).as_bytes()),
+            HELPER_PASSWORD.to_owned(),
+            base64(format!("AWS:{HELPER_PASSWORD}").as_bytes()),
+        ];
+        sb
+    }
+
+    fn set(&mut self, k: &str, v: impl Into<OsString>) {
+        self.env.insert(k.to_owned(), Some(v.into()));
+    }
+
+    fn unset(&mut self, k: &str) {
+        self.env.insert(k.to_owned(), None);
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// lamina's working directory.
+    fn work(&self) -> PathBuf {
+        self.root().join("work")
+    }
+
+    fn docker_dir(&self) -> PathBuf {
+        self.root().join("docker")
+    }
+
+    /// Run lamina; it must not panic and its output must not contain any secret.
+    fn run(&self, args: &[String]) -> Output {
+        let mut cmd = Command::new(lamina_bin());
+        cmd.args(args).current_dir(self.work());
+        clear_aws_env(&mut cmd);
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = run_bounded(&mut cmd, None, LAMINA_TIMEOUT);
+        assert_no_panic(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for s in &self.secrets {
+            assert!(
+                !stdout.contains(s.as_str()) && !stderr.contains(s.as_str()),
+                "lamina {args:?} printed a secret ({s}):\n{}",
+                describe(&out)
+            );
+        }
+        out
+    }
+
+    fn ok(&self, args: &[String]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lamina {args:?} failed:\n{}",
+            describe(&out)
+        );
+        out
+    }
+
+    fn fail(&self, args: &[String]) -> Output {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "lamina {args:?} should have failed:\n{}",
+            describe(&out)
+        );
+        assert!(
+            !stderr_of(&out).trim().is_empty(),
+            "lamina {args:?} failed without a message:\n{}",
+            describe(&out)
+        );
+        out
+    }
+
+    /// `lamina build -f fixtures/lamina.toml --to oci:WORK/NAME:latest`; the printed digest and
+    /// the layout.
+    fn build_oci(&self, name: &str) -> (String, PathBuf) {
+        let layout = self.work().join(name);
+        let out = self.ok(&strings(&[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            &oci_ref(&layout, "latest"),
+        ]));
+        let digest = parse_digest(&out);
+        let (_, in_layout, _) = read_layout(&layout, "latest");
+        assert_eq!(in_layout, digest, "printed digest vs layout");
+        (digest, layout)
+    }
+
+    /// `lamina build -f fixtures/lamina.toml --to DEST EXTRA...`
+    fn build_args(dest: &str, extra: &[String]) -> Vec<String> {
+        let mut a = strings(&["build", "-f", path_str(&fixture_spec()), "--to", dest]);
+        a.extend_from_slice(extra);
+        a
+    }
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn cat(a: &[String], b: &[&str]) -> Vec<String> {
+    let mut v = a.to_vec();
+    v.extend(b.iter().map(|s| (*s).to_owned()));
+    v
+}
+
+/// stdout must be one JSON object.
+fn parse_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
+}
+
+/// `blobs` of a push report, by digest: (size, fate).
+fn blob_fates(report: &Value) -> BTreeMap<String, (u64, String)> {
+    report["blobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no blobs array in {report}"))
+        .iter()
+        .map(|b| {
+            (
+                b["digest"].as_str().expect("blob digest").to_owned(),
+                (
+                    b["size"].as_u64().expect("blob size"),
+                    b["fate"].as_str().expect("blob fate").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Config and layers of an image manifest, by digest: size.
+fn manifest_blobs(manifest: &Value) -> BTreeMap<String, u64> {
+    std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().expect("layers"))
+        .map(|d| {
+            (
+                d["digest"].as_str().expect("digest").to_owned(),
+                d["size"].as_u64().expect("size"),
+            )
+        })
+        .collect()
+}
+
+/// stderr holds none of the lines `build` logs once it has started building (the base read,
+/// the layers written).
+fn assert_not_built(out: &Output) {
+    let err = stderr_of(out);
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("base ") || l.starts_with("layer ") || l.starts_with("wrote ")),
+        "lamina started building before noticing the destination cannot take the image:\n{}",
+        describe(out)
+    );
+}
+
+/// A docker credential helper `docker-credential-NAME` in the sandbox's `bin` answering
+/// `AWS`/`password`; it appends each invocation (`ACTION SERVER`) to `bin/NAME.calls`.
+fn install_helper(sb: &Sandbox, name: &str, password: &str) -> PathBuf {
+    let bin = sb.root().join("bin");
+    let calls = bin.join(format!("{name}.calls"));
+    let script = format!(
+        "#!/bin/sh\n\
+         server=$(cat)\n\
+         echo \"$1 $server\" >> '{calls}'\n\
+         case \"$1\" in\n\
+           get) printf '{{\"ServerURL\":\"%s\",\"Username\":\"AWS\",\"Secret\":\"%s\"}}\\n' \"$server\" '{password}' ;;\n\
+           *) echo \"unsupported: $1\" >&2; exit 1 ;;\n\
+         esac\n",
+        calls = calls.display()
+    );
+    write_file(
+        &bin.join(format!("docker-credential-{name}")),
+        script.as_bytes(),
+        0o755,
+    );
+    calls
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself
+// ---------------------------------------------------------------------------------------------
+
+/// The peers: moto hands out the `AWS` registry password and keeps repositories; the registry
+/// takes that password and no other.
+#[test]
+fn harness_moto_and_registry_with_the_ecr_password() {
+    let ecr = Ecr::start();
+    assert!(
+        ecr.password.contains(ACCOUNT),
+        "moto's ECR password should name the account {ACCOUNT}: {}",
+        ecr.password
+    );
+    assert!(ecr.moto.repositories().is_empty());
+    ecr.moto.create_repository("harness/x");
+    assert!(ecr.moto.repositories().contains_key("harness/x"));
+    // The registry takes the ECR password, and rejects anything else.
+    ecr.reg
+        .skopeo_push(&fixture_base_ref(), "harness/x:latest", true);
+    assert!(registry_has(&ecr.reg, "harness/x:latest"));
+    let cert_dir = ecr.reg.cert_dir.as_ref().expect("TLS registry");
+    let args = strings(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        path_str(cert_dir),
+        "--creds",
+        "AWS:not-the-password",
+        &ecr.reg.reference("harness/x:latest"),
+    ]);
+    assert!(!skopeo(&args).status.success(), "wrong password accepted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// build and push
+// ---------------------------------------------------------------------------------------------
+
+/// `build --to docker://ECR/... --create-repo`: the repository is created (with ECR's defaults),
+/// the image lands in the registry with the digest lamina printed, the same as an `oci:` build.
+#[test]
+fn build_to_ecr_creates_the_repository_and_pushes() {
+    let ecr = Ecr::start();
+    let sb = Sandbox::new(&ecr);
+    assert!(!ecr.moto.repositories().contains_key("team/fn"));
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    let digest = parse_digest(&out);
+    assert_eq!(
+        ecr.reg.manifest_digest("team/fn:v1"),
+        digest,
+        "sha256 of the manifest the registry serves"
+    );
+    let (local, layout) = sb.build_oci("local");
+    assert_eq!(local, digest, "ECR build and oci: build differ");
+    assert_eq!(
+        ecr.reg.raw_manifest("team/fn:v1"),
+        manifest_bytes(&layout, "latest"),
+        "manifest bytes in the registry vs the layout"
+    );
+
+    // The repository was created, with ECR's defaults.
+    let repos = ecr.moto.repositories();
+    let repo = repos
+        .get("team/fn")
+        .unwrap_or_else(|| panic!("moto has no team/fn after --create-repo: {repos:?}"));
+    assert_eq!(repo["registryId"].as_str(), Some(ACCOUNT), "{repo}");
+    assert_eq!(
+        repo["imageTagMutability"].as_str(),
+        Some("MUTABLE"),
+        "{repo}"
+    );
+    assert_eq!(
+        repo["imageScanningConfiguration"]["scanOnPush"].as_bool(),
+        Some(false),
+        "{repo}"
+    );
+    assert_eq!(repos.len(), 1, "only team/fn should exist: {repos:?}");
+
+    // What the registry holds unpacks to the function.
+    let copy = sb.work().join("copy");
+    ecr.reg.skopeo_pull("team/fn:v1", &oci_ref(&copy, "latest"));
+    verify_layout_blobs(&copy);
+    let (_, copy_digest, config) = read_layout(&copy, "latest");
+    assert_eq!(copy_digest, digest);
+    assert_eq!(config["architecture"].as_str(), Some("amd64"));
+    let u = umoci_unpack(&copy, "latest");
+    assert_eq!(
+        tree_snapshot(&u.rootfs.join("var/task")),
+        expected_function_tree()
+    );
+
+    // --create-repo on an existing repository is fine; the same image again, same digest.
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    assert_eq!(parse_digest(&out), digest);
+    assert_eq!(ecr.moto.repositories().len(), 1);
+}
+
+/// A missing repository without `--create-repo`: `build` and `push` fail naming the repository
+/// and the flag, before any build work, and nothing reaches the registry or ECR.
+#[test]
+fn missing_repository_without_create_repo_fails_before_building() {
+    let ecr = Ecr::start();
+    let sb = Sandbox::new(&ecr);
+    let check = |out: &Output| {
+        let err = stderr_of(out);
+        assert!(
+            err.contains("team/missing") && err.contains("--create-repo"),
+            "the error should name the repository and --create-repo:\n{}",
+            describe(out)
+        );
+    };
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/missing:v1"),
+        &endpoint_flags(&ecr.reg),
+    ));
+    check(&out);
+    assert_not_built(&out);
+    assert!(
+        out.stdout.is_empty(),
+        "a failed build printed a result:\n{}",
+        describe(&out)
+    );
+    // --json too.
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/missing:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--json"]),
+    ));
+    check(&out);
+    assert_not_built(&out);
+
+    // push of an existing image, likewise.
+    let (_, layout) = sb.build_oci("out");
+    let out = sb.fail(&cat(
+        &strings(&[
+            "push",
+            &oci_ref(&layout, "latest"),
+            &ecr_ref("team/missing:v1"),
+        ]),
+        &endpoint_flags(&ecr.reg)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    check(&out);
+
+    // Nothing reached the registry or ECR.
+    assert!(!registry_has(&ecr.reg, "team/missing:v1"));
+    assert!(
+        !registry_repo_dir(&ecr.reg, "team/missing").exists(),
+        "the registry has storage for team/missing"
+    );
+    assert_eq!(registry_blob_count(&ecr.reg), 0, "blobs were uploaded");
+    assert!(
+        ecr.moto.repositories().is_empty(),
+        "a repository was created without --create-repo"
+    );
+}
+
+/// Pushing the same image twice: every blob `pushed`, then every blob `skipped`.
+#[test]
+fn second_push_skips_every_blob() {
+    let ecr = Ecr::start();
+    let sb = Sandbox::new(&ecr);
+    let (digest, layout) = sb.build_oci("out");
+    let (manifest, _, _) = read_layout(&layout, "latest");
+    let expected = manifest_blobs(&manifest);
+    let src = oci_ref(&layout, "latest");
+    let dest = ecr_ref("team/fn:v1");
+    // The REGISTRY=URL form of --registry-endpoint.
+    let mut flags = vec![
+        "--registry-endpoint".to_owned(),
+        format!("{ECR_HOST}=https://{}", ecr.reg.host),
+    ];
+    flags.extend(ecr.reg.lamina_flags());
+
+    let push = |round: &str, extra: &[&str]| -> Value {
+        let mut a = cat(&strings(&["push", &src, &dest, "--json"]), extra);
+        a.extend(flags.iter().cloned());
+        let v = parse_json(&sb.ok(&a));
+        assert_eq!(v["reference"].as_str(), Some(dest.as_str()), "{round}: {v}");
+        assert_eq!(v["digest"].as_str(), Some(digest.as_str()), "{round}: {v}");
+        assert_eq!(v["mediaType"].as_str(), Some(MT_MANIFEST), "{round}: {v}");
+        let fates = blob_fates(&v);
+        assert_eq!(
+            fates.keys().collect::<BTreeSet<_>>(),
+            expected.keys().collect::<BTreeSet<_>>(),
+            "{round}: blobs of the report vs the manifest: {v}"
+        );
+        for (d, (size, _)) in &fates {
+            assert_eq!(Some(size), expected.get(d), "{round}: size of {d}");
+        }
+        v
+    };
+
+    let first = push("first push", &["--create-repo"]);
+    for (d, (_, fate)) in blob_fates(&first) {
+        assert_eq!(fate, "pushed", "first push of {d}: {first}");
+    }
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    // The repository exists now: no --create-repo needed.
+    let second = push("second push", &[]);
+    for (d, (_, fate)) in blob_fates(&second) {
+        assert_eq!(fate, "skipped", "second push of {d}: {second}");
+    }
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    assert_eq!(
+        ecr.moto.repositories().keys().collect::<Vec<_>>(),
+        vec!["team/fn"]
+    );
+}
+
+/// `--tag-mutability IMMUTABLE --scan-on-push` reach CreateRepository.
+#[test]
+fn created_repository_gets_tag_mutability_and_scan_on_push() {
+    let ecr = Ecr::start();
+    let sb = Sandbox::new(&ecr);
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/locked:v1"),
+        &cat(
+            &endpoint_flags(&ecr.reg),
+            &[
+                "--create-repo",
+                "--tag-mutability",
+                "IMMUTABLE",
+                "--scan-on-push",
+            ],
+        ),
+    ));
+    let digest = parse_digest(&out);
+    assert_eq!(ecr.reg.manifest_digest("team/locked:v1"), digest);
+    let repos = ecr.moto.repositories();
+    let repo = repos
+        .get("team/locked")
+        .unwrap_or_else(|| panic!("moto has no team/locked: {repos:?}"));
+    assert_eq!(
+        repo["imageTagMutability"].as_str(),
+        Some("IMMUTABLE"),
+        "{repo}"
+    );
+    assert_eq!(
+        repo["imageScanningConfiguration"]["scanOnPush"].as_bool(),
+        Some(true),
+        "{repo}"
+    );
+
+    // An invalid mutability is refused before anything happens.
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/other:v1"),
+        &cat(
+            &endpoint_flags(&ecr.reg),
+            &["--create-repo", "--tag-mutability", "SOMETIMES"],
+        ),
+    ));
+    assert!(stderr_of(&out).contains("SOMETIMES"), "{}", describe(&out));
+    assert!(!ecr.moto.repositories().contains_key("team/other"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials
+// ---------------------------------------------------------------------------------------------
+
+/// The ECR API does not answer: a clear GetAuthorizationToken error, no panic, no secret.
+#[test]
+fn unreachable_ecr_api_fails_clearly() {
+    let ecr = Ecr::start();
+    let mut sb = Sandbox::new(&ecr);
+    let dead = free_port();
+    sb.set("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{dead}"));
+    let start = Instant::now();
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("ECR") && err.contains("GetAuthorizationToken"),
+        "the error should say the ECR GetAuthorizationToken call failed:\n{}",
+        describe(&out)
+    );
+    assert_not_built(&out);
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "giving up on a refused connection took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(registry_blob_count(&ecr.reg), 0);
+    assert!(!registry_has(&ecr.reg, "team/fn:v1"));
+}
+
+/// No AWS credentials anywhere in the chain: a clear error that says so.
+#[test]
+fn missing_aws_credentials_fail_clearly() {
+    let ecr = Ecr::start();
+    let mut sb = Sandbox::new(&ecr);
+    sb.unset("AWS_ACCESS_KEY_ID");
+    sb.unset("AWS_SECRET_ACCESS_KEY");
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("ECR") && err.contains("GetAuthorizationToken"),
+        "the error should say the ECR GetAuthorizationToken call failed:\n{}",
+        describe(&out)
+    );
+    assert!(
+        err.to_lowercase().contains("credentials"),
+        "the error should mention the missing credentials:\n{}",
+        describe(&out)
+    );
+    assert_not_built(&out);
+    assert!(ecr.moto.repositories().is_empty());
+    assert_eq!(registry_blob_count(&ecr.reg), 0);
+}
+
+/// `credHelpers` naming a helper for the ECR host wins over GetAuthorizationToken for the
+/// registry password; the repository still comes from the ECR API.
+#[test]
+fn cred_helper_for_the_ecr_host_takes_precedence() {
+    let moto = Moto::start();
+    let (user, moto_password) = moto.registry_credentials();
+    // The registry takes only the helper's password: a push that used GetAuthorizationToken
+    // (moto's password) would be refused.
+    assert_ne!(moto_password, HELPER_PASSWORD);
+    let ecr = Ecr {
+        reg: Registry::tls_basic(&user, HELPER_PASSWORD),
+        moto,
+        user,
+        password: moto_password,
+    };
+    let sb = Sandbox::new(&ecr);
+    let calls = install_helper(&sb, "fake", HELPER_PASSWORD);
+    fs::write(
+        sb.docker_dir().join("config.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "credHelpers": { ECR_HOST: "fake" }
+        }))
+        .unwrap(),
+    )
+    .expect("write config.json");
+
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    let digest = parse_digest(&out);
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    let log = fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        !log.trim().is_empty(),
+        "docker-credential-fake was never called:\n{}",
+        describe(&out)
+    );
+    for line in log.lines() {
+        assert_eq!(
+            line,
+            format!("get {ECR_HOST}"),
+            "the helper should be asked `get` for the ECR host: {log}"
+        );
+    }
+    // The repository still comes from the ECR API (moto).
+    assert!(ecr.moto.repositories().contains_key("team/fn"));
+
+    // Control: without the helper, lamina uses GetAuthorizationToken, whose password this
+    // registry refuses.
+    fs::remove_file(sb.docker_dir().join("config.json")).expect("rm config.json");
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/fn:v2"),
+        &endpoint_flags(&ecr.reg),
+    ));
+    assert!(!registry_has(&ecr.reg, "team/fn:v2"), "{}", describe(&out));
+}
+
+/// A registry password the registry refuses (ECR answers with a Basic challenge) is noticed by
+/// the preflight, before any build work.
+#[test]
+fn wrong_registry_password_fails_before_building() {
+    let ecr = Ecr::start();
+    let sb = Sandbox::new(&ecr);
+    ecr.moto.create_repository("team/fn");
+    install_helper(&sb, "wrong", HELPER_PASSWORD);
+    fs::write(
+        sb.docker_dir().join("config.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "credHelpers": { ECR_HOST: "wrong" }
+        }))
+        .unwrap(),
+    )
+    .expect("write config.json");
+    let out = sb.fail(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &endpoint_flags(&ecr.reg),
+    ));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(ECR_HOST) && err.contains("401"),
+        "the error should name the registry and its refusal:\n{}",
+        describe(&out)
+    );
+    assert_eq!(registry_blob_count(&ecr.reg), 0, "blobs were uploaded");
+    assert!(!registry_has(&ecr.reg, "team/fn:v1"));
+    // The credentials are checked with the other preflight checks, before any build work.
+    assert_not_built(&out);
+}
+
+/// `AWS_ENDPOINT_URL_ECR` without `AWS_ENDPOINT_URL` points the ECR API at moto.
+#[test]
+fn ecr_endpoint_variable_alone_is_enough() {
+    let ecr = Ecr::start();
+    let mut sb = Sandbox::new(&ecr);
+    sb.unset("AWS_ENDPOINT_URL");
+    sb.set("AWS_ENDPOINT_URL_ECR", ecr.moto.endpoint());
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    ));
+    let digest = parse_digest(&out);
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    assert!(ecr.moto.repositories().contains_key("team/fn"));
+}
+
+/// Credentials from a shared-config profile: `--profile ci`, and `AWS_PROFILE=ci`.
+#[test]
+fn shared_config_profile_is_used() {
+    let ecr = Ecr::start();
+    let mut sb = Sandbox::new(&ecr);
+    sb.unset("AWS_ACCESS_KEY_ID");
+    sb.unset("AWS_SECRET_ACCESS_KEY");
+    sb.unset("AWS_REGION");
+    sb.unset("AWS_DEFAULT_REGION");
+    fs::write(
+        sb.root().join("aws/config"),
+        "[profile ci]\nregion = us-east-1\n",
+    )
+    .expect("write aws/config");
+    fs::write(
+        sb.root().join("aws/credentials"),
+        format!("[ci]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"),
+    )
+    .expect("write aws/credentials");
+    let args = Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
+    );
+
+    // Control: the default profile has no credentials.
+    let out = sb.fail(&args);
+    assert_not_built(&out);
+    assert!(ecr.moto.repositories().is_empty());
+
+    let out = sb.ok(&cat(&args, &["--profile", "ci"]));
+    let digest = parse_digest(&out);
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    assert!(ecr.moto.repositories().contains_key("team/fn"));
+
+    // AWS_PROFILE picks it too.
+    sb.set("AWS_PROFILE", "ci");
+    let out = sb.ok(&args);
+    assert_eq!(parse_digest(&out), digest);
+}
+
+/// `--registry-endpoint http://...`: build, inspect and pull through a plain-HTTP data plane.
+#[test]
+fn registry_endpoint_over_plain_http() {
+    let moto = Moto::start();
+    let (user, password) = moto.registry_credentials();
+    let ecr = Ecr {
+        reg: Registry::plain(),
+        moto,
+        user,
+        password,
+    };
+    let sb = Sandbox::new(&ecr);
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref("team/fn:v1"),
+        &cat(&endpoint_flags(&ecr.reg), &["--create-repo", "--json"]),
+    ));
+    let v = parse_json(&out);
+    let digest = v["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(
+        v["reference"].as_str(),
+        Some(ecr_ref("team/fn:v1").as_str()),
+        "{v}"
+    );
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
+    for (d, (_, fate)) in blob_fates(&v) {
+        assert_eq!(fate, "pushed", "{d}: {v}");
+    }
+    // inspect and pull through the same endpoint.
+    let out = sb.ok(&cat(
+        &strings(&["inspect", &ecr_ref("team/fn:v1"), "--json"]),
+        &endpoint_flags(&ecr.reg)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    assert_eq!(parse_json(&out)["digest"].as_str(), Some(digest.as_str()));
+    let back = sb.work().join("back");
+    let out = sb.ok(&cat(
+        &strings(&["pull", &ecr_ref("team/fn:v1"), &oci_ref(&back, "latest")]),
+        &endpoint_flags(&ecr.reg)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    assert_eq!(parse_digest(&out), digest);
+    verify_layout_blobs(&back);
+}
