@@ -133,6 +133,20 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
     };
     let blobs = staging.blobs();
 
+    let cache = spec
+        .layer_cache
+        .then(|| layer::cache::LayerCache::new(&opts.cache_dir));
+    // The destination and the staging directory may sit inside a source directory (an `out`
+    // next to the code): never put lamina's own output into a layer.
+    let skip: Vec<(u64, u64)> = [Some(staging.dir.path()), spec.to.local_path()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+        .collect();
     type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
     let mut jobs: Vec<Job> = Vec::new();
     let mut what = Vec::new();
@@ -145,8 +159,8 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
     for l in &spec.layers {
-        let blobs = &blobs;
-        jobs.push(Box::new(move || layer::build(l, lopts, blobs)));
+        let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
+        jobs.push(Box::new(move || layer::build(l, lopts, blobs, cache, skip)));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source

@@ -34,6 +34,8 @@ enum Command {
     Pull(CopyArgs),
     /// Check credentials against a registry and store them in the docker config.
     Login(LoginArgs),
+    /// Write a commented starter lamina.toml for the function in a directory.
+    Init(InitArgs),
     /// Check an image against what Lambda accepts (rules L001-L008); non-zero exit on errors.
     Check(CheckArgs),
 }
@@ -148,6 +150,37 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
+struct InitArgs {
+    /// Lambda runtime (python3.13, nodejs22.x, provided.al2023, ...); guessed from the files if unset.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The function's directory.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Replace an existing lamina.toml.
+    #[arg(long)]
+    force: bool,
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    let path = a.dir.join("lamina.toml");
+    if path.exists() && !a.force {
+        anyhow::bail!("{} already exists (use --force to replace it)", path.display());
+    }
+    let text = lamina::lambda::function::starter_spec(a.runtime.as_deref(), &a.dir)
+        .map_err(anyhow::Error::msg)?;
+    let dir = if a.dir.as_os_str().is_empty() { Path::new(".") } else { a.dir.as_path() };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+#[derive(Args)]
 struct LoginArgs {
     /// The registry: HOST[:PORT].
     registry: String,
@@ -212,6 +245,9 @@ struct BuildArgs {
     /// With a docker:// destination: push even when the Lambda checks find errors.
     #[arg(long)]
     no_lambda_check: bool,
+    /// Rebuild every layer instead of reusing those whose inputs did not change.
+    #[arg(long)]
+    no_cache: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -266,6 +302,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         compression_level: a.compression_level,
         fix_permissions: a.fix_permissions,
         no_lambda_check: a.no_lambda_check,
+        no_cache: a.no_cache,
     };
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
@@ -456,6 +493,7 @@ fn main() -> ExitCode {
         Command::Push(a) => copy(a, false),
         Command::Pull(a) => copy(a, true),
         Command::Login(a) => login(a),
+        Command::Init(a) => init(a),
         Command::Check(a) => check(a),
     };
     match r {

@@ -27,6 +27,8 @@ pub struct SpecFile {
     pub config: ConfigSpec,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Lambda's vocabulary: runtime, handler, code, dependencies, layers, bootstrap.
+    pub function: Option<crate::lambda::function::FunctionSpec>,
 }
 
 /// One `[[layer]]`: a file, directory or .zip placed at `dest`.
@@ -177,6 +179,8 @@ pub struct Overrides {
     pub fix_permissions: bool,
     /// `--no-lambda-check`: push even when the Lambda checks find errors.
     pub no_lambda_check: bool,
+    /// `--no-cache`: rebuild every layer.
+    pub no_cache: bool,
 }
 
 /// A validated build: absolute paths, parsed references, resolved timestamp.
@@ -198,6 +202,8 @@ pub struct BuildSpec {
     pub fix_permissions: bool,
     /// Run the Lambda checks before pushing to a registry (off with `--no-lambda-check`).
     pub lambda_check: bool,
+    /// Reuse layers whose inputs did not change (the layer cache).
+    pub layer_cache: bool,
 }
 
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
@@ -302,10 +308,16 @@ impl BuildSpec {
             Ok(r.relative_to(if flag { cwd } else { &spec_dir }))
         };
 
-        let base = match (&ov.base, &sf.base) {
-            (Some(b), _) => parse_ref(b, true, "base")?,
-            (None, Some(b)) => parse_ref(b, false, "base")?,
-            (None, None) => ImageRef::Scratch,
+        let function = match &sf.function {
+            Some(f) => crate::lambda::function::expand(f, &spec_dir)
+                .map_err(|e| spec_err(format!("[function]: {e}")))?,
+            None => Default::default(),
+        };
+        let base = match (&ov.base, &sf.base, &function.base) {
+            (Some(b), _, _) => parse_ref(b, true, "base")?,
+            (None, Some(b), _) => parse_ref(b, false, "base")?,
+            (None, None, Some(b)) => parse_ref(b, false, "function.runtime")?,
+            (None, None, None) => ImageRef::Scratch,
         };
         let to = match (&ov.to, &sf.to) {
             (Some(t), _) => parse_ref(t, true, "to")?,
@@ -325,7 +337,8 @@ impl BuildSpec {
             (None, None) => Platform::default(),
         };
 
-        let mut layers = Vec::new();
+        // [function]'s layers come first; explicit [[layer]]s go on top of them.
+        let mut layers = function.layers;
         for (i, mut l) in sf.layer.into_iter().enumerate() {
             l.source = spec_dir.join(&l.source);
             image_path(&l.dest, "dest")
@@ -366,6 +379,12 @@ impl BuildSpec {
         deletes.dedup();
 
         let mut config = sf.config;
+        if config.cmd.is_none() {
+            config.cmd = function.cmd;
+        }
+        for (k, v) in function.env {
+            config.env.entry(k).or_insert(v);
+        }
         if let Some(e) = &ov.entrypoint {
             config.entrypoint = Some(parse_argv(e, "--entrypoint")?);
         }
@@ -420,6 +439,7 @@ impl BuildSpec {
             compression_level,
             fix_permissions: ov.fix_permissions || sf.fix_permissions.unwrap_or(false),
             lambda_check: !ov.no_lambda_check,
+            layer_cache: !ov.no_cache,
         })
     }
 }

@@ -10,6 +10,8 @@ pub mod check;
 pub mod elf;
 pub mod fix;
 pub mod fs;
+pub mod function;
+pub mod runtime;
 
 use std::fs::File;
 use std::io::BufReader;

@@ -1,6 +1,7 @@
 //! Building layers: inputs → sorted entries → deterministic tar → gzip → blob file, with the
 //! uncompressed (diff_id) and compressed digests computed in the same single streaming pass.
 
+pub mod cache;
 pub mod entry;
 pub mod source;
 pub mod tar;
@@ -40,13 +41,36 @@ pub struct LayerOptions {
     pub fix_permissions: bool,
 }
 
-/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory).
-pub fn build(l: &LayerSpec, opts: LayerOptions, blobs: &Path) -> Result<LayerBlob> {
-    let mut c = source::collect(l)?;
+/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory); with a
+/// cache, reuse the layer built last time from the same inputs.
+pub fn build(
+    l: &LayerSpec,
+    opts: LayerOptions,
+    blobs: &Path,
+    cache: Option<&cache::LayerCache>,
+    skip: &[(u64, u64)],
+) -> Result<LayerBlob> {
+    let mut c = source::collect_skipping(l, skip)?;
     if opts.fix_permissions {
         crate::lambda::fix::fix_permissions(&mut c.entries);
     }
-    write_layer(&c.entries, c.input, opts, blobs)
+    let key = match cache {
+        Some(_) => {
+            let zip = matches!(c.input, Input::Zip(_)).then_some(l.source.as_path());
+            Some(cache::LayerCache::key(&c.entries, zip, &opts)?)
+        }
+        None => None,
+    };
+    if let (Some(cache), Some(key)) = (cache, &key)
+        && let Some(hit) = cache.get(key, blobs)
+    {
+        return Ok(hit);
+    }
+    let built = write_layer(&c.entries, c.input, opts, blobs)?;
+    if let (Some(cache), Some(key)) = (cache, &key) {
+        cache.put(key, &built);
+    }
+    Ok(built)
 }
 
 /// Build the whiteout layer that deletes `paths` (no leading `/`) from the base.

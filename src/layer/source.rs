@@ -44,6 +44,12 @@ fn excludes(l: &LayerSpec) -> Result<GlobSet> {
 
 /// Collect the entries of a `[[layer]]`.
 pub fn collect(l: &LayerSpec) -> Result<Collected> {
+    collect_skipping(l, &[])
+}
+
+/// Collect, leaving out the files and directories `skip` names by `(device, inode)`: lamina's
+/// own output and staging directory when they sit inside a source directory.
+pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected> {
     let dest = crate::spec::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
     let meta = fs::metadata(&l.source).map_err(|e| {
         Error::source(
@@ -71,6 +77,7 @@ pub fn collect(l: &LayerSpec) -> Result<Collected> {
             &ex,
             &mut entries,
             &mut inodes,
+            skip,
         )?;
         input = Input::Files;
     } else if meta.is_file()
@@ -133,6 +140,7 @@ fn walk_dir(
     ex: &GlobSet,
     out: &mut Vec<Entry>,
     inodes: &mut HashMap<Vec<u8>, (u64, u64)>,
+    skip: &[(u64, u64)],
 ) -> Result<()> {
     let file_fixed = l.mode.map(|m| m.0);
     let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
@@ -149,6 +157,9 @@ fn walk_dir(
             }
             let abs = root.join(&rel);
             let meta = fs::symlink_metadata(&abs).at("reading metadata of", &abs)?;
+            if skip.contains(&(meta.dev(), meta.ino())) {
+                continue;
+            }
             let path = join(dest, rel.as_os_str().as_bytes());
             let ft = meta.file_type();
             let kind = if ft.is_dir() {

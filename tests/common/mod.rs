@@ -35,10 +35,14 @@ pub fn lamina_bin() -> &'static str {
 /// Run the built `lamina` with `args` in `cwd`. `SOURCE_DATE_EPOCH` is removed from the
 /// environment unless `env` sets it, so the caller's environment cannot change the results.
 pub fn lamina<S: AsRef<OsStr>>(args: &[S], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    // Caches go to a directory of this test binary's own, never the real home.
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::TempDir::new().expect("cache tempdir"));
     let mut cmd = Command::new(lamina_bin());
     cmd.args(args)
         .current_dir(cwd)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("LAMINA_CACHE_DIR", cache.path());
     for (k, v) in env {
         cmd.env(k, v);
     }

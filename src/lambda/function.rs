@@ -1,0 +1,311 @@
+//! The `[function]` section: Lambda's vocabulary (runtime, handler, code, dependencies, Lambda
+//! layers, bootstrap) turned into a base image, layers and config. Dependencies get a layer of
+//! their own so that a code change rebuilds (and re-pushes) one small layer.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::runtime::{self, Family};
+use crate::spec::{LayerSpec, Mode};
+
+/// `[function]` as written in lamina.toml; relative paths are relative to the spec's directory.
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Lambda runtime name (`python3.12`, `nodejs20.x`, `provided.al2023`, ...): picks the AWS
+    /// base image unless `base` is set.
+    pub runtime: Option<String>,
+    /// Becomes CMD unless `[config] cmd` is set.
+    pub handler: Option<String>,
+    /// A directory or a .zip deployment package, placed in /var/task.
+    pub code: Option<PathBuf>,
+    /// A directory of dependencies placed in /var/task, in a layer below the code.
+    pub dependencies: Option<PathBuf>,
+    /// Lambda layers (.zip files or directories), extracted into /opt in order.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    /// A custom runtime's executable, placed at /var/runtime/bootstrap.
+    pub bootstrap: Option<PathBuf>,
+    /// Environment variables (under `[config] env`, which wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Globs left out of the code (as `[[layer]] exclude`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// What `[function]` contributes to a build.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// `docker://public.ecr.aws/lambda/...` for the runtime.
+    pub base: Option<String>,
+    /// In order: Lambda layers, dependencies, code, bootstrap.
+    pub layers: Vec<LayerSpec>,
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+}
+
+fn layer(source: PathBuf, dest: &str) -> LayerSpec {
+    LayerSpec {
+        source,
+        dest: dest.to_owned(),
+        exclude: vec![],
+        mode: None,
+        dir_mode: None,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Top-level names in `dir` that pip installed (listed in a `*.dist-info/RECORD` there), with
+/// the dist-info directories themselves: what `pip install -t DIR` put beside the code.
+pub fn pip_installed(dir: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return names;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".dist-info") || !e.path().is_dir() {
+            continue;
+        }
+        names.insert(name.clone());
+        let Ok(record) = std::fs::read_to_string(e.path().join("RECORD")) else {
+            continue;
+        };
+        for line in record.lines() {
+            let path = line.split(',').next().unwrap_or("");
+            let top = path.split('/').next().unwrap_or("");
+            if !top.is_empty() && top != ".." && top != "." && dir.join(top).exists() {
+                names.insert(top.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Expand `[function]` (paths relative to `dir`).
+pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, String> {
+    let rt = f.runtime.as_deref().map(runtime::find).transpose()?;
+    let mut out = Expanded {
+        base: rt.map(|r| format!("docker://{}", r.image)),
+        cmd: f.handler.clone().map(|h| vec![h]),
+        env: f.env.clone(),
+        ..Default::default()
+    };
+    for l in &f.layers {
+        out.layers.push(layer(dir.join(l), "/opt"));
+    }
+    if let Some(d) = &f.dependencies {
+        out.layers.push(layer(dir.join(d), "/var/task"));
+    }
+    if let Some(c) = &f.code {
+        let code = dir.join(c);
+        let mut code_layer = layer(code.clone(), "/var/task");
+        code_layer.exclude = f.exclude.clone();
+        if code.is_dir() {
+            let family = rt.map(|r| r.family);
+            // Node: node_modules beside the handler.
+            if family.is_none_or(|f| f == Family::Node) && code.join("node_modules").is_dir() {
+                let mut deps = layer(code.join("node_modules"), "/var/task/node_modules");
+                deps.exclude = f.exclude.clone();
+                out.layers.push(deps);
+                code_layer.exclude.push("node_modules".into());
+            }
+            // Python: packages pip installed into the code directory.
+            if family.is_none_or(|f| f == Family::Python) {
+                let installed = pip_installed(&code);
+                if !installed.is_empty() {
+                    let mut deps = layer(code.clone(), "/var/task");
+                    deps.exclude = f.exclude.clone();
+                    if let Ok(rd) = std::fs::read_dir(&code) {
+                        let mut others: Vec<String> = rd
+                            .flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| !installed.contains(n))
+                            .collect();
+                        others.sort();
+                        deps.exclude
+                            .extend(others.iter().map(|n| globset::escape(n)));
+                    }
+                    out.layers.push(deps);
+                    code_layer
+                        .exclude
+                        .extend(installed.iter().map(|n| globset::escape(n)));
+                }
+            }
+        }
+        out.layers.push(code_layer);
+    }
+    if let Some(b) = &f.bootstrap {
+        let mut l = layer(dir.join(b), "/var/runtime/bootstrap");
+        l.mode = Some(Mode(0o755));
+        out.layers.push(l);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_dependencies_get_their_own_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let code = d.path().join("src");
+        std::fs::create_dir_all(code.join("requests")).unwrap();
+        std::fs::create_dir_all(code.join("requests-2.0.dist-info")).unwrap();
+        std::fs::write(
+            code.join("requests-2.0.dist-info/RECORD"),
+            "requests/__init__.py,sha256=x,1\nrequests-2.0.dist-info/RECORD,,\n../../bin/x,,\n",
+        )
+        .unwrap();
+        std::fs::write(code.join("requests/__init__.py"), "").unwrap();
+        std::fs::write(code.join("app.py"), "").unwrap();
+        let f = FunctionSpec {
+            runtime: Some("python3.12".into()),
+            handler: Some("app.handler".into()),
+            code: Some("src".into()),
+            bootstrap: None,
+            ..Default::default()
+        };
+        let e = expand(&f, d.path()).unwrap();
+        assert_eq!(
+            e.base.as_deref(),
+            Some("docker://public.ecr.aws/lambda/python:3.12")
+        );
+        assert_eq!(e.cmd, Some(vec!["app.handler".to_owned()]));
+        assert_eq!(e.layers.len(), 2);
+        assert_eq!(e.layers[0].exclude, ["app.py"]);
+        assert_eq!(e.layers[1].exclude, ["requests", "requests-2.0.dist-info"]);
+    }
+
+    #[test]
+    fn node_modules_and_layers_and_bootstrap() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("fn/node_modules/x")).unwrap();
+        let f = FunctionSpec {
+            runtime: Some("nodejs20.x".into()),
+            code: Some("fn".into()),
+            layers: vec!["l1.zip".into(), "l2".into()],
+            bootstrap: Some("bootstrap".into()),
+            ..Default::default()
+        };
+        let e = expand(&f, d.path()).unwrap();
+        let dests: Vec<&str> = e.layers.iter().map(|l| l.dest.as_str()).collect();
+        assert_eq!(
+            dests,
+            [
+                "/opt",
+                "/opt",
+                "/var/task/node_modules",
+                "/var/task",
+                "/var/runtime/bootstrap"
+            ]
+        );
+        assert_eq!(e.layers[3].exclude, ["node_modules"]);
+        assert_eq!(e.layers[4].mode, Some(Mode(0o755)));
+        assert!(
+            expand(
+                &FunctionSpec {
+                    runtime: Some("cobol".into()),
+                    ..Default::default()
+                },
+                d.path()
+            )
+            .is_err()
+        );
+    }
+}
+
+/// A commented starter `lamina.toml` for the function in `dir`. Without `runtime`, one is
+/// guessed from the files there (requirements.txt or .py → Python, package.json → Node.js,
+/// else an OS-only runtime with a `bootstrap`).
+pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String, String> {
+    let has = |n: &str| dir.join(n).exists();
+    let any_ext = |ext: &str| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == ext))
+            })
+            .unwrap_or(false)
+    };
+    let name = match runtime {
+        Some(r) => r,
+        None if has("requirements.txt") || has("pyproject.toml") || any_ext("py") => "python3.13",
+        None if has("package.json") || any_ext("js") || any_ext("mjs") => "nodejs22.x",
+        None => "provided.al2023",
+    };
+    let rt = runtime::find(name)?;
+    let handler = runtime::default_handler(rt.family);
+    let excludes = match rt.family {
+        Family::Python => r#"["lamina.toml", "out", ".git", "**/__pycache__", "**/*.pyc"]"#,
+        Family::Node => r#"["lamina.toml", "out", ".git", "**/*.ts", "**/*.map"]"#,
+        _ => r#"["lamina.toml", "out", ".git"]"#,
+    };
+    let bootstrap = if rt.family == Family::Provided {
+        "bootstrap = \"bootstrap\"     # the custom runtime's executable, into /var/runtime/bootstrap"
+    } else {
+        "# bootstrap = \"bootstrap\"   # a custom runtime's executable, into /var/runtime/bootstrap"
+    };
+    Ok(format!(
+        r#"# lamina.toml: build this function as a Lambda container image with `lamina build`.
+# Paths are relative to this file. Every field can also be set by a flag (`lamina build --help`).
+
+platform = "linux/amd64"       # or "linux/arm64" (Lambda's arm64); x86_64 and aarch64 work too
+to = "oci:out:latest"          # or docker://<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>
+
+[function]
+runtime = "{name}"{pad}# base image {image}
+handler = "{handler}"{hpad}# becomes CMD
+code = "."                     # this directory, into /var/task
+exclude = {excludes}
+# dependencies = "vendor"      # a directory of dependencies: its own layer, below the code
+# layers = ["layer.zip"]       # Lambda layers (.zip or directories), into /opt in order
+{bootstrap}
+# env = {{ LOG_LEVEL = "info" }}
+
+# [config]                     # wins over [function]: entrypoint, cmd, env, workdir, user, labels
+# [annotations]                # manifest annotations
+"#,
+        pad = " ".repeat(21usize.saturating_sub(name.len())),
+        image = rt.image,
+        hpad = " ".repeat(21usize.saturating_sub(handler.len())),
+    ))
+}
+
+#[cfg(test)]
+mod starter_tests {
+    use super::*;
+
+    #[test]
+    fn starter_specs_parse_and_resolve() {
+        for (rt, file) in [
+            (None, "app.py"),
+            (None, "package.json"),
+            (Some("provided.al2023"), "x"),
+            (Some("java21"), "x"),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(file), "").unwrap();
+            let text = starter_spec(rt, d.path()).unwrap();
+            let sf: crate::spec::SpecFile =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let path = d.path().join("lamina.toml");
+            let b = crate::spec::BuildSpec::resolve(
+                Some((&path, sf)),
+                &Default::default(),
+                d.path(),
+                None,
+            )
+            .unwrap();
+            assert!(matches!(b.base, crate::reference::ImageRef::Docker(_)));
+            assert!(b.config.cmd.is_some());
+        }
+        assert!(starter_spec(Some("cobol"), Path::new("/")).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The local layer cache: a layer whose inputs have not changed is not tarred or compressed
+//! again. The key covers every input and option that changes the layer's bytes: each entry's
+//! path, kind, mode, ownership and link target; for file contents the source's size,
+//! modification and change times (nanoseconds), inode and device; the timestamp, compression
+//! level, and the layer format version. A hit links the cached blob into the build.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::entry::{Data, Entry, Kind};
+use super::{LayerBlob, LayerOptions};
+use crate::digest::Digest;
+use crate::error::{IoContext, Result};
+
+/// Bump when the bytes lamina writes for the same entries change (tar or compression format).
+pub const FORMAT: &str = "lamina-layer-v1";
+
+pub struct LayerCache {
+    dir: PathBuf,
+}
+
+fn stamp(h: &mut Sha256, p: &Path) -> Result<()> {
+    let m = fs::metadata(p).at("reading metadata of", p)?;
+    for v in [
+        m.len(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+        m.ctime() as u64,
+        m.ctime_nsec() as u64,
+        m.ino(),
+        m.dev(),
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    Ok(())
+}
+
+impl LayerCache {
+    /// The cache under `dir` (the same directory as the pull cache).
+    pub fn new(dir: &Path) -> LayerCache {
+        LayerCache {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The key of a layer: its entries and where their bytes come from, and the options.
+    pub fn key(entries: &[Entry], zip: Option<&Path>, opts: &LayerOptions) -> Result<String> {
+        let mut h = Sha256::new();
+        h.update(FORMAT.as_bytes());
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(opts.mtime.to_le_bytes());
+        h.update(opts.compression_level.to_le_bytes());
+        if let Some(z) = zip {
+            h.update(b"zip");
+            stamp(&mut h, z)?;
+        }
+        for e in entries {
+            h.update((e.path.len() as u64).to_le_bytes());
+            h.update(&e.path);
+            h.update(e.mode.to_le_bytes());
+            h.update(e.uid.to_le_bytes());
+            h.update(e.gid.to_le_bytes());
+            match &e.kind {
+                Kind::Dir => h.update(b"d"),
+                Kind::Symlink(t) => {
+                    h.update(b"s");
+                    h.update((t.len() as u64).to_le_bytes());
+                    h.update(t);
+                }
+                Kind::HardLink(t) => {
+                    h.update(b"h");
+                    h.update((t.len() as u64).to_le_bytes());
+                    h.update(t);
+                }
+                Kind::File { size, data } => {
+                    h.update(b"f");
+                    h.update(size.to_le_bytes());
+                    match data {
+                        Data::Empty => h.update(b"e"),
+                        Data::Zip(i) => {
+                            h.update(b"z");
+                            h.update((*i as u64).to_le_bytes());
+                        }
+                        Data::Path(p) => {
+                            h.update(b"p");
+                            stamp(&mut h, p)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        self.dir.join("layers").join(key)
+    }
+
+    fn blobs(&self) -> PathBuf {
+        crate::cache::blobs(&self.dir)
+    }
+
+    /// The cached layer for `key`, linked into `blobs`, if it is there and whole.
+    pub fn get(&self, key: &str, blobs: &Path) -> Option<LayerBlob> {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.entry_path(key)).ok()?).ok()?;
+        let digest: Digest = rec.get("digest")?.as_str()?.parse().ok()?;
+        let diff_id: Digest = rec.get("diffId")?.as_str()?.parse().ok()?;
+        let size = rec.get("size")?.as_u64()?;
+        let cached = self.blobs().join(digest.hex());
+        if fs::metadata(&cached).ok()?.len() != size {
+            return None;
+        }
+        crate::transport::link_blob(&cached, blobs, digest.hex()).ok()?;
+        Some(LayerBlob {
+            path: blobs.join(digest.hex()),
+            digest,
+            diff_id,
+            size,
+        })
+    }
+
+    /// Remember a freshly built layer. Failing to cache never fails the build.
+    pub fn put(&self, key: &str, b: &LayerBlob) {
+        let _ = self.try_put(key, b);
+    }
+
+    fn try_put(&self, key: &str, b: &LayerBlob) -> Result<()> {
+        let blobs = self.blobs();
+        fs::create_dir_all(&blobs).at("creating", &blobs)?;
+        crate::transport::link_blob(&b.path, &blobs, b.digest.hex())?;
+        let dir = self.dir.join("layers");
+        fs::create_dir_all(&dir).at("creating", &dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(&dir)
+            .at("creating a temporary file in", &dir)?;
+        let rec = serde_json::json!({
+            "digest": b.digest.to_string(),
+            "diffId": b.diff_id.to_string(),
+            "size": b.size,
+        });
+        fs::write(
+            tmp.path(),
+            serde_json::to_vec(&rec).expect("JSON serializes"),
+        )
+        .at("writing", tmp.path())?;
+        tmp.persist(self.entry_path(key))
+            .map_err(|e| e.error)
+            .at("saving", &self.entry_path(key))?;
+        Ok(())
+    }
+}
