@@ -21,12 +21,10 @@ pub enum Error {
     #[error("{0}")]
     Auth(String),
     /// An operating-system error, with what lamina was doing at the time.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// (The cause is part of the message, and deliberately not a `source`: printers that
+    /// walk the chain would say it twice.)
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,9 +53,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             context: what(),
-            source,
+            cause,
         })
     }
     fn at(self, verb: &str, path: &Path) -> Result<T> {

@@ -38,6 +38,9 @@ enum Command {
     Init(InitArgs),
     /// Check an image against what Lambda accepts (rules L001-L008); non-zero exit on errors.
     Check(CheckArgs),
+    /// Write a Lambda .zip deployment package (or Lambda layer zip) from lamina.toml, flags or
+    /// an image.
+    Zip(Box<ZipArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -165,11 +168,18 @@ struct InitArgs {
 fn init(a: InitArgs) -> anyhow::Result<()> {
     let path = a.dir.join("lamina.toml");
     if path.exists() && !a.force {
-        anyhow::bail!("{} already exists (use --force to replace it)", path.display());
+        anyhow::bail!(
+            "{} already exists (use --force to replace it)",
+            path.display()
+        );
     }
     let text = lamina::lambda::function::starter_spec(a.runtime.as_deref(), &a.dir)
         .map_err(anyhow::Error::msg)?;
-    let dir = if a.dir.as_os_str().is_empty() { Path::new(".") } else { a.dir.as_path() };
+    let dir = if a.dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        a.dir.as_path()
+    };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())?;
@@ -245,6 +255,12 @@ struct BuildArgs {
     /// With a docker:// destination: push even when the Lambda checks find errors.
     #[arg(long)]
     no_lambda_check: bool,
+    /// A Lambda function .zip as the code: shorthand for --layer ZIP:/var/task.
+    #[arg(long, value_name = "ZIP")]
+    from_zip: Option<PathBuf>,
+    /// A Lambda layer .zip the function uses: shorthand for --layer ZIP:/opt. Repeatable.
+    #[arg(long = "lambda-layer-zip", value_name = "ZIP")]
+    lambda_layer_zips: Vec<PathBuf>,
     /// Rebuild every layer instead of reusing those whose inputs did not change.
     #[arg(long)]
     no_cache: bool,
@@ -285,11 +301,26 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
         None => None,
     };
+    let mut layers = a.layers;
+    for (z, dest) in a
+        .lambda_layer_zips
+        .iter()
+        .map(|z| (z, "/opt"))
+        .chain(a.from_zip.iter().map(|z| (z, "/var/task")))
+    {
+        if !z.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+            anyhow::bail!(
+                "{}: --from-zip and --lambda-layer-zip take .zip files",
+                z.display()
+            );
+        }
+        layers.push(format!("{}:{dest}", z.display()));
+    }
     let ov = Overrides {
         base: a.base,
         platform: a.platform,
         to: a.to,
-        layers: a.layers,
+        layers,
         deletes: a.deletes,
         entrypoint: a.entrypoint,
         cmd: a.cmd,
@@ -485,6 +516,127 @@ fn login(a: LoginArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct ZipArgs {
+    /// The build spec (default: ./lamina.toml if it exists): its layers under /var/task make the zip.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Add SOURCE's files at DEST (after the spec's layers). Repeatable.
+    #[arg(long = "layer", value_name = "SOURCE:DEST")]
+    layers: Vec<String>,
+    /// Take the files from an image's /var/task (/opt with --lambda-layer) instead.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["file", "layers", "fix_permissions"])]
+    from: Option<String>,
+    /// Platform to pick from a multi-platform --from image.
+    #[arg(long, requires = "from")]
+    platform: Option<String>,
+    /// The zip to write (default: function.zip, or layer.zip, beside the spec).
+    #[arg(long, value_name = "FILE")]
+    to: Option<PathBuf>,
+    /// Write a Lambda layer zip from what goes under /opt (paths relative to /opt).
+    #[arg(long)]
+    lambda_layer: bool,
+    /// A Lambda layer zip the function runs with, counted in the 250 MiB limit. Repeatable.
+    #[arg(long = "with-layer", value_name = "ZIP")]
+    with_layers: Vec<PathBuf>,
+    /// Seconds since the epoch for every entry, or `now` (default: SOURCE_DATE_EPOCH, else 0;
+    /// zips cannot go below 1980-01-01).
+    #[arg(long, value_name = "SECONDS|now")]
+    timestamp: Option<String>,
+    /// deflate level, 0 (store) to 9.
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
+    /// Make files and directories readable (executables runnable) by others, as for builds.
+    #[arg(long)]
+    fix_permissions: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No summary on stderr (warnings are still printed).
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+fn zip(a: ZipArgs) -> anyhow::Result<()> {
+    use lamina::lambda::package::{self, Package};
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let started = std::time::Instant::now();
+    let pkg = if a.lambda_layer {
+        Package::Layer
+    } else {
+        Package::Function
+    };
+    let file = match (&a.file, &a.from) {
+        (Some(f), _) => Some(f.clone()),
+        (None, None) => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
+        (None, Some(_)) => None,
+    };
+    let spec_file = match &file {
+        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        None => None,
+    };
+    let ov = Overrides {
+        layers: a.layers,
+        timestamp: a.timestamp,
+        compression_level: a.compression_level,
+        fix_permissions: a.fix_permissions,
+        ..Overrides::default()
+    };
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let contents = match &a.from {
+        Some(image) => {
+            let r = parse_ref(image, &cwd)?;
+            let platform = parse_platform(a.platform.as_deref())?;
+            package::from_image(&r, platform, pkg, &a.registry.options(a.quiet)?)?
+        }
+        None => {
+            let layers = match pkg {
+                Package::Function => &spec.zip_layers,
+                Package::Layer => &spec.layers,
+            };
+            package::from_layers(layers, pkg, spec.fix_permissions)?
+        }
+    };
+    let name = match pkg {
+        Package::Function => "function.zip",
+        Package::Layer => "layer.zip",
+    };
+    let spec_dir = file
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""));
+    let to = cwd.join(a.to.unwrap_or_else(|| spec_dir.join(name)));
+    let opts = package::ZipOptions {
+        mtime: spec.timestamp,
+        compression_level: spec.compression_level,
+        with_layers: a.with_layers.iter().map(|p| cwd.join(p)).collect(),
+    };
+    let report = package::write(contents, &to, &opts)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if !a.quiet {
+        let shown = to.strip_prefix(&cwd).unwrap_or(&to);
+        eprintln!(
+            "wrote {} ({} entries, {} bytes, {} bytes unzipped) in {:.2}s",
+            shown.display(),
+            report.entries,
+            report.size,
+            report.unzipped,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("{}", report.digest);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
@@ -495,6 +647,7 @@ fn main() -> ExitCode {
         Command::Login(a) => login(a),
         Command::Init(a) => init(a),
         Command::Check(a) => check(a),
+        Command::Zip(a) => zip(*a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

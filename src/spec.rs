@@ -192,6 +192,9 @@ pub struct BuildSpec {
     pub platform: Platform,
     pub to: ImageRef,
     pub layers: Vec<LayerSpec>,
+    /// The layers as a .zip deployment package holds them: `[function]`'s Lambda layers left
+    /// out (they are zips of their own) and its bootstrap at the package's root.
+    pub zip_layers: Vec<LayerSpec>,
     pub deletes: Vec<String>,
     pub config: ConfigSpec,
     pub annotations: BTreeMap<String, String>,
@@ -339,6 +342,8 @@ impl BuildSpec {
 
         // [function]'s layers come first; explicit [[layer]]s go on top of them.
         let mut layers = function.layers;
+        let mut zip_layers = function.zip_layers;
+        let first_own = layers.len();
         for (i, mut l) in sf.layer.into_iter().enumerate() {
             l.source = spec_dir.join(&l.source);
             image_path(&l.dest, "dest")
@@ -355,6 +360,7 @@ impl BuildSpec {
             image_path(&l.dest, "--layer dest").map_err(Error::Invalid)?;
             layers.push(l);
         }
+        zip_layers.extend_from_slice(&layers[first_own..]);
 
         let mut deletes = Vec::new();
         for (i, d) in sf.delete.iter().enumerate() {
@@ -432,6 +438,7 @@ impl BuildSpec {
             platform,
             to,
             layers,
+            zip_layers,
             deletes,
             config,
             annotations,

@@ -399,3 +399,29 @@ fn a_code_change_rebuilds_and_repushes_one_small_layer() {
         "the registry serves the rebuilt image"
     );
 }
+
+#[test]
+fn a_function_spec_zips_with_its_bootstrap_at_the_root() {
+    let t = TempDir::new().unwrap();
+    python_project(t.path());
+    let zip = t.path().join("fn.zip");
+    lamina_ok(&["zip", "--to", zip.to_str().unwrap()], t.path(), &[]);
+    // Python's zipfile reads what lamina wrote: names and Unix modes.
+    let listing = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist(): print(i.filename, oct(i.external_attr >> 16))",
+            zip.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3");
+    assert!(listing.status.success(), "{}", describe(&listing));
+    let text = String::from_utf8(listing.stdout).unwrap();
+    assert!(text.contains("bootstrap 0o100755"), "{text}");
+    assert!(text.contains("app.py 0o100644"), "{text}");
+    assert!(text.contains("requests/__init__.py"), "{text}");
+    assert!(
+        !text.contains("ext-tool"),
+        "Lambda layers are zips of their own: {text}"
+    );
+}

@@ -35,7 +35,15 @@ pub struct Node {
     /// The first [`HEAD`] bytes of a regular file that has an execute bit or sits at a bootstrap
     /// path; `None` when they were not kept (or not known: a hard link to a missing file).
     pub head: Option<Vec<u8>>,
+    /// For a regular file applied with a [`Keeper`]: the id the keeper gave its whole content
+    /// (a hard link shares its target's).
+    pub kept: Option<u64>,
 }
+
+/// Called with each regular file of a layer (its path without a leading `/`, and its whole
+/// content) as the layer is streamed; returns an id to remember the content by (see
+/// [`Node::kept`]), or `None` to pass. What it does not read is skipped.
+pub type Keeper<'a> = dyn FnMut(&str, &mut dyn Read) -> io::Result<Option<u64>> + 'a;
 
 impl Node {
     pub fn dir(mode: u32) -> Node {
@@ -44,6 +52,7 @@ impl Node {
             mode,
             size: 0,
             head: None,
+            kept: None,
         }
     }
 
@@ -54,6 +63,7 @@ impl Node {
             mode,
             size: content.len() as u64,
             head: Some(content[..content.len().min(HEAD)].to_vec()),
+            kept: None,
         }
     }
 
@@ -63,6 +73,7 @@ impl Node {
             mode: 0o777,
             size: 0,
             head: None,
+            kept: None,
         }
     }
 }
@@ -281,6 +292,11 @@ impl FileSystem {
     /// Apply one layer (an uncompressed tar stream) over this file system: whiteouts and opaque
     /// markers hide what the lower layers hold, then the layer's entries are added in order.
     pub fn apply_tar<R: Read>(&mut self, r: R) -> io::Result<()> {
+        self.apply_tar_keeping(r, &mut |_, _| Ok(None))
+    }
+
+    /// [`apply_tar`](Self::apply_tar), handing every regular file's content to `keeper`.
+    pub fn apply_tar_keeping<R: Read>(&mut self, r: R, keeper: &mut Keeper) -> io::Result<()> {
         let mut archive = tar::Archive::new(r);
         let mut items = Vec::new();
         for entry in archive.entries()? {
@@ -313,11 +329,14 @@ impl FileSystem {
                     } else {
                         None
                     };
+                    let read = head.as_deref().unwrap_or_default();
+                    let kept = keeper(&path, &mut read.chain(&mut entry))?;
                     Node {
                         kind: Kind::File,
                         mode,
                         size,
                         head,
+                        kept,
                     }
                 }
                 tar::EntryType::Directory => Node::dir(mode),
@@ -380,6 +399,7 @@ impl FileSystem {
                         mode: 0o644,
                         size: 0,
                         head: None,
+                        kept: None,
                     });
                     self.insert(&path, node);
                 }
@@ -396,6 +416,7 @@ fn other(what: &'static str, mode: u32) -> Node {
         mode,
         size: 0,
         head: None,
+        kept: None,
     }
 }
 
@@ -417,17 +438,27 @@ impl<R: Read> Read for Counting<R> {
 /// uncompressed size. The whole stream is read (past the tar's end-of-archive blocks), so the
 /// size is the size of the layer, not of what the tar reader needed.
 pub fn apply_layer<R: Read>(fs: &mut FileSystem, r: R, gzip: bool) -> io::Result<u64> {
+    apply_layer_keeping(fs, r, gzip, &mut |_, _| Ok(None))
+}
+
+/// [`apply_layer`], handing every regular file's content to `keeper`.
+pub fn apply_layer_keeping<R: Read>(
+    fs: &mut FileSystem,
+    r: R,
+    gzip: bool,
+    keeper: &mut Keeper,
+) -> io::Result<u64> {
     if gzip {
         let mut c = Counting {
             inner: flate2::read::MultiGzDecoder::new(r),
             count: 0,
         };
-        fs.apply_tar(&mut c)?;
+        fs.apply_tar_keeping(&mut c, keeper)?;
         io::copy(&mut c, &mut io::sink())?;
         Ok(c.count)
     } else {
         let mut c = Counting { inner: r, count: 0 };
-        fs.apply_tar(&mut c)?;
+        fs.apply_tar_keeping(&mut c, keeper)?;
         io::copy(&mut c, &mut io::sink())?;
         Ok(c.count)
     }
@@ -558,6 +589,41 @@ mod tests {
         fs.apply_tar(&tar_of(&[("a/b", "f:y")])[..]).unwrap();
         assert_eq!(paths(&fs), ["a", "a/b"]);
         assert_eq!(fs.get("a/b").unwrap().kind, Kind::File);
+    }
+
+    #[test]
+    fn a_keeper_gets_whole_files_and_links_share_them() {
+        let mut fs = FileSystem::new();
+        let mut kept = Vec::new();
+        let mut keeper = |path: &str, r: &mut dyn Read| -> io::Result<Option<u64>> {
+            if !path.starts_with("var/task/") {
+                return Ok(None);
+            }
+            let mut s = String::new();
+            r.read_to_string(&mut s)?;
+            kept.push(s);
+            Ok(Some(kept.len() as u64 - 1))
+        };
+        let content = format!("#!/bin/sh\n{}", "x".repeat(300));
+        fs.apply_tar_keeping(
+            &tar_of(&[
+                ("var/task/run", &format!("f:{content}")),
+                ("var/task/same", "h:var/task/run"),
+                ("usr/bin/other", "f:elsewhere"),
+            ])[..],
+            &mut keeper,
+        )
+        .unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0], content);
+        assert_eq!(fs.get("var/task/run").unwrap().kept, Some(0));
+        assert_eq!(fs.get("var/task/same").unwrap().kept, Some(0));
+        assert_eq!(fs.get("usr/bin/other").unwrap().kept, None);
+        // The head the checks need is still there.
+        assert_eq!(
+            fs.get("var/task/run").unwrap().head.as_deref(),
+            Some(&content.as_bytes()[..HEAD])
+        );
     }
 
     #[test]

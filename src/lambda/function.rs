@@ -44,6 +44,9 @@ pub struct Expanded {
     pub base: Option<String>,
     /// In order: Lambda layers, dependencies, code, bootstrap.
     pub layers: Vec<LayerSpec>,
+    /// For a .zip deployment package: no Lambda layers (/opt), the bootstrap at the root of
+    /// /var/task, where Lambda's OS-only runtimes look for it in a zip.
+    pub zip_layers: Vec<LayerSpec>,
     pub cmd: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
 }
@@ -140,10 +143,13 @@ pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, String> {
         }
         out.layers.push(code_layer);
     }
+    out.zip_layers = out.layers[f.layers.len()..].to_vec();
     if let Some(b) = &f.bootstrap {
         let mut l = layer(dir.join(b), "/var/runtime/bootstrap");
         l.mode = Some(Mode(0o755));
-        out.layers.push(l);
+        out.layers.push(l.clone());
+        l.dest = "/var/task/bootstrap".into();
+        out.zip_layers.push(l);
     }
     Ok(out)
 }
@@ -208,6 +214,11 @@ mod tests {
         );
         assert_eq!(e.layers[3].exclude, ["node_modules"]);
         assert_eq!(e.layers[4].mode, Some(Mode(0o755)));
+        let zip_dests: Vec<&str> = e.zip_layers.iter().map(|l| l.dest.as_str()).collect();
+        assert_eq!(
+            zip_dests,
+            ["/var/task/node_modules", "/var/task", "/var/task/bootstrap"]
+        );
         assert!(
             expand(
                 &FunctionSpec {

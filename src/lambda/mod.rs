@@ -11,7 +11,9 @@ pub mod elf;
 pub mod fix;
 pub mod fs;
 pub mod function;
+pub mod package;
 pub mod runtime;
+pub mod zip;
 
 use std::fs::File;
 use std::io::BufReader;

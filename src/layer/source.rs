@@ -294,6 +294,45 @@ fn check_zip_link(entry: &[u8], target: &[u8]) -> Result<(), String> {
 const S_IFMT: u32 = 0o170000;
 const S_IFLNK: u32 = 0o120000;
 
+/// Deflate cannot expand data more than about 1032:1, so an entry over [`BOMB_MIN`] bytes
+/// declaring more is forged or uses a method lamina cannot read: refused as a zip bomb.
+const BOMB_RATIO: u64 = 1032;
+const BOMB_MIN: u64 = 1 << 20;
+/// The most a zip source may declare in all (Lambda's limit for a whole image).
+const MAX_ZIP_TOTAL: u64 = crate::lambda::check::MAX_UNCOMPRESSED;
+
+/// Refuse what a zip bomb declares: an entry whose declared size is beyond what its compressed
+/// bytes can hold, or entries adding up to more than [`MAX_ZIP_TOTAL`]. (The copy itself stops
+/// at the declared size, so lying about it gains nothing past these checks.)
+fn check_zip_sizes(
+    name: &[u8],
+    size: u64,
+    compressed: u64,
+    stored: bool,
+    total: &mut u64,
+) -> Result<(), String> {
+    let shown = String::from_utf8_lossy(name);
+    if stored && size != compressed {
+        return Err(format!(
+            "entry `{shown}` is stored uncompressed but declares {size} bytes in {compressed}: the archive is corrupt"
+        ));
+    }
+    if size > BOMB_MIN && size / compressed.max(1) > BOMB_RATIO {
+        return Err(format!(
+            "entry `{shown}` declares {size} bytes from {compressed} compressed bytes, more than \
+             deflate can expand ({BOMB_RATIO}:1): refusing a likely zip bomb"
+        ));
+    }
+    *total = total.saturating_add(size);
+    if *total > MAX_ZIP_TOTAL {
+        return Err(format!(
+            "entries up to `{shown}` declare {total} bytes uncompressed, over {MAX_ZIP_TOTAL} (10 GiB, \
+             the most a Lambda image holds): refusing a likely zip bomb"
+        ));
+    }
+    Ok(())
+}
+
 fn read_zip(
     l: &LayerSpec,
     dest: &[u8],
@@ -305,8 +344,21 @@ fn read_zip(
         .map_err(|e| Error::source(&l.source, format!("is not a readable zip archive: {e}")))?;
     let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
     let zerr = |e: String| Error::source(&l.source, e);
+    if zip.has_duplicate_names() {
+        // The reader keeps one of the copies; which one other tools extract varies.
+        let name = File::open(&l.source)
+            .and_then(|mut f| crate::lambda::zip::duplicate_name(&mut f))
+            .ok()
+            .flatten()
+            .map(|n| format!("entry `{}`", String::from_utf8_lossy(&n)))
+            .unwrap_or_else(|| "an entry name".to_owned());
+        return Err(zerr(format!(
+            "{name} appears twice in the archive; tools disagree on which copy wins, so lamina refuses it"
+        )));
+    }
+    let mut total = 0u64;
     for i in 0..zip.len() {
-        let (name, is_dir, unix, size, encrypted) = {
+        let (name, is_dir, unix, size, encrypted, compressed, stored) = {
             let f = zip
                 .by_index_raw(i)
                 .map_err(|e| zerr(format!("entry #{i}: {e}")))?;
@@ -316,6 +368,8 @@ fn read_zip(
                 f.unix_mode(),
                 f.size(),
                 f.encrypted(),
+                f.compressed_size(),
+                f.compression() == zip::CompressionMethod::Stored,
             )
         };
         let rel = zip_name(&name).map_err(zerr)?;
@@ -325,6 +379,7 @@ fn read_zip(
                 String::from_utf8_lossy(&name)
             )));
         }
+        check_zip_sizes(&name, size, compressed, stored, &mut total).map_err(zerr)?;
         if ex.is_match(Path::new(std::ffi::OsStr::from_bytes(&rel)))
             || ancestors(&rel)
                 .iter()
@@ -418,6 +473,22 @@ mod tests {
         assert!(check_zip_link(b"lib/latest", b"../../x").is_err());
         assert!(check_zip_link(b"top", b"../x").is_err());
         assert!(check_zip_link(b"top", b"/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn zip_bombs_are_refused_by_their_declared_sizes() {
+        let mut total = 0;
+        // A file of zeros deflates about 1030:1 and stays acceptable.
+        assert!(check_zip_sizes(b"zeros", 100 << 20, 102_000, false, &mut total).is_ok());
+        let e = check_zip_sizes(b"bomb", 4 << 30, 4096, false, &mut total).unwrap_err();
+        assert!(e.contains("`bomb`") && e.contains("zip bomb"), "{e}");
+        // Small entries may compress as they like (a few bytes of header dominate).
+        assert!(check_zip_sizes(b"tiny", 1 << 20, 10, false, &mut total).is_ok());
+        let e = check_zip_sizes(b"stored", 10, 5, true, &mut total).unwrap_err();
+        assert!(e.contains("`stored`"), "{e}");
+        let mut total = MAX_ZIP_TOTAL - 10;
+        let e = check_zip_sizes(b"last", 11, 11, true, &mut total).unwrap_err();
+        assert!(e.contains("`last`") && e.contains("10 GiB"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,531 @@
+//! Lambda `.zip` deployment packages: the other half of Lambda deployment. A function's zip holds
+//! what an image would put under `/var/task`, a Lambda layer's zip what it would put under
+//! `/opt`, both with paths relative to that directory. The files come from the same
+//! [`collect`](crate::layer::source::collect) as image layers (or from an image's layers), so a
+//! zip and an image built from one spec hold the same files; [`write`] lays them out with
+//! [`super::zip::ZipWriter`], byte-for-byte reproducibly, after checking Lambda's size limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::Serialize;
+use tempfile::TempDir;
+
+use super::fs::{self as imagefs, FileSystem};
+use super::zip::{Body, ZipWriter};
+use crate::digest::hash_reader;
+use crate::error::{Error, IoContext, Result};
+use crate::layer::entry::{Data, Kind};
+use crate::layer::source::{Input, collect};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use crate::registry::Options;
+use crate::spec::LayerSpec;
+use crate::transport::{self, ReadMode};
+
+/// Largest zip Lambda takes in a direct upload (`CodeSizeZipped`: 50 MiB, 52,428,800 bytes).
+pub const MAX_ZIPPED: u64 = 50 << 20;
+/// Largest a function and its layers may be once extracted (`CodeSizeUnzipped`: 250 MiB,
+/// 262,144,000 bytes).
+pub const MAX_UNZIPPED: u64 = 250 << 20;
+
+/// Which kind of package: where its content sits in an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Package {
+    /// A function's deployment package: `/var/task`.
+    Function,
+    /// A Lambda layer: `/opt`.
+    Layer,
+}
+
+impl Package {
+    /// The directory the package's content is relative to, without its leading `/`.
+    pub fn root(self) -> &'static str {
+        match self {
+            Package::Function => "var/task",
+            Package::Layer => "opt",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Package::Function => "function .zip",
+            Package::Layer => "Lambda layer .zip",
+        }
+    }
+
+    /// `rel` when `path` is strictly below the root, else `None`.
+    fn relative(self, path: &[u8]) -> Option<&[u8]> {
+        let root = self.root().as_bytes();
+        path.strip_prefix(root)
+            .and_then(|rest| rest.strip_prefix(b"/"))
+            .filter(|rel| !rel.is_empty())
+    }
+}
+
+/// One entry of a package: its path relative to the root, its mode and what it holds (never a
+/// hard link: those become copies of their target).
+struct Item {
+    path: Vec<u8>,
+    mode: u32,
+    kind: Kind,
+    /// Which of [`Contents::inputs`] it comes from (and a `Data::Zip` file is read from).
+    input: usize,
+}
+
+/// What goes into a package, sorted by path, and where the bytes are read from.
+pub struct Contents {
+    package: Package,
+    items: Vec<Item>,
+    /// Where the bytes are read from, and what that is for messages (a layer's source, an
+    /// image reference).
+    inputs: Vec<(Input, String)>,
+    /// Files taken out of an image's layers live here until the zip is written.
+    _tmp: Option<TempDir>,
+}
+
+impl Contents {
+    /// Number of entries (directories and symbolic links included).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes once extracted: file sizes plus symbolic link targets.
+    pub fn unzipped(&self) -> u64 {
+        self.items
+            .iter()
+            .map(|i| match &i.kind {
+                Kind::File { size, .. } => *size,
+                Kind::Symlink(t) => t.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// `(path, mode, kind)` of every entry, in order (paths relative to the root).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], u32, &Kind)> {
+        self.items
+            .iter()
+            .map(|i| (i.path.as_slice(), i.mode, &i.kind))
+    }
+}
+
+fn shown(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// The contents of `layers` (a spec's `[[layer]]`s and `--layer` flags) as one package. Every
+/// layer must go to the package's root or below it; a later layer replaces what an earlier
+/// one put at the same path, as image layers do. `fix_permissions` as for builds.
+pub fn from_layers(
+    layers: &[LayerSpec],
+    package: Package,
+    fix_permissions: bool,
+) -> Result<Contents> {
+    if layers.is_empty() {
+        return Err(Error::Invalid(format!(
+            "nothing to zip: give a spec whose [[layer]]s go to /{} (-f lamina.toml) or --layer SOURCE:/{}",
+            package.root(),
+            package.root()
+        )));
+    }
+    let mut merged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
+    let mut inputs = Vec::with_capacity(layers.len());
+    for (n, l) in layers.iter().enumerate() {
+        let dest =
+            crate::spec::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+        let root = package.root();
+        if dest != root && package.relative(dest.as_bytes()).is_none() {
+            let hint = match package {
+                Package::Function if dest == "opt" || dest.starts_with("opt/") => {
+                    " (build the /opt content as a Lambda layer with `lamina zip --lambda-layer`)"
+                }
+                Package::Layer if dest == "var/task" || dest.starts_with("var/task/") => {
+                    " (the function's own files go in its zip: `lamina zip` without --lambda-layer)"
+                }
+                _ => "",
+            };
+            return Err(Error::source(
+                &l.source,
+                format!(
+                    "layer #{} goes to {}, but a {} holds only what goes under /{root}{hint}",
+                    n + 1,
+                    l.dest,
+                    package.what()
+                ),
+            ));
+        }
+        let mut c = collect(l)?;
+        if fix_permissions {
+            super::fix::fix_permissions(&mut c.entries);
+        }
+        let files: HashMap<Vec<u8>, Kind> = c
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. }))
+            .map(|e| (e.path.clone(), e.kind.clone()))
+            .collect();
+        for e in c.entries {
+            if e.path == root.as_bytes() && e.kind != Kind::Dir {
+                return Err(Error::source(
+                    &l.source,
+                    format!(
+                        "layer #{} puts a file at /{root} itself; a dest ending in `/` (\"/{root}/\") puts it inside",
+                        n + 1
+                    ),
+                ));
+            }
+            let Some(rel) = package.relative(&e.path) else {
+                continue;
+            };
+            let kind = match e.kind {
+                Kind::HardLink(t) => files.get(&t).cloned().ok_or_else(|| {
+                    Error::source(
+                        &l.source,
+                        format!(
+                            "hard link /{} points at a missing /{}",
+                            shown(&e.path),
+                            shown(&t)
+                        ),
+                    )
+                })?,
+                k => k,
+            };
+            let item = Item {
+                path: rel.to_vec(),
+                mode: e.mode,
+                kind,
+                input: inputs.len(),
+            };
+            // A file (or link) over a directory of an earlier layer replaces its subtree.
+            if item.kind != Kind::Dir
+                && merged
+                    .get(&item.path)
+                    .is_some_and(|old| old.kind == Kind::Dir)
+            {
+                let mut prefix = item.path.clone();
+                prefix.push(b'/');
+                merged.retain(|p, _| !p.starts_with(&prefix));
+            }
+            merged.insert(item.path.clone(), item);
+        }
+        inputs.push((c.input, l.source.display().to_string()));
+    }
+    finish(package, merged.into_values().collect(), inputs, None)
+}
+
+fn finish(
+    package: Package,
+    items: Vec<Item>,
+    inputs: Vec<(Input, String)>,
+    tmp: Option<TempDir>,
+) -> Result<Contents> {
+    if items.is_empty() {
+        return Err(Error::Invalid(format!(
+            "nothing to zip: no file goes under /{}",
+            package.root()
+        )));
+    }
+    Ok(Contents {
+        package,
+        items,
+        inputs,
+        _tmp: tmp,
+    })
+}
+
+/// The contents an image has under the package's root, after its whiteouts, for `platform`.
+/// Every layer is streamed once (the files under the root are copied to a temporary
+/// directory as they pass).
+pub fn from_image(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    package: Package,
+    opts: &Options,
+) -> Result<Contents> {
+    let src = transport::read(r, platform, ReadMode::Verified, opts)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("lamina-zip-")
+        .tempdir()
+        .ctx(|| "creating a temporary directory".to_owned())?;
+    let root = package.root();
+    let prefix = format!("{root}/");
+    let mut fs = FileSystem::new();
+    let mut next = 0u64;
+    for l in &src.image.layers {
+        let mt = l.media_type.to_string();
+        let gzip = if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
+            true
+        } else if mt.ends_with(".tar") {
+            false
+        } else {
+            return Err(Error::image(
+                r,
+                format!(
+                    "layer {} ({mt}) is neither a tar nor a gzip tar: lamina cannot read it",
+                    l.digest
+                ),
+            ));
+        };
+        let f = File::open(&l.path).at("opening", &l.path)?;
+        let dir = tmp.path();
+        let mut keeper = |path: &str, data: &mut dyn Read| -> io::Result<Option<u64>> {
+            if !path.starts_with(&prefix) {
+                return Ok(None);
+            }
+            next += 1;
+            let mut out = File::create(dir.join(next.to_string()))?;
+            io::copy(data, &mut out)?;
+            Ok(Some(next))
+        };
+        imagefs::apply_layer_keeping(
+            &mut fs,
+            BufReader::with_capacity(1 << 20, f),
+            gzip,
+            &mut keeper,
+        )
+        .map_err(|e| Error::image(r, format!("reading layer {}: {e}", l.digest)))?;
+    }
+    match fs.get(root).map(|n| &n.kind) {
+        Some(imagefs::Kind::Dir) => {}
+        None => return Err(Error::image(r, format!("has no /{root}: nothing to zip"))),
+        Some(_) => {
+            return Err(Error::image(
+                r,
+                format!(
+                    "/{root} is not a directory: lamina cannot take a {} from it",
+                    package.what()
+                ),
+            ));
+        }
+    }
+    let mut items = Vec::new();
+    for (path, node) in fs.subtree(root) {
+        let Some(rel) = package.relative(path.as_bytes()) else {
+            continue;
+        };
+        let kind = match (&node.kind, node.kept) {
+            (imagefs::Kind::Dir, _) => Kind::Dir,
+            (imagefs::Kind::File, Some(id)) => Kind::File {
+                size: node.size,
+                data: Data::Path(tmp.path().join(id.to_string())),
+            },
+            (imagefs::Kind::File, None) => {
+                return Err(Error::image(
+                    r,
+                    format!(
+                        "/{path} could not be read from the layers (it was put there through a symbolic link)"
+                    ),
+                ));
+            }
+            (imagefs::Kind::Symlink(t), _) => Kind::Symlink(t.clone().into_bytes()),
+            (imagefs::Kind::Other(what), _) => {
+                return Err(Error::image(
+                    r,
+                    format!(
+                        "/{path} is {what}: a zip can hold only files, directories and symbolic links"
+                    ),
+                ));
+            }
+        };
+        items.push(Item {
+            path: rel.to_vec(),
+            mode: node.mode,
+            kind,
+            input: 0,
+        });
+    }
+    if items.is_empty() {
+        return Err(Error::image(r, format!("has nothing under /{root} to zip")));
+    }
+    finish(
+        package,
+        items,
+        vec![(Input::Files, r.to_string())],
+        Some(tmp),
+    )
+}
+
+/// How [`write`] lays the package out.
+#[derive(Clone, Debug)]
+pub struct ZipOptions {
+    /// Seconds since the Unix epoch for every entry (clamped to 1980..2107, as DOS dates are).
+    pub mtime: u64,
+    /// 0 stores, 1 to 9 deflates (6 by default).
+    pub compression_level: u32,
+    /// Lambda layer zips the function will run with: their extracted size counts against
+    /// Lambda's 250 MiB limit.
+    pub with_layers: Vec<PathBuf>,
+}
+
+/// What `lamina zip` reports (and `--json` prints).
+#[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the zip.
+    pub digest: String,
+    /// The same hash base64-encoded: what Lambda reports as the function's `CodeSha256`.
+    pub code_sha256: String,
+    /// Bytes of the zip.
+    pub size: u64,
+    /// Bytes of the package's files once extracted.
+    pub unzipped: u64,
+    /// Bytes of the `with_layers` zips once extracted.
+    pub layers_unzipped: u64,
+    pub entries: usize,
+    /// Limits crossed that do not stop Lambda from taking the package (the 50 MiB direct
+    /// upload limit).
+    pub warnings: Vec<String>,
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+}
+
+/// The extracted size of a Lambda layer zip (its files, checked as any zip source is).
+fn layer_zip_size(p: &Path) -> Result<u64> {
+    let l = LayerSpec {
+        source: p.to_owned(),
+        dest: "/opt".into(),
+        exclude: vec![],
+        mode: None,
+        dir_mode: None,
+        uid: 0,
+        gid: 0,
+    };
+    if !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+        return Err(Error::source(p, "--with-layer takes a Lambda layer .zip"));
+    }
+    let c = collect(&l)?;
+    Ok(c.entries
+        .iter()
+        .map(|e| match &e.kind {
+            Kind::File { size, .. } => *size,
+            Kind::Symlink(t) => t.len() as u64,
+            _ => 0,
+        })
+        .sum())
+}
+
+/// Check Lambda's limits and write `contents` as a zip at `to` (through a temporary file
+/// beside it, renamed into place: on error `to` is left as it was).
+pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report> {
+    let unzipped = contents.unzipped();
+    let mut layers_unzipped = 0;
+    for p in &opts.with_layers {
+        layers_unzipped += layer_zip_size(p)?;
+    }
+    let total = unzipped + layers_unzipped;
+    if total > MAX_UNZIPPED {
+        let with = if opts.with_layers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} of it in the {} Lambda layer zip{})",
+                mib(layers_unzipped),
+                opts.with_layers.len(),
+                if opts.with_layers.len() == 1 { "" } else { "s" }
+            )
+        };
+        return Err(Error::Invalid(format!(
+            "{}: {total} bytes ({}) once extracted{with}, over the {} ({MAX_UNZIPPED} bytes) Lambda allows a \
+             function and its layers; ship it as a container image instead, up to 10 GiB: \
+             `lamina build --to docker://...`",
+            to.display(),
+            mib(total),
+            mib(MAX_UNZIPPED),
+        )));
+    }
+
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).at("creating", &parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".lamina-zip-")
+        .tempfile_in(&parent)
+        .at("creating a temporary file in", &parent)?;
+    let Contents {
+        package,
+        items,
+        mut inputs,
+        _tmp,
+    } = contents;
+    let root = package.root();
+    let mut zw = ZipWriter::new(
+        BufWriter::with_capacity(1 << 20, tmp.as_file()),
+        opts.mtime,
+        opts.compression_level,
+    );
+    for it in &items {
+        let (input, origin) = &mut inputs[it.input];
+        let at = || format!("/{root}/{} (from {origin})", shown(&it.path));
+        let res = match &it.kind {
+            Kind::Dir => zw.add(&it.path, it.mode, Body::Dir),
+            Kind::Symlink(t) => zw.add(&it.path, it.mode, Body::Symlink(t)),
+            Kind::File { size, data } => match data {
+                Data::Path(p) => {
+                    let f = File::open(p).at("opening", p)?;
+                    let mut r = BufReader::with_capacity(256 * 1024, f);
+                    zw.add(&it.path, it.mode, Body::File(&mut r, *size))
+                }
+                Data::Zip(i) => match input {
+                    Input::Zip(z) => {
+                        let mut f = z
+                            .by_index(*i)
+                            .map_err(|e| Error::Invalid(format!("zip entry for {}: {e}", at())))?;
+                        zw.add(&it.path, it.mode, Body::File(&mut f, *size))
+                    }
+                    Input::Files => Err(io::Error::other("its zip archive is not open")),
+                },
+                Data::Empty => zw.add(&it.path, it.mode, Body::File(&mut io::empty(), *size)),
+            },
+            Kind::HardLink(_) => Err(io::Error::other("hard links are stored as copies")),
+        };
+        res.ctx(|| format!("writing {} into {}", at(), to.display()))?;
+    }
+    let (_, size) = zw
+        .finish()
+        .ctx(|| format!("writing {}", tmp.path().display()))?;
+    drop(inputs);
+    let f = File::open(tmp.path()).at("reading", tmp.path())?;
+    let (digest, _) =
+        hash_reader(&mut BufReader::with_capacity(1 << 20, f)).at("reading", tmp.path())?;
+    let raw = hex::decode(digest.hex()).expect("a digest is hex");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .at("setting permissions of", tmp.path())?;
+    tmp.persist(to).map_err(|e| e.error).at("writing", to)?;
+
+    let mut warnings = Vec::new();
+    if size > MAX_ZIPPED {
+        warnings.push(format!(
+            "{} is {size} bytes ({}), over the {} ({MAX_ZIPPED} bytes) Lambda takes in a direct upload: \
+             upload it to S3 and create or update the function from there \
+             (`aws lambda update-function-code --s3-bucket ... --s3-key ...`), or ship a container image \
+             (`lamina build --to docker://...`)",
+            to.display(),
+            mib(size),
+            mib(MAX_ZIPPED)
+        ));
+    }
+    Ok(Report {
+        path: to.to_owned(),
+        digest: digest.to_string(),
+        code_sha256: base64::engine::general_purpose::STANDARD.encode(raw),
+        size,
+        unzipped,
+        layers_unzipped,
+        entries: items.len(),
+        warnings,
+    })
+}
