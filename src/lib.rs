@@ -16,6 +16,7 @@ pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod run;
 pub mod spec;
 pub mod transport;
 

@@ -41,6 +41,12 @@ enum Command {
     /// Write a Lambda .zip deployment package (or Lambda layer zip) from lamina.toml, flags or
     /// an image.
     Zip(Box<ZipArgs>),
+    /// Run a function image locally as Lambda does (Runtime API inside, invoke API on
+    /// 127.0.0.1:PORT), isolated with namespaces, no Docker.
+    Run(Box<RunArgs>),
+    /// Run a function image for one invocation and print its response; non-zero exit when
+    /// the invocation fails.
+    Invoke(Box<InvokeArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -637,6 +643,140 @@ fn zip(a: ZipArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct FunctionArgs {
+    /// The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF.
+    image: String,
+    /// This machine's platform, picked from a multi-platform image (another one is refused:
+    /// there is no emulation).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Seconds an invocation may run, as the function's Lambda timeout (1-900).
+    #[arg(long, value_name = "SECS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=900))]
+    timeout: u32,
+    /// Memory size in MB, given to the function as Lambda gives it (not enforced).
+    #[arg(long, value_name = "MB", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(128..=10240))]
+    memory: u32,
+    /// Set an environment variable of the function (KEY alone passes lamina's own). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Isolate with this OCI runtime (crun, runc) instead of lamina's own namespaces.
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<String>,
+    /// The function's name (AWS_LAMBDA_FUNCTION_NAME, and in its ARN).
+    #[arg(long, value_name = "NAME", default_value = "function")]
+    function_name: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    function: FunctionArgs,
+    /// Port of the invoke API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    #[command(flatten)]
+    function: FunctionArgs,
+    /// The event: a JSON file, or - for standard input (default: {}).
+    #[arg(long, value_name = "FILE")]
+    event: Option<PathBuf>,
+}
+
+/// Read the image and unpack it: what `run` and `invoke` share.
+fn prepare_function(
+    a: &FunctionArgs,
+) -> anyhow::Result<(lamina::run::Prepared, lamina::run::RunOptions)> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let r = parse_ref(&a.image, &cwd)?;
+    let platform = parse_platform(a.platform.as_deref())?;
+    let mut env = Vec::new();
+    for e in &a.env {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+            None if !e.is_empty() => match std::env::var(e) {
+                Ok(v) => env.push((e.clone(), v)),
+                Err(_) => anyhow::bail!("--env {e}: not set in lamina's environment"),
+            },
+            _ => anyhow::bail!("--env `{e}`: expected KEY=VALUE"),
+        }
+    }
+    let opts = lamina::run::RunOptions {
+        timeout: std::time::Duration::from_secs(a.timeout.into()),
+        memory_mb: a.memory,
+        env,
+        isolation: match &a.runtime {
+            Some(rt) => lamina::run::Isolation::Oci(rt.clone()),
+            None => lamina::run::Isolation::Namespaces,
+        },
+        function_name: a.function_name.clone(),
+    };
+    let prepared = lamina::run::prepare(&r, platform, &a.registry.options(false)?, &mut |s| {
+        eprintln!("lamina: {s}")
+    })?;
+    if let Some(u) = &prepared.user {
+        eprintln!(
+            "lamina: the image's USER {u} is not used: the function runs as root inside the sandbox (you, outside)"
+        );
+    }
+    Ok((prepared, opts))
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (prepared, opts) = prepare_function(&a.function)?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
+    lamina::run::serve(&prepared, &opts, listen, &mut |addr| {
+        eprintln!(
+            "lamina: invoke with: curl -d '{{}}' http://{addr}/2015-03-31/functions/function/invocations"
+        )
+    })?;
+    Ok(())
+}
+
+fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let (prepared, opts) = prepare_function(&a.function)?;
+    let (raw, what) = match &a.event {
+        None => (b"{}".to_vec(), "the event".to_owned()),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("reading the event from standard input")?;
+            (b, "the event on standard input".to_owned())
+        }
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("reading the event {}", p.display()))?,
+            p.display().to_string(),
+        ),
+    };
+    let payload =
+        lamina::run::api::event_payload(&raw).map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
+    let outcome = lamina::run::invoke_once(
+        &prepared,
+        &opts,
+        lamina::run::Invoke {
+            payload,
+            ..Default::default()
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&outcome.body)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    if let Some(t) = outcome.error_type {
+        anyhow::bail!("the invocation failed: {t} (X-Amz-Function-Error: Unhandled)");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
@@ -648,6 +788,8 @@ fn main() -> ExitCode {
         Command::Init(a) => init(a),
         Command::Check(a) => check(a),
         Command::Zip(a) => zip(*a),
+        Command::Run(a) => run(*a),
+        Command::Invoke(a) => invoke(*a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,524 @@
+//! `lamina run` and `lamina invoke`: an image run locally the way Lambda runs it, with no
+//! Docker — a Lambda runtime emulator built in.
+//!
+//! [`prepare`] reads the image for this machine's platform (an image for another architecture
+//! is refused: there is no emulation) and unpacks its root file system into the cache
+//! ([`rootfs`]). [`serve`] then starts the function in a sandbox ([`sandbox`]) and serves it
+//! the Lambda Runtime API while serving the user the invoke API of AWS's Runtime Interface
+//! Emulator ([`api`]); [`invoke_once`] runs one invocation and stops.
+
+pub mod api;
+pub mod rootfs;
+pub mod sandbox;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::platform::{Platform, describe};
+use crate::reference::ImageRef;
+use crate::registry::Options;
+use crate::transport::{self, ReadMode, Source};
+
+pub use api::{Invoke, Outcome, Settings};
+pub use sandbox::Isolation;
+
+/// The entrypoint of AWS's base images: it takes the handler as its one argument.
+pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
+
+/// `PATH` when the image sets none (Lambda's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the function runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// `--env`: set over the image's and Lambda's variables.
+    pub env: Vec<(String, String)>,
+    pub isolation: Isolation,
+    pub function_name: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            timeout: Duration::from_secs(3),
+            memory_mb: 128,
+            env: Vec::new(),
+            isolation: Isolation::Namespaces,
+            function_name: "function".to_owned(),
+        }
+    }
+}
+
+/// An image ready to run: its root file system unpacked, its process taken from its config.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub reference: String,
+    pub manifest_digest: Digest,
+    pub platform: Platform,
+    pub rootfs: PathBuf,
+    /// The root file system came from the cache.
+    pub reused: bool,
+    /// Device nodes of the image not reproduced.
+    pub skipped: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries of the image config.
+    pub env: Vec<String>,
+    pub workdir: String,
+    /// The image config's `User`, which is not used (the function runs as root inside the
+    /// sandbox, which is the user running lamina outside).
+    pub user: Option<String>,
+}
+
+/// The platform of this machine, the only one `run` can run.
+pub fn host_platform() -> Result<Platform> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok(Platform::LinuxAmd64),
+        "aarch64" => Ok(Platform::LinuxArm64),
+        other => Err(Error::Invalid(format!(
+            "lamina run runs images on linux/amd64 and linux/arm64 machines (the architectures Lambda runs); this one is {other}"
+        ))),
+    }
+}
+
+fn foreign(reference: &str, os: &str, arch: &str, variant: Option<&str>, host: Platform) -> Error {
+    let image = Platform::ALL
+        .into_iter()
+        .find(|p| p.matches(os, arch, variant))
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| describe(os, arch, variant));
+    Error::image(
+        reference,
+        format!(
+            "is a {image} image, but this machine is {host}: lamina run starts the image's programs directly and does not emulate another architecture. \
+             Run it on a {image} machine, or build it for {host} (--platform {host})"
+        ),
+    )
+}
+
+/// Read `r` for this machine's platform, refusing another architecture with a message that
+/// says so.
+fn read_for_host(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    mode: ReadMode,
+    opts: &Options,
+) -> Result<Source> {
+    let shown = r.to_string();
+    let host = host_platform()?;
+    if let Some(p) = platform
+        && p != host
+    {
+        return Err(foreign(&shown, p.os(), p.arch(), None, host));
+    }
+    let src = match transport::read(r, Some(host), mode, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            // A single image for another platform, or an index without this one.
+            if let Ok(s) = transport::read(r, None, ReadMode::Metadata, opts) {
+                let c = &s.image.config;
+                let (os, arch) = (c.os().to_string(), c.architecture().to_string());
+                if !host.matches(&os, &arch, c.variant().as_deref()) {
+                    return Err(foreign(&shown, &os, &arch, c.variant().as_deref(), host));
+                }
+            }
+            return match e {
+                Error::Image { reference, message } if message.contains("has no") => {
+                    Err(Error::Image {
+                        reference,
+                        message: format!(
+                            "{message}; lamina run only runs {host} images on this machine (no emulation)"
+                        ),
+                    })
+                }
+                e => Err(e),
+            };
+        }
+    };
+    Ok(src)
+}
+
+/// The image's `WorkingDir` (`/` when unset).
+fn workdir_of(src: &Source) -> String {
+    src.image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// Read the image `r` for this machine and unpack its root file system into the cache
+/// (`opts.cache_dir`), or find it there. `log` hears what is done.
+pub fn prepare(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    opts: &Options,
+    log: &mut dyn FnMut(String),
+) -> Result<Prepared> {
+    let shown = r.to_string();
+    let meta = read_for_host(r, platform, ReadMode::Metadata, opts)?;
+    let started = Instant::now();
+    let (src, unpacked) = match rootfs::cached(&opts.cache_dir, &meta.manifest_digest) {
+        Some(dir) => (
+            meta,
+            rootfs::Unpacked {
+                rootfs: dir,
+                reused: true,
+                skipped: Vec::new(),
+            },
+        ),
+        None => {
+            let src = read_for_host(r, platform, ReadMode::Blobs, opts)?;
+            let u = rootfs::unpack_cached(
+                &opts.cache_dir,
+                &src.manifest_digest,
+                &src.image.layers,
+                &workdir_of(&src),
+                &shown,
+            )?;
+            (src, u)
+        }
+    };
+    if unpacked.reused {
+        log(format!(
+            "reusing the root file system of {} ({})",
+            src.manifest_digest,
+            unpacked.rootfs.display()
+        ));
+    } else {
+        log(format!(
+            "unpacked {} layers of {} into {} in {:.2}s",
+            src.image.layers.len(),
+            src.manifest_digest,
+            unpacked.rootfs.display(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if !unpacked.skipped.is_empty() {
+        log(format!(
+            "skipped {} device files of the image (the sandbox provides /dev): {}",
+            unpacked.skipped.len(),
+            unpacked.skipped.join(", ")
+        ));
+    }
+    let c = src.image.config.config().clone().unwrap_or_default();
+    Ok(Prepared {
+        reference: shown,
+        manifest_digest: src.manifest_digest.clone(),
+        platform: host_platform()?,
+        rootfs: unpacked.rootfs,
+        reused: unpacked.reused,
+        skipped: unpacked.skipped,
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        workdir: workdir_of(&src),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+    })
+}
+
+fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
+    match env.iter_mut().find(|(key, _)| key == k) {
+        Some(e) => e.1 = v,
+        None => env.push((k.to_owned(), v)),
+    }
+}
+
+/// The `AWS_LAMBDA_LOG_STREAM_NAME` Lambda would give a new environment.
+fn log_stream_name() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let date = crate::image::rfc3339(secs);
+    format!(
+        "{}/{}/{}/[$LATEST]{}",
+        &date[..4],
+        &date[5..7],
+        &date[8..10],
+        api::request_id().replace('-', "")
+    )
+}
+
+/// The process to start for `p`: ENTRYPOINT + CMD (its program found in the image's `PATH`),
+/// and the environment — the image's, then Lambda's (`AWS_LAMBDA_RUNTIME_API` pointing at
+/// `runtime_api`, the function's name, memory size and version, `_HANDLER` when the entrypoint
+/// is AWS's, region, `TZ`...), the AWS credentials of lamina's own environment when set, then
+/// `--env`.
+pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbox::Spec> {
+    let args: Vec<String> = p.entrypoint.iter().chain(&p.cmd).cloned().collect();
+    if args.is_empty() {
+        return Err(Error::image(
+            &p.reference,
+            "has no ENTRYPOINT and no CMD: there is nothing to run (L005)",
+        ));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in &p.env {
+        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        set(&mut env, k, v.to_owned());
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        set(&mut env, "PATH", DEFAULT_PATH.to_owned());
+    }
+    let host_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let region = host_env("AWS_REGION")
+        .or_else(|| host_env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let name = &o.function_name;
+    for (k, v) in [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name()),
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region),
+        ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
+        ("TZ", ":UTC".to_owned()),
+    ] {
+        set(&mut env, k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "LANG") {
+        set(&mut env, "LANG", "en_US.UTF-8".to_owned());
+    }
+    if p.entrypoint.first().map(String::as_str) == Some(AWS_ENTRYPOINT)
+        && let Some(handler) = p.cmd.first()
+    {
+        set(&mut env, "_HANDLER", handler.clone());
+    }
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        if let Some(v) = host_env(k) {
+            set(&mut env, k, v);
+        }
+    }
+    for (k, v) in &o.env {
+        set(&mut env, k, v.clone());
+    }
+    let program = resolve_program(&p.rootfs, &args[0], &p.workdir, &env);
+    Ok(sandbox::Spec {
+        rootfs: p.rootfs.clone(),
+        program,
+        args,
+        env,
+        cwd: p.workdir.clone(),
+        hostname: "lamina".to_owned(),
+    })
+}
+
+/// The absolute path (inside the image) of the program `name`: looked up in `PATH` when it has
+/// no `/`, taken from `workdir` when relative. Left as given when not found (the exec then
+/// fails as Lambda's would, with `Runtime.InvalidEntrypoint`).
+fn resolve_program(root: &Path, name: &str, workdir: &str, env: &[(String, String)]) -> String {
+    let found = |p: &Path| {
+        rootfs::lookup(root, p)
+            .ok()
+            .flatten()
+            .filter(|rel| root.join(rel).is_file())
+            .is_some()
+    };
+    if name.starts_with('/') {
+        return name.to_owned();
+    }
+    if name.contains('/') {
+        return Path::new(workdir).join(name).to_string_lossy().into_owned();
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = Path::new(dir).join(name);
+        if found(&candidate) {
+            return candidate.to_string_lossy().into_owned();
+        }
+    }
+    name.to_owned()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // One thread: the sandbox's processes are tied to the thread that starts them.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "starting the async runtime".to_owned())
+}
+
+fn launcher(p: &Prepared, o: &RunOptions) -> api::Launcher {
+    let (p, o) = (p.clone(), o.clone());
+    Box::new(move |addr: &str| {
+        let spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
+        sandbox::launch(&o.isolation, &spec)
+    })
+}
+
+fn settings(o: &RunOptions) -> Settings {
+    let region = std::env::var("AWS_REGION")
+        .ok()
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    Settings {
+        timeout: o.timeout,
+        function_name: o.function_name.clone(),
+        memory_mb: o.memory_mb,
+        region,
+    }
+}
+
+/// Check what can be checked before starting: something to run.
+fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
+    process(p, o, "127.0.0.1:0").map(drop)
+}
+
+/// `lamina invoke`: start the function, run one invocation, stop it.
+pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
+    precheck(p, o)?;
+    runtime()?.block_on(async {
+        let (handle, mut running) = api::start(settings(o), launcher(p, o), false);
+        let outcome = tokio::select! {
+            outcome = handle.invoke(invoke) => Some(outcome),
+            r = running.finished() => {
+                r?;
+                None
+            }
+        };
+        let stopped = Error::Invalid("the function's environment stopped before answering".into());
+        match outcome {
+            Some(outcome) => {
+                running.stop().await?;
+                outcome.ok_or(stopped)
+            }
+            None => Err(stopped),
+        }
+    })
+}
+
+/// `lamina run`: start the function and serve the invoke API on `listen` (port 0 picks one)
+/// until interrupted (SIGINT, SIGTERM). `on_listen` hears the address once it is bound.
+pub fn serve(
+    p: &Prepared,
+    o: &RunOptions,
+    listen: SocketAddr,
+    on_listen: &mut dyn FnMut(SocketAddr),
+) -> Result<()> {
+    precheck(p, o)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .ctx(|| format!("listening on {listen}"))?;
+        let addr = listener
+            .local_addr()
+            .ctx(|| format!("listening on {listen}"))?;
+        let (handle, mut running) = api::start(settings(o), launcher(p, o), true);
+        let server = tokio::spawn(api::serve_invoke(listener, handle));
+        on_listen(addr);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .ctx(|| "handling SIGTERM".to_owned())?;
+        let result = tokio::select! {
+            r = running.finished() => {
+                server.abort();
+                return r;
+            }
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        };
+        server.abort();
+        running.stop().await?;
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(root: &Path, entrypoint: &[&str], cmd: &[&str]) -> Prepared {
+        Prepared {
+            reference: "oci:test".into(),
+            manifest_digest: Digest::of(b"m"),
+            platform: Platform::LinuxAmd64,
+            rootfs: root.to_owned(),
+            reused: false,
+            skipped: Vec::new(),
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            env: vec![
+                "PATH=/usr/local/bin:/usr/bin".into(),
+                "TZ=Europe/Paris".into(),
+                "STAGE=image".into(),
+            ],
+            workdir: "/var/task".into(),
+            user: None,
+        }
+    }
+
+    fn get<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_process_gets_the_images_env_then_lambdas_then_the_users() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/python3.12"), b"").unwrap();
+        std::os::unix::fs::symlink("python3.12", root.join("usr/bin/python3")).unwrap();
+        let o = RunOptions {
+            env: vec![
+                ("STAGE".into(), "flag".into()),
+                ("EXTRA".into(), "1".into()),
+            ],
+            memory_mb: 512,
+            ..RunOptions::default()
+        };
+        let p = prepared(root, &[AWS_ENTRYPOINT], &["app.handler"]);
+        let s = process(&p, &o, "127.0.0.1:1234").unwrap();
+        assert_eq!(s.program, AWS_ENTRYPOINT);
+        assert_eq!(s.args, [AWS_ENTRYPOINT, "app.handler"]);
+        assert_eq!(s.cwd, "/var/task");
+        let env = &s.env;
+        assert_eq!(get(env, "AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:1234"));
+        assert_eq!(get(env, "_HANDLER"), Some("app.handler"));
+        assert_eq!(get(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("512"));
+        assert_eq!(get(env, "AWS_LAMBDA_FUNCTION_NAME"), Some("function"));
+        assert_eq!(get(env, "AWS_LAMBDA_FUNCTION_VERSION"), Some("$LATEST"));
+        assert_eq!(get(env, "LAMBDA_TASK_ROOT"), Some("/var/task"));
+        assert_eq!(
+            get(env, "TZ"),
+            Some(":UTC"),
+            "Lambda's TZ wins over the image's"
+        );
+        assert_eq!(get(env, "PATH"), Some("/usr/local/bin:/usr/bin"));
+        assert_eq!(get(env, "STAGE"), Some("flag"), "--env wins");
+        assert_eq!(get(env, "EXTRA"), Some("1"));
+
+        // Another entrypoint: no _HANDLER; a bare program is found in the image's PATH.
+        let p = prepared(root, &["python3", "-m", "app"], &[]);
+        let s = process(&p, &RunOptions::default(), "127.0.0.1:1").unwrap();
+        assert_eq!(s.program, "/usr/bin/python3");
+        assert_eq!(s.args[0], "python3");
+        assert_eq!(get(&s.env, "_HANDLER"), None);
+
+        let p = prepared(root, &[], &[]);
+        let e = process(&p, &RunOptions::default(), "x").unwrap_err();
+        assert!(e.to_string().contains("no ENTRYPOINT and no CMD"), "{e}");
+    }
+}
