@@ -209,7 +209,7 @@ pub struct BuildSpec {
     pub layer_cache: bool,
 }
 
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 4;
 
 /// Read and parse a spec file; errors name the file, line and field.
 pub fn read_spec_file(path: &Path) -> Result<SpecFile> {

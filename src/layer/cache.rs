@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::error::{IoContext, Result};
 
 /// Bump when the bytes lamina writes for the same entries change (tar or compression format).
-pub const FORMAT: &str = "lamina-layer-v1";
+pub const FORMAT: &str = "lamina-layer-v2";
 
 pub struct LayerCache {
     dir: PathBuf,

@@ -2,6 +2,8 @@
 //! uncompressed (diff_id) and compressed digests computed in the same single streaming pass.
 
 pub mod cache;
+pub mod compress;
+mod deflate_scan;
 pub mod entry;
 pub mod source;
 pub mod tar;
@@ -11,8 +13,6 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-
-use flate2::{Compression, GzBuilder};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
@@ -78,8 +78,9 @@ pub fn build_whiteouts(paths: &[String], opts: LayerOptions, blobs: &Path) -> Re
     write_layer(&source::whiteouts(paths), Input::Files, opts, blobs)
 }
 
-/// Chunks handed from the tar thread to the compressing thread.
-const CHUNK: usize = 1 << 20;
+/// Chunks handed from the tar thread to the compressing thread: the compressor's block size,
+/// so that it takes them without copying.
+const CHUNK: usize = compress::BLOCK;
 
 /// A writer that ships full chunks to another thread.
 struct ChunkSender {
@@ -131,8 +132,8 @@ pub fn gzip_file(src: &Path, blobs: &Path, level: u32) -> Result<LayerBlob> {
 }
 
 /// Run `produce` (which writes the uncompressed stream) on this thread, while another thread
-/// compresses and hashes its output into a blob file: the halves overlap, and memory stays
-/// bounded by a few chunks whatever the layer size. Gzip header: no name, mtime 0, OS unknown.
+/// hands it to the parallel compressor (`compress`) and hashes its output into a blob file: the
+/// stages overlap, and memory stays bounded by a few blocks whatever the layer size.
 fn gzip_blob(
     blobs: &Path,
     level: u32,
@@ -147,14 +148,8 @@ fn gzip_blob(
 
     let compressor = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
         let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let mut gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(out, Compression::new(level));
-        for chunk in rx {
-            gz.write_all(&chunk)?;
-        }
-        let (mut w, digest, size) = gz.finish()?.finish();
+        let gz = compress::gzip(rx, level, compress::default_workers(), out)?;
+        let (mut w, digest, size) = gz.finish();
         w.flush()?;
         Ok((digest, size))
     });
