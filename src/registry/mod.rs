@@ -196,17 +196,19 @@ impl Client {
                     .find(|(r, _)| r.is_none() && ecr.is_some())
             })
             .map(|(_, url)| url.clone());
-        let (base, allow_http) = match endpoint {
+        // (base, plain HTTP allowed, plain HTTP tried first: on loopback, where local
+        // registries mostly speak it, and a TLS one answers a plain request with a 400 at once)
+        let (base, allow_http, http_first) = match endpoint {
             // An explicit scheme is the user's choice: no fallback.
-            Some(url) if url.contains("://") => (url, false),
+            Some(url) if url.contains("://") => (url, false, false),
             Some(hostport) => {
-                let allow = insecure || is_loopback(&hostport);
-                (format!("https://{hostport}"), allow)
+                let lo = is_loopback(&hostport);
+                (format!("https://{hostport}"), insecure || lo, lo)
             }
-            None => (
-                format!("https://{api_host}"),
-                insecure || is_loopback(api_host),
-            ),
+            None => {
+                let lo = is_loopback(api_host);
+                (format!("https://{api_host}"), insecure || lo, lo)
+            }
         };
         let base: reqwest::Url = base.parse().map_err(|e| {
             Error::Invalid(format!("registry address `{base}` for {registry}: {e}"))
@@ -221,33 +223,45 @@ impl Client {
             refresh: tokio::sync::Mutex::new(()),
             opts: opts.clone(),
         };
+        let mut candidates = vec![base.clone()];
+        if allow_http {
+            let mut plain = base.clone();
+            plain.set_scheme("http").expect("http is a valid scheme");
+            if http_first {
+                candidates.insert(0, plain);
+            } else {
+                candidates.push(plain);
+            }
+        }
         // Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
         let mut attempt = 0;
         loop {
-            let https = client.http.get(client.url("/v2/")).send().await;
-            let resp = match https {
-                Ok(r) => Ok(r),
-                Err(e) if allow_http && !e.is_timeout() => {
-                    let mut plain = base.clone();
-                    plain.set_scheme("http").expect("http is a valid scheme");
-                    match client
-                        .http
-                        .get(plain.join("/v2/").expect("valid path"))
-                        .send()
-                        .await
+            let mut found = None;
+            let mut errors = Vec::new();
+            for c in &candidates {
+                let url = c.join("/v2/").expect("valid path");
+                match client.http.get(url).send().await {
+                    // A TLS server's answer to plain HTTP: try the next scheme.
+                    Ok(r)
+                        if c.scheme() == "http"
+                            && r.status() == StatusCode::BAD_REQUEST
+                            && candidates.len() > 1 =>
                     {
-                        Ok(r) => {
-                            client.base = plain;
-                            Ok(r)
-                        }
-                        Err(e2) => Err(format!(
-                            "{}; over plain HTTP: {}",
-                            net_message(&e),
-                            net_message(&e2)
-                        )),
+                        errors.push(format!("{c} speaks TLS"));
                     }
+                    Ok(r) => {
+                        found = Some((c.clone(), r));
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
                 }
-                Err(e) => Err(net_message(&e)),
+            }
+            let resp = match found {
+                Some((c, r)) => {
+                    client.base = c;
+                    Ok(r)
+                }
+                None => Err(errors.join("; ")),
             };
             match resp {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
