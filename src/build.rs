@@ -9,7 +9,7 @@ use crate::layer::{self, LayerBlob, LayerOptions};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::Options;
-use crate::registry::push::{BlobFate, PushReport};
+use crate::registry::push::{BlobFate, Commit, PushReport};
 use crate::spec::BuildSpec;
 use crate::transport::{self, ReadMode, Staging};
 
@@ -113,6 +113,88 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
         .collect()
 }
 
+/// Streams layers into a registry while they are built (see [`build`]).
+struct Streamer {
+    rt: tokio::runtime::Runtime,
+    client: std::sync::Arc<crate::registry::Client>,
+    repo: String,
+}
+
+type Stream = (
+    tokio::sync::oneshot::Sender<Commit>,
+    tokio::task::JoinHandle<Option<Digest>>,
+);
+
+impl Streamer {
+    /// For a registry destination that can be reached; otherwise no streaming (the final push
+    /// does everything, and reports any problem).
+    fn new(dest: &ImageRef, opts: &Options) -> Option<Streamer> {
+        let ImageRef::Docker(r) = dest else {
+            return None;
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .ok()?;
+        let client = rt
+            .block_on(crate::registry::Client::connect(
+                &r.registry,
+                r.api_host(),
+                opts,
+            ))
+            .ok()?;
+        Some(Streamer {
+            rt,
+            client: std::sync::Arc::new(client),
+            repo: r.repository.clone(),
+        })
+    }
+
+    /// An upload session fed by the returned tee.
+    fn start(&self) -> (layer::Tee, Stream) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let (commit_tx, commit_rx) = tokio::sync::oneshot::channel();
+        let scope = format!("repository:{}:pull,push", self.repo);
+        let task = self.rt.spawn(crate::registry::push::stream_blob(
+            self.client.clone(),
+            scope,
+            self.repo.clone(),
+            rx,
+            commit_rx,
+        ));
+        let mut open = true;
+        let tee: layer::Tee = Box::new(move |b: &[u8]| {
+            // A failed upload must not hold the build up: stop feeding it.
+            if open && tx.blocking_send(b.to_vec()).is_err() {
+                open = false;
+            }
+        });
+        (tee, (commit_tx, task))
+    }
+
+    /// Commit (or cancel) every stream and wait for them; the digests that were committed.
+    fn finish(
+        &self,
+        commits: Vec<Option<(Stream, Digest, u64)>>,
+        commit: bool,
+    ) -> std::collections::HashSet<Digest> {
+        let mut tasks = Vec::new();
+        for ((tx, task), digest, size) in commits.into_iter().flatten() {
+            let _ = tx.send(if commit {
+                Commit::Blob(digest, size)
+            } else {
+                Commit::Cancel
+            });
+            tasks.push(task);
+        }
+        tasks
+            .into_iter()
+            .filter_map(|t| self.rt.block_on(t).ok().flatten())
+            .collect()
+    }
+}
+
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
 pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
     transport::preflight(&spec.to, opts)?;
@@ -158,9 +240,23 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
+    // A registry destination: each layer streams into an upload session while it is being
+    // compressed, committed once the image is built (and has passed the Lambda checks).
+    let streamer = Streamer::new(&spec.to, opts);
+    let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
     for l in &spec.layers {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
-        jobs.push(Box::new(move || layer::build(l, lopts, blobs, cache, skip)));
+        let (tee, stream) = match &streamer {
+            Some(s) => {
+                let (tee, stream) = s.start();
+                (Some(tee), Some(stream))
+            }
+            None => (None, None),
+        };
+        streams.push(stream);
+        jobs.push(Box::new(move || {
+            layer::build(l, lopts, blobs, cache, skip, tee)
+        }));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source
@@ -170,6 +266,11 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         what.push(format!("lamina: layer {name} -> {}", l.dest));
     }
     let built = parallel(jobs)?;
+    let commits: Vec<_> = streams
+        .into_iter()
+        .zip(&built)
+        .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
+        .collect();
     for (b, created_by) in built.into_iter().zip(what) {
         log(format!(
             "layer {} ({} bytes) {created_by}",
@@ -204,10 +305,28 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         ));
     }
     if spec.lambda_check && matches!(spec.to, ImageRef::Docker(_)) {
-        let checked = crate::lambda::check_rendered(&spec.to.to_string(), &rendered)?;
-        crate::lambda::gate(&checked, &spec.to, log)?;
+        let gated = crate::lambda::check_rendered(&spec.to.to_string(), &rendered)
+            .and_then(|checked| crate::lambda::gate(&checked, &spec.to, log));
+        if let Err(e) = gated {
+            if let Some(s) = &streamer {
+                s.finish(commits, false);
+            }
+            return Err(e);
+        }
     }
-    let pushed = transport::write(&spec.to, &rendered, staging, spec.timestamp, opts)?;
+    let streamed = match &streamer {
+        Some(s) => s.finish(commits, true),
+        None => Default::default(),
+    };
+    let mut pushed = transport::write(&spec.to, &rendered, staging, spec.timestamp, opts)?;
+    // What streamed during the build was pushed by this build, though the final pass skips it.
+    if let Some(p) = &mut pushed {
+        for b in &mut p.blobs {
+            if streamed.contains(&b.digest) && b.fate == crate::registry::push::Fate::Skipped {
+                b.fate = crate::registry::push::Fate::Pushed;
+            }
+        }
+    }
     drop(base);
     Ok(report(&spec.to, &rendered, pushed, true))
 }

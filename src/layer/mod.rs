@@ -43,12 +43,15 @@ pub struct LayerOptions {
 
 /// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory); with a
 /// cache, reuse the layer built last time from the same inputs.
+/// With `tee`, the compressed bytes of a layer that is actually built (not taken from the
+/// cache) are also handed to `tee` as they are written: a registry push can stream them.
 pub fn build(
     l: &LayerSpec,
     opts: LayerOptions,
     blobs: &Path,
     cache: Option<&cache::LayerCache>,
     skip: &[(u64, u64)],
+    tee: Option<Tee>,
 ) -> Result<LayerBlob> {
     let mut c = source::collect_skipping(l, skip)?;
     if opts.fix_permissions {
@@ -66,7 +69,10 @@ pub fn build(
     {
         return Ok(hit);
     }
-    let built = write_layer(&c.entries, c.input, opts, blobs)?;
+    let mut input = c.input;
+    let built = gzip_blob(blobs, opts.compression_level, tee, |w| {
+        tar::write_tar(&c.entries, &mut input, opts.mtime, w).map(|_| ())
+    })?;
     if let (Some(cache), Some(key)) = (cache, &key) {
         cache.put(key, &built);
     }
@@ -116,14 +122,14 @@ pub fn write_layer(
     opts: LayerOptions,
     blobs: &Path,
 ) -> Result<LayerBlob> {
-    gzip_blob(blobs, opts.compression_level, |w| {
+    gzip_blob(blobs, opts.compression_level, None, |w| {
         tar::write_tar(entries, &mut input, opts.mtime, w).map(|_| ())
     })
 }
 
 /// Gzip an existing uncompressed file (a docker-archive layer) into `blobs`.
 pub fn gzip_file(src: &Path, blobs: &Path, level: u32) -> Result<LayerBlob> {
-    gzip_blob(blobs, level, |w| {
+    gzip_blob(blobs, level, None, |w| {
         let f = File::open(src).at("opening", src)?;
         io::copy(&mut io::BufReader::with_capacity(1 << 20, f), w)
             .map(|_| ())
@@ -134,9 +140,32 @@ pub fn gzip_file(src: &Path, blobs: &Path, level: u32) -> Result<LayerBlob> {
 /// Run `produce` (which writes the uncompressed stream) on this thread, while another thread
 /// hands it to the parallel compressor (`compress`) and hashes its output into a blob file: the
 /// stages overlap, and memory stays bounded by a few blocks whatever the layer size.
+/// Receives a layer's compressed bytes as they are written (see [`build`]).
+pub type Tee = Box<dyn FnMut(&[u8]) + Send>;
+
+/// The blob file, with every byte written also handed to a tee.
+struct TeeWriter<W> {
+    inner: W,
+    tee: Option<Tee>,
+}
+
+impl<W: Write> Write for TeeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(t) = &mut self.tee {
+            t(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn gzip_blob(
     blobs: &Path,
     level: u32,
+    tee: Option<Tee>,
     produce: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<LayerBlob> {
     let tmp = tempfile::Builder::new()
@@ -147,7 +176,10 @@ fn gzip_blob(
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
 
     let compressor = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
-        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let out = HashingWriter::new(TeeWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            tee,
+        });
         let gz = compress::gzip(rx, level, compress::default_workers(), out)?;
         let (mut w, digest, size) = gz.finish();
         w.flush()?;

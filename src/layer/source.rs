@@ -55,7 +55,7 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
         Error::source(
             &l.source,
             if e.kind() == std::io::ErrorKind::NotFound {
-                "not found (paths in lamina.toml are relative to the spec's directory)".to_owned()
+                "not found (relative paths are taken from the spec's directory in lamina.toml, from the current directory in flags)".to_owned()
             } else {
                 e.to_string()
             },

@@ -450,3 +450,99 @@ async fn upload(
         }
     }
 }
+
+/// The end of a streamed upload: commit it under the layer's digest, or cancel it.
+pub enum Commit {
+    /// The layer was built with this digest and size: commit if that is what was sent.
+    Blob(Digest, u64),
+    /// The build failed or the image was refused: cancel the upload session.
+    Cancel,
+}
+
+/// Upload a blob while it is being written: one streamed PATCH fed by `chunks` (ended when
+/// the sender is dropped), committed with `PUT ?digest=` only when `commit` says so and the
+/// bytes sent are exactly the layer's. Nothing is visible in the registry before the commit.
+/// Returns the digest if the blob was committed; any failure leaves the blob to the normal push.
+pub async fn stream_blob(
+    client: Arc<Client>,
+    scope: String,
+    repo: String,
+    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    commit: tokio::sync::oneshot::Receiver<Commit>,
+) -> Option<Digest> {
+    let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+    let resp = client
+        .send(&scope, true, &|http| {
+            Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await
+        .ok()?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return None;
+    }
+    let loc = location(&client, &resp, "starting an upload").ok()?;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let chunks = std::sync::Mutex::new(Some(chunks));
+    let patched = client
+        .send(&scope, false, &|http| {
+            // The body can be sent once; a retry would have nothing to send.
+            let rx = chunks
+                .lock()
+                .expect("lock")
+                .take()
+                .ok_or_else(|| Error::Invalid("a streamed upload cannot be retried".into()))?;
+            let counter = counter.clone();
+            let stream = tokio_stream_from(rx).map(move |c| {
+                counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::io::Error>(c)
+            });
+            Ok(http
+                .patch(loc.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(stream)))
+        })
+        .await;
+    let loc = match patched {
+        Ok(r) if r.status().is_success() => location(&client, &r, "uploading").unwrap_or(loc),
+        _ => return None,
+    };
+    let cancel = |loc: reqwest::Url| {
+        let client = client.clone();
+        let scope = scope.clone();
+        async move {
+            let _ = client
+                .send(&scope, false, &|http| Ok(http.delete(loc.clone())))
+                .await;
+        }
+    };
+    match commit.await {
+        Ok(Commit::Blob(digest, size))
+            if size == sent.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            let mut put = loc.clone();
+            put.query_pairs_mut()
+                .append_pair("digest", &digest.to_string());
+            match client
+                .send(&scope, true, &|http| {
+                    Ok(http.put(put.clone()).header(CONTENT_LENGTH, 0))
+                })
+                .await
+            {
+                Ok(r) if r.status().is_success() => Some(digest),
+                _ => None,
+            }
+        }
+        _ => {
+            cancel(loc).await;
+            None
+        }
+    }
+}
+
+/// A stream of the chunks a channel receives.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> impl futures_util::Stream<Item = Vec<u8>> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
