@@ -7,7 +7,8 @@
 # Debian when missing (pigz, umoci, skopeo, docker-registry, time), builds lamina --release, then
 # measures: 1. building a layer of the tree; 2. pushing it to a fresh loopback registry;
 # 3. pushing it again when every blob is there; 4. rebuilding (and re-pushing) after a one-file
-# change; 5. the peak RSS of each. Everything runs on 127.0.0.1; every process it starts is
+# change; 5. a cold build and push of the tree as a function, against buildah bud (vfs storage,
+# --layers, chroot isolation) + buildah push of the equivalent Dockerfile; and the peak RSS of each. Everything runs on 127.0.0.1; every process it starts is
 # stopped on exit. Environment: MB (tree size, default 200), BENCH_DIR (scratch directory,
 # default a new one under /tmp, removed on exit), LAMINA_BENCH_KEEP=1 keeps it.
 set -euo pipefail
@@ -25,7 +26,7 @@ command -v python3 >/dev/null || die "python3 is needed to run $GEN"
 
 # --- peers, from Debian, only when missing ---------------------------------------------------
 need=()
-for pair in pigz:pigz umoci:umoci skopeo:skopeo docker-registry:docker-registry /usr/bin/time:time curl:curl; do
+for pair in pigz:pigz umoci:umoci skopeo:skopeo docker-registry:docker-registry /usr/bin/time:time curl:curl buildah:buildah; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -168,6 +169,18 @@ bash -c "$REBUILD --to 'docker://$REG/bench/fn:rebuild' --no-lambda-check" >/dev
 measure rebuild_push_lamina "touch_handler" "$REBUILD --to 'docker://$REG/bench/fn:rebuild' --no-lambda-check"
 stop_registry
 
+echo "5. cold build and push of the function (fresh registry, empty caches)" >&2
+# The same image both ways: the tree under /var/task on scratch, with a CMD.
+mkdir -p "$W/ctx"
+rm -rf "$W/ctx/tree" && cp -a "$TREE" "$W/ctx/tree"
+printf 'FROM scratch\nCOPY tree/ /var/task/\nCMD ["handler.handle"]\n' >"$W/ctx/Dockerfile"
+BUILDAH="buildah --storage-driver vfs --root '$W/buildah-root' --runroot '$W/buildah-run'"
+measure cold_lamina "start_registry; rm -rf '$LAMINA_CACHE_DIR'" \
+  "'$LAMINA' build --layer '$TREE:/var/task' --base scratch --cmd handler.handle --to \"docker://\$REG/bench/cold:latest\" --no-lambda-check -q"
+measure cold_buildah "start_registry; rm -rf '$W/buildah-root' '$W/buildah-run'" \
+  "$BUILDAH bud --isolation chroot --layers -q -t bench-cold '$W/ctx' && $BUILDAH push --tls-verify=false bench-cold \"docker://\$REG/bench/cold:latest\""
+stop_registry
+
 # --- the table -------------------------------------------------------------------------------
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
@@ -205,3 +218,6 @@ row "skopeo copy" repush_skopeo repush_lamina
 section "4. one handler file changed"
 row "lamina build (layer cache warm)" rebuild_lamina
 row "lamina build --to docker:// (re-push)" rebuild_push_lamina
+section "5. cold build + push of the function"
+row "lamina build --to docker://" cold_lamina cold_lamina
+row "buildah bud + buildah push" cold_buildah cold_lamina
