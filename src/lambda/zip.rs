@@ -196,12 +196,8 @@ impl<W: Write + Seek> ZipWriter<W> {
                 (c.sum(), target.len() as u64, target.len() as u64)
             }
             Body::File(r, size) => {
-                let mut crc = flate2::Crc::new();
-                let mut exact = Exact {
-                    inner: r,
-                    remaining: size,
-                    crc: &mut crc,
-                };
+                let mut exact = crate::layer::tar::Exact::new(r, size);
+                let mut data = flate2::CrcReader::new(&mut exact);
                 let compressed = if method == DEFLATED {
                     let mut enc = DeflateEncoder::new(
                         Tally {
@@ -210,19 +206,19 @@ impl<W: Write + Seek> ZipWriter<W> {
                         },
                         Compression::new(self.level),
                     );
-                    io::copy(&mut exact, &mut enc)?;
+                    io::copy(&mut data, &mut enc)?;
                     enc.finish()?.count
                 } else {
-                    io::copy(&mut exact, &mut self.out)?
+                    io::copy(&mut data, &mut self.out)?
                 };
-                let mut probe = [0u8; 1];
-                if exact.inner.read(&mut probe)? != 0 {
+                let crc = data.crc().sum();
+                if exact.grew()? {
                     return Err(io::Error::other(format!(
                         "it has more than the {size} bytes it had when the build started: it \
                          grew while being read"
                     )));
                 }
-                (crc.sum(), size, compressed)
+                (crc, size, compressed)
             }
         };
         let csize = u32_of(compressed, "an entry")?;
@@ -315,36 +311,6 @@ impl<W: Write + Seek> ZipWriter<W> {
 const MADE_BY_ZIP64: u16 = (3 << 8) | 45;
 
 /// Reads exactly `remaining` bytes, checksumming them; ending early is an error.
-struct Exact<'a, 'c> {
-    inner: &'a mut dyn Read,
-    remaining: u64,
-    crc: &'c mut flate2::Crc,
-}
-
-impl Read for Exact<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let max = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..max])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "it ended {} bytes short of its size: it shrank while being read",
-                    self.remaining
-                ),
-            ));
-        }
-        self.crc.update(&buf[..n]);
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
 /// The first entry name a zip's central directory lists twice, if any. `None` also when the
 /// directory cannot be walked (the zip reader reports that).
 pub fn duplicate_name<R: Read + Seek>(r: &mut R) -> io::Result<Option<Vec<u8>>> {

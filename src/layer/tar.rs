@@ -108,18 +108,9 @@ fn append(
     h.set_entry_type(ty);
     h.set_cksum();
     // `append` pads to 512 bytes after copying; `Exact` makes sure it copies exactly `size`.
-    let mut exact = Exact {
-        inner: data,
-        remaining: size,
-    };
+    let mut exact = Exact::new(data, size);
     io(out.append(&h, &mut exact))?;
-    let mut probe = [0u8; 1];
-    if exact
-        .inner
-        .read(&mut probe)
-        .ctx(|| format!("reading {}", source_name()))?
-        != 0
-    {
+    if exact.grew().ctx(|| format!("reading {}", source_name()))? {
         return Err(Error::Invalid(format!(
             "{} grew while it was being read; build again once it is stable",
             source_name()
@@ -128,10 +119,27 @@ fn append(
     Ok(())
 }
 
-/// Reads exactly `remaining` bytes, failing if the source ends early.
-struct Exact<'a> {
+/// Reads exactly `remaining` bytes, failing if the source ends early; [`Exact::grew`] then
+/// tells whether it had more. A file that changes size while it is archived is an error, never
+/// an archive whose header disagrees with its data.
+pub(crate) struct Exact<'a> {
     inner: &'a mut dyn Read,
     remaining: u64,
+}
+
+impl<'a> Exact<'a> {
+    pub(crate) fn new(inner: &'a mut dyn Read, size: u64) -> Self {
+        Exact {
+            inner,
+            remaining: size,
+        }
+    }
+
+    /// After the promised bytes: is there more?
+    pub(crate) fn grew(&mut self) -> io::Result<bool> {
+        let mut probe = [0u8; 1];
+        Ok(self.inner.read(&mut probe)? != 0)
+    }
 }
 
 impl Read for Exact<'_> {
