@@ -526,3 +526,45 @@ fn zip_and_directory_with_the_same_content_give_the_same_layer() {
         "a zip and a directory with the same files give the same layer"
     );
 }
+
+/// A directory with more than 100,000 entries (node_modules-like trees get there) becomes one
+/// layer holding every file, in order.
+#[test]
+fn a_directory_with_over_100k_entries() {
+    let t = tempfile::TempDir::new().unwrap();
+    let dir = t.path().join("many");
+    std::fs::create_dir(&dir).unwrap();
+    const N: usize = 100_001;
+    for i in 0..N {
+        std::fs::File::create(dir.join(format!("f{i:06}"))).unwrap();
+    }
+    let out = t.path().join("out");
+    lamina_ok(
+        &[
+            "build",
+            "--layer",
+            "many:/var/task",
+            "--to",
+            &oci_ref(&out, "latest"),
+        ],
+        t.path(),
+        &[],
+    );
+    let (manifest, _, _) = read_layout(&out, "latest");
+    let digest = &layer_digests(&manifest)[0];
+    let blob = read_blob(&out, digest);
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+    let mut files = 0usize;
+    let mut last = String::new();
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        if !p.ends_with('/') {
+            assert!(p > last, "sorted: {p} after {last}");
+            last = p;
+            files += 1;
+        }
+    }
+    assert_eq!(files, N);
+    verify_layout_blobs(&out);
+}

@@ -34,14 +34,9 @@ fn octal_into(field: &mut [u8], v: u64) {
     field[n] = 0;
 }
 
-/// Write one entry's header (and PAX record if needed) then its data.
-fn append(
-    out: &mut tar::Builder<impl Write>,
-    e: &Entry,
-    mtime: u64,
-    data: &mut dyn Read,
-    source_name: &dyn Fn() -> String,
-) -> Result<()> {
+/// The PAX records (only those ustar cannot hold) and the ustar header for an entry, and the
+/// size of its data.
+fn headers(e: &Entry, mtime: u64) -> (Vec<(&'static str, Vec<u8>)>, Header, u64) {
     let mut name = e.path.clone();
     if e.kind == Kind::Dir {
         name.push(b'/');
@@ -52,7 +47,7 @@ fn append(
         Kind::Symlink(t) => (EntryType::Symlink, 0, Some(t)),
         Kind::HardLink(t) => (EntryType::Link, 0, Some(t)),
     };
-    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut pax: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let split = ustar_split(&name);
     if split.is_none() {
         pax.push(("path", name.clone()));
@@ -71,11 +66,6 @@ fn append(
     if e.gid > USTAR_MAX_ID {
         pax.push(("gid", e.gid.to_string().into_bytes()));
     }
-    let io = |r: io::Result<()>| r.ctx(|| format!("writing tar entry for {}", source_name()));
-    if !pax.is_empty() {
-        io(out.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice()))))?;
-    }
-
     let mut h = Header::new_ustar();
     {
         let u = h.as_ustar_mut().expect("new_ustar gives a ustar header");
@@ -107,6 +97,23 @@ fn append(
     }
     h.set_entry_type(ty);
     h.set_cksum();
+    (pax, h, size)
+}
+
+/// Write one entry's header (and PAX record if needed) then its data.
+fn append(
+    out: &mut tar::Builder<impl Write>,
+    e: &Entry,
+    mtime: u64,
+    data: &mut dyn Read,
+    source_name: &dyn Fn() -> String,
+) -> Result<()> {
+    let (pax, h, size) = headers(e, mtime);
+    let io = |r: io::Result<()>| r.ctx(|| format!("writing tar entry for {}", source_name()));
+    if !pax.is_empty() {
+        io(out.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice()))))?;
+    }
+
     // `append` pads to 512 bytes after copying; `Exact` makes sure it copies exactly `size`.
     let mut exact = Exact::new(data, size);
     io(out.append(&h, &mut exact))?;
@@ -252,6 +259,43 @@ mod tests {
             .map(|e| e.unwrap().path_bytes().to_vec())
             .collect();
         assert_eq!(names, [mid.into_bytes(), long.into_bytes()]);
+    }
+
+    #[test]
+    fn huge_files_and_ids_go_to_pax_records() {
+        let size = 9 << 30; // over ustar's 8 GiB
+        let e = Entry {
+            path: b"data/huge.bin".to_vec(),
+            mode: 0o644,
+            uid: 3_000_000,
+            gid: 0,
+            kind: Kind::File {
+                size,
+                data: Data::Empty,
+            },
+        };
+        let (pax, h, got) = headers(&e, 0);
+        assert_eq!(got, size);
+        let keys: Vec<&str> = pax.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["size", "uid"]);
+        // Written without data, a reader still sees the PAX size and uid on the entry.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .unwrap();
+        b.append(&h, io::empty()).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut a = tar::Archive::new(&bytes[..]);
+        let mut entry = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.size(), size);
+        let uid = entry
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|x| x.unwrap())
+            .find(|x| x.key() == Ok("uid"))
+            .map(|x| x.value().unwrap().to_owned());
+        assert_eq!(uid.as_deref(), Some("3000000"));
+        assert_eq!(entry.path_bytes().as_ref(), b"data/huge.bin");
     }
 
     #[test]
