@@ -475,3 +475,38 @@ fn inspect_of_a_missing_image() {
     );
     assert_failed(&out, &["s390x"]);
 }
+
+/// A base verified by an earlier build is not read again while its blobs are untouched, but a
+/// blob rewritten since is checked again and refused.
+#[test]
+fn base_corrupted_after_a_good_build_is_still_refused() {
+    let inputs = TempDir::new().unwrap();
+    let (dir, manifest) = base_copy(inputs.path());
+    let base = oci_ref(&dir, "latest");
+    let good = inputs.path().join("good");
+    lamina_ok(
+        &[
+            "build",
+            "-f",
+            &spec_arg(),
+            "--base",
+            &base,
+            "--to",
+            &oci_ref(&good, "latest"),
+        ],
+        inputs.path(),
+        &[],
+    );
+    let layer = layer_digests(&manifest)[0].clone();
+    let p = blob_path(&dir, &layer);
+    let bytes: Vec<u8> = fs::read(&p).unwrap().iter().map(|b| b ^ 0xff).collect();
+    chmod(&p, 0o644);
+    // A later mtime, as any rewrite gives (the clock may not have ticked since the build).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&p, &bytes).unwrap();
+    assert_build_fails_cleanly(
+        &["-f", &spec_arg(), "--base", &base],
+        inputs.path(),
+        &[hex_of(&layer)],
+    );
+}

@@ -425,3 +425,33 @@ fn a_function_spec_zips_with_its_bootstrap_at_the_root() {
         "Lambda layers are zips of their own: {text}"
     );
 }
+
+#[test]
+fn a_cached_blob_rewritten_since_is_not_reused() {
+    let t = TempDir::new().unwrap();
+    python_project(t.path());
+    let cache = t.path().join("cache");
+    let env = [("LAMINA_CACHE_DIR", cache.to_str().unwrap())];
+    let one = t.path().join("one");
+    lamina_ok(&["build", "--to", &oci_ref(&one, "latest")], t.path(), &env);
+    let (m1, d1, _) = read_layout(&one, "latest");
+    // Damage the cached dependencies layer in place (same size, later mtime).
+    let deps = &layer_digests(&m1)[3];
+    let cached = cache.join("blobs/sha256").join(hex_of(deps));
+    let bytes: Vec<u8> = fs::read(&cached)
+        .unwrap()
+        .iter()
+        .map(|b| b ^ 0x55)
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::remove_file(&cached).unwrap();
+    fs::write(&cached, &bytes).unwrap();
+    let two = t.path().join("two");
+    lamina_ok(&["build", "--to", &oci_ref(&two, "latest")], t.path(), &env);
+    let (_, d2, _) = read_layout(&two, "latest");
+    assert_eq!(
+        d1, d2,
+        "the layer was rebuilt, not taken from the damaged cache"
+    );
+    verify_layout_blobs(&two);
+}

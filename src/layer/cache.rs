@@ -38,6 +38,11 @@ fn stamp(h: &mut Sha256, p: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A cached blob file's identity: device, inode and modification time in nanoseconds.
+fn file_stamp(m: &fs::Metadata) -> String {
+    format!("{}:{}:{}.{}", m.dev(), m.ino(), m.mtime(), m.mtime_nsec())
+}
+
 impl LayerCache {
     /// The cache under `dir` (the same directory as the pull cache).
     pub fn new(dir: &Path) -> LayerCache {
@@ -111,7 +116,10 @@ impl LayerCache {
         let diff_id: Digest = rec.get("diffId")?.as_str()?.parse().ok()?;
         let size = rec.get("size")?.as_u64()?;
         let cached = self.blobs().join(digest.hex());
-        if fs::metadata(&cached).ok()?.len() != size {
+        // The cached blob must be the file lamina wrote: same size, inode and mtime (a file
+        // rewritten since, say by a disk problem or a stray tool, is rebuilt instead).
+        let m = fs::metadata(&cached).ok()?;
+        if m.len() != size || rec.get("stamp")?.as_str()? != file_stamp(&m) {
             return None;
         }
         crate::transport::link_blob(&cached, blobs, digest.hex()).ok()?;
@@ -138,10 +146,12 @@ impl LayerCache {
             .prefix(".layer-")
             .tempfile_in(&dir)
             .at("creating a temporary file in", &dir)?;
+        let m = fs::metadata(blobs.join(b.digest.hex())).at("reading metadata of", &blobs)?;
         let rec = serde_json::json!({
             "digest": b.digest.to_string(),
             "diffId": b.diff_id.to_string(),
             "size": b.size,
+            "stamp": file_stamp(&m),
         });
         fs::write(
             tmp.path(),

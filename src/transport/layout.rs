@@ -265,6 +265,38 @@ pub fn layers_of(
 }
 
 /// Check every layer's bytes, two at a time (reading and hashing are the cost).
+/// The marker that a blob file, as it is now, was fully verified against its digest and
+/// diff_id: its path under the cache's `verified/`, keyed by both digests and the file's
+/// device, inode, size and modification time in nanoseconds, which every write changes. (Not
+/// the change time: lamina hard-links base blobs into its outputs, which changes it.) This
+/// guards against corruption and partial writes; it does not re-verify a file someone rewrote
+/// and then set back to its old mtime.
+fn verified_marker(l: &Layer) -> Option<std::path::PathBuf> {
+    use sha2::{Digest as _, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(&l.path).ok()?;
+    let mut h = Sha256::new();
+    h.update(l.digest.to_string());
+    h.update(l.diff_id.to_string());
+    for v in [
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    Some(
+        crate::cache::default_dir()
+            .join("verified")
+            .join(hex::encode(h.finalize())),
+    )
+}
+
+/// Check every layer's bytes, a few at a time (reading and hashing are the cost). A blob file
+/// verified before and untouched since is not read again (base images are checked on every
+/// build: an AWS base would cost about half a second each time).
 pub fn verify_layers(layers: &[Layer], reference: &str) -> Result<()> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -285,13 +317,24 @@ pub fn verify_layers(layers: &[Layer], reference: &str) -> Result<()> {
                     } else {
                         (None, false) // zstd: the compressed digest is still checked
                     };
-                    if let Err(e) =
-                        crate::layer::verify_blob(&l.path, &l.digest, l.size, diff, gzip)
-                    {
-                        errors
+                    let marker = verified_marker(l);
+                    if marker.as_ref().is_some_and(|m| m.exists()) {
+                        continue;
+                    }
+                    match crate::layer::verify_blob(&l.path, &l.digest, l.size, diff, gzip) {
+                        Err(e) => errors
                             .lock()
                             .expect("no panics hold this lock")
-                            .push((i, e));
+                            .push((i, e)),
+                        // Remembering is best effort: without the marker it is checked again.
+                        Ok(()) => {
+                            if let Some(m) = marker
+                                && let Some(dir) = m.parent()
+                                && fs::create_dir_all(dir).is_ok()
+                            {
+                                let _ = fs::write(&m, b"");
+                            }
+                        }
                     }
                 }
             });
