@@ -214,13 +214,15 @@ struct BuildArgs {
     /// The build spec (default: ./lamina.toml if it exists).
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     file: Option<PathBuf>,
-    /// Base image: scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+    /// Base image: scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE,
+    /// docker://REF.
     #[arg(long, value_name = "REF")]
     base: Option<String>,
     /// linux/amd64 (x86_64) or linux/arm64 (aarch64).
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
-    /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],
+    /// docker://REF (build and push).
     #[arg(long, value_name = "REF")]
     to: Option<String>,
     /// Add a layer with SOURCE's files at DEST (after the spec's layers). Repeatable.
@@ -238,8 +240,10 @@ struct BuildArgs {
     /// Set an environment variable (merged over the base's). Repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// WORKDIR in the image.
     #[arg(long, value_name = "DIR")]
     workdir: Option<String>,
+    /// USER the image runs as.
     #[arg(long, value_name = "USER[:GROUP]")]
     user: Option<String>,
     /// Config label. Repeatable.
