@@ -259,14 +259,6 @@ fn endpoint_flags(reg: &Registry) -> Vec<String> {
     v
 }
 
-/// Whether `skopeo inspect --raw` finds `repo_tag` in `reg`.
-fn registry_has(reg: &Registry, repo_tag: &str) -> bool {
-    let mut args = strings(&["inspect", "--raw"]);
-    args.extend(reg.skopeo_flags(""));
-    args.push(reg.reference(repo_tag));
-    skopeo(&args).status.success()
-}
-
 /// The registry's storage for `repo` (docker-registry's filesystem driver).
 fn registry_repo_dir(reg: &Registry, repo: &str) -> PathBuf {
     reg.dir
@@ -442,51 +434,10 @@ impl Sandbox {
     }
 }
 
-fn strings(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
-}
-
 fn cat(a: &[String], b: &[&str]) -> Vec<String> {
     let mut v = a.to_vec();
     v.extend(b.iter().map(|s| (*s).to_owned()));
     v
-}
-
-/// stdout must be one JSON object.
-fn parse_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
-}
-
-/// `blobs` of a push report, by digest: (size, fate).
-fn blob_fates(report: &Value) -> BTreeMap<String, (u64, String)> {
-    report["blobs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no blobs array in {report}"))
-        .iter()
-        .map(|b| {
-            (
-                b["digest"].as_str().expect("blob digest").to_owned(),
-                (
-                    b["size"].as_u64().expect("blob size"),
-                    b["fate"].as_str().expect("blob fate").to_owned(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Config and layers of an image manifest, by digest: size.
-fn manifest_blobs(manifest: &Value) -> BTreeMap<String, u64> {
-    std::iter::once(&manifest["config"])
-        .chain(manifest["layers"].as_array().expect("layers"))
-        .map(|d| {
-            (
-                d["digest"].as_str().expect("digest").to_owned(),
-                d["size"].as_u64().expect("size"),
-            )
-        })
-        .collect()
 }
 
 /// stderr holds none of the lines `build` logs once it has started building (the base read,

@@ -357,17 +357,8 @@ fn a_code_change_rebuilds_and_repushes_one_small_layer() {
     let env = [("LAMINA_CACHE_DIR", cache.to_str().unwrap())];
     let dest = reg.reference("team/fn:v1");
     let fates = |out: &std::process::Output| -> Vec<(u64, String)> {
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
-        v["blobs"]
-            .as_array()
-            .expect("blobs")
-            .iter()
-            .map(|b| {
-                (
-                    b["size"].as_u64().unwrap(),
-                    b["fate"].as_str().unwrap().to_owned(),
-                )
-            })
+        common::registry::blob_fates(&common::registry::parse_json(out))
+            .into_values()
             .collect()
     };
     let first = lamina_ok(&["build", "--json", "--to", &dest], t.path(), &env);

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
@@ -158,10 +158,6 @@ impl Sandbox {
     }
 }
 
-fn strings(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
-}
-
 fn with_flags(mut args: Vec<String>, reg: &Registry) -> Vec<String> {
     args.extend(reg.lamina_flags());
     args
@@ -188,12 +184,6 @@ fn assert_no_secrets(out: &Output, args: &[String]) {
     }
 }
 
-/// stdout must be one JSON object.
-fn parse_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
-}
-
 /// Deterministic incompressible bytes (xorshift64*).
 fn write_noise(path: &Path, len: usize, seed: u64) {
     let mut x = seed | 1;
@@ -206,45 +196,6 @@ fn write_noise(path: &Path, len: usize, seed: u64) {
     }
     data.truncate(len);
     write_file(path, &data, 0o644);
-}
-
-/// `blobs` of a push report, by digest: (size, fate).
-fn blob_fates(report: &Value) -> BTreeMap<String, (u64, String)> {
-    report["blobs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no blobs array in {report}"))
-        .iter()
-        .map(|b| {
-            (
-                b["digest"].as_str().expect("blob digest").to_owned(),
-                (
-                    b["size"].as_u64().expect("blob size"),
-                    b["fate"].as_str().expect("blob fate").to_owned(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Config and layers of an image manifest, by digest: size.
-fn manifest_blobs(manifest: &Value) -> BTreeMap<String, u64> {
-    std::iter::once(&manifest["config"])
-        .chain(manifest["layers"].as_array().expect("layers"))
-        .map(|d| {
-            (
-                d["digest"].as_str().expect("digest").to_owned(),
-                d["size"].as_u64().expect("size"),
-            )
-        })
-        .collect()
-}
-
-/// Whether `skopeo inspect --raw` finds `repo_tag`.
-fn registry_has(reg: &Registry, repo_tag: &str) -> bool {
-    let mut args = strings(&["inspect", "--raw"]);
-    args.extend(reg.skopeo_flags(""));
-    args.push(reg.reference(repo_tag));
-    skopeo(&args).status.success()
 }
 
 /// skopeo-copy `repo_tag` out of the registry into a fresh layout and check every blob.

@@ -1804,3 +1804,54 @@ fn storage_conn(mut stream: TcpStream, st: &RedirectState) -> io::Result<()> {
         None => respond(&mut stream, 404, &[], b"no such blob", head_only),
     }
 }
+
+// --- helpers shared by the registry and ECR tests -------------------------------------------
+
+/// stdout must be one JSON object.
+pub fn parse_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
+}
+
+/// Whether `skopeo inspect --raw` finds `repo_tag`.
+pub fn registry_has(reg: &Registry, repo_tag: &str) -> bool {
+    let mut args = strings(&["inspect", "--raw"]);
+    args.extend(reg.skopeo_flags(""));
+    args.push(reg.reference(repo_tag));
+    super::skopeo(&args).status.success()
+}
+
+pub fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `blobs` of a push report, by digest: (size, fate).
+pub fn blob_fates(report: &Value) -> BTreeMap<String, (u64, String)> {
+    report["blobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no blobs array in {report}"))
+        .iter()
+        .map(|b| {
+            (
+                b["digest"].as_str().expect("blob digest").to_owned(),
+                (
+                    b["size"].as_u64().expect("blob size"),
+                    b["fate"].as_str().expect("blob fate").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Config and layers of an image manifest, by digest: size.
+pub fn manifest_blobs(manifest: &Value) -> BTreeMap<String, u64> {
+    std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().expect("layers"))
+        .map(|d| {
+            (
+                d["digest"].as_str().expect("digest").to_owned(),
+                d["size"].as_u64().expect("size"),
+            )
+        })
+        .collect()
+}
