@@ -507,17 +507,7 @@ impl<'a> Unpacker<'a> {
         let host = self.root.join(&dest);
         match kind {
             T::Directory => {
-                match fs::symlink_metadata(&host) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        fs::remove_file(&host)?;
-                        fs::DirBuilder::new().mode(0o700).create(&host)?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        fs::DirBuilder::new().mode(0o700).create(&host)?;
-                    }
-                    Err(e) => return Err(e),
-                }
+                ensure_dir(&host, 0o700)?;
                 fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
                 self.dirs.insert(dest.clone(), (mode, mtime));
             }
@@ -602,17 +592,7 @@ impl<'a> Unpacker<'a> {
     fn finish(&mut self, workdir: &str) -> io::Result<()> {
         for m in MOUNT_POINTS {
             let host = self.root.join(m);
-            match fs::symlink_metadata(&host) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    fs::remove_file(&host)?;
-                    fs::DirBuilder::new().mode(0o755).create(&host)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new().mode(0o755).create(&host)?;
-                }
-                Err(e) => return Err(e),
-            }
+            ensure_dir(&host, 0o755)?;
         }
         if let Some(w) = clean(workdir.as_bytes()) {
             resolve_dir(self.root, &w, true)
@@ -629,6 +609,21 @@ impl<'a> Unpacker<'a> {
             set_mtime_nofollow(&host, mtime)?;
         }
         Ok(())
+    }
+}
+
+/// Make `host` a directory (created with `mode`), replacing whatever non-directory is there.
+fn ensure_dir(host: &Path, mode: u32) -> io::Result<()> {
+    match fs::symlink_metadata(host) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(host)?;
+            fs::DirBuilder::new().mode(mode).create(host)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().mode(mode).create(host)
+        }
+        Err(e) => Err(e),
     }
 }
 
