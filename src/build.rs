@@ -113,10 +113,10 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
         .collect()
 }
 
-/// Streams layers into a registry while they are built (see [`build`]).
-struct Streamer {
-    rt: tokio::runtime::Runtime,
-    client: std::sync::Arc<crate::registry::Client>,
+/// Streams layers into a registry while they are built (see [`build`]), over the build's
+/// registry session.
+struct Streamer<'a> {
+    session: &'a transport::Session,
     repo: String,
 }
 
@@ -125,28 +125,14 @@ type Stream = (
     tokio::task::JoinHandle<Option<Digest>>,
 );
 
-impl Streamer {
-    /// For a registry destination that can be reached; otherwise no streaming (the final push
-    /// does everything, and reports any problem).
-    fn new(dest: &ImageRef, opts: &Options) -> Option<Streamer> {
-        let ImageRef::Docker(r) = dest else {
+impl<'a> Streamer<'a> {
+    /// For a registry destination (which has a session); otherwise no streaming.
+    fn new(dest: &ImageRef, session: Option<&'a transport::Session>) -> Option<Streamer<'a>> {
+        let (ImageRef::Docker(r), Some(session)) = (dest, session) else {
             return None;
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .ok()?;
-        let client = rt
-            .block_on(crate::registry::Client::connect(
-                &r.registry,
-                r.api_host(),
-                opts,
-            ))
-            .ok()?;
         Some(Streamer {
-            rt,
-            client: std::sync::Arc::new(client),
+            session,
             repo: r.repository.clone(),
         })
     }
@@ -156,8 +142,8 @@ impl Streamer {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let (commit_tx, commit_rx) = tokio::sync::oneshot::channel();
         let scope = format!("repository:{}:pull,push", self.repo);
-        let task = self.rt.spawn(crate::registry::push::stream_blob(
-            self.client.clone(),
+        let task = self.session.rt.spawn(crate::registry::push::stream_blob(
+            self.session.client.clone(),
             scope,
             self.repo.clone(),
             rx,
@@ -190,14 +176,14 @@ impl Streamer {
         }
         tasks
             .into_iter()
-            .filter_map(|t| self.rt.block_on(t).ok().flatten())
+            .filter_map(|t| self.session.rt.block_on(t).ok().flatten())
             .collect()
     }
 }
 
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
 pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
-    transport::preflight(&spec.to, opts)?;
+    let session = transport::preflight(&spec.to, opts)?;
     let staging = Staging::for_dest(&spec.to)?;
     let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts)?;
     log(format!(
@@ -242,7 +228,7 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
     }
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
-    let streamer = Streamer::new(&spec.to, opts);
+    let streamer = Streamer::new(&spec.to, session.as_ref());
     let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
     for l in &spec.layers {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
@@ -318,7 +304,14 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         Some(s) => s.finish(commits, true),
         None => Default::default(),
     };
-    let mut pushed = transport::write(&spec.to, &rendered, staging, spec.timestamp, opts)?;
+    let mut pushed = transport::write(
+        &spec.to,
+        &rendered,
+        staging,
+        spec.timestamp,
+        opts,
+        session.as_ref(),
+    )?;
     // What streamed during the build was pushed by this build, though the final pass skips it.
     if let Some(p) = &mut pushed {
         for b in &mut p.blobs {
@@ -358,7 +351,7 @@ pub fn copy(
     }
     let img = source.as_stored();
     let mtime = 0;
-    let pushed = transport::write(dest, &img, staging, mtime, opts)?;
+    let pushed = transport::write(dest, &img, staging, mtime, opts, None)?;
     Ok(report(dest, &img, pushed, false))
 }
 

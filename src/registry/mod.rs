@@ -91,6 +91,8 @@ pub struct Client {
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, String>>,
     refresh: tokio::sync::Mutex<()>,
+    /// ECR repositories this client has made sure exist.
+    ensured: Mutex<std::collections::HashSet<String>>,
     pub opts: Options,
 }
 
@@ -221,6 +223,7 @@ impl Client {
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
+            ensured: Mutex::new(Default::default()),
             opts: opts.clone(),
         };
         let mut candidates = vec![base.clone()];
@@ -313,6 +316,23 @@ impl Client {
         } else {
             Err(self.unexpected("checking access", resp).await)
         }
+    }
+
+    /// On ECR, make sure `repository` exists (creating it with `--create-repo`), once per
+    /// client; elsewhere nothing to do.
+    pub async fn ensure_repository(&self, repository: &str) -> Result<()> {
+        let Some(ecr) = crate::ecr::parse_host(&self.registry) else {
+            return Ok(());
+        };
+        if self.ensured.lock().expect("lock").contains(repository) {
+            return Ok(());
+        }
+        crate::ecr::ensure_repository(&ecr, repository, &self.opts.ecr).await?;
+        self.ensured
+            .lock()
+            .expect("lock")
+            .insert(repository.to_owned());
+        Ok(())
     }
 
     pub fn registry(&self) -> &str {
@@ -579,14 +599,18 @@ where
         .collect()
 }
 
-/// Run a registry operation to completion from synchronous code.
-pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+/// The async runtime registry work runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .ctx(|| "starting the async runtime".to_owned())?
-        .block_on(f)
+        .ctx(|| "starting the async runtime".to_owned())
+}
+
+/// Run a registry operation to completion from synchronous code.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    runtime()?.block_on(f)
 }
 
 #[cfg(test)]

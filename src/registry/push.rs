@@ -72,9 +72,7 @@ struct Job {
 /// Push `img` to `r`: blobs in parallel (bounded), then the manifest.
 pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Result<PushReport> {
     // ECR refuses pushes to a repository that does not exist.
-    if let Some(ecr) = crate::ecr::parse_host(client.registry()) {
-        crate::ecr::ensure_repository(&ecr, &r.repository, &client.opts.ecr).await?;
-    }
+    client.ensure_repository(&r.repository).await?;
     let mut jobs: Vec<Job> = Vec::new();
     let mut mounts: Vec<String> = Vec::new();
     for l in &img.layers {

@@ -159,12 +159,14 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
 /// A registry destination reports what happened to each blob.
+/// With a `session` (from [`preflight`]), a registry destination reuses its connection.
 pub fn write(
     r: &ImageRef,
     img: &Rendered,
     staging: Staging,
     mtime: u64,
     opts: &Options,
+    session: Option<&Session>,
 ) -> Result<Option<PushReport>> {
     match r {
         ImageRef::Oci { dir, tag } => {
@@ -177,10 +179,16 @@ pub fn write(
             archive::write_docker_archive(file, name.as_deref(), img, staging, mtime).map(|()| None)
         }
         ImageRef::Docker(rr) => {
-            let report = crate::registry::block_on(async {
-                let client = Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
-                crate::registry::push::push(client, rr, img).await
-            })?;
+            let report = match session {
+                Some(s) => {
+                    s.rt.block_on(crate::registry::push::push(s.client.clone(), rr, img))?
+                }
+                None => crate::registry::block_on(async {
+                    let client =
+                        Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
+                    crate::registry::push::push(client, rr, img).await
+                })?,
+            };
             drop(staging);
             Ok(Some(report))
         }
@@ -190,18 +198,29 @@ pub fn write(
 
 /// Fail early, before any build work, when a registry destination cannot take the image:
 /// unreachable, credentials refused, or (ECR) a missing repository without `--create-repo`.
-pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<()> {
+/// Returns the connection, to be used for the rest of the build (streaming and the push).
+pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session>> {
     let ImageRef::Docker(r) = dest else {
-        return Ok(());
+        return Ok(None);
     };
-    crate::registry::block_on(async {
+    let rt = crate::registry::runtime()?;
+    let client = rt.block_on(async {
         let client = Client::connect(&r.registry, r.api_host(), opts).await?;
         client.check_push_access(&r.repository).await?;
-        if let Some(ecr) = crate::ecr::parse_host(&r.registry) {
-            crate::ecr::ensure_repository(&ecr, &r.repository, &opts.ecr).await?;
-        }
-        Ok(())
-    })
+        client.ensure_repository(&r.repository).await?;
+        Ok::<_, Error>(client)
+    })?;
+    Ok(Some(Session {
+        rt,
+        client: Arc::new(client),
+    }))
+}
+
+/// A connection to a registry destination and the runtime it lives on: one build connects,
+/// authenticates and checks the repository once.
+pub struct Session {
+    pub rt: tokio::runtime::Runtime,
+    pub client: Arc<Client>,
 }
 
 /// Pull `r` into the blob cache and read it from there like a layout.
