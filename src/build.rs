@@ -334,7 +334,7 @@ pub fn copy(
     lambda_check: bool,
 ) -> Result<Report> {
     if let ImageRef::Scratch = dest {
-        return Err(Error::Invalid("`scratch` cannot be a destination".into()));
+        return Err(Error::Usage("`scratch` cannot be a destination".into()));
     }
     let staging = Staging::for_dest(dest)?;
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));

@@ -7,7 +7,6 @@
 pub mod build;
 pub mod cache;
 pub mod digest;
-pub mod ecr;
 pub mod error;
 pub mod image;
 pub mod lambda;

@@ -105,7 +105,7 @@ impl RegistryArgs {
             .collect();
         Ok(Options {
             endpoints,
-            ecr: lamina::ecr::EcrOptions {
+            ecr: lamina::registry::ecr::EcrOptions {
                 profile: self.profile.clone(),
                 create_repo: self.create_repo,
                 tag_mutability: self.tag_mutability.clone(),
@@ -179,7 +179,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let text = lamina::lambda::function::starter_spec(a.runtime.as_deref(), &a.dir)
+    let text = lamina::spec::function::starter_spec(a.runtime.as_deref(), &a.dir)
         .map_err(anyhow::Error::msg)?;
     let dir = if a.dir.as_os_str().is_empty() {
         Path::new(".")

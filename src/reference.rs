@@ -20,6 +20,28 @@ pub enum ImageRef {
     Docker(RegistryRef),
 }
 
+/// Docker Hub's name in references and credentials.
+pub const DOCKER_HUB: &str = "docker.io";
+/// The host Docker Hub serves its registry API from.
+pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// The canonical name of a registry as written by a user: Docker Hub's aliases become
+/// [`DOCKER_HUB`].
+pub fn canonical_registry(registry: &str) -> &str {
+    match registry {
+        "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB,
+        other => other,
+    }
+}
+
+/// The host a registry's API is served from (Docker Hub's differs from its name).
+pub fn api_host(registry: &str) -> &str {
+    match canonical_registry(registry) {
+        DOCKER_HUB => DOCKER_HUB_API,
+        _ => registry,
+    }
+}
+
 /// `host[:port]/repo[:tag][@sha256:...]`, normalized as docker does: no host means Docker Hub,
 /// and a one-word Docker Hub name lives under `library/`.
 #[derive(Clone, PartialEq, Eq, Debug, Hash)]
@@ -34,11 +56,7 @@ pub struct RegistryRef {
 impl RegistryRef {
     /// The host the API is served from (Docker Hub's differs from its name).
     pub fn api_host(&self) -> &str {
-        if self.registry == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            &self.registry
-        }
+        api_host(&self.registry)
     }
 
     /// What to put after `/manifests/`: the digest if pinned, else the tag.
@@ -128,13 +146,9 @@ impl FromStr for RegistryRef {
             {
                 (first.to_owned(), path.to_owned())
             }
-            _ => ("docker.io".to_owned(), name.to_owned()),
+            _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
-        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
-            "docker.io".to_owned()
-        } else {
-            registry
-        };
+        let registry = canonical_registry(&registry).to_owned();
         if registry
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b == b'/')
@@ -142,7 +156,7 @@ impl FromStr for RegistryRef {
         {
             return Err(bad(&format!("registry host `{registry}` is invalid")));
         }
-        let path = if registry == "docker.io" && !path.contains('/') {
+        let path = if registry == DOCKER_HUB && !path.contains('/') {
             format!("library/{path}")
         } else {
             path

@@ -103,8 +103,7 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Lambda's limit on an image's uncompressed size (all layers).
-pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
+pub use crate::image::MAX_UNCOMPRESSED;
 
 pub const MANIFEST_TYPES: [&str; 2] = [
     "application/vnd.oci.image.manifest.v1+json",

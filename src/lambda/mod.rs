@@ -8,12 +8,8 @@
 
 pub mod check;
 pub mod elf;
-pub mod fix;
 pub mod fs;
-pub mod function;
 pub mod package;
-pub mod runtime;
-pub mod zip;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -299,7 +295,7 @@ fn layout_index(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Option
         .cloned()
         .collect();
     match candidates.as_slice() {
-        [one] if layout::is_index(one.media_type()) => {
+        [one] if crate::image::index::is_index(one.media_type()) => {
             let digest = crate::digest::Digest::from_oci(one.digest())
                 .map_err(|e| Error::image(reference, e))?;
             let blobs = dir.join("blobs").join("sha256");
@@ -333,7 +329,7 @@ fn registry_index(r: &RegistryRef, opts: &Options) -> Result<Option<IndexAt>> {
         let client = crate::registry::Client::connect(&r.registry, r.api_host(), opts).await?;
         let (bytes, mt, digest) =
             crate::registry::pull::get_manifest(&client, r, &r.manifest_reference()).await?;
-        if !layout::is_index(&mt) {
+        if !crate::image::index::is_index(&mt) {
             return Ok(None);
         }
         let idx = ImageIndex::from_reader(&bytes[..])

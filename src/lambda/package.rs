@@ -3,7 +3,7 @@
 //! `/opt`, both with paths relative to that directory. The files come from the same
 //! [`collect`](crate::layer::source::collect) as image layers (or from an image's layers), so a
 //! zip and an image built from one spec hold the same files; [`write`] lays them out with
-//! [`super::zip::ZipWriter`], byte-for-byte reproducibly, after checking Lambda's size limits.
+//! [`crate::layer::zip::ZipWriter`], byte-for-byte reproducibly, after checking Lambda's size limits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -16,15 +16,15 @@ use serde::Serialize;
 use tempfile::TempDir;
 
 use super::fs::{self as imagefs, FileSystem};
-use super::zip::{Body, ZipWriter};
 use crate::digest::hash_reader;
 use crate::error::{Error, IoContext, Result};
+use crate::layer::LayerSpec;
 use crate::layer::entry::{Data, Kind};
 use crate::layer::source::{Input, collect};
+use crate::layer::zip::{Body, ZipWriter};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::Options;
-use crate::spec::LayerSpec;
 use crate::transport::{self, ReadMode};
 
 /// Largest zip Lambda takes in a direct upload (`CodeSizeZipped`: 50 MiB, 52,428,800 bytes).
@@ -131,7 +131,7 @@ pub fn from_layers(
     fix_permissions: bool,
 ) -> Result<Contents> {
     if layers.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "nothing to zip: give a spec whose [[layer]]s go to /{} (-f lamina.toml) or --layer SOURCE:/{}",
             package.root(),
             package.root()
@@ -141,7 +141,7 @@ pub fn from_layers(
     let mut inputs = Vec::with_capacity(layers.len());
     for (n, l) in layers.iter().enumerate() {
         let dest =
-            crate::spec::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+            crate::layer::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
         let root = package.root();
         if dest != root && package.relative(dest.as_bytes()).is_none() {
             let hint = match package {
@@ -165,7 +165,7 @@ pub fn from_layers(
         }
         let mut c = collect(l)?;
         if fix_permissions {
-            super::fix::fix_permissions(&mut c.entries);
+            crate::layer::fix::fix_permissions(&mut c.entries);
         }
         let files: HashMap<Vec<u8>, Kind> = c
             .entries
@@ -229,7 +229,7 @@ fn finish(
     tmp: Option<TempDir>,
 ) -> Result<Contents> {
     if items.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "nothing to zip: no file goes under /{}",
             package.root()
         )));
@@ -436,7 +436,7 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
                 if opts.with_layers.len() == 1 { "" } else { "s" }
             )
         };
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: {total} bytes ({}) once extracted{with}, over the {} ({MAX_UNZIPPED} bytes) Lambda allows a \
              function and its layers; ship it as a container image instead, up to 10 GiB: \
              `lamina build --to docker://...`",
@@ -483,7 +483,7 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
                     Input::Zip(z) => {
                         let mut f = z
                             .by_index(*i)
-                            .map_err(|e| Error::Invalid(format!("zip entry for {}: {e}", at())))?;
+                            .map_err(|e| Error::Usage(format!("zip entry for {}: {e}", at())))?;
                         zw.add(&it.path, it.mode, Body::File(&mut f, *size))
                     }
                     Input::Files => Err(io::Error::other("its zip archive is not open")),

@@ -122,7 +122,7 @@ impl LayerCache {
         if m.len() != size || rec.get("stamp")?.as_str()? != file_stamp(&m) {
             return None;
         }
-        crate::transport::link_blob(&cached, blobs, digest.hex()).ok()?;
+        crate::cache::link_blob(&cached, blobs, digest.hex()).ok()?;
         Some(LayerBlob {
             path: blobs.join(digest.hex()),
             digest,
@@ -139,7 +139,7 @@ impl LayerCache {
     fn try_put(&self, key: &str, b: &LayerBlob) -> Result<()> {
         let blobs = self.blobs();
         fs::create_dir_all(&blobs).at("creating", &blobs)?;
-        crate::transport::link_blob(&b.path, &blobs, b.digest.hex())?;
+        crate::cache::link_blob(&b.path, &blobs, b.digest.hex())?;
         let dir = self.dir.join("layers");
         fs::create_dir_all(&dir).at("creating", &dir)?;
         let tmp = tempfile::Builder::new()

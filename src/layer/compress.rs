@@ -20,6 +20,9 @@ use std::sync::{Mutex, mpsc};
 use libdeflater::{CompressionLvl, Compressor};
 
 /// Uncompressed bytes per independently compressed block.
+/// The gzip level used unless a spec or flag says otherwise.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 4;
+
 pub const BLOCK: usize = 1 << 20;
 /// Granularity of the incompressible-data test.
 const PROBE: usize = 4 * 1024;

@@ -5,8 +5,13 @@ pub mod cache;
 pub mod compress;
 mod deflate_scan;
 pub mod entry;
+pub mod fix;
 pub mod source;
+pub mod spec;
 pub mod tar;
+pub mod zip;
+
+pub use spec::{LayerSpec, Mode, image_path};
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -16,7 +21,6 @@ use std::sync::mpsc;
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::spec::LayerSpec;
 use entry::Entry;
 use source::Input;
 
@@ -55,7 +59,7 @@ pub fn build(
 ) -> Result<LayerBlob> {
     let mut c = source::collect_skipping(l, skip)?;
     if opts.fix_permissions {
-        crate::lambda::fix::fix_permissions(&mut c.entries);
+        fix::fix_permissions(&mut c.entries);
     }
     let key = match cache {
         Some(_) => {
@@ -206,7 +210,7 @@ fn gzip_blob(
     // Whatever happened, the sender is dropped by now, so the compressor ends.
     let compressed = compressor
         .join()
-        .map_err(|_| Error::Invalid("the compressing thread panicked".into()))?
+        .map_err(|_| Error::Usage("the compressing thread panicked".into()))?
         .ctx(|| format!("writing layer to {}", tmp.path().display()));
     let diff_id = produced?;
     let (digest, size) = compressed?;

@@ -12,7 +12,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::entry::{Data, Entry, Kind, ancestors, file_mode, join, sort_and_check};
 use crate::error::{Error, IoContext, Result};
-use crate::spec::LayerSpec;
+use crate::layer::LayerSpec;
 
 /// Where file bytes are read from while the tar is written.
 pub enum Input {
@@ -50,7 +50,8 @@ pub fn collect(l: &LayerSpec) -> Result<Collected> {
 /// Collect, leaving out the files and directories `skip` names by `(device, inode)`: lamina's
 /// own output and staging directory when they sit inside a source directory.
 pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected> {
-    let dest = crate::spec::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+    let dest =
+        crate::layer::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
     let meta = fs::metadata(&l.source).map_err(|e| {
         Error::source(
             &l.source,
@@ -299,7 +300,7 @@ const S_IFLNK: u32 = 0o120000;
 const BOMB_RATIO: u64 = 1032;
 const BOMB_MIN: u64 = 1 << 20;
 /// The most a zip source may declare in all (Lambda's limit for a whole image).
-const MAX_ZIP_TOTAL: u64 = crate::lambda::check::MAX_UNCOMPRESSED;
+const MAX_ZIP_TOTAL: u64 = crate::image::MAX_UNCOMPRESSED;
 
 /// Refuse what a zip bomb declares: an entry whose declared size is beyond what its compressed
 /// bytes can hold, or entries adding up to more than [`MAX_ZIP_TOTAL`]. (The copy itself stops
@@ -347,7 +348,7 @@ fn read_zip(
     if zip.has_duplicate_names() {
         // The reader keeps one of the copies; which one other tools extract varies.
         let name = File::open(&l.source)
-            .and_then(|mut f| crate::lambda::zip::duplicate_name(&mut f))
+            .and_then(|mut f| crate::layer::zip::duplicate_name(&mut f))
             .ok()
             .flatten()
             .map(|n| format!("entry `{}`", String::from_utf8_lossy(&n)))

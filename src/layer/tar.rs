@@ -118,7 +118,7 @@ fn append(
     let mut exact = Exact::new(data, size);
     io(out.append(&h, &mut exact))?;
     if exact.grew().ctx(|| format!("reading {}", source_name()))? {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{} grew while it was being read; build again once it is stable",
             source_name()
         )));
@@ -197,7 +197,7 @@ pub fn write_tar<W: Write>(entries: &[Entry], input: &mut Input, mtime: u64, out
             ) => {
                 let mut f = z
                     .by_index(*i)
-                    .map_err(|err| Error::Invalid(format!("zip entry for {}: {err}", shown())))?;
+                    .map_err(|err| Error::Usage(format!("zip entry for {}: {err}", shown())))?;
                 append(&mut b, e, mtime, &mut f, &|| {
                     format!("zip entry for {}", shown())
                 })?;

@@ -46,12 +46,12 @@ pub fn docker_config_dir() -> PathBuf {
 
 /// The keys a registry may be stored under in `auths` (docker writes Docker Hub's oddly).
 fn keys_for(registry: &str) -> Vec<String> {
-    if registry == "docker.io" {
+    if registry == crate::reference::DOCKER_HUB {
         vec![
             "https://index.docker.io/v1/".into(),
             "index.docker.io".into(),
-            "docker.io".into(),
-            "registry-1.docker.io".into(),
+            crate::reference::DOCKER_HUB.into(),
+            crate::reference::DOCKER_HUB_API.into(),
         ]
     } else {
         vec![
@@ -78,7 +78,7 @@ fn read_config(dir: &Path) -> Result<Option<serde_json::Value>> {
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| Error::Invalid(format!("{} is not valid JSON: {e}", path.display()))),
+            .map_err(|e| Error::Usage(format!("{} is not valid JSON: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("reading", &path),
     }
@@ -96,7 +96,7 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
     {
         Ok(c) => c,
         Err(e) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the docker config names the credential helper `{name}`, but `{prog}` cannot be run: {e}"
             )));
         }
@@ -111,7 +111,7 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
         if msg.to_lowercase().contains("not found") {
             return Ok(None);
         }
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "credential helper {prog} failed for {registry}: {}",
             msg.trim()
         )));
@@ -124,7 +124,7 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
         secret: String,
     }
     let h: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "credential helper {prog} gave an unreadable answer: {e}"
         ))
     })?;
@@ -168,14 +168,14 @@ pub fn lookup(dir: &Path, registry: &str) -> Result<Option<Credentials>> {
                 .filter(|a| !a.is_empty())
             {
                 let decoded = B64.decode(a.trim()).map_err(|_| {
-                    Error::Invalid(format!(
+                    Error::Usage(format!(
                         "{}: auths.\"{key}\".auth is not base64",
                         dir.join("config.json").display()
                     ))
                 })?;
                 let s = String::from_utf8_lossy(&decoded);
                 let (u, p) = s.split_once(':').ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::Usage(format!(
                         "{}: auths.\"{key}\".auth is not USER:PASSWORD",
                         dir.join("config.json").display()
                     ))
@@ -213,12 +213,12 @@ pub fn save(dir: &Path, registry: &str, creds: &Credentials) -> Result<PathBuf> 
     let mut cfg = read_config(dir)?.unwrap_or_else(|| serde_json::json!({}));
     let obj = cfg
         .as_object_mut()
-        .ok_or_else(|| Error::Invalid(format!("{} is not a JSON object", path.display())))?;
+        .ok_or_else(|| Error::Usage(format!("{} is not a JSON object", path.display())))?;
     let key = keys_for(registry).remove(0);
     let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
     let auths = auths
         .as_object_mut()
-        .ok_or_else(|| Error::Invalid(format!("{}: `auths` is not an object", path.display())))?;
+        .ok_or_else(|| Error::Usage(format!("{}: `auths` is not an object", path.display())))?;
     auths.insert(
         key,
         serde_json::json!({ "auth": B64.encode(format!("{}:{}", creds.username, creds.password)) }),
@@ -228,7 +228,7 @@ pub fn save(dir: &Path, registry: &str, creds: &Credentials) -> Result<PathBuf> 
         .prefix(".config.json.")
         .tempfile_in(dir)
         .at("creating a temporary file in", dir)?;
-    serde_json::to_writer_pretty(&mut tmp, &cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    serde_json::to_writer_pretty(&mut tmp, &cfg).map_err(|e| Error::Usage(e.to_string()))?;
     tmp.write_all(b"\n").at("writing", tmp.path())?;
     // tempfile creates it 0600: only the owner may read a file holding passwords.
     tmp.persist(&path)

@@ -2,6 +2,7 @@
 //! cached per scope, bounded retries with backoff, and the pull and push flows built on it.
 
 pub mod auth;
+pub mod ecr;
 pub mod pull;
 pub mod push;
 
@@ -39,7 +40,7 @@ pub struct Options {
     /// Credentials to use instead of the docker config (e.g. `login`).
     pub credentials: Option<Credentials>,
     /// ECR: profile, repository creation.
-    pub ecr: crate::ecr::EcrOptions,
+    pub ecr: ecr::EcrOptions,
     /// `(registry or None for every ECR registry, URL)`: reach a registry's API at another
     /// address (`--registry-endpoint`), e.g. a local stand-in for ECR.
     pub endpoints: Vec<(Option<String>, String)>,
@@ -143,13 +144,13 @@ impl Client {
         for f in &ca_files {
             let pem = std::fs::read(f).at("reading CA certificates from", f)?;
             let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Invalid(format!(
+                Error::Usage(format!(
                     "{}: not a PEM certificate bundle: {e}",
                     f.display()
                 ))
             })?;
             if found.is_empty() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{}: holds no PEM certificates",
                     f.display()
                 )));
@@ -163,19 +164,19 @@ impl Client {
             b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "setting up HTTP for {registry}: {}",
                 net_message(&e)
             ))
         })?;
-        let ecr = crate::ecr::parse_host(registry);
+        let ecr = ecr::parse_host(registry);
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
             // ECR: a password from the AWS credential chain, unless the docker config names a
             // credential helper (such as ecr-login) for this registry.
             None => match &ecr {
                 Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
-                    match crate::ecr::credentials(e, &opts.ecr).await {
+                    match ecr::credentials(e, &opts.ecr).await {
                         Ok(c) => Some(c),
                         // No usable AWS identity: a `docker login` (e.g. from
                         // `aws ecr get-login-password`) saved in the docker config still works.
@@ -212,9 +213,9 @@ impl Client {
                 (format!("https://{api_host}"), insecure || lo, lo)
             }
         };
-        let base: reqwest::Url = base.parse().map_err(|e| {
-            Error::Invalid(format!("registry address `{base}` for {registry}: {e}"))
-        })?;
+        let base: reqwest::Url = base
+            .parse()
+            .map_err(|e| Error::Usage(format!("registry address `{base}` for {registry}: {e}")))?;
         let mut client = Client {
             http,
             base: base.clone(),
@@ -279,7 +280,7 @@ impl Client {
                 Ok(r) if r.status().is_success() => return Ok(client),
                 Ok(r) if retriable_status(r.status()) && attempt < opts.retries => {}
                 Ok(r) => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
                         r.status()
                     )));
@@ -291,7 +292,7 @@ impl Client {
                     } else {
                         " (a registry serving plain HTTP needs --insecure-registry)"
                     };
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "cannot reach registry {registry}: {e}{hint}"
                     )));
                 }
@@ -321,13 +322,13 @@ impl Client {
     /// On ECR, make sure `repository` exists (creating it with `--create-repo`), once per
     /// client; elsewhere nothing to do.
     pub async fn ensure_repository(&self, repository: &str) -> Result<()> {
-        let Some(ecr) = crate::ecr::parse_host(&self.registry) else {
+        let Some(ecr) = ecr::parse_host(&self.registry) else {
             return Ok(());
         };
         if self.ensured.lock().expect("lock").contains(repository) {
             return Ok(());
         }
-        crate::ecr::ensure_repository(&ecr, repository, &self.opts.ecr).await?;
+        ecr::ensure_repository(&ecr, repository, &self.opts.ecr).await?;
         self.ensured
             .lock()
             .expect("lock")
@@ -348,7 +349,7 @@ impl Client {
 
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
         let mut url: reqwest::Url = realm.parse().map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "registry {} sent a bad token realm `{realm}`: {e}",
                 self.registry
             ))
@@ -375,7 +376,7 @@ impl Client {
                 Ok(r) => break r,
                 Err(_) if attempt < self.opts.retries => tokio::time::sleep(backoff(attempt)).await,
                 Err(e) => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "getting a token for {} from {realm}: {}",
                         self.registry,
                         net_message(&e)
@@ -388,7 +389,7 @@ impl Client {
             return Err(self.denied(resp.status()));
         }
         if !resp.status().is_success() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "token server {realm} for {} answered {}",
                 self.registry,
                 resp.status()
@@ -400,20 +401,20 @@ impl Client {
             access_token: Option<String>,
         }
         let body = resp.bytes().await.map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "reading the token from {realm}: {}",
                 net_message(&e)
             ))
         })?;
         let t: Tok = serde_json::from_slice(&body).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "token server {realm} sent an unreadable answer: {e}"
             ))
         })?;
         t.token
             .or(t.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::Invalid(format!("token server {realm} sent no token")))
+            .ok_or_else(|| Error::Usage(format!("token server {realm} sent no token")))
     }
 
     fn denied(&self, status: StatusCode) -> Error {
@@ -503,7 +504,7 @@ impl Client {
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "registry {}: {}",
                         self.registry,
                         net_message(&e)
@@ -535,7 +536,7 @@ impl Client {
                 )
             })
             .unwrap_or_else(|| body.chars().take(200).collect());
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "registry {}: {what}: {status} {detail}",
             self.registry
         ))
@@ -548,12 +549,8 @@ pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
     let creds = opts
         .credentials
         .clone()
-        .ok_or_else(|| Error::Invalid("login needs a user name and password".into()))?;
-    let api_host = if registry == "docker.io" || registry == "index.docker.io" {
-        "registry-1.docker.io"
-    } else {
-        registry
-    };
+        .ok_or_else(|| Error::Usage("login needs a user name and password".into()))?;
+    let api_host = crate::reference::api_host(registry);
     block_on(async {
         let client = Client::connect(registry, api_host, opts).await?;
         let url = client.url("/v2/");
@@ -590,7 +587,7 @@ where
     }
     let mut results: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
     while let Some(j) = set.join_next().await {
-        let (i, r) = j.map_err(|e| Error::Invalid(format!("a transfer task failed: {e}")))?;
+        let (i, r) = j.map_err(|e| Error::Usage(format!("a transfer task failed: {e}")))?;
         results[i] = Some(r);
     }
     results

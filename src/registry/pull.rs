@@ -132,13 +132,13 @@ pub async fn resolve(
     let (bytes, mt, digest) = get_manifest(client, r, &r.manifest_reference()).await?;
     store(blobs, &digest, &bytes)?;
     let mut desc = Descriptor::new(mt.clone(), bytes.len() as u64, digest.to_oci());
-    if crate::transport::layout::is_index(&mt) {
+    if crate::image::index::is_index(&mt) {
         let idx = ImageIndex::from_reader(&bytes[..])
             .map_err(|e| Error::image(&shown, format!("index {digest} is not valid: {e}")))?;
-        desc = crate::transport::layout::pick(idx.manifests(), platform, &shown)?;
+        desc = crate::image::index::pick(idx.manifests(), platform, &shown)?;
         let want = Digest::from_oci(desc.digest()).map_err(|e| Error::image(&shown, e))?;
         let (bytes, mt, digest) = get_manifest(client, r, &want.to_string()).await?;
-        if crate::transport::layout::is_index(&mt) {
+        if crate::image::index::is_index(&mt) {
             return Err(Error::image(
                 &shown,
                 "the index points at another index; lamina follows one level",
@@ -147,7 +147,7 @@ pub async fn resolve(
         store(blobs, &digest, &bytes)?;
         desc = Descriptor::new(mt, bytes.len() as u64, digest.to_oci());
     }
-    if !crate::transport::layout::is_manifest(desc.media_type()) {
+    if !crate::image::index::is_manifest(desc.media_type()) {
         return Err(Error::image(
             &shown,
             format!("is a {}, not a container image", desc.media_type()),
@@ -243,14 +243,14 @@ pub async fn fetch_blob(
                 tokio::time::sleep(super::backoff(attempt)).await;
                 continue;
             }
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "downloading blob {digest} of {repo}: {e}"
             )));
         }
         file.flush().await.at("writing", tmp.path())?;
         let got = Digest::of_hasher(hasher);
         if len != size || &got != digest {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
                 client.registry()
             )));

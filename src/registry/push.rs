@@ -135,7 +135,7 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
     if let Some(d) = &r.digest
         && d != &img.manifest_digest
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "the destination names digest {d}, but the image's manifest digest is {}",
             img.manifest_digest
         )));
@@ -188,7 +188,7 @@ fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<req
         .get(LOCATION)
         .and_then(|l| l.to_str().ok())
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "registry {}: {what}: no Location in the answer",
                 client.registry()
             ))
@@ -220,7 +220,7 @@ async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Ba
     }
     // ECR drops the bodies of PATCH chunks after the first (aws/containers-roadmap#2831):
     // stream the whole blob in one PATCH there, as docker and crane do.
-    let mut whole = crate::ecr::parse_host(client.registry()).is_some();
+    let mut whole = crate::registry::ecr::parse_host(client.registry()).is_some();
     let mut attempt = 0;
     loop {
         match upload(client, scope, repo, job, start.take(), whole, bar).await {
@@ -247,9 +247,9 @@ fn body(data: &Data, offset: u64, len: u64, bar: &Bar) -> Result<reqwest::Body> 
         )),
         Data::File(p) => {
             let mut f = std::fs::File::open(p)
-                .map_err(|e| Error::Invalid(format!("opening {}: {e}", p.display())))?;
+                .map_err(|e| Error::Usage(format!("opening {}: {e}", p.display())))?;
             f.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::Invalid(format!("reading {}: {e}", p.display())))?;
+                .map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?;
             let reader = tokio::fs::File::from_std(f).take(len);
             let bar_inc = bar.incrementer();
             let stream =
@@ -358,7 +358,7 @@ async fn upload(
                 if reported.is_some_and(|n| n != offset + len) && offset + len < job.size {
                     return Err((
                         Next::Whole,
-                        Error::Invalid(format!(
+                        Error::Usage(format!(
                             "registry {} took chunk {offset}-{} of blob {} as ending at {}",
                             client.registry(),
                             offset + len - 1,
@@ -489,7 +489,7 @@ pub async fn stream_blob(
                 .lock()
                 .expect("lock")
                 .take()
-                .ok_or_else(|| Error::Invalid("a streamed upload cannot be retried".into()))?;
+                .ok_or_else(|| Error::Usage("a streamed upload cannot be retried".into()))?;
             let counter = counter.clone();
             let stream = tokio_stream_from(rx).map(move |c| {
                 counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);

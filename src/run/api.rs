@@ -161,7 +161,7 @@ impl Running {
     pub async fn finished(&mut self) -> Result<()> {
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(Error::Invalid(format!("the supervisor failed: {e}"))),
+            Err(e) => Err(Error::Usage(format!("the supervisor failed: {e}"))),
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn host_platform() -> Result<Platform> {
     match std::env::consts::ARCH {
         "x86_64" => Ok(Platform::LinuxAmd64),
         "aarch64" => Ok(Platform::LinuxArm64),
-        other => Err(Error::Invalid(format!(
+        other => Err(Error::Usage(format!(
             "lamina run runs images on linux/amd64 and linux/arm64 machines (the architectures Lambda runs); this one is {other}"
         ))),
     }
@@ -398,7 +398,7 @@ pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outco
                 None
             }
         };
-        let stopped = Error::Invalid("the function's environment stopped before answering".into());
+        let stopped = Error::Usage("the function's environment stopped before answering".into());
         match outcome {
             Some(outcome) => {
                 running.stop().await?;

@@ -143,7 +143,7 @@ fn stderr_stdio() -> io::Result<Stdio> {
 
 fn cstring(s: impl AsRef<OsStr>) -> Result<CString, LaunchError> {
     CString::new(s.as_ref().as_bytes()).map_err(|_| {
-        LaunchError::Sandbox(Error::Invalid(format!(
+        LaunchError::Sandbox(Error::Usage(format!(
             "{} contains a NUL byte",
             s.as_ref().to_string_lossy()
         )))
@@ -468,7 +468,7 @@ fn userns_hints() -> String {
 }
 
 fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
-    let sandbox_err = |m: String| LaunchError::Sandbox(Error::Invalid(m));
+    let sandbox_err = |m: String| LaunchError::Sandbox(Error::Usage(m));
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sandbox_err(format!("cannot create a pipe: {e}")))?;
     let plan = plan(spec, report_w.as_raw_fd())?;
@@ -533,7 +533,7 @@ fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
                     ". Mounting /proc in a new pid namespace needs an unmasked /proc (inside a container: run it with a full /proc, or use --runtime crun)",
                 );
             }
-            Err(LaunchError::Sandbox(Error::Invalid(msg)))
+            Err(LaunchError::Sandbox(Error::Usage(msg)))
         }
         (Err(e), None) => Err(LaunchError::Exec(format!(
             "fork/exec {program}: {}",
@@ -647,7 +647,7 @@ fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
         .process_group(0)
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| {
-        LaunchError::Sandbox(Error::Invalid(format!(
+        LaunchError::Sandbox(Error::Usage(format!(
             "cannot run the OCI runtime `{runtime}`: {e}{}",
             if e.kind() == io::ErrorKind::NotFound {
                 " (is it installed? without --runtime, lamina sets up namespaces itself)"

@@ -197,7 +197,7 @@ pub fn write_docker_archive(
         } else if mt.ends_with(".tar") {
             io::copy(&mut BufReader::new(src), &mut w)
         } else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "layer {} has media type {mt}; docker-archive takes only tar and gzip layers",
                 l.digest
             )));
@@ -205,7 +205,7 @@ pub fn write_docker_archive(
         .ctx(|| format!("uncompressing layer {}", l.digest))?;
         let (_, diff, size) = w.finish();
         if diff != l.diff_id {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "layer {} uncompresses to {diff}, not its diff_id {}",
                 l.digest, l.diff_id
             )));
@@ -364,7 +364,11 @@ pub fn read_docker_archive(
                     ),
                 ));
             }
-            let b = crate::layer::gzip_file(&path, &blobs, crate::spec::DEFAULT_COMPRESSION_LEVEL)?;
+            let b = crate::layer::gzip_file(
+                &path,
+                &blobs,
+                crate::layer::compress::DEFAULT_COMPRESSION_LEVEL,
+            )?;
             Layer {
                 media_type: MediaType::ImageLayerGzip,
                 digest: b.digest,

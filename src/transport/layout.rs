@@ -9,25 +9,17 @@ use oci_spec::image::{
     ImageManifest, MediaType,
 };
 
-use super::{ReadMode, Source, Staging, link_blob, read_json_blob, replace};
+use super::{ReadMode, Source, Staging, read_json_blob, replace};
+use crate::cache::link_blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::image::index::{is_index, is_manifest, pick};
 use crate::image::{
     Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor, oci_layer_media_type,
 };
 use crate::platform::{Platform, describe};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-
-pub fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-pub fn is_manifest(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageManifest)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
-}
 
 fn tag_of(d: &Descriptor) -> Option<&str> {
     d.annotations()
@@ -38,63 +30,6 @@ fn tag_of(d: &Descriptor) -> Option<&str> {
 
 fn digest_of(d: &Descriptor, reference: &str) -> Result<Digest> {
     Digest::from_oci(d.digest()).map_err(|e| Error::image(reference, e))
-}
-
-fn platforms_listed(descs: &[Descriptor]) -> String {
-    let v: Vec<String> = descs
-        .iter()
-        .filter_map(|d| d.platform().as_ref())
-        .map(|p| {
-            describe(
-                &p.os().to_string(),
-                &p.architecture().to_string(),
-                p.variant().as_deref(),
-            )
-        })
-        .collect();
-    if v.is_empty() {
-        "no platform information".to_owned()
-    } else {
-        v.join(", ")
-    }
-}
-
-/// Choose among an index's entries: the only one, or the one for `platform`. Attestation
-/// manifests (platform unknown/unknown) never match a real platform.
-pub fn pick(
-    descs: &[Descriptor],
-    platform: Option<Platform>,
-    reference: &str,
-) -> Result<Descriptor> {
-    match (descs, platform) {
-        ([], _) => Err(Error::image(reference, "the index lists no manifests")),
-        ([one], _) => Ok(one.clone()),
-        (many, Some(p)) => many
-            .iter()
-            .find(|d| {
-                d.platform().as_ref().is_some_and(|dp| {
-                    p.matches(
-                        &dp.os().to_string(),
-                        &dp.architecture().to_string(),
-                        dp.variant().as_deref(),
-                    )
-                })
-            })
-            .cloned()
-            .ok_or_else(|| {
-                Error::image(
-                    reference,
-                    format!("has no {p} image; it has {}", platforms_listed(many)),
-                )
-            }),
-        (many, None) => Err(Error::image(
-            reference,
-            format!(
-                "is a multi-platform index ({}); choose one with --platform",
-                platforms_listed(many)
-            ),
-        )),
-    }
 }
 
 /// Follow index → manifest for `platform`, returning the manifest descriptor.
@@ -459,7 +394,7 @@ pub fn fill(dir: &Path, root: &Path, img: &Rendered) -> Result<Option<ImageIndex
     let mut existing = None;
     if dir.exists() {
         if !dir.is_dir() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "{} exists and is not a directory; an oci: destination is a directory",
                 dir.display()
             )));
@@ -467,7 +402,7 @@ pub fn fill(dir: &Path, root: &Path, img: &Rendered) -> Result<Option<ImageIndex
         let empty = fs::read_dir(dir).at("reading", dir)?.next().is_none();
         if !empty {
             if !dir.join("oci-layout").is_file() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{} exists and is not an OCI image layout; lamina will not overwrite it (choose another path or remove it)",
                     dir.display()
                 )));
@@ -476,7 +411,7 @@ pub fn fill(dir: &Path, root: &Path, img: &Rendered) -> Result<Option<ImageIndex
             let bytes = fs::read(&ip).at("reading", &ip)?;
             existing = Some(
                 ImageIndex::from_reader(&bytes[..])
-                    .map_err(|e| Error::Invalid(format!("{} is not valid: {e}", ip.display())))?,
+                    .map_err(|e| Error::Usage(format!("{} is not valid: {e}", ip.display())))?,
             );
             let old = dir.join("blobs").join("sha256");
             if old.is_dir() {

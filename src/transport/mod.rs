@@ -126,7 +126,7 @@ impl Staging {
         }
         let target = r
             .local_path()
-            .ok_or_else(|| Error::Invalid(format!("`{r}` cannot be a destination")))?;
+            .ok_or_else(|| Error::Usage(format!("`{r}` cannot be a destination")))?;
         let mut parent = absolute(target)?
             .parent()
             .map(Path::to_owned)
@@ -192,7 +192,7 @@ pub fn write(
             drop(staging);
             Ok(Some(report))
         }
-        ImageRef::Scratch => Err(Error::Invalid("`scratch` cannot be a destination".into())),
+        ImageRef::Scratch => Err(Error::Usage("`scratch` cannot be a destination".into())),
     }
 }
 
@@ -244,25 +244,6 @@ fn registry_read(
         l.from = Some((r.registry.clone(), r.repository.clone()));
     }
     Ok(src)
-}
-
-/// Put a blob into `dir` under its digest: a hard link when possible (free on one file
-/// system), else a copy to a temporary name then a rename.
-pub fn link_blob(from: &Path, dir: &Path, hex: &str) -> Result<()> {
-    let to = dir.join(hex);
-    if to.exists() {
-        return Ok(());
-    }
-    if fs::hard_link(from, &to).is_ok() {
-        return Ok(());
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(".copy-")
-        .tempfile_in(dir)
-        .at("creating a temporary file in", dir)?;
-    fs::copy(from, tmp.path()).ctx(|| format!("copying {} to {}", from.display(), to.display()))?;
-    tmp.persist(&to).map_err(|e| e.error).at("saving", &to)?;
-    Ok(())
 }
 
 /// Replace `dest` by `new` (a directory or file in the same file system) in one step where the

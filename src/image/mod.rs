@@ -1,6 +1,9 @@
 //! The image model (config + layers + manifest annotations) on `oci-spec` types, how a build
 //! changes it, and how it is rendered to the exact bytes whose digests name it.
 
+pub mod index;
+pub mod media;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -8,11 +11,27 @@ use oci_spec::image::{
     Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
     ImageManifest, ImageManifestBuilder, MediaType,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::platform::Platform;
-use crate::spec::ConfigSpec;
+
+/// Lambda's limit on an image's uncompressed size (all layers).
+pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
+
+/// `[config]`: every field optional, unset ones inherit from the base image's config.
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
 
 /// Where a layer came from, for reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -85,17 +104,7 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-/// Media types of layers as an OCI manifest names them (Docker's names map to the same bytes).
-pub fn oci_layer_media_type(mt: &MediaType) -> MediaType {
-    match mt.to_string().as_str() {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            MediaType::ImageLayerNonDistributableGzip
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => MediaType::ImageLayer,
-        _ => mt.clone(),
-    }
-}
+pub use media::oci_layer_media_type;
 
 impl Image {
     /// The empty base: no layers, an empty config for `platform`.

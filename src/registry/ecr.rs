@@ -130,7 +130,7 @@ fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
     if let Some(m) = e.message() {
         msgs.push(m.to_owned());
     }
-    Error::Invalid(format!(
+    Error::Usage(format!(
         "ECR {what} for account {} in {}: {}{hint}",
         r.account,
         r.region,
@@ -156,25 +156,23 @@ pub async fn credentials(r: &EcrRegistry, o: &EcrOptions) -> Result<Credentials>
         .await
         .map_err(|e| api_error("GetAuthorizationToken", r, e))?;
     let data = out.authorization_data().first().ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "ECR GetAuthorizationToken for {} returned no token",
             r.account
         ))
     })?;
-    let token = data.authorization_token().ok_or_else(|| {
-        Error::Invalid("ECR GetAuthorizationToken returned an empty token".into())
-    })?;
+    let token = data
+        .authorization_token()
+        .ok_or_else(|| Error::Usage("ECR GetAuthorizationToken returned an empty token".into()))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| {
-            Error::Invalid("ECR GetAuthorizationToken returned a token that is not base64".into())
+            Error::Usage("ECR GetAuthorizationToken returned a token that is not base64".into())
         })?;
     let (user, password) = decoded.split_once(':').ok_or_else(|| {
-        Error::Invalid(
-            "ECR GetAuthorizationToken returned a token that is not USER:PASSWORD".into(),
-        )
+        Error::Usage("ECR GetAuthorizationToken returned a token that is not USER:PASSWORD".into())
     })?;
     let creds = Credentials {
         username: user.to_owned(),
@@ -211,7 +209,7 @@ pub async fn ensure_repository(r: &EcrRegistry, repository: &str, o: &EcrOptions
         Err(e) => return Err(api_error("DescribeRepositories", r, e)),
     }
     if !o.create_repo {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "ECR repository `{repository}` does not exist in account {} ({}); create it, or pass --create-repo to let lamina create it",
             r.account, r.region
         )));

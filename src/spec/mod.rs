@@ -1,12 +1,17 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
+pub mod function;
+pub mod runtime;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::image::ConfigSpec;
+use crate::layer::{LayerSpec, image_path};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 
@@ -28,23 +33,7 @@ pub struct SpecFile {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     /// Lambda's vocabulary: runtime, handler, code, dependencies, layers, bootstrap.
-    pub function: Option<crate::lambda::function::FunctionSpec>,
-}
-
-/// One `[[layer]]`: a file, directory or .zip placed at `dest`.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LayerSpec {
-    pub source: PathBuf,
-    pub dest: String,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    pub mode: Option<Mode>,
-    pub dir_mode: Option<Mode>,
-    #[serde(default)]
-    pub uid: u32,
-    #[serde(default)]
-    pub gid: u32,
+    pub function: Option<function::FunctionSpec>,
 }
 
 /// One `[[delete]]`: a path of the base to hide with a whiteout.
@@ -52,61 +41,6 @@ pub struct LayerSpec {
 #[serde(deny_unknown_fields)]
 pub struct DeleteSpec {
     pub path: String,
-}
-
-/// `[config]`: every field optional, unset ones inherit from the base image's config.
-#[derive(Deserialize, Default, Clone, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigSpec {
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A Unix permission mode: a TOML integer (`0o644`) or an octal string (`"0644"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mode(pub u32);
-
-impl Mode {
-    pub fn parse(s: &str) -> Result<Mode, String> {
-        let digits = s.strip_prefix("0o").unwrap_or(s);
-        let v = u32::from_str_radix(digits, 8)
-            .map_err(|_| format!("mode `{s}` is not an octal number such as \"0644\""))?;
-        Mode::check(v)
-    }
-    fn check(v: u32) -> Result<Mode, String> {
-        if v > 0o7777 {
-            Err(format!(
-                "mode {v:#o} is out of range: permission bits go up to 0o7777"
-            ))
-        } else {
-            Ok(Mode(v))
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
-        }
-        let r = match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("a mode is an integer (0o644) or a string (\"0644\")")
-        })? {
-            Raw::Int(i) if i < 0 => Err(format!("mode {i} is negative")),
-            Raw::Int(i) => Mode::check(i as u32),
-            Raw::Str(s) => Mode::parse(&s),
-        };
-        r.map_err(serde::de::Error::custom)
-    }
 }
 
 /// How timestamps (file mtimes, `created`, history) are chosen.
@@ -125,7 +59,7 @@ impl Timestamp {
             return Ok(Timestamp::Now);
         }
         s.trim().parse::<u64>().map(Timestamp::Fixed).map_err(|_| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "{what} `{s}` is not a number of seconds since 1970-01-01 (or `now`)"
             ))
         })
@@ -143,7 +77,7 @@ impl Timestamp {
         if let Timestamp::Fixed(s) = t
             && s > MAX
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "timestamp {s} is too far in the future (tar headers end at {MAX})"
             )));
         }
@@ -209,7 +143,7 @@ pub struct BuildSpec {
     pub layer_cache: bool,
 }
 
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 4;
+pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
 
 /// Read and parse a spec file; errors name the file, line and field.
 pub fn read_spec_file(path: &Path) -> Result<SpecFile> {
@@ -223,16 +157,15 @@ pub fn read_spec_file(path: &Path) -> Result<SpecFile> {
 fn parse_kv(s: &str, flag: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(Error::Invalid(format!("{flag} `{s}`: expected KEY=VALUE"))),
+        _ => Err(Error::Usage(format!("{flag} `{s}`: expected KEY=VALUE"))),
     }
 }
 
 /// `--entrypoint`/`--cmd`: a JSON array of strings, or one string taken as a single element.
 fn parse_argv(s: &str, flag: &str) -> Result<Vec<String>> {
     if s.trim_start().starts_with('[') {
-        serde_json::from_str(s).map_err(|e| {
-            Error::Invalid(format!("{flag} `{s}` is not a JSON array of strings: {e}"))
-        })
+        serde_json::from_str(s)
+            .map_err(|e| Error::Usage(format!("{flag} `{s}` is not a JSON array of strings: {e}")))
     } else {
         Ok(vec![s.to_owned()])
     }
@@ -243,7 +176,7 @@ fn parse_layer_flag(s: &str, cwd: &Path) -> Result<LayerSpec> {
         .rsplit_once(':')
         .filter(|(a, b)| !a.is_empty() && !b.is_empty())
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "--layer `{s}`: expected SOURCE:DEST, e.g. function:/var/task"
             ))
         })?;
@@ -256,24 +189,6 @@ fn parse_layer_flag(s: &str, cwd: &Path) -> Result<LayerSpec> {
         uid: 0,
         gid: 0,
     })
-}
-
-/// Check an absolute in-image path and return it without its leading `/`.
-pub fn image_path(p: &str, field: &str) -> Result<String, String> {
-    if !p.starts_with('/') {
-        return Err(format!(
-            "{field} `{p}` must be an absolute path in the image (start with /)"
-        ));
-    }
-    let mut parts = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err(format!("{field} `{p}` must not contain `..`")),
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
 }
 
 impl BuildSpec {
@@ -298,12 +213,12 @@ impl BuildSpec {
                 file: f.clone(),
                 message,
             },
-            None => Error::Invalid(message),
+            None => Error::Usage(message),
         };
         let parse_ref = |s: &str, flag: bool, field: &str| -> Result<ImageRef> {
             let r: ImageRef = s.parse().map_err(|e: String| {
                 if flag {
-                    Error::Invalid(format!("--{field}: {e}"))
+                    Error::Usage(format!("--{field}: {e}"))
                 } else {
                     spec_err(format!("field `{field}`: {e}"))
                 }
@@ -312,8 +227,9 @@ impl BuildSpec {
         };
 
         let function = match &sf.function {
-            Some(f) => crate::lambda::function::expand(f, &spec_dir)
-                .map_err(|e| spec_err(format!("[function]: {e}")))?,
+            Some(f) => {
+                function::expand(f, &spec_dir).map_err(|e| spec_err(format!("[function]: {e}")))?
+            }
             None => Default::default(),
         };
         let base = match (&ov.base, &sf.base, &function.base) {
@@ -328,12 +244,12 @@ impl BuildSpec {
             (None, None) => parse_ref("oci:out:latest", false, "to")?,
         };
         if to == ImageRef::Scratch {
-            return Err(Error::Invalid("`scratch` cannot be a destination".into()));
+            return Err(Error::Usage("`scratch` cannot be a destination".into()));
         }
         let platform = match (&ov.platform, &sf.platform) {
             (Some(p), _) => p
                 .parse()
-                .map_err(|e: String| Error::Invalid(format!("--platform: {e}")))?,
+                .map_err(|e: String| Error::Usage(format!("--platform: {e}")))?,
             (None, Some(p)) => p
                 .parse()
                 .map_err(|e: String| spec_err(format!("field `platform`: {e}")))?,
@@ -357,7 +273,7 @@ impl BuildSpec {
         }
         for s in &ov.layers {
             let l = parse_layer_flag(s, cwd)?;
-            image_path(&l.dest, "--layer dest").map_err(Error::Invalid)?;
+            image_path(&l.dest, "--layer dest").map_err(Error::Usage)?;
             layers.push(l);
         }
         zip_layers.extend_from_slice(&layers[first_own..]);
@@ -375,9 +291,9 @@ impl BuildSpec {
             deletes.push(p);
         }
         for d in &ov.deletes {
-            let p = image_path(d, "--delete").map_err(Error::Invalid)?;
+            let p = image_path(d, "--delete").map_err(Error::Usage)?;
             if p.is_empty() {
-                return Err(Error::Invalid("--delete: cannot delete `/`".into()));
+                return Err(Error::Usage("--delete: cannot delete `/`".into()));
             }
             deletes.push(p);
         }
@@ -426,7 +342,7 @@ impl BuildSpec {
 
         let compression_level = ov.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
         if compression_level > 9 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--compression-level {compression_level}: use 0 (store) to 9 (smallest)"
             )));
         }
@@ -454,6 +370,7 @@ impl BuildSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::Mode;
 
     fn parse(text: &str) -> Result<SpecFile> {
         toml::from_str(text).map_err(|e| Error::Spec {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::runtime::{self, Family};
-use crate::spec::{LayerSpec, Mode};
+use crate::layer::{LayerSpec, Mode};
 
 /// `[function]` as written in lamina.toml; relative paths are relative to the spec's directory.
 #[derive(Deserialize, Clone, Debug, Default)]
