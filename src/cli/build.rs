@@ -1,0 +1,164 @@
+//! `lamina build`: lamina.toml and flags to an image at the destination.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use lamina::spec::{BuildSpec, Overrides};
+
+use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
+use super::{cwd, print_json, print_line, shown};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The build spec (default: ./lamina.toml if it exists).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Base image: scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE,
+    /// docker://REF.
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
+    /// linux/amd64 (x86_64) or linux/arm64 (aarch64).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],
+    /// docker://REF (build and push).
+    #[arg(long, value_name = "REF")]
+    to: Option<String>,
+    /// Add a layer with SOURCE's files at DEST (after the spec's layers). Repeatable.
+    #[arg(long = "layer", value_name = "SOURCE:DEST")]
+    layers: Vec<String>,
+    /// Delete a path of the base with a whiteout. Repeatable.
+    #[arg(long = "delete", value_name = "PATH")]
+    deletes: Vec<String>,
+    /// ENTRYPOINT: a JSON array, or one string.
+    #[arg(long, value_name = "ARGV")]
+    entrypoint: Option<String>,
+    /// CMD (for Lambda: the handler): a JSON array, or one string.
+    #[arg(long, value_name = "ARGV")]
+    cmd: Option<String>,
+    /// Set an environment variable (merged over the base's). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// WORKDIR in the image.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// USER the image runs as.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Config label. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Manifest annotation. Repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Seconds since the epoch for every timestamp, or `now` (default: SOURCE_DATE_EPOCH, else 0).
+    #[arg(long, value_name = "SECONDS|now")]
+    timestamp: Option<String>,
+    /// gzip level, 0-9.
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
+    /// Make files under /var/task and /opt readable (and executables, directories usable) by
+    /// others in the layers lamina writes, as Lambda's non-root user needs.
+    #[arg(long)]
+    fix_permissions: bool,
+    /// With a docker:// destination: push even when the Lambda checks find errors.
+    #[arg(long)]
+    no_lambda_check: bool,
+    /// A Lambda function .zip as the code: shorthand for --layer ZIP:/var/task.
+    #[arg(long, value_name = "ZIP")]
+    from_zip: Option<PathBuf>,
+    /// A Lambda layer .zip the function uses: shorthand for --layer ZIP:/opt. Repeatable.
+    #[arg(long = "lambda-layer-zip", value_name = "ZIP")]
+    lambda_layer_zips: Vec<PathBuf>,
+    /// Rebuild every layer instead of reusing those whose inputs did not change.
+    #[arg(long)]
+    no_cache: bool,
+    #[command(flatten)]
+    output: OutputFlags,
+    #[command(flatten)]
+    network: NetworkFlags,
+    #[command(flatten)]
+    push: PushFlags,
+    #[command(flatten)]
+    ecr: EcrFlags,
+}
+
+impl BuildArgs {
+    /// The flags that describe the build (the rest say how to reach registries and print).
+    fn overrides(&mut self) -> anyhow::Result<Overrides> {
+        let mut layers = std::mem::take(&mut self.layers);
+        for (z, dest) in self
+            .lambda_layer_zips
+            .iter()
+            .map(|z| (z, "/opt"))
+            .chain(self.from_zip.iter().map(|z| (z, "/var/task")))
+        {
+            if !z.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+                return Err(lamina::Error::usage(format!(
+                    "{}: --from-zip and --lambda-layer-zip take .zip files",
+                    z.display()
+                ))
+                .into());
+            }
+            layers.push(format!("{}:{dest}", z.display()));
+        }
+        Ok(Overrides {
+            base: self.base.take(),
+            platform: self.platform.take(),
+            to: self.to.take(),
+            layers,
+            deletes: std::mem::take(&mut self.deletes),
+            entrypoint: self.entrypoint.take(),
+            cmd: self.cmd.take(),
+            env: std::mem::take(&mut self.env),
+            workdir: self.workdir.take(),
+            user: self.user.take(),
+            labels: std::mem::take(&mut self.labels),
+            annotations: std::mem::take(&mut self.annotations),
+            timestamp: self.timestamp.take(),
+            compression_level: self.compression_level,
+            fix_permissions: self.fix_permissions,
+            no_lambda_check: self.no_lambda_check,
+            no_cache: self.no_cache,
+        })
+    }
+}
+
+/// Build, write to the destination, and print the digest (or the JSON report).
+pub fn run(mut a: BuildArgs) -> anyhow::Result<()> {
+    let cwd = cwd()?;
+    let file = match a.file.take() {
+        Some(f) => Some(f),
+        None => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
+    };
+    let spec_file = match &file {
+        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        None => None,
+    };
+    let ov = a.overrides()?;
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let quiet = a.output.quiet;
+    let mut log = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut opts = a.network.options(quiet)?;
+    a.push.apply(&mut opts)?;
+    a.ecr.apply(&mut opts);
+    let report = lamina::build::build(&spec, &opts, &mut log)?;
+    if a.output.json {
+        return print_json(&report);
+    }
+    log(format!(
+        "wrote {} ({}, {} layers) in {:.2}s",
+        shown(&spec.to, &cwd),
+        report.platform,
+        report.layers.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    print_line(&report.digest)
+}

@@ -1,0 +1,47 @@
+//! `lamina init`: a commented starter lamina.toml for the function in a directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Lambda runtime (python3.13, nodejs22.x, provided.al2023, ...); guessed from the files if unset.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The function's directory.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Replace an existing lamina.toml.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Write the starter spec atomically (a temporary file renamed into place).
+pub fn run(a: InitArgs) -> anyhow::Result<()> {
+    let path = a.dir.join("lamina.toml");
+    if path.exists() && !a.force {
+        return Err(lamina::Error::usage(format!(
+            "{} already exists (use --force to replace it)",
+            path.display()
+        ))
+        .into());
+    }
+    let text = lamina::spec::function::starter_spec(a.runtime.as_deref(), &a.dir)
+        .map_err(anyhow::Error::msg)?;
+    let dir = if a.dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        a.dir.as_path()
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `lamina run`: serve a function image locally as Lambda does.
+
+use clap::Args;
+
+use super::flags::NetworkFlags;
+use super::function::FunctionArgs;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    function: FunctionArgs,
+    /// Port of the invoke API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    // Last, so that the group's help heading does not take in the command's own flags.
+    #[command(flatten)]
+    network: NetworkFlags,
+}
+
+/// Serve the invoke API until interrupted.
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (prepared, opts) = a.function.prepare(&a.network)?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
+    lamina::run::serve(&prepared, &opts, listen, &mut |addr| {
+        eprintln!(
+            "lamina: invoke with: curl -d '{{}}' http://{addr}/2015-03-31/functions/function/invocations"
+        )
+    })?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `lamina zip`: a Lambda .zip deployment package (or Lambda layer zip) from lamina.toml,
+//! flags or an image.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use lamina::lambda::package::{self, Package};
+use lamina::spec::{BuildSpec, Overrides};
+
+use super::flags::{NetworkFlags, OutputFlags};
+use super::{cwd, parse_platform, parse_ref, print_json, print_line};
+
+#[derive(Args, Debug)]
+pub struct ZipArgs {
+    /// The build spec (default: ./lamina.toml if it exists): its layers under /var/task make the zip.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Add SOURCE's files at DEST (after the spec's layers). Repeatable.
+    #[arg(long = "layer", value_name = "SOURCE:DEST")]
+    layers: Vec<String>,
+    /// Take the files from an image's /var/task (/opt with --lambda-layer) instead.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["file", "layers", "fix_permissions"])]
+    from: Option<String>,
+    /// Platform to pick from a multi-platform --from image.
+    #[arg(long, requires = "from")]
+    platform: Option<String>,
+    /// The zip to write (default: function.zip, or layer.zip, beside the spec).
+    #[arg(long, value_name = "FILE")]
+    to: Option<PathBuf>,
+    /// Write a Lambda layer zip from what goes under /opt (paths relative to /opt).
+    #[arg(long)]
+    lambda_layer: bool,
+    /// A Lambda layer zip the function runs with, counted in the 250 MiB limit. Repeatable.
+    #[arg(long = "with-layer", value_name = "ZIP")]
+    with_layers: Vec<PathBuf>,
+    /// Seconds since the epoch for every entry, or `now` (default: SOURCE_DATE_EPOCH, else 0;
+    /// zips cannot go below 1980-01-01).
+    #[arg(long, value_name = "SECONDS|now")]
+    timestamp: Option<String>,
+    /// deflate level, 0 (store) to 9.
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
+    /// Make files and directories readable (executables runnable) by others, as for builds.
+    #[arg(long)]
+    fix_permissions: bool,
+    #[command(flatten)]
+    output: OutputFlags,
+    // Read only for a --from image in a registry.
+    #[command(flatten)]
+    network: NetworkFlags,
+}
+
+/// Write the zip, print warnings on stderr and the zip's digest (or the JSON report).
+pub fn run(a: ZipArgs) -> anyhow::Result<()> {
+    let cwd = cwd()?;
+    let started = std::time::Instant::now();
+    let pkg = if a.lambda_layer {
+        Package::Layer
+    } else {
+        Package::Function
+    };
+    let file = match (&a.file, &a.from) {
+        (Some(f), _) => Some(f.clone()),
+        (None, None) => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
+        (None, Some(_)) => None,
+    };
+    let spec_file = match &file {
+        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        None => None,
+    };
+    let ov = Overrides {
+        layers: a.layers.clone(),
+        timestamp: a.timestamp.clone(),
+        compression_level: a.compression_level,
+        fix_permissions: a.fix_permissions,
+        ..Overrides::default()
+    };
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let contents = contents(&a, &spec, pkg, &cwd)?;
+    let name = match pkg {
+        Package::Function => "function.zip",
+        Package::Layer => "layer.zip",
+    };
+    let spec_dir = file
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""));
+    let to = cwd.join(a.to.clone().unwrap_or_else(|| spec_dir.join(name)));
+    let opts = package::ZipOptions {
+        mtime: spec.timestamp,
+        compression_level: spec.compression_level,
+        with_layers: a.with_layers.iter().map(|p| cwd.join(p)).collect(),
+    };
+    let report = package::write(contents, &to, &opts)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.output.json {
+        return print_json(&report);
+    }
+    if !a.output.quiet {
+        let shown = to.strip_prefix(&cwd).unwrap_or(&to);
+        eprintln!(
+            "wrote {} ({} entries, {} bytes, {} bytes unzipped) in {:.2}s",
+            shown.display(),
+            report.entries,
+            report.size,
+            report.unzipped,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    print_line(&report.digest)
+}
+
+/// What goes into the zip: an image's files with `--from`, else the spec's layers.
+fn contents(
+    a: &ZipArgs,
+    spec: &BuildSpec,
+    pkg: Package,
+    cwd: &Path,
+) -> anyhow::Result<package::Contents> {
+    Ok(match &a.from {
+        Some(image) => {
+            let r = parse_ref(image, cwd)?;
+            let platform = parse_platform(a.platform.as_deref())?;
+            package::from_image(&r, platform, pkg, &a.network.options(a.output.quiet)?)?
+        }
+        None => {
+            let layers = match pkg {
+                Package::Function => &spec.zip_layers,
+                Package::Layer => &spec.layers,
+            };
+            package::from_layers(layers, pkg, spec.fix_permissions)?
+        }
+    })
+}
