@@ -31,15 +31,17 @@ fn cwd() -> anyhow::Result<PathBuf> {
 
 /// A reference as the user wrote it, resolved against `cwd`; bad syntax is a usage error.
 fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
-    let r: ImageRef = s.parse().map_err(lamina::Error::usage)?;
+    let r = s
+        .parse::<ImageRef>()
+        .map_err(|e| lamina::Error::usage(e.to_string()))?;
     Ok(r.relative_to(cwd))
 }
 
 /// `--platform`, when given; bad syntax is a usage error.
 fn parse_platform(p: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    p.map(str::parse)
+    p.map(str::parse::<Platform>)
         .transpose()
-        .map_err(|e: String| lamina::Error::usage(format!("--platform: {e}")).into())
+        .map_err(|e| lamina::Error::usage(format!("--platform: {e}")).into())
 }
 
 /// A reference with its path shown relative to the current directory when it is below it.
