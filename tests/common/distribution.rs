@@ -69,46 +69,15 @@ impl Registry {
         let dir = tmp.path().to_path_buf();
         let data = dir.join("data");
         fs::create_dir_all(&data).expect("mkdir data");
-        let q = |p: &Path| serde_json::to_string(p.to_str().expect("utf-8 path")).unwrap();
 
         let tls = (flavour != Flavour::Plain).then(|| make_tls(&dir.join("tls")));
         let token_requests = Arc::new(AtomicUsize::new(0));
-        let mut token_server = None;
-        let auth = match flavour {
-            Flavour::Plain => String::new(),
-            Flavour::TlsBasic => {
-                let (user, password) = creds.expect("credentials");
-                let line = run_tool_ok("htpasswd", &["-Bbn", user, password], None, &dir);
-                let path = dir.join("htpasswd");
-                fs::write(
-                    &path,
-                    String::from_utf8_lossy(&line).trim().to_owned() + "\n",
-                )
-                .expect("write htpasswd");
-                format!(
-                    "auth:\n  htpasswd:\n    realm: \"lamina-test\"\n    path: {}\n",
-                    q(&path)
-                )
-            }
-            Flavour::TlsToken => {
-                let (user, password) = creds.expect("credentials");
-                let ts =
-                    TokenServer::start(&dir.join("token"), user, password, token_requests.clone());
-                let auth = format!(
-                    "auth:\n  token:\n    realm: \"{}\"\n    service: \"{TOKEN_SERVICE}\"\n    \
-                     issuer: \"{TOKEN_ISSUER}\"\n    rootcertbundle: {}\n",
-                    ts.realm(),
-                    q(&ts.cert)
-                );
-                token_server = Some(ts);
-                auth
-            }
-        };
+        let (auth, token_server) = auth_config(flavour, creds, &dir, &token_requests);
         let tls_cfg = match &tls {
             Some(t) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
-                q(&t.server_cert),
-                q(&t.server_key)
+                yaml_path(&t.server_cert),
+                yaml_path(&t.server_key)
             ),
             None => String::new(),
         };
@@ -124,7 +93,7 @@ impl Registry {
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: \"{host}\"\n  secret: \"lamina-test-http-secret\"\n{tls_cfg}\
                  {auth}",
-                q(&data)
+                yaml_path(&data)
             );
             let config_path = dir.join("config.yml");
             fs::write(&config_path, &config).expect("write config.yml");
@@ -318,6 +287,51 @@ impl Registry {
             })
             .count()
     }
+}
+
+/// A path as a YAML (JSON) string.
+fn yaml_path(p: &Path) -> String {
+    serde_json::to_string(p.to_str().expect("utf-8 path")).expect("JSON string")
+}
+
+/// The `auth:` section of the registry's config for `flavour`, and the token server it names.
+fn auth_config(
+    flavour: Flavour,
+    creds: Option<(&str, &str)>,
+    dir: &Path,
+    token_requests: &Arc<AtomicUsize>,
+) -> (String, Option<TokenServer>) {
+    let mut token_server = None;
+    let auth = match flavour {
+        Flavour::Plain => String::new(),
+        Flavour::TlsBasic => {
+            let (user, password) = creds.expect("credentials");
+            let line = run_tool_ok("htpasswd", &["-Bbn", user, password], None, dir);
+            let path = dir.join("htpasswd");
+            fs::write(
+                &path,
+                String::from_utf8_lossy(&line).trim().to_owned() + "\n",
+            )
+            .expect("write htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: \"lamina-test\"\n    path: {}\n",
+                yaml_path(&path)
+            )
+        }
+        Flavour::TlsToken => {
+            let (user, password) = creds.expect("credentials");
+            let ts = TokenServer::start(&dir.join("token"), user, password, token_requests.clone());
+            let auth = format!(
+                "auth:\n  token:\n    realm: \"{}\"\n    service: \"{TOKEN_SERVICE}\"\n    \
+                 issuer: \"{TOKEN_ISSUER}\"\n    rootcertbundle: {}\n",
+                ts.realm(),
+                yaml_path(&ts.cert)
+            );
+            token_server = Some(ts);
+            auth
+        }
+    };
+    (auth, token_server)
 }
 
 impl Drop for Registry {

@@ -322,23 +322,7 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         return Ok(());
     };
     let arrived = Instant::now();
-    let path = head.path().to_owned();
-    // Pick the fault: 503 rules are consumed here, cut rules only when the cut happens.
-    let mut fault = None;
-    {
-        let mut rules = st.rules.lock().unwrap();
-        for (i, rule) in rules.iter_mut().enumerate() {
-            if rule.remaining == 0 || !rule.matching.matches(&head.method, &path) {
-                continue;
-            }
-            if let Fault::Fail503 { .. } = rule.fault {
-                rule.remaining -= 1;
-                rule.fired += 1;
-            }
-            fault = Some((i, rule.fault));
-            break;
-        }
-    }
+    let fault = pick_fault(st, &head);
     let record = |outcome: &'static str| {
         st.seen.lock().unwrap().push(Seen {
             method: head.method.clone(),
@@ -356,41 +340,10 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
 
     if let Some((_, Fault::Fail503 { retry_after })) = fault {
         record("503");
-        let mut sink = io::sink();
-        let mut never = || false;
-        let mut budget = Budget {
-            out: &mut sink,
-            written: 0,
-            limit: None,
-            on_limit: &mut never,
-            cut: false,
-        };
-        forward_body(&kind, &mut src, &mut budget)?;
-        let mut headers = vec![("Content-Type", "application/json".to_owned())];
-        if retry_after {
-            headers.push(("Retry-After", "1".to_owned()));
-        }
-        let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultProxy"}]}"#;
-        return respond(&mut client, 503, &headers, body, head.method == "HEAD");
+        return answer_503(&mut client, &head, &kind, &mut src, retry_after);
     }
 
-    let up_addr: SocketAddr = upstream
-        .parse()
-        .map_err(|_| io::Error::other("bad upstream"))?;
-    let mut up = TcpStream::connect_timeout(&up_addr, Duration::from_secs(5))?;
-    up.set_read_timeout(Some(IO_TIMEOUT))?;
-    up.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
-    for (k, v) in &head.headers {
-        let lk = k.to_ascii_lowercase();
-        if lk == "connection" || lk == "keep-alive" || lk == "proxy-connection" {
-            continue;
-        }
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    up.write_all(out.as_bytes())?;
-
+    let mut up = send_head_upstream(upstream, &head)?;
     let (limit, rule_index) = match fault {
         Some((i, Fault::CutAfter { bytes })) => (Some(bytes), Some(i)),
         _ => (None, None),
@@ -427,4 +380,71 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
     let _ = client.flush();
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// The first live rule matching `head`, by index. 503 rules are consumed here, cut rules only
+/// when the cut happens.
+fn pick_fault(st: &ProxyState, head: &RequestHead) -> Option<(usize, Fault)> {
+    let path = head.path();
+    let mut rules = st.rules.lock().unwrap();
+    for (i, rule) in rules.iter_mut().enumerate() {
+        if rule.remaining == 0 || !rule.matching.matches(&head.method, path) {
+            continue;
+        }
+        if let Fault::Fail503 { .. } = rule.fault {
+            rule.remaining -= 1;
+            rule.fired += 1;
+        }
+        return Some((i, rule.fault));
+    }
+    None
+}
+
+/// Read the request body to its end, then answer 503 (with `Retry-After: 1` when
+/// `retry_after`).
+fn answer_503(
+    client: &mut TcpStream,
+    head: &RequestHead,
+    kind: &BodyKind,
+    src: &mut dyn Read,
+    retry_after: bool,
+) -> io::Result<()> {
+    let mut sink = io::sink();
+    let mut never = || false;
+    let mut budget = Budget {
+        out: &mut sink,
+        written: 0,
+        limit: None,
+        on_limit: &mut never,
+        cut: false,
+    };
+    forward_body(kind, src, &mut budget)?;
+    let mut headers = vec![("Content-Type", "application/json".to_owned())];
+    if retry_after {
+        headers.push(("Retry-After", "1".to_owned()));
+    }
+    let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultProxy"}]}"#;
+    respond(client, 503, &headers, body, head.method == "HEAD")
+}
+
+/// Connect to `upstream` and send it `head` with `Connection: close` instead of the client's
+/// connection headers.
+fn send_head_upstream(upstream: &str, head: &RequestHead) -> io::Result<TcpStream> {
+    let up_addr: SocketAddr = upstream
+        .parse()
+        .map_err(|_| io::Error::other("bad upstream"))?;
+    let mut up = TcpStream::connect_timeout(&up_addr, Duration::from_secs(5))?;
+    up.set_read_timeout(Some(IO_TIMEOUT))?;
+    up.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
+    for (k, v) in &head.headers {
+        let lk = k.to_ascii_lowercase();
+        if lk == "connection" || lk == "keep-alive" || lk == "proxy-connection" {
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    Ok(up)
 }

@@ -122,14 +122,13 @@ fn front_conn(mut stream: TcpStream, st: &RedirectState) -> io::Result<()> {
     if head.method != "GET" && !head_only {
         return respond(&mut stream, 405, &[], b"read-only registry", false);
     }
-    let api = ("Docker-Distribution-API-Version", "registry/2.0".to_owned());
     if head.header("authorization") != Some(basic_auth_header(&st.user, &st.password).as_str()) {
         let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
         return respond(
             &mut stream,
             401,
             &[
-                api,
+                api_version(),
                 ("Content-Type", "application/json".into()),
                 ("WWW-Authenticate", "Basic realm=\"lamina-redirect\"".into()),
             ],
@@ -140,65 +139,14 @@ fn front_conn(mut stream: TcpStream, st: &RedirectState) -> io::Result<()> {
     st.front_authorized.fetch_add(1, Ordering::SeqCst);
     let path = head.path().to_owned();
     if path == "/v2/" || path == "/v2" {
-        return respond(&mut stream, 200, &[api], b"{}", head_only);
+        return respond(&mut stream, 200, &[api_version()], b"{}", head_only);
     }
-    let not_found = |stream: &mut TcpStream, code: &str| {
-        let body = format!(r#"{{"errors":[{{"code":"{code}","message":"not found"}}]}}"#);
-        respond(
-            stream,
-            404,
-            &[
-                ("Content-Type", "application/json".into()),
-                ("Docker-Distribution-API-Version", "registry/2.0".to_owned()),
-            ],
-            body.as_bytes(),
-            head_only,
-        )
-    };
     if let Some((_, reference)) = path.rsplit_once("/manifests/") {
-        let (digest, media_type) = if reference.starts_with("sha256:") {
-            (reference.to_owned(), None)
-        } else {
-            let index = fs::read(st.layout.join("index.json")).unwrap_or_default();
-            let index: Value = serde_json::from_slice(&index).unwrap_or(Value::Null);
-            let found = index["manifests"].as_array().and_then(|ds| {
-                ds.iter()
-                    .find(|d| d["annotations"][REF_NAME].as_str() == Some(reference))
-            });
-            match found {
-                Some(d) => (
-                    d["digest"].as_str().unwrap_or("").to_owned(),
-                    d["mediaType"].as_str().map(str::to_owned),
-                ),
-                None => return not_found(&mut stream, "MANIFEST_UNKNOWN"),
-            }
-        };
-        let Some(bytes) = layout_blob(&st.layout, &digest) else {
-            return not_found(&mut stream, "MANIFEST_UNKNOWN");
-        };
-        let media_type = media_type.unwrap_or_else(|| {
-            let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            match doc["mediaType"].as_str() {
-                Some(m) => m.to_owned(),
-                None if doc.get("manifests").is_some() => MT_INDEX.to_owned(),
-                None => MT_MANIFEST.to_owned(),
-            }
-        });
-        return respond(
-            &mut stream,
-            200,
-            &[
-                api,
-                ("Content-Type", media_type),
-                ("Docker-Content-Digest", digest),
-            ],
-            &bytes,
-            head_only,
-        );
+        return serve_manifest(&mut stream, st, reference, head_only);
     }
     if let Some((_, digest)) = path.rsplit_once("/blobs/") {
         if layout_blob(&st.layout, digest).is_none() {
-            return not_found(&mut stream, "BLOB_UNKNOWN");
+            return not_found(&mut stream, "BLOB_UNKNOWN", head_only);
         }
         st.redirects.fetch_add(1, Ordering::SeqCst);
         let location = format!(
@@ -209,12 +157,76 @@ fn front_conn(mut stream: TcpStream, st: &RedirectState) -> io::Result<()> {
         return respond(
             &mut stream,
             307,
-            &[api, ("Location", location)],
+            &[api_version(), ("Location", location)],
             b"",
             head_only,
         );
     }
-    not_found(&mut stream, "NAME_UNKNOWN")
+    not_found(&mut stream, "NAME_UNKNOWN", head_only)
+}
+
+fn api_version() -> (&'static str, String) {
+    ("Docker-Distribution-API-Version", "registry/2.0".to_owned())
+}
+
+/// A registry 404 with the error `code`.
+fn not_found(stream: &mut TcpStream, code: &str, head_only: bool) -> io::Result<()> {
+    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"not found"}}]}}"#);
+    respond(
+        stream,
+        404,
+        &[("Content-Type", "application/json".into()), api_version()],
+        body.as_bytes(),
+        head_only,
+    )
+}
+
+/// Answer a manifest GET/HEAD for `reference` (a digest, or a tag of the layout's index).
+fn serve_manifest(
+    stream: &mut TcpStream,
+    st: &RedirectState,
+    reference: &str,
+    head_only: bool,
+) -> io::Result<()> {
+    let (digest, media_type) = if reference.starts_with("sha256:") {
+        (reference.to_owned(), None)
+    } else {
+        let index = fs::read(st.layout.join("index.json")).unwrap_or_default();
+        let index: Value = serde_json::from_slice(&index).unwrap_or(Value::Null);
+        let found = index["manifests"].as_array().and_then(|ds| {
+            ds.iter()
+                .find(|d| d["annotations"][REF_NAME].as_str() == Some(reference))
+        });
+        match found {
+            Some(d) => (
+                d["digest"].as_str().unwrap_or("").to_owned(),
+                d["mediaType"].as_str().map(str::to_owned),
+            ),
+            None => return not_found(stream, "MANIFEST_UNKNOWN", head_only),
+        }
+    };
+    let Some(bytes) = layout_blob(&st.layout, &digest) else {
+        return not_found(stream, "MANIFEST_UNKNOWN", head_only);
+    };
+    let media_type = media_type.unwrap_or_else(|| {
+        let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        match doc["mediaType"].as_str() {
+            Some(m) => m.to_owned(),
+            None if doc.get("manifests").is_some() => MT_INDEX.to_owned(),
+            None => MT_MANIFEST.to_owned(),
+        }
+    });
+    respond(
+        stream,
+        200,
+        &[
+            api_version(),
+            ("Content-Type", media_type),
+            ("Docker-Content-Digest", digest),
+        ],
+        &bytes,
+        head_only,
+    )
 }
 
 fn storage_conn(mut stream: TcpStream, st: &RedirectState) -> io::Result<()> {

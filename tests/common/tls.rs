@@ -15,30 +15,29 @@ pub struct TlsFiles {
     pub server_key: PathBuf,
 }
 
+/// A CA profile (`v3_ca`) and a server profile (`v3_server`) for 127.0.0.1 and localhost.
+const OPENSSL_CNF: &str = "[req]\n\
+    distinguished_name = dn\n\
+    prompt = no\n\
+    [dn]\n\
+    CN = lamina test CA\n\
+    [v3_ca]\n\
+    basicConstraints = critical,CA:TRUE\n\
+    keyUsage = critical,keyCertSign,cRLSign\n\
+    subjectKeyIdentifier = hash\n\
+    [v3_server]\n\
+    basicConstraints = critical,CA:FALSE\n\
+    keyUsage = critical,digitalSignature,keyEncipherment\n\
+    extendedKeyUsage = serverAuth\n\
+    subjectAltName = IP:127.0.0.1,DNS:localhost\n\
+    subjectKeyIdentifier = hash\n\
+    authorityKeyIdentifier = keyid\n";
+
 /// Generate [`TlsFiles`] under `dir` with the openssl CLI (P-256 keys, valid for two days).
 pub fn make_tls(dir: &Path) -> TlsFiles {
     fs::create_dir_all(dir).expect("mkdir tls");
     let cnf = dir.join("openssl.cnf");
-    fs::write(
-        &cnf,
-        "[req]\n\
-         distinguished_name = dn\n\
-         prompt = no\n\
-         [dn]\n\
-         CN = lamina test CA\n\
-         [v3_ca]\n\
-         basicConstraints = critical,CA:TRUE\n\
-         keyUsage = critical,keyCertSign,cRLSign\n\
-         subjectKeyIdentifier = hash\n\
-         [v3_server]\n\
-         basicConstraints = critical,CA:FALSE\n\
-         keyUsage = critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage = serverAuth\n\
-         subjectAltName = IP:127.0.0.1,DNS:localhost\n\
-         subjectKeyIdentifier = hash\n\
-         authorityKeyIdentifier = keyid\n",
-    )
-    .expect("write openssl.cnf");
+    fs::write(&cnf, OPENSSL_CNF).expect("write openssl.cnf");
     let cnf_s = cnf.to_str().expect("utf-8 path");
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     let mut ca_args = vec!["req", "-x509", "-new", "-nodes", "-config", cnf_s];

@@ -11,11 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
-    LoopServer, base64, basic_auth_header, bind_loopback, parse_form, read_head, read_simple_body,
-    respond, run_tool_ok,
+    LoopServer, RequestHead, base64, basic_auth_header, bind_loopback, parse_form, read_head,
+    read_simple_body, respond, run_tool_ok,
 };
 
 pub const TOKEN_SERVICE: &str = "lamina-test";
@@ -174,37 +174,16 @@ fn token_conn(mut stream: TcpStream, st: &TokenState) -> io::Result<()> {
         return respond(&mut stream, 404, &[], b"not found", false);
     }
     let (caller, params) = match head.method.as_str() {
-        "GET" => {
-            let caller = match head.header("authorization") {
-                None => Caller::Anonymous,
-                Some(v) if v == basic_auth_header(&st.user, &st.password) => {
-                    Caller::User(st.user.clone())
-                }
-                Some(_) => Caller::BadCredentials,
-            };
-            (caller, head.query())
-        }
+        "GET" => (get_caller(&head, st), head.query()),
         "POST" => {
             let form = parse_form(&String::from_utf8_lossy(&body));
-            let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            if get("grant_type").as_deref() != Some("password") {
-                let answer = br#"{"error":"unsupported_grant_type"}"#;
-                return respond(
-                    &mut stream,
-                    400,
-                    &[("Content-Type", "application/json".into())],
-                    answer,
-                    false,
-                );
+            match post_caller(&form, st) {
+                Some(caller) => (caller, form),
+                None => {
+                    let answer = br#"{"error":"unsupported_grant_type"}"#;
+                    return respond(&mut stream, 400, &[json_type()], answer, false);
+                }
             }
-            let caller = if get("username").as_deref() == Some(st.user.as_str())
-                && get("password").as_deref() == Some(st.password.as_str())
-            {
-                Caller::User(st.user.clone())
-            } else {
-                Caller::BadCredentials
-            };
-            (caller, form)
         }
         _ => return respond(&mut stream, 405, &[], b"method not allowed", false),
     };
@@ -226,19 +205,11 @@ fn token_conn(mut stream: TcpStream, st: &TokenState) -> io::Result<()> {
                 status: 401,
             });
             let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
-            return respond(
-                &mut stream,
-                401,
-                &[
-                    ("Content-Type", "application/json".into()),
-                    (
-                        "WWW-Authenticate",
-                        "Basic realm=\"lamina-test-token\"".into(),
-                    ),
-                ],
-                body,
-                false,
+            let challenge = (
+                "WWW-Authenticate",
+                "Basic realm=\"lamina-test-token\"".into(),
             );
+            return respond(&mut stream, 401, &[json_type(), challenge], body, false);
         }
         Caller::User(u) => Some(u),
         Caller::Anonymous => None,
@@ -247,34 +218,85 @@ fn token_conn(mut stream: TcpStream, st: &TokenState) -> io::Result<()> {
         return respond(&mut stream, 400, &[], b"unknown service", false);
     }
     // The right user gets every action asked for; anonymous gets nothing.
-    let mut access = Vec::new();
-    if user.is_some() {
-        for scope in &scopes {
-            let Some((kind_name, actions)) = scope.rsplit_once(':') else {
-                continue;
-            };
-            let Some((kind, name)) = kind_name.split_once(':') else {
-                continue;
-            };
-            let granted: Vec<&str> = actions
-                .split(',')
-                .filter(|a| ["pull", "push", "delete", "*"].contains(a))
-                .collect();
-            if kind == "repository" && !granted.is_empty() {
-                access.push(json!({"type": kind, "name": name, "actions": granted}));
-            }
-        }
-    }
+    let access = if user.is_some() {
+        granted_access(&scopes)
+    } else {
+        Vec::new()
+    };
     st.log.lock().unwrap().push(TokenRequest {
         user: user.clone(),
         scopes,
         status: 200,
     });
+    let body = token_answer(st, user.unwrap_or_default(), access);
+    respond(
+        &mut stream,
+        200,
+        &[json_type()],
+        body.to_string().as_bytes(),
+        false,
+    )
+}
+
+/// The `Content-Type` header of a JSON answer.
+fn json_type() -> (&'static str, String) {
+    ("Content-Type", "application/json".into())
+}
+
+/// The caller of a `GET /token`, by its HTTP Basic credentials.
+fn get_caller(head: &RequestHead, st: &TokenState) -> Caller {
+    match head.header("authorization") {
+        None => Caller::Anonymous,
+        Some(v) if v == basic_auth_header(&st.user, &st.password) => Caller::User(st.user.clone()),
+        Some(_) => Caller::BadCredentials,
+    }
+}
+
+/// The caller of an OAuth2 `POST /token`; `None` unless it is a password grant.
+fn post_caller(form: &[(String, String)], st: &TokenState) -> Option<Caller> {
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if get("grant_type") != Some("password") {
+        return None;
+    }
+    Some(
+        if get("username") == Some(st.user.as_str())
+            && get("password") == Some(st.password.as_str())
+        {
+            Caller::User(st.user.clone())
+        } else {
+            Caller::BadCredentials
+        },
+    )
+}
+
+/// The `access` claim granting every known action on each `repository:NAME:ACTIONS` scope.
+fn granted_access(scopes: &[String]) -> Vec<Value> {
+    let mut access = Vec::new();
+    for scope in scopes {
+        let Some((kind_name, actions)) = scope.rsplit_once(':') else {
+            continue;
+        };
+        let Some((kind, name)) = kind_name.split_once(':') else {
+            continue;
+        };
+        let granted: Vec<&str> = actions
+            .split(',')
+            .filter(|a| ["pull", "push", "delete", "*"].contains(a))
+            .collect();
+        if kind == "repository" && !granted.is_empty() {
+            access.push(json!({"type": kind, "name": name, "actions": granted}));
+        }
+    }
+    access
+}
+
+/// The token endpoint's JSON answer: an RS256 JWT for `sub` with `access`, valid five minutes.
+fn token_answer(st: &TokenState, sub: String, access: Vec<Value>) -> Value {
     let now = unix_now();
     let header = json!({"typ": "JWT", "alg": "RS256", "x5c": [st.x5c]});
     let claims = json!({
         "iss": TOKEN_ISSUER,
-        "sub": user.unwrap_or_default(),
+        "sub": sub,
         "aud": TOKEN_SERVICE,
         "exp": now + 300,
         "nbf": now - 10,
@@ -295,17 +317,10 @@ fn token_conn(mut stream: TcpStream, st: &TokenState) -> io::Result<()> {
         Path::new("/"),
     );
     let jwt = format!("{signing_input}.{}", base64url(&sig));
-    let body = json!({
+    json!({
         "token": jwt,
         "access_token": jwt,
         "expires_in": 300,
         "issued_at": rfc3339(now),
-    });
-    respond(
-        &mut stream,
-        200,
-        &[("Content-Type", "application/json".into())],
-        body.to_string().as_bytes(),
-        false,
-    )
+    })
 }
