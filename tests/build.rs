@@ -3,7 +3,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
@@ -215,14 +214,6 @@ fn fixture_build_unpacks_with_umoci() {
     let args = string_array(&rt["process"]["args"]);
     assert_eq!(args, vec!["/lambda-entrypoint.sh", "handler.handle"]);
     assert_eq!(rt["process"]["cwd"].as_str(), Some("/var/task"));
-}
-
-fn mode_of(p: &Path) -> u32 {
-    fs::symlink_metadata(p)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 #[test]

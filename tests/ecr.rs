@@ -12,15 +12,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::registry::*;
 use common::*;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -38,24 +35,9 @@ const AWS_SECRET: &str = "aws-Sk3tchY-lamina-secret-9QzW";
 /// The password a credential helper answers in the `credHelpers` test (not moto's token).
 const HELPER_PASSWORD: &str = "helper-Vb6pL0wE-secret";
 
-/// Upper bound for one lamina run (AWS SDK and registry retries with backoff included).
-const LAMINA_TIMEOUT: Duration = Duration::from_secs(300);
-
 // ---------------------------------------------------------------------------------------------
 // Peers: moto as the ECR API
 // ---------------------------------------------------------------------------------------------
-
-/// Directories of `PATH`, then `/usr/local/bin` and `/usr/bin`, holding an executable `name`.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.push(PathBuf::from("/usr/local/bin"));
-    dirs.push(PathBuf::from("/usr/bin"));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|c| fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
 
 const MOTO_HINT: &str = "install it with `python3 -m pip install 'moto[server]'` (boto3 comes \
                          with it) or run `bash .ci/run`, which installs the test peers";
@@ -68,15 +50,6 @@ fn python() -> Command {
     let mut cmd = Command::new(bin);
     clear_aws_env(&mut cmd);
     cmd
-}
-
-/// Remove every inherited `AWS_*` variable from `cmd`'s environment.
-fn clear_aws_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
 }
 
 /// A `moto_server` on 127.0.0.1 with its own (in-memory) state; killed on drop.
@@ -241,6 +214,31 @@ impl Ecr {
             password,
         }
     }
+
+    /// A [`Sandbox`] with AWS settings for this moto: static keys, us-east-1,
+    /// `AWS_ENDPOINT_URL`, no IMDS, empty shared config and credentials files in the sandbox.
+    fn sandbox(&self) -> Sandbox {
+        let mut sb = Sandbox::new(vec![
+            AWS_SECRET.to_owned(),
+            self.password.clone(),
+            base64(format!("{}:{}", self.user, self.password).as_bytes()),
+            HELPER_PASSWORD.to_owned(),
+            base64(format!("AWS:{HELPER_PASSWORD}").as_bytes()),
+        ]);
+        let aws = sb.root().join("aws");
+        fs::create_dir_all(&aws).expect("mkdir sandbox aws");
+        fs::write(aws.join("config"), "").expect("write aws/config");
+        fs::write(aws.join("credentials"), "").expect("write aws/credentials");
+        sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
+        sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+        sb.set("AWS_REGION", REGION);
+        sb.set("AWS_DEFAULT_REGION", REGION);
+        sb.set("AWS_ENDPOINT_URL", self.moto.endpoint());
+        sb.set("AWS_EC2_METADATA_DISABLED", "true");
+        sb.set("AWS_CONFIG_FILE", aws.join("config"));
+        sb.set("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"));
+        sb
+    }
 }
 
 /// `docker://123456789012.dkr.ecr.us-east-1.amazonaws.com/REPO_TAG`
@@ -259,180 +257,9 @@ fn endpoint_flags(reg: &Registry) -> Vec<String> {
     v
 }
 
-/// The registry's storage for `repo` (docker-registry's filesystem driver).
-fn registry_repo_dir(reg: &Registry, repo: &str) -> PathBuf {
-    reg.dir
-        .join("data/docker/registry/v2/repositories")
-        .join(repo)
-}
-
-fn registry_blob_count(reg: &Registry) -> usize {
-    tree_snapshot(&reg.dir.join("data"))
-        .iter()
-        .filter(|(p, n)| {
-            matches!(n, Node::File { .. })
-                && p.starts_with("docker/registry/v2/blobs")
-                && p.file_name().is_some_and(|f| f == "data")
-        })
-        .count()
-}
-
 // ---------------------------------------------------------------------------------------------
-// Running lamina in a sandbox
+// Running lamina
 // ---------------------------------------------------------------------------------------------
-
-/// A temporary directory holding lamina's home, docker config, caches, AWS config files, a
-/// `bin` directory for credential helpers and the test's files, and the environment lamina
-/// runs with.
-struct Sandbox {
-    tmp: TempDir,
-    /// Set (`Some`) or removed (`None`) on top of the inherited environment minus `AWS_*`.
-    env: BTreeMap<String, Option<OsString>>,
-    /// Strings that must never appear in lamina's output.
-    secrets: Vec<String>,
-}
-
-impl Sandbox {
-    /// AWS settings for `moto`: static keys, us-east-1, `AWS_ENDPOINT_URL`, no IMDS, empty
-    /// shared config and credentials files in the sandbox.
-    fn new(ecr: &Ecr) -> Sandbox {
-        let tmp = TempDir::new().expect("tempdir");
-        for d in ["home", "docker", "xdg-cache", "cache", "work", "aws", "bin"] {
-            fs::create_dir_all(tmp.path().join(d)).expect("mkdir sandbox");
-        }
-        let root = tmp.path().to_path_buf();
-        fs::write(root.join("aws/config"), "").expect("write aws/config");
-        fs::write(root.join("aws/credentials"), "").expect("write aws/credentials");
-        let mut sb = Sandbox {
-            tmp,
-            env: BTreeMap::new(),
-            secrets: Vec::new(),
-        };
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut new_path = root.join("bin").into_os_string();
-        new_path.push(":");
-        new_path.push(path);
-        sb.set("PATH", new_path);
-        sb.set("HOME", root.join("home"));
-        sb.set("DOCKER_CONFIG", root.join("docker"));
-        sb.set("XDG_CACHE_HOME", root.join("xdg-cache"));
-        sb.set("LAMINA_CACHE_DIR", root.join("cache"));
-        sb.unset("SOURCE_DATE_EPOCH");
-        sb.unset("SSL_CERT_FILE");
-        sb.unset("SSL_CERT_DIR");
-        sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
-        sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
-        sb.set("AWS_REGION", REGION);
-        sb.set("AWS_DEFAULT_REGION", REGION);
-        sb.set("AWS_ENDPOINT_URL", ecr.moto.endpoint());
-        sb.set("AWS_EC2_METADATA_DISABLED", "true");
-        sb.set("AWS_CONFIG_FILE", root.join("aws/config"));
-        sb.set("AWS_SHARED_CREDENTIALS_FILE", root.join("aws/credentials"));
-        sb.secrets = vec![
-            AWS_SECRET.to_owned(),
-            ecr.password.clone(),
-            base64(format!("{}:{}", ecr.user, ecr.password).as_bytes()),
-            HELPER_PASSWORD.to_owned(),
-            base64(format!("AWS:{HELPER_PASSWORD}").as_bytes()),
-        ];
-        sb
-    }
-
-    fn set(&mut self, k: &str, v: impl Into<OsString>) {
-        self.env.insert(k.to_owned(), Some(v.into()));
-    }
-
-    fn unset(&mut self, k: &str) {
-        self.env.insert(k.to_owned(), None);
-    }
-
-    fn root(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// lamina's working directory.
-    fn work(&self) -> PathBuf {
-        self.root().join("work")
-    }
-
-    fn docker_dir(&self) -> PathBuf {
-        self.root().join("docker")
-    }
-
-    /// Run lamina; it must not panic and its output must not contain any secret.
-    fn run(&self, args: &[String]) -> Output {
-        let mut cmd = Command::new(lamina_bin());
-        cmd.args(args).current_dir(self.work());
-        clear_aws_env(&mut cmd);
-        for (k, v) in &self.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        let out = run_bounded(&mut cmd, None, LAMINA_TIMEOUT);
-        assert_no_panic(&out);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for s in &self.secrets {
-            assert!(
-                !stdout.contains(s.as_str()) && !stderr.contains(s.as_str()),
-                "lamina {args:?} printed a secret ({s}):\n{}",
-                describe(&out)
-            );
-        }
-        out
-    }
-
-    fn ok(&self, args: &[String]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "lamina {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    fn fail(&self, args: &[String]) -> Output {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "lamina {args:?} should have failed:\n{}",
-            describe(&out)
-        );
-        assert!(
-            !stderr_of(&out).trim().is_empty(),
-            "lamina {args:?} failed without a message:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    /// `lamina build -f fixtures/lamina.toml --to oci:WORK/NAME:latest`; the printed digest and
-    /// the layout.
-    fn build_oci(&self, name: &str) -> (String, PathBuf) {
-        let layout = self.work().join(name);
-        let out = self.ok(&strings(&[
-            "build",
-            "-f",
-            path_str(&fixture_spec()),
-            "--to",
-            &oci_ref(&layout, "latest"),
-        ]));
-        let digest = parse_digest(&out);
-        let (_, in_layout, _) = read_layout(&layout, "latest");
-        assert_eq!(in_layout, digest, "printed digest vs layout");
-        (digest, layout)
-    }
-
-    /// `lamina build -f fixtures/lamina.toml --to DEST EXTRA...`
-    fn build_args(dest: &str, extra: &[String]) -> Vec<String> {
-        let mut a = strings(&["build", "-f", path_str(&fixture_spec()), "--to", dest]);
-        a.extend_from_slice(extra);
-        a
-    }
-}
 
 fn cat(a: &[String], b: &[&str]) -> Vec<String> {
     let mut v = a.to_vec();
@@ -518,7 +345,7 @@ fn harness_moto_and_registry_with_the_ecr_password() {
 #[test]
 fn build_to_ecr_creates_the_repository_and_pushes() {
     let ecr = Ecr::start();
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     assert!(!ecr.moto.repositories().contains_key("team/fn"));
     let out = sb.ok(&Sandbox::build_args(
         &ecr_ref("team/fn:v1"),
@@ -530,7 +357,7 @@ fn build_to_ecr_creates_the_repository_and_pushes() {
         digest,
         "sha256 of the manifest the registry serves"
     );
-    let (local, layout) = sb.build_oci("local");
+    let (local, layout) = sb.build_oci("local", &[]);
     assert_eq!(local, digest, "ECR build and oci: build differ");
     assert_eq!(
         ecr.reg.raw_manifest("team/fn:v1"),
@@ -583,7 +410,7 @@ fn build_to_ecr_creates_the_repository_and_pushes() {
 #[test]
 fn missing_repository_without_create_repo_fails_before_building() {
     let ecr = Ecr::start();
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     let check = |out: &Output| {
         let err = stderr_of(out);
         assert!(
@@ -612,7 +439,7 @@ fn missing_repository_without_create_repo_fails_before_building() {
     assert_not_built(&out);
 
     // push of an existing image, likewise.
-    let (_, layout) = sb.build_oci("out");
+    let (_, layout) = sb.build_oci("out", &[]);
     let out = sb.fail(&cat(
         &strings(&[
             "push",
@@ -629,10 +456,10 @@ fn missing_repository_without_create_repo_fails_before_building() {
     // Nothing reached the registry or ECR.
     assert!(!registry_has(&ecr.reg, "team/missing:v1"));
     assert!(
-        !registry_repo_dir(&ecr.reg, "team/missing").exists(),
+        !ecr.reg.repo_dir("team/missing").exists(),
         "the registry has storage for team/missing"
     );
-    assert_eq!(registry_blob_count(&ecr.reg), 0, "blobs were uploaded");
+    assert_eq!(ecr.reg.blob_count(), 0, "blobs were uploaded");
     assert!(
         ecr.moto.repositories().is_empty(),
         "a repository was created without --create-repo"
@@ -643,8 +470,8 @@ fn missing_repository_without_create_repo_fails_before_building() {
 #[test]
 fn second_push_skips_every_blob() {
     let ecr = Ecr::start();
-    let sb = Sandbox::new(&ecr);
-    let (digest, layout) = sb.build_oci("out");
+    let sb = ecr.sandbox();
+    let (digest, layout) = sb.build_oci("out", &[]);
     let (manifest, _, _) = read_layout(&layout, "latest");
     let expected = manifest_blobs(&manifest);
     let src = oci_ref(&layout, "latest");
@@ -696,7 +523,7 @@ fn second_push_skips_every_blob() {
 #[test]
 fn created_repository_gets_tag_mutability_and_scan_on_push() {
     let ecr = Ecr::start();
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     let out = sb.ok(&Sandbox::build_args(
         &ecr_ref("team/locked:v1"),
         &cat(
@@ -746,7 +573,7 @@ fn created_repository_gets_tag_mutability_and_scan_on_push() {
 #[test]
 fn unreachable_ecr_api_fails_clearly() {
     let ecr = Ecr::start();
-    let mut sb = Sandbox::new(&ecr);
+    let mut sb = ecr.sandbox();
     let dead = free_port();
     sb.set("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{dead}"));
     let start = Instant::now();
@@ -766,7 +593,7 @@ fn unreachable_ecr_api_fails_clearly() {
         "giving up on a refused connection took {:?}",
         start.elapsed()
     );
-    assert_eq!(registry_blob_count(&ecr.reg), 0);
+    assert_eq!(ecr.reg.blob_count(), 0);
     assert!(!registry_has(&ecr.reg, "team/fn:v1"));
 }
 
@@ -774,7 +601,7 @@ fn unreachable_ecr_api_fails_clearly() {
 #[test]
 fn missing_aws_credentials_fail_clearly() {
     let ecr = Ecr::start();
-    let mut sb = Sandbox::new(&ecr);
+    let mut sb = ecr.sandbox();
     sb.unset("AWS_ACCESS_KEY_ID");
     sb.unset("AWS_SECRET_ACCESS_KEY");
     let out = sb.fail(&Sandbox::build_args(
@@ -794,7 +621,7 @@ fn missing_aws_credentials_fail_clearly() {
     );
     assert_not_built(&out);
     assert!(ecr.moto.repositories().is_empty());
-    assert_eq!(registry_blob_count(&ecr.reg), 0);
+    assert_eq!(ecr.reg.blob_count(), 0);
 }
 
 /// `credHelpers` naming a helper for the ECR host wins over GetAuthorizationToken for the
@@ -812,7 +639,7 @@ fn cred_helper_for_the_ecr_host_takes_precedence() {
         user,
         password: moto_password,
     };
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     let calls = install_helper(&sb, "fake", HELPER_PASSWORD);
     fs::write(
         sb.docker_dir().join("config.json"),
@@ -860,7 +687,7 @@ fn cred_helper_for_the_ecr_host_takes_precedence() {
 #[test]
 fn wrong_registry_password_fails_before_building() {
     let ecr = Ecr::start();
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     ecr.moto.create_repository("team/fn");
     install_helper(&sb, "wrong", HELPER_PASSWORD);
     fs::write(
@@ -881,7 +708,7 @@ fn wrong_registry_password_fails_before_building() {
         "the error should name the registry and its refusal:\n{}",
         describe(&out)
     );
-    assert_eq!(registry_blob_count(&ecr.reg), 0, "blobs were uploaded");
+    assert_eq!(ecr.reg.blob_count(), 0, "blobs were uploaded");
     assert!(!registry_has(&ecr.reg, "team/fn:v1"));
     // The credentials are checked with the other preflight checks, before any build work.
     assert_not_built(&out);
@@ -891,7 +718,7 @@ fn wrong_registry_password_fails_before_building() {
 #[test]
 fn ecr_endpoint_variable_alone_is_enough() {
     let ecr = Ecr::start();
-    let mut sb = Sandbox::new(&ecr);
+    let mut sb = ecr.sandbox();
     sb.unset("AWS_ENDPOINT_URL");
     sb.set("AWS_ENDPOINT_URL_ECR", ecr.moto.endpoint());
     let out = sb.ok(&Sandbox::build_args(
@@ -907,7 +734,7 @@ fn ecr_endpoint_variable_alone_is_enough() {
 #[test]
 fn shared_config_profile_is_used() {
     let ecr = Ecr::start();
-    let mut sb = Sandbox::new(&ecr);
+    let mut sb = ecr.sandbox();
     sb.unset("AWS_ACCESS_KEY_ID");
     sb.unset("AWS_SECRET_ACCESS_KEY");
     sb.unset("AWS_REGION");
@@ -954,7 +781,7 @@ fn registry_endpoint_over_plain_http() {
         user,
         password,
     };
-    let sb = Sandbox::new(&ecr);
+    let sb = ecr.sandbox();
     let out = sb.ok(&Sandbox::build_args(
         &ecr_ref("team/fn:v1"),
         &cat(&endpoint_flags(&ecr.reg), &["--create-repo", "--json"]),

@@ -350,16 +350,14 @@ fn init_writes_a_starter_spec_that_builds() {
 
 #[test]
 fn a_code_change_rebuilds_and_repushes_one_small_layer() {
-    let reg = common::registry::Registry::plain();
+    let reg = Registry::plain();
     let t = TempDir::new().unwrap();
     python_project(t.path());
     let cache = t.path().join("cache");
     let env = [("LAMINA_CACHE_DIR", cache.to_str().unwrap())];
     let dest = reg.reference("team/fn:v1");
     let fates = |out: &std::process::Output| -> Vec<(u64, String)> {
-        common::registry::blob_fates(&common::registry::parse_json(out))
-            .into_values()
-            .collect()
+        blob_fates(&parse_json(out)).into_values().collect()
     };
     let first = lamina_ok(&["build", "--json", "--to", &dest], t.path(), &env);
     assert!(

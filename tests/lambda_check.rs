@@ -9,7 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::registry::Registry;
 use common::*;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -786,25 +785,6 @@ fn push_refuses_a_bad_image_before_connecting() {
     assert!(!err.contains("L00") && is_connection_error(&err), "{err}");
 }
 
-/// Files under the registry's blob store (`.../blobs/sha256/xx/<hex>/data`).
-fn registry_blobs(reg: &Registry) -> usize {
-    fn walk(p: &Path, n: &mut usize) {
-        if let Ok(rd) = fs::read_dir(p) {
-            for e in rd.flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    walk(&path, n);
-                } else if path.file_name().is_some_and(|f| f == "data") {
-                    *n += 1;
-                }
-            }
-        }
-    }
-    let mut n = 0;
-    walk(&reg.dir.join("data"), &mut n);
-    n
-}
-
 #[test]
 fn build_to_a_registry_refuses_a_bad_image_before_uploading() {
     let reg = Registry::plain();
@@ -831,11 +811,8 @@ fn build_to_a_registry_refuses_a_bad_image_before_uploading() {
         err.contains("L006") && err.contains("nothing was pushed"),
         "{err}"
     );
-    assert_eq!(registry_blobs(&reg), 0, "blobs were uploaded:\n{err}");
-    assert_eq!(
-        common::registry::http_status(&reg.host, "/v2/fn/manifests/bad"),
-        Some(404)
-    );
+    assert_eq!(reg.blob_count(), 0, "blobs were uploaded:\n{err}");
+    assert_eq!(http_status(&reg.host, "/v2/fn/manifests/bad"), Some(404));
 
     // --no-lambda-check pushes it anyway.
     let mut forced = args.to_vec();
@@ -844,7 +821,7 @@ fn build_to_a_registry_refuses_a_bad_image_before_uploading() {
     assert!(is_sha256_digest(
         String::from_utf8_lossy(&out.stdout).trim()
     ));
-    assert!(registry_blobs(&reg) > 0);
+    assert!(reg.blob_count() > 0);
 
     // The fixture passes the gate and is pushed; the check reads it back from the registry.
     let good = reg.reference("fn:good");

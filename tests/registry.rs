@@ -10,15 +10,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::registry::*;
 use common::*;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -28,174 +25,21 @@ const USER: &str = "lamina-tester";
 const PASSWORD: &str = "pw-Kq7vZ2xR-secret";
 const WRONG_PASSWORD: &str = "pw-Wr0ngJx4tB-secret";
 
-/// Upper bound for one lamina run (retries with backoff included).
-const LAMINA_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// 5 MiB, the smallest chunk lamina accepts.
 const CHUNK: &str = "5242880";
-
-// ---------------------------------------------------------------------------------------------
-// Running lamina in a sandbox
-// ---------------------------------------------------------------------------------------------
-
-/// A temporary directory holding lamina's home, docker config, cache and the test's files.
-struct Sandbox {
-    tmp: TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let tmp = TempDir::new().expect("tempdir");
-        for d in ["home", "docker", "xdg-cache", "cache", "work"] {
-            fs::create_dir_all(tmp.path().join(d)).expect("mkdir sandbox");
-        }
-        Sandbox { tmp }
-    }
-
-    /// Where the test's own files go (lamina's working directory).
-    fn work(&self) -> PathBuf {
-        self.tmp.path().join("work")
-    }
-
-    /// `$DOCKER_CONFIG`
-    fn docker_dir(&self) -> PathBuf {
-        self.tmp.path().join("docker")
-    }
-
-    fn docker_config(&self) -> PathBuf {
-        self.docker_dir().join("config.json")
-    }
-
-    /// Files under the cache directories (`XDG_CACHE_HOME` and `LAMINA_CACHE_DIR`).
-    fn cache_files(&self) -> usize {
-        ["xdg-cache", "cache"]
-            .iter()
-            .map(|d| {
-                tree_snapshot(&self.tmp.path().join(d))
-                    .values()
-                    .filter(|n| matches!(n, Node::File { .. }))
-                    .count()
-            })
-            .sum()
-    }
-
-    /// Run lamina; it must not panic and its output must not contain any password.
-    fn run(&self, args: &[String], stdin: Option<&[u8]>) -> Output {
-        self.run_env(args, stdin, &[])
-    }
-
-    /// [`Sandbox::run`] with extra environment variables.
-    fn run_env(&self, args: &[String], stdin: Option<&[u8]>, env: &[(&str, OsString)]) -> Output {
-        let root = self.tmp.path();
-        let mut cmd = Command::new(lamina_bin());
-        cmd.args(args)
-            .current_dir(self.work())
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
-            .env("HOME", root.join("home"))
-            .env("DOCKER_CONFIG", self.docker_dir())
-            .env("XDG_CACHE_HOME", root.join("xdg-cache"))
-            .env("LAMINA_CACHE_DIR", root.join("cache"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = run_bounded(&mut cmd, stdin, LAMINA_TIMEOUT);
-        assert_no_panic(&out);
-        assert_no_secrets(&out, args);
-        out
-    }
-
-    fn ok(&self, args: &[String]) -> Output {
-        let out = self.run(args, None);
-        assert!(
-            out.status.success(),
-            "lamina {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    fn fail(&self, args: &[String]) -> Output {
-        let out = self.run(args, None);
-        assert!(
-            !out.status.success(),
-            "lamina {args:?} should have failed:\n{}",
-            describe(&out)
-        );
-        assert!(
-            !stderr_of(&out).trim().is_empty(),
-            "lamina {args:?} failed without a message:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    /// `lamina build -f fixtures/lamina.toml --to oci:WORK/NAME:latest EXTRA...`; returns the
-    /// printed digest and the layout.
-    fn build_oci(&self, name: &str, extra: &[String]) -> (String, PathBuf) {
-        let layout = self.work().join(name);
-        let mut a = strings(&[
-            "build",
-            "-f",
-            path_str(&fixture_spec()),
-            "--to",
-            &oci_ref(&layout, "latest"),
-        ]);
-        a.extend_from_slice(extra);
-        let digest = parse_digest(&self.ok(&a));
-        let (_, in_layout, _) = read_layout(&layout, "latest");
-        assert_eq!(in_layout, digest, "printed digest vs layout");
-        (digest, layout)
-    }
-
-    /// The fixture plus a layer of `len` bytes of noise at /data/blob.bin, into an OCI layout.
-    fn build_big(&self, name: &str, len: usize) -> (String, PathBuf) {
-        let noise = self.work().join(format!("{name}-noise.bin"));
-        write_noise(&noise, len, 0x1a2b_3c4d);
-        let layer = format!("{}:/data/blob.bin", noise.display());
-        self.build_oci(name, &strings(&["--layer", &layer]))
-    }
-}
 
 fn with_flags(mut args: Vec<String>, reg: &Registry) -> Vec<String> {
     args.extend(reg.lamina_flags());
     args
 }
 
-/// The strings that must never appear in lamina's output.
+/// The strings that must never appear in lamina's output (a [`Sandbox`]'s secrets).
 fn secrets() -> Vec<String> {
     let mut v = vec![PASSWORD.to_owned(), WRONG_PASSWORD.to_owned()];
     for pw in [PASSWORD, WRONG_PASSWORD] {
         v.push(base64(format!("{USER}:{pw}").as_bytes()));
     }
     v
-}
-
-fn assert_no_secrets(out: &Output, args: &[String]) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for s in secrets() {
-        assert!(
-            !stdout.contains(&s) && !stderr.contains(&s),
-            "lamina {args:?} printed a credential ({s}):\n{}",
-            describe(out)
-        );
-    }
-}
-
-/// Deterministic incompressible bytes (xorshift64*).
-fn write_noise(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        data.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    data.truncate(len);
-    write_file(path, &data, 0o644);
 }
 
 /// skopeo-copy `repo_tag` out of the registry into a fresh layout and check every blob.
@@ -430,7 +274,7 @@ fn harness_base64_and_dates() {
 /// Build the fixture straight into `reg`; the pushed manifest is the one an `oci:` build gives
 /// and unpacks to the function.
 fn check_build_to_registry(reg: &Registry) {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     if reg.user.is_some() {
         reg.write_docker_config(&sb.docker_dir());
     }
@@ -477,7 +321,7 @@ fn build_to_token_auth_registry() {
 #[test]
 fn build_json_to_registry_reports_blobs() {
     let reg = Registry::plain();
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let dest = reg.reference("fn:v1");
     let out = sb.ok(&strings(&[
         "build",
@@ -513,7 +357,7 @@ fn build_json_to_registry_reports_blobs() {
 #[test]
 fn push_reports_pushed_then_skipped() {
     let reg = Registry::plain();
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (digest, layout) = sb.build_oci("out", &[]);
     let (manifest, _, _) = read_layout(&layout, "latest");
     let expected = manifest_blobs(&manifest);
@@ -568,7 +412,7 @@ fn push_reports_pushed_then_skipped() {
 fn pull_one_platform_of_a_multi_arch_image() {
     let reg = Registry::plain();
     seed_base(&reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     for arch in ["arm64", "amd64"] {
         let p = sb.work().join(format!("p-{arch}"));
         sb.ok(&strings(&[
@@ -604,7 +448,7 @@ fn pull_one_platform_of_a_multi_arch_image() {
 fn pull_with_token_auth() {
     let reg = Registry::token(USER, PASSWORD);
     seed_base(&reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     reg.write_docker_config(&sb.docker_dir());
     let p = sb.work().join("p");
     sb.ok(&with_flags(
@@ -626,7 +470,7 @@ fn second_pull_comes_from_the_cache() {
     let reg = Registry::plain();
     seed_base(&reg);
     let proxy = FaultProxy::new(&reg.host);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let pull = |name: &str| -> PathBuf {
         let p = sb.work().join(name);
         sb.ok(&strings(&[
@@ -665,7 +509,7 @@ fn second_pull_comes_from_the_cache() {
 fn inspect_registry_image_for_a_platform() {
     let reg = Registry::plain();
     seed_base(&reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let v = parse_json(&sb.ok(&strings(&[
         "inspect",
         &reg.reference("base:latest"),
@@ -690,7 +534,7 @@ fn inspect_registry_image_for_a_platform() {
 fn registry_base_builds_the_same_image_as_the_local_base() {
     let reg = Registry::plain();
     seed_base(&reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     for arch in ["amd64", "arm64"] {
         let platform = format!("linux/{arch}");
         let (local, _) = sb.build_oci(
@@ -718,7 +562,7 @@ fn registry_base_builds_the_same_image_as_the_local_base() {
 #[test]
 fn token_auth_push_caches_tokens() {
     let reg = Registry::token(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     reg.write_docker_config(&sb.docker_dir());
     let (digest, layout) = sb.build_oci("out", &[]);
     let out = sb.ok(&with_flags(
@@ -755,7 +599,7 @@ fn token_auth_push_caches_tokens() {
 #[test]
 fn token_auth_wrong_password_fails_without_printing_it() {
     let reg = Registry::token(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     write_docker_auths(
         &sb.docker_dir(),
         &[(
@@ -785,7 +629,7 @@ fn token_auth_wrong_password_fails_without_printing_it() {
 #[test]
 fn token_auth_anonymous_push_fails_clearly() {
     let reg = Registry::token(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (_, layout) = sb.build_oci("out", &[]);
     let out = sb.fail(&with_flags(
         strings(&["push", &oci_ref(&layout, "latest"), &reg.reference("fn:v1")]),
@@ -812,7 +656,7 @@ fn token_auth_anonymous_push_fails_clearly() {
 #[test]
 fn login_writes_docker_config_that_push_then_uses() {
     let reg = Registry::tls_basic(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     // An existing config with another registry: login keeps it.
     write_docker_auths(
         &sb.docker_dir(),
@@ -854,7 +698,7 @@ fn login_writes_docker_config_that_push_then_uses() {
 #[test]
 fn login_with_a_wrong_password_fails_and_writes_nothing() {
     let reg = Registry::tls_basic(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let login = |stdin: &str| {
         let out = sb.run(
             &with_flags(
@@ -889,7 +733,7 @@ fn login_with_a_wrong_password_fails_and_writes_nothing() {
 #[test]
 fn login_to_a_token_registry() {
     let reg = Registry::token(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let args = with_flags(
         strings(&["login", &reg.host, "-u", USER, "--password-stdin"]),
         &reg,
@@ -910,7 +754,7 @@ fn login_to_a_token_registry() {
 #[test]
 fn credentials_are_never_printed() {
     let reg = Registry::tls_basic(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (_, layout) = sb.build_oci("out", &[]);
     let src = oci_ref(&layout, "latest");
     reg.write_docker_config(&sb.docker_dir());
@@ -960,7 +804,7 @@ fn credentials_are_never_printed() {
 
 fn check_mount(reg: &Registry) {
     seed_base(reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     if reg.user.is_some() {
         reg.write_docker_config(&sb.docker_dir());
     }
@@ -1019,7 +863,7 @@ const BIG: usize = 12 * 1024 * 1024;
 fn push_retries_503_and_honours_retry_after() {
     let reg = Registry::plain();
     let proxy = FaultProxy::new(&reg.host);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (digest, layout) = sb.build_big("big", BIG);
     proxy.fail_503(
         2,
@@ -1061,7 +905,7 @@ fn push_retries_503_and_honours_retry_after() {
 fn push_recovers_from_a_connection_cut_mid_blob() {
     let reg = Registry::plain();
     let proxy = FaultProxy::new(&reg.host);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (digest, layout) = sb.build_big("big", BIG);
     proxy.cut_after(
         1,
@@ -1109,7 +953,7 @@ fn push_recovers_from_a_connection_cut_mid_blob() {
 #[test]
 fn credentials_are_not_sent_to_a_redirected_storage_host() {
     let rr = redirect_server(&fixture_base(), USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     write_docker_auths(&sb.docker_dir(), &[(&rr.host, &rr.auth_b64())]);
     let p = sb.work().join("p");
     sb.ok(&strings(&[
@@ -1146,7 +990,7 @@ fn credentials_are_not_sent_to_a_redirected_storage_host() {
 #[test]
 fn bad_registry_references_are_rejected() {
     let reg = Registry::plain();
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (_, layout) = sb.build_oci("out", &[]);
     let src = oci_ref(&layout, "latest");
     for (bad, quoted) in [
@@ -1184,7 +1028,7 @@ fn bad_registry_references_are_rejected() {
 fn pulling_a_missing_image_fails_naming_it() {
     let reg = Registry::plain();
     seed_base(&reg);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let dest = sb.work().join("n");
     let out = sb.fail(&strings(&[
         "pull",
@@ -1227,7 +1071,7 @@ fn pulling_a_missing_image_fails_naming_it() {
 #[test]
 fn tls_registry_needs_its_ca_unless_declared_insecure() {
     let reg = Registry::tls_basic(USER, PASSWORD);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     reg.write_docker_config(&sb.docker_dir());
     let (digest, layout) = sb.build_oci("out", &[]);
     let src = oci_ref(&layout, "latest");
@@ -1260,7 +1104,7 @@ fn tls_registry_needs_its_ca_unless_declared_insecure() {
 fn push_gives_up_after_its_retries() {
     let reg = Registry::plain();
     let proxy = FaultProxy::new(&reg.host);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(secrets());
     let (_, layout) = sb.build_oci("out", &[]);
     let (manifest, _, _) = read_layout(&layout, "latest");
     let blobs = manifest_blobs(&manifest).len();
@@ -1325,7 +1169,7 @@ fn install_credential_helper(bin: &Path, name: &str, host: &str, log: &Path) {
 fn credentials_from_docker_credential_helpers() {
     let reg = Registry::tls_basic(USER, PASSWORD);
     for (i, store) in ["credHelpers", "credsStore"].into_iter().enumerate() {
-        let sb = Sandbox::new();
+        let sb = Sandbox::new(secrets());
         let bin = sb.work().join("bin");
         let log = sb.work().join("helper.log");
         install_credential_helper(&bin, "labtest", &reg.host, &log);

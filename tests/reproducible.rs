@@ -13,11 +13,6 @@ use tempfile::TempDir;
 const SDE: &str = "1700000000";
 const SDE_RFC3339: &str = "2023-11-14T22:13:20Z";
 
-fn mode_of(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
 #[test]
 fn copies_with_different_paths_modes_times_umask_and_locale_build_identically() {
     let t = TempDir::new().unwrap();

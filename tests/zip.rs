@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -497,23 +497,6 @@ fn lambda_layer_zips_and_content_outside_the_package_root() {
     assert!(!work.path().join("bad.zip").exists());
 }
 
-/// Deterministic bytes that do not compress (xorshift64*).
-fn noise(path: &Path, len: usize) {
-    let mut w = BufWriter::new(fs::File::create(path).unwrap());
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut left = len;
-    while left > 0 {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        let n = left.min(8);
-        w.write_all(&v[..n]).unwrap();
-        left -= n;
-    }
-    w.flush().unwrap();
-}
-
 const MIB: u64 = 1 << 20;
 
 #[test]
@@ -567,7 +550,11 @@ fn lambda_size_limits_error_at_250_mib_unzipped_and_warn_at_50_mib_zipped() {
     // Over 50 MiB zipped: a warning (upload through S3), and the zip is written. Stored, as
     // random bytes do not deflate anyway and an unoptimized deflate is slow.
     fs::create_dir(w.join("noisy")).unwrap();
-    noise(&w.join("noisy/data.bin"), 51 * MIB as usize);
+    write_noise(
+        &w.join("noisy/data.bin"),
+        51 * MIB as usize,
+        0x9e37_79b9_7f4a_7c15,
+    );
     let out = zip_ok(
         &[
             "--layer",

@@ -1,0 +1,450 @@
+//! [`FaultProxy`]: an HTTP/1.1 proxy in front of a plain registry, one request per
+//! connection, that can answer 503 or cut a request body mid-way, and counts what it saw.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{IO_TIMEOUT, LoopServer, RequestHead, bind_loopback, read_head, respond};
+
+/// Which requests a fault applies to: any of `methods` (all when empty) whose path contains
+/// `path`.
+#[derive(Clone, Debug)]
+pub struct Match {
+    pub methods: Vec<String>,
+    pub path: String,
+}
+
+impl Match {
+    pub fn new(methods: &[&str], path_contains: &str) -> Match {
+        Match {
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            path: path_contains.to_owned(),
+        }
+    }
+
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && path.contains(&self.path)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Fail503 { retry_after: bool },
+    CutAfter { bytes: u64 },
+}
+
+#[derive(Debug)]
+struct Rule {
+    fault: Fault,
+    matching: Match,
+    remaining: usize,
+    fired: usize,
+}
+
+/// One request seen by the proxy.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Request target (path and query).
+    pub target: String,
+    /// What the proxy did: "forwarded", "503" or "cut".
+    pub outcome: &'static str,
+    /// When its head arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Mutex<Vec<Rule>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A loopback HTTP/1.1 proxy in front of a plain-HTTP registry. It handles one request per
+/// client connection (`Connection: close` both ways), forwarding the request head and body
+/// (Content-Length or chunked) and then the response until EOF, unless a fault rule says
+/// otherwise. The `Host` header is passed unchanged, so the registry's `Location` headers point
+/// back at the proxy. Stopped on drop.
+pub struct FaultProxy {
+    upstream: String,
+    state: Arc<ProxyState>,
+    server: LoopServer,
+}
+
+impl FaultProxy {
+    /// A proxy in front of `upstream` (`127.0.0.1:PORT`, plain HTTP).
+    pub fn new(upstream: &str) -> FaultProxy {
+        let state = Arc::new(ProxyState::default());
+        let st = state.clone();
+        let up = upstream.to_owned();
+        let server = LoopServer::start(bind_loopback(), move |client| {
+            let _ = proxy_conn(client, &up, &st);
+        });
+        FaultProxy {
+            upstream: upstream.to_owned(),
+            state,
+            server,
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn addr(&self) -> String {
+        self.server.host()
+    }
+
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// `docker://PROXY/REPO_TAG`
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("docker://{}/{repo_tag}", self.addr())
+    }
+
+    /// Answer the next `n` matching requests with `503 Service Unavailable` (with
+    /// `Retry-After: 1` when `retry_after`), after reading their bodies.
+    pub fn fail_503(&self, n: usize, matching: Match, retry_after: bool) {
+        self.add_rule(Fault::Fail503 { retry_after }, matching, n);
+    }
+
+    /// For the next `n` matching requests whose body is longer than `bytes`, forward only the
+    /// first `bytes` of the body (as sent on the wire: chunked framing counts) and then close
+    /// both connections.
+    pub fn cut_after(&self, n: usize, bytes: u64, matching: Match) {
+        self.add_rule(Fault::CutAfter { bytes }, matching, n);
+    }
+
+    fn add_rule(&self, fault: Fault, matching: Match, n: usize) {
+        self.state.rules.lock().unwrap().push(Rule {
+            fault,
+            matching,
+            remaining: n,
+            fired: 0,
+        });
+    }
+
+    /// How many faults (503s and cuts) were injected so far.
+    pub fn faults_injected(&self) -> usize {
+        self.state
+            .rules
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.fired)
+            .sum()
+    }
+
+    /// Every request seen, in arrival order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Requests seen by method.
+    pub fn counts_by_method(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for s in self.state.seen.lock().unwrap().iter() {
+            *m.entry(s.method.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Requests seen with `method` (any when empty) whose target contains `path_contains`.
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                (method.is_empty() || s.method.eq_ignore_ascii_case(method))
+                    && s.target.contains(path_contains)
+            })
+            .count()
+    }
+
+    /// Forget the requests seen so far (rules stay).
+    pub fn reset_counts(&self) {
+        self.state.seen.lock().unwrap().clear();
+    }
+}
+
+/// Reads the bytes already buffered first, then the stream.
+struct Prefixed<R> {
+    buf: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.buf.len() {
+            let n = out.len().min(self.buf.len() - self.pos);
+            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        self.inner.read(out)
+    }
+}
+
+/// Writes body bytes upstream until an optional limit; at the limit, asks `on_limit` whether to
+/// cut there.
+struct Budget<'a> {
+    out: &'a mut dyn Write,
+    written: u64,
+    limit: Option<u64>,
+    on_limit: &'a mut dyn FnMut() -> bool,
+    cut: bool,
+}
+
+impl Budget<'_> {
+    /// Forward `data`; `Ok(false)` once the body was cut.
+    fn put(&mut self, data: &[u8]) -> io::Result<bool> {
+        if let Some(limit) = self.limit
+            && self.written + data.len() as u64 > limit
+        {
+            if (self.on_limit)() {
+                let allowed = (limit - self.written) as usize;
+                self.out.write_all(&data[..allowed])?;
+                self.out.flush()?;
+                self.written += allowed as u64;
+                self.cut = true;
+                return Ok(false);
+            }
+            self.limit = None;
+        }
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(true)
+    }
+}
+
+enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+fn body_kind(head: &RequestHead) -> BodyKind {
+    if head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        BodyKind::Chunked
+    } else if let Some(n) = head
+        .header("content-length")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        BodyKind::Length(n)
+    } else {
+        BodyKind::None
+    }
+}
+
+/// Copy a request body from `src` to `budget` per `kind`. `Ok(false)` if it was cut.
+fn forward_body(kind: &BodyKind, src: &mut dyn Read, budget: &mut Budget) -> io::Result<bool> {
+    match kind {
+        BodyKind::None => Ok(true),
+        BodyKind::Length(n) => {
+            let mut left = *n;
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let got = src.read(&mut buf[..want])?;
+                if got == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                if !budget.put(&buf[..got])? {
+                    return Ok(false);
+                }
+                left -= got as u64;
+            }
+            Ok(true)
+        }
+        BodyKind::Chunked => {
+            let mut r = BufReader::new(src);
+            loop {
+                let mut line = Vec::new();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                if !budget.put(&line)? {
+                    return Ok(false);
+                }
+                let text = String::from_utf8_lossy(&line);
+                let size_text = text
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                let size = u64::from_str_radix(&size_text, 16)
+                    .map_err(|_| io::Error::other(format!("bad chunk size {size_text:?}")))?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        let mut t = Vec::new();
+                        if r.read_until(b'\n', &mut t)? == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                        if !budget.put(&t)? {
+                            return Ok(false);
+                        }
+                        if t == b"\r\n" || t == b"\n" {
+                            return Ok(true);
+                        }
+                    }
+                }
+                let mut left = size + 2; // data and its CRLF
+                let mut buf = vec![0u8; 64 * 1024];
+                while left > 0 {
+                    let want = buf.len().min(left as usize);
+                    let got = r.read(&mut buf[..want])?;
+                    if got == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    if !budget.put(&buf[..got])? {
+                        return Ok(false);
+                    }
+                    left -= got as u64;
+                }
+            }
+        }
+    }
+}
+
+fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Result<()> {
+    let Some((head, leftover)) = read_head(&mut client)? else {
+        return Ok(());
+    };
+    let arrived = Instant::now();
+    let fault = pick_fault(st, &head);
+    let record = |outcome: &'static str| {
+        st.seen.lock().unwrap().push(Seen {
+            method: head.method.clone(),
+            target: head.target.clone(),
+            outcome,
+            at: arrived,
+        })
+    };
+    let kind = body_kind(&head);
+    let mut src = Prefixed {
+        buf: leftover,
+        pos: 0,
+        inner: client.try_clone()?,
+    };
+
+    if let Some((_, Fault::Fail503 { retry_after })) = fault {
+        record("503");
+        return answer_503(&mut client, &head, &kind, &mut src, retry_after);
+    }
+
+    let mut up = send_head_upstream(upstream, &head)?;
+    let (limit, rule_index) = match fault {
+        Some((i, Fault::CutAfter { bytes })) => (Some(bytes), Some(i)),
+        _ => (None, None),
+    };
+    let mut take_cut = || {
+        let Some(i) = rule_index else { return false };
+        let mut rules = st.rules.lock().unwrap();
+        let rule = &mut rules[i];
+        if rule.remaining == 0 {
+            return false;
+        }
+        rule.remaining -= 1;
+        rule.fired += 1;
+        true
+    };
+    let mut upw = up.try_clone()?;
+    let mut budget = Budget {
+        out: &mut upw,
+        written: 0,
+        limit,
+        on_limit: &mut take_cut,
+        cut: false,
+    };
+    let complete = forward_body(&kind, &mut src, &mut budget)?;
+    if !complete || budget.cut {
+        record("cut");
+        let _ = up.shutdown(Shutdown::Both);
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+    record("forwarded");
+    up.flush()?;
+    let _ = io::copy(&mut up, &mut client);
+    let _ = client.flush();
+    let _ = client.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// The first live rule matching `head`, by index. 503 rules are consumed here, cut rules only
+/// when the cut happens.
+fn pick_fault(st: &ProxyState, head: &RequestHead) -> Option<(usize, Fault)> {
+    let path = head.path();
+    let mut rules = st.rules.lock().unwrap();
+    for (i, rule) in rules.iter_mut().enumerate() {
+        if rule.remaining == 0 || !rule.matching.matches(&head.method, path) {
+            continue;
+        }
+        if let Fault::Fail503 { .. } = rule.fault {
+            rule.remaining -= 1;
+            rule.fired += 1;
+        }
+        return Some((i, rule.fault));
+    }
+    None
+}
+
+/// Read the request body to its end, then answer 503 (with `Retry-After: 1` when
+/// `retry_after`).
+fn answer_503(
+    client: &mut TcpStream,
+    head: &RequestHead,
+    kind: &BodyKind,
+    src: &mut dyn Read,
+    retry_after: bool,
+) -> io::Result<()> {
+    let mut sink = io::sink();
+    let mut never = || false;
+    let mut budget = Budget {
+        out: &mut sink,
+        written: 0,
+        limit: None,
+        on_limit: &mut never,
+        cut: false,
+    };
+    forward_body(kind, src, &mut budget)?;
+    let mut headers = vec![("Content-Type", "application/json".to_owned())];
+    if retry_after {
+        headers.push(("Retry-After", "1".to_owned()));
+    }
+    let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultProxy"}]}"#;
+    respond(client, 503, &headers, body, head.method == "HEAD")
+}
+
+/// Connect to `upstream` and send it `head` with `Connection: close` instead of the client's
+/// connection headers.
+fn send_head_upstream(upstream: &str, head: &RequestHead) -> io::Result<TcpStream> {
+    let up_addr: SocketAddr = upstream
+        .parse()
+        .map_err(|_| io::Error::other("bad upstream"))?;
+    let mut up = TcpStream::connect_timeout(&up_addr, Duration::from_secs(5))?;
+    up.set_read_timeout(Some(IO_TIMEOUT))?;
+    up.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
+    for (k, v) in &head.headers {
+        let lk = k.to_ascii_lowercase();
+        if lk == "connection" || lk == "keep-alive" || lk == "proxy-connection" {
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    Ok(up)
+}
