@@ -429,7 +429,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 fn parse_platform(p: Option<&str>) -> anyhow::Result<Option<lamina::platform::Platform>> {
     p.map(str::parse)
         .transpose()
-        .map_err(|e: String| anyhow::anyhow!("--platform: {e}"))
+        .map_err(|e: lamina::platform::ParsePlatformError| anyhow::anyhow!("--platform: {e}"))
 }
 
 fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
