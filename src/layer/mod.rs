@@ -33,13 +33,16 @@ pub struct LayerBlob {
     pub diff_id: Digest,
     /// Size of the gzip bytes.
     pub size: u64,
+    /// The blob file (named by the digest's hex in its blob directory).
     pub path: PathBuf,
 }
 
 /// Settings that change a layer's bytes (besides its entries).
 #[derive(Clone, Copy, Debug)]
 pub struct LayerOptions {
+    /// The mtime of every entry, seconds since the epoch.
     pub mtime: u64,
+    /// Gzip level, 0 (store) to 9.
     pub compression_level: u32,
     /// Open up modes under /var/task and /opt (`--fix-permissions`).
     pub fix_permissions: bool,
