@@ -42,7 +42,7 @@ impl Digest {
     }
 
     /// From the `oci-spec` type; only sha256 is accepted (it is what every registry and Lambda use).
-    pub fn from_oci(d: &oci_spec::image::Digest) -> Result<Self, String> {
+    pub fn from_oci(d: &oci_spec::image::Digest) -> Result<Self, ParseDigestError> {
         d.to_string().parse()
     }
 }
@@ -53,20 +53,35 @@ impl fmt::Display for Digest {
     }
 }
 
+/// Why a string is not a [`Digest`]; the message names the string. The caller turns it into the
+/// [`Error`](crate::error::Error) kind that fits where the digest came from (a flag, an image).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseDigestError(String);
+
+/// The message, for callers that build an error message around it.
+impl From<ParseDigestError> for String {
+    fn from(e: ParseDigestError) -> String {
+        e.0
+    }
+}
+
 impl FromStr for Digest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("digest `{s}` is not a sha256 digest (`sha256:<64 hex>`)"))?;
+    type Err = ParseDigestError;
+    fn from_str(s: &str) -> Result<Self, ParseDigestError> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+            ParseDigestError(format!(
+                "digest `{s}` is not a sha256 digest (`sha256:<64 hex>`)"
+            ))
+        })?;
         if hex.len() != 64
             || !hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(format!(
+            return Err(ParseDigestError(format!(
                 "digest `{s}` is malformed: expected 64 lowercase hex characters after `sha256:`"
-            ));
+            )));
         }
         Ok(Digest {
             hex: hex.to_owned(),
@@ -88,6 +103,7 @@ pub struct HashingWriter<W> {
 }
 
 impl<W: Write> HashingWriter<W> {
+    /// Hash what is written to `inner`, from now on.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
@@ -101,6 +117,7 @@ impl<W: Write> HashingWriter<W> {
         (self.inner, Digest::from_hasher(self.hasher), self.len)
     }
 
+    /// The inner writer, for writes that must not be hashed.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
@@ -126,6 +143,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
+    /// Hash what is read from `inner`, from now on.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -134,6 +152,7 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// The inner reader, the digest and the byte count of what was read through.
     pub fn finish(self) -> (R, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.len)
     }

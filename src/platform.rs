@@ -6,12 +6,15 @@ use std::str::FromStr;
 /// The platforms lamina builds for: the two instruction sets Lambda runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Platform {
+    /// `linux/amd64`, Lambda's `x86_64`: the default, as in Lambda.
     #[default]
     LinuxAmd64,
+    /// `linux/arm64` (variant `v8`), Lambda's `arm64`.
     LinuxArm64,
 }
 
 impl Platform {
+    /// Every platform lamina builds for.
     pub const ALL: [Platform; 2] = [Platform::LinuxAmd64, Platform::LinuxArm64];
 
     /// OCI/Go architecture name.
@@ -22,6 +25,7 @@ impl Platform {
         }
     }
 
+    /// OCI/Go operating-system name (always `linux`: Lambda runs nothing else).
     pub fn os(self) -> &'static str {
         "linux"
     }
@@ -45,6 +49,7 @@ impl Platform {
             }
     }
 
+    /// As the `oci-spec` type, for index entries and configs.
     pub fn to_oci(self) -> oci_spec::image::Platform {
         let mut b = oci_spec::image::PlatformBuilder::default()
             .os(oci_spec::image::Os::Linux)
@@ -73,9 +78,18 @@ impl fmt::Display for Platform {
     }
 }
 
+/// Why a string is not a [`Platform`]; the message names the string and the accepted names.
+/// The caller turns it into the [`Error`](crate::error::Error) kind that fits (a flag, a spec
+/// field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown platform `{0}`: lamina builds for linux/amd64 (x86_64) or linux/arm64 (aarch64), the architectures Lambda runs"
+)]
+pub struct ParsePlatformError(String);
+
 impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParsePlatformError;
+    fn from_str(s: &str) -> Result<Self, ParsePlatformError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "linux/amd64" | "amd64" | "x86_64" | "linux/x86_64" | "linux/amd64/v1" => {
                 Ok(Platform::LinuxAmd64)
@@ -83,9 +97,7 @@ impl FromStr for Platform {
             "linux/arm64" | "arm64" | "aarch64" | "linux/aarch64" | "linux/arm64/v8" => {
                 Ok(Platform::LinuxArm64)
             }
-            _ => Err(format!(
-                "unknown platform `{s}`: lamina builds for linux/amd64 (x86_64) or linux/arm64 (aarch64), the architectures Lambda runs"
-            )),
+            _ => Err(ParsePlatformError(s.to_owned())),
         }
     }
 }
@@ -103,7 +115,7 @@ mod tests {
             assert_eq!(s.parse::<Platform>().unwrap(), Platform::LinuxArm64, "{s}");
         }
         let e = "linux/s390x".parse::<Platform>().unwrap_err();
-        assert!(e.contains("linux/s390x"), "{e}");
+        assert!(e.to_string().contains("linux/s390x"), "{e}");
         assert!("windows/amd64".parse::<Platform>().is_err());
     }
 

@@ -11,11 +11,26 @@ pub enum ImageRef {
     /// The empty image: no layers, an empty config. Only meaningful as a base.
     Scratch,
     /// An OCI image layout directory; `tag` is the `org.opencontainers.image.ref.name` annotation.
-    Oci { dir: PathBuf, tag: Option<String> },
+    Oci {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Which manifest of the layout's index (its `ref.name`); none: the only one.
+        tag: Option<String>,
+    },
     /// A tar file holding an OCI image layout.
-    OciArchive { file: PathBuf, tag: Option<String> },
+    OciArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// Which manifest of the layout's index (its `ref.name`); none: the only one.
+        tag: Option<String>,
+    },
     /// A `docker save` style tar; `name` is the `repo:tag` recorded in its `RepoTags`.
-    DockerArchive { file: PathBuf, name: Option<String> },
+    DockerArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// `repo:tag` (`:latest` added when the tag is left out); none: the only image.
+        name: Option<String>,
+    },
     /// An image in a registry, reached over the distribution HTTP API.
     Docker(RegistryRef),
 }
@@ -48,9 +63,26 @@ pub fn api_host(registry: &str) -> &str {
 pub struct RegistryRef {
     /// As written in references and credentials: `docker.io`, `ghcr.io`, `127.0.0.1:5000`.
     pub registry: String,
+    /// The repository path within the registry (`library/alpine`, `team/fn`).
     pub repository: String,
+    /// The tag; `latest` when neither a tag nor a digest was written.
     pub tag: Option<String>,
+    /// The manifest digest the reference is pinned to, if any (it wins over the tag).
     pub digest: Option<crate::digest::Digest>,
+}
+
+/// Why a string is not an image or registry reference; the message quotes the reference and
+/// says what is wrong. The caller turns it into the [`Error`](crate::error::Error) kind that fits
+/// (a flag, a spec field, an image).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseReferenceError(String);
+
+/// The message, for callers that build an error message around it.
+impl From<ParseReferenceError> for String {
+    fn from(e: ParseReferenceError) -> String {
+        e.0
+    }
 }
 
 impl RegistryRef {
@@ -115,13 +147,16 @@ fn valid_tag(t: &str) -> bool {
 }
 
 impl FromStr for RegistryRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("registry reference `{s}`: {why}");
+    type Err = ParseReferenceError;
+    fn from_str(s: &str) -> Result<Self, ParseReferenceError> {
+        let bad = |why: &str| ParseReferenceError(format!("registry reference `{s}`: {why}"));
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (
                 r,
-                Some(d.parse::<crate::digest::Digest>().map_err(|e| bad(&e))?),
+                Some(
+                    d.parse::<crate::digest::Digest>()
+                        .map_err(|e| bad(&e.to_string()))?,
+                ),
             ),
             None => (s, None),
         };
@@ -227,29 +262,33 @@ impl ImageRef {
     }
 }
 
-fn check_tag(s: &str, what: &str, full: &str) -> Result<String, String> {
+fn check_tag(s: &str, what: &str, full: &str) -> Result<String, ParseReferenceError> {
     if s.is_empty() {
-        return Err(format!("image reference `{full}`: empty {what} after `:`"));
+        return Err(ParseReferenceError(format!(
+            "image reference `{full}`: empty {what} after `:`"
+        )));
     }
     if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
+        return Err(ParseReferenceError(format!(
             "image reference `{full}`: {what} `{s}` contains the invalid character {c:?}"
-        ));
+        )));
     }
     Ok(s.to_owned())
 }
 
-fn non_empty_path(p: &str, full: &str) -> Result<PathBuf, String> {
+fn non_empty_path(p: &str, full: &str) -> Result<PathBuf, ParseReferenceError> {
     if p.is_empty() {
-        Err(format!("image reference `{full}`: the path is empty"))
+        Err(ParseReferenceError(format!(
+            "image reference `{full}`: the path is empty"
+        )))
     } else {
         Ok(PathBuf::from(p))
     }
 }
 
 impl FromStr for ImageRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseReferenceError;
+    fn from_str(s: &str) -> Result<Self, ParseReferenceError> {
         if s == "scratch" {
             return Ok(ImageRef::Scratch);
         }
@@ -257,9 +296,9 @@ impl FromStr for ImageRef {
             return r.parse().map(ImageRef::Docker);
         }
         let Some((transport, rest)) = s.split_once(':') else {
-            return Err(format!(
+            return Err(ParseReferenceError(format!(
                 "image reference `{s}` has no transport: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or scratch"
-            ));
+            )));
         };
         match transport {
             "oci" | "oci-archive" => {
@@ -294,12 +333,12 @@ impl FromStr for ImageRef {
                     name,
                 })
             }
-            "docker" => Err(format!(
+            "docker" => Err(ParseReferenceError(format!(
                 "image reference `{s}`: a registry reference is written docker://HOST/REPO[:TAG]"
-            )),
-            other => Err(format!(
+            ))),
+            other => Err(ParseReferenceError(format!(
                 "image reference `{s}`: unknown transport `{other}`; use oci:, oci-archive:, docker-archive:, docker:// or scratch"
-            )),
+            ))),
         }
     }
 }
@@ -365,7 +404,7 @@ mod tests {
     #[test]
     fn errors_name_the_reference() {
         for bad in ["oci:", "oci:dir:", "nope:x", "plain", "oci:d:bad tag"] {
-            let e = bad.parse::<ImageRef>().unwrap_err();
+            let e = bad.parse::<ImageRef>().unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
     }
@@ -409,7 +448,7 @@ mod tests {
             "h.io/-a",
             "h.io/fn:.x",
         ] {
-            let e = r(bad).unwrap_err();
+            let e = r(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
         assert!(matches!(

@@ -18,6 +18,8 @@ use crate::error::{IoContext, Result};
 /// Bump when the bytes lamina writes for the same entries change (tar or compression format).
 pub const FORMAT: &str = "lamina-layer-v2";
 
+/// A directory of cache records, each mapping a layer key to a blob built before; the blob is
+/// reused only while its file is untouched.
 pub struct LayerCache {
     dir: PathBuf,
 }

@@ -19,10 +19,10 @@ use std::sync::{Mutex, mpsc};
 
 use libdeflater::{CompressionLvl, Compressor};
 
-/// Uncompressed bytes per independently compressed block.
 /// The gzip level used unless a spec or flag says otherwise.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 4;
 
+/// Uncompressed bytes per independently compressed block.
 pub const BLOCK: usize = 1 << 20;
 /// Granularity of the incompressible-data test.
 const PROBE: usize = 4 * 1024;
@@ -68,49 +68,21 @@ pub fn gzip<W: Write>(
     std::thread::scope(|s| {
         for _ in 0..workers {
             let job_rx = &job_rx;
-            s.spawn(move || {
-                // Room for libdeflate's output, reused from block to block.
-                let mut scratch = Vec::new();
-                loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(poisoned) => poisoned.into_inner().recv(),
-                    };
-                    let Ok(job) = job else { break };
-                    let r = compress_block(level, &job.data, job.last, &mut scratch);
-                    // The coordinator may have stopped on an error: nobody to tell, then.
-                    let _ = job.done.send(r);
-                }
-            });
+            s.spawn(move || work(level, job_rx));
         }
-
-        let submit = |data: Vec<u8>, last: bool| {
-            let (done, rx) = mpsc::sync_channel(1);
-            job_tx
-                .send(Job { data, last, done })
-                .map_err(|_| io::Error::other("the compression workers stopped"))?;
-            io::Result::Ok(rx)
+        // Owns the job sender: however this closure ends, the workers then stop.
+        let mut pipe = Pipeline {
+            jobs: job_tx,
+            pending: VecDeque::new(),
+            max_pending: 2 * workers,
+            crc: crc32fast::Hasher::new(),
         };
-        let mut crc = crc32fast::Hasher::new();
-        let mut emit = |rx: mpsc::Receiver<io::Result<Done>>, out: &mut W| -> io::Result<()> {
-            let done = rx
-                .recv()
-                .map_err(|_| io::Error::other("a compression worker stopped"))??;
-            crc.combine(&done.crc);
-            out.write_all(&done.bytes)
-        };
-
         out.write_all(&header(level))?;
-        let mut pending = VecDeque::new();
         let mut block = Vec::with_capacity(BLOCK);
         let mut total: u64 = 0;
         for chunk in chunks {
             if block.len() == BLOCK && !chunk.is_empty() {
-                let full = std::mem::take(&mut block);
-                pending.push_back(submit(full, false)?);
-                if pending.len() >= 2 * workers {
-                    emit(pending.pop_front().expect("not empty"), &mut out)?;
-                }
+                pipe.submit(std::mem::take(&mut block), false, &mut out)?;
             }
             if block.is_empty() && chunk.len() <= BLOCK {
                 // Taken as it is (layers come in chunks of exactly BLOCK bytes): no copy.
@@ -123,10 +95,7 @@ pub fn gzip<W: Write>(
                 if block.len() == BLOCK {
                     // A full block with more data after it: not the last one.
                     let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));
-                    pending.push_back(submit(full, false)?);
-                    if pending.len() >= 2 * workers {
-                        emit(pending.pop_front().expect("not empty"), &mut out)?;
-                    }
+                    pipe.submit(full, false, &mut out)?;
                 }
                 let n = (BLOCK - block.len()).min(data.len());
                 block.extend_from_slice(&data[..n]);
@@ -134,16 +103,77 @@ pub fn gzip<W: Write>(
                 data = &data[n..];
             }
         }
-        pending.push_back(submit(block, true)?);
-        drop(job_tx);
-        while let Some(rx) = pending.pop_front() {
-            emit(rx, &mut out)?;
-        }
+        pipe.submit(block, true, &mut out)?;
+        let crc = pipe.finish(&mut out)?;
         out.write_all(&crc.finalize().to_le_bytes())?;
         // ISIZE: the length modulo 2^32.
         out.write_all(&(total as u32).to_le_bytes())?;
         Ok(out)
     })
+}
+
+/// A worker: compress blocks until the job channel closes.
+fn work(level: u32, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    // Room for libdeflate's output, reused from block to block.
+    let mut scratch = Vec::new();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = job else { break };
+        let r = compress_block(level, &job.data, job.last, &mut scratch);
+        // The coordinator may have stopped on an error: nobody to tell, then.
+        let _ = job.done.send(r);
+    }
+}
+
+/// The coordinator's side: blocks go to the workers in order, and their compressed bytes are
+/// written in that same order.
+struct Pipeline {
+    jobs: mpsc::Sender<Job>,
+    /// Blocks handed out and not yet written, oldest first.
+    pending: VecDeque<mpsc::Receiver<io::Result<Done>>>,
+    /// Blocks in flight before the oldest is waited for: memory stays bounded.
+    max_pending: usize,
+    /// CRC-32 of the blocks written so far.
+    crc: crc32fast::Hasher,
+}
+
+impl Pipeline {
+    /// Hand a block to the workers; write the oldest compressed block if enough are in flight.
+    fn submit(&mut self, data: Vec<u8>, last: bool, out: &mut impl Write) -> io::Result<()> {
+        let (done, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Job { data, last, done })
+            .map_err(|_| io::Error::other("the compression workers stopped"))?;
+        self.pending.push_back(rx);
+        if !last && self.pending.len() >= self.max_pending {
+            self.write_oldest(out)?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the oldest block in flight and write it.
+    fn write_oldest(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let Some(rx) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let done = rx
+            .recv()
+            .map_err(|_| io::Error::other("a compression worker stopped"))??;
+        self.crc.combine(&done.crc);
+        out.write_all(&done.bytes)
+    }
+
+    /// Write every pending block and return the CRC-32 of the whole stream; the job sender
+    /// is dropped on return, which lets the workers stop.
+    fn finish(mut self, out: &mut impl Write) -> io::Result<crc32fast::Hasher> {
+        while !self.pending.is_empty() {
+            self.write_oldest(out)?;
+        }
+        Ok(self.crc)
+    }
 }
 
 /// The 10-byte gzip header: no name, mtime 0, OS 255 (unknown); XFL as gzip sets it.

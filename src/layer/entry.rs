@@ -13,11 +13,16 @@ pub enum Data {
     Zip(usize),
 }
 
+/// What an entry is, with what its kind needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File {
+        /// Its size when collected: the tar writer refuses a file that changed since.
         size: u64,
+        /// Where its bytes are read from.
         data: Data,
     },
     /// Target as raw bytes (may be non-UTF-8).
@@ -29,14 +34,20 @@ pub enum Kind {
 /// One tar entry. `path` has no leading `/` and no trailing `/`, as raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// In-image path, relative to the root.
     pub path: Vec<u8>,
+    /// Permission bits (no file-type bits).
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// What it is.
     pub kind: Kind,
 }
 
 impl Entry {
+    /// A directory entry.
     pub fn dir(path: Vec<u8>, mode: u32, uid: u32, gid: u32) -> Entry {
         Entry {
             path,

@@ -33,13 +33,16 @@ pub struct LayerBlob {
     pub diff_id: Digest,
     /// Size of the gzip bytes.
     pub size: u64,
+    /// The blob file (named by the digest's hex in its blob directory).
     pub path: PathBuf,
 }
 
 /// Settings that change a layer's bytes (besides its entries).
 #[derive(Clone, Copy, Debug)]
 pub struct LayerOptions {
+    /// The mtime of every entry, seconds since the epoch.
     pub mtime: u64,
+    /// Gzip level, 0 (store) to 9.
     pub compression_level: u32,
     /// Open up modes under /var/task and /opt (`--fix-permissions`).
     pub fix_permissions: bool,
@@ -210,7 +213,7 @@ fn gzip_blob(
     // Whatever happened, the sender is dropped by now, so the compressor ends.
     let compressed = compressor
         .join()
-        .map_err(|_| Error::Usage("the compressing thread panicked".into()))?
+        .map_err(|_| Error::Internal("the compressing thread panicked".into()))?
         .ctx(|| format!("writing layer to {}", tmp.path().display()));
     let diff_id = produced?;
     let (digest, size) = compressed?;
@@ -229,6 +232,19 @@ fn gzip_blob(
     })
 }
 
+/// Why a blob file does not hold what its descriptor says (or cannot be read); the message
+/// names the digest. The caller names the image ([`Error::image`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BlobError(String);
+
+/// The message, for callers that build an error message around it.
+impl From<BlobError> for String {
+    fn from(e: BlobError) -> String {
+        e.0
+    }
+}
+
 /// Check a blob file against its descriptor, and (for tar layers) its uncompressed digest.
 /// Used on every base layer so a broken base never reaches an output.
 pub fn verify_blob(
@@ -237,54 +253,55 @@ pub fn verify_blob(
     size: u64,
     diff_id: Option<&Digest>,
     gzip: bool,
-) -> Result<(), String> {
+) -> Result<(), BlobError> {
+    let bad = BlobError;
     let f = File::open(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
+        bad(if e.kind() == io::ErrorKind::NotFound {
             format!("blob {digest} is missing ({})", path.display())
         } else {
             format!("blob {digest}: cannot open {}: {e}", path.display())
-        }
+        })
     })?;
     let actual = f.metadata().map(|m| m.len()).unwrap_or(0);
     if actual != size {
-        return Err(format!(
+        return Err(bad(format!(
             "blob {digest} has {actual} bytes but its descriptor says {size}"
-        ));
+        )));
     }
     let mut hr = crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
     let uncompressed = match (diff_id, gzip) {
         (Some(_), true) => {
             let mut gz = flate2::read::MultiGzDecoder::new(&mut hr);
             let r = crate::digest::hash_reader(&mut gz)
-                .map_err(|e| format!("layer {digest} is not a valid gzip stream: {e}"))?;
+                .map_err(|e| bad(format!("layer {digest} is not a valid gzip stream: {e}")))?;
             // The decoder may stop before the end of the file: hash what remains.
             io::copy(&mut hr, &mut io::sink())
-                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+                .map_err(|e| bad(format!("reading blob {digest}: {e}")))?;
             Some(r.0)
         }
         (Some(_), false) => {
             let (d, _) = crate::digest::hash_reader(&mut hr)
-                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+                .map_err(|e| bad(format!("reading blob {digest}: {e}")))?;
             Some(d)
         }
         (None, _) => {
             io::copy(&mut hr, &mut io::sink())
-                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+                .map_err(|e| bad(format!("reading blob {digest}: {e}")))?;
             None
         }
     };
     let (_, actual_digest, _) = hr.finish();
     if &actual_digest != digest {
-        return Err(format!(
+        return Err(bad(format!(
             "blob {digest} does not match its content (sha256 is {actual_digest}): the image is corrupt"
-        ));
+        )));
     }
     if let (Some(want), Some(got)) = (diff_id, uncompressed)
         && want != &got
     {
-        return Err(format!(
+        return Err(bad(format!(
             "layer {digest} uncompresses to {got}, but the config's rootfs.diff_ids says {want}"
-        ));
+        )));
     }
     Ok(())
 }

@@ -16,13 +16,17 @@ use crate::layer::LayerSpec;
 
 /// Where file bytes are read from while the tar is written.
 pub enum Input {
+    /// Each file entry names its file on disk ([`Data::Path`]).
     Files,
+    /// File entries name entries of this zip by index ([`Data::Zip`]).
     Zip(Box<zip::ZipArchive<File>>),
 }
 
 /// The entries of one layer and what their bytes come from.
 pub struct Collected {
+    /// Sorted by path, parents first, no duplicates.
     pub entries: Vec<Entry>,
+    /// What the file entries' bytes are read from.
     pub input: Input,
 }
 
@@ -52,78 +56,41 @@ pub fn collect(l: &LayerSpec) -> Result<Collected> {
 pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected> {
     let dest =
         crate::layer::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
-    let meta = fs::metadata(&l.source).map_err(|e| {
-        Error::source(
-            &l.source,
-            if e.kind() == std::io::ErrorKind::NotFound {
-                "not found (relative paths are taken from the spec's directory in lamina.toml, from the current directory in flags)".to_owned()
-            } else {
-                e.to_string()
-            },
-        )
-    })?;
-    let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
+    let meta = source_metadata(&l.source)?;
     let mut entries = Vec::new();
     let mut inodes = HashMap::new();
-    let input;
-    if meta.is_dir() {
-        let ex = excludes(l)?;
-        if !dest.is_empty() {
-            entries.push(Entry::dir(dest.as_bytes().to_vec(), dir_mode, l.uid, l.gid));
-        }
-        walk_dir(
-            l,
-            &l.source,
-            dest.as_bytes(),
-            &ex,
-            &mut entries,
-            &mut inodes,
-            skip,
-        )?;
-        input = Input::Files;
-    } else if meta.is_file()
+    let is_zip = meta.is_file()
         && l.source
             .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
+            .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    let input = if meta.is_dir() || is_zip {
         let ex = excludes(l)?;
         if !dest.is_empty() {
+            let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
             entries.push(Entry::dir(dest.as_bytes().to_vec(), dir_mode, l.uid, l.gid));
         }
-        let zip = read_zip(l, dest.as_bytes(), &ex, &mut entries)?;
-        input = Input::Zip(Box::new(zip));
-    } else if meta.is_file() {
-        let name = l
-            .source
-            .file_name()
-            .ok_or_else(|| Error::source(&l.source, "has no file name"))?;
-        let path = if l.dest.ends_with('/') || dest.is_empty() {
-            join(dest.as_bytes(), name.as_bytes())
+        if is_zip {
+            Input::Zip(Box::new(read_zip(l, dest.as_bytes(), &ex, &mut entries)?))
         } else {
-            dest.as_bytes().to_vec()
-        };
-        entries.push(Entry {
-            path,
-            mode: file_mode(meta.mode(), l.mode.map(|m| m.0)),
-            uid: l.uid,
-            gid: l.gid,
-            kind: Kind::File {
-                size: meta.len(),
-                data: Data::Path(l.source.clone()),
-            },
-        });
-        input = Input::Files;
+            let tree = Tree {
+                l,
+                dest: dest.as_bytes(),
+                ex: &ex,
+                skip,
+            };
+            walk_dir(&tree, &mut entries, &mut inodes)?;
+            Input::Files
+        }
+    } else if meta.is_file() {
+        entries.push(single_file(l, &dest, &meta)?);
+        Input::Files
     } else {
         return Err(Error::source(
             &l.source,
             "is neither a file nor a directory",
         ));
-    }
-    // Parents of everything we add, so the layer stands on its own (0755, root-owned).
-    let mut parents: Vec<Vec<u8>> = entries.iter().flat_map(|e| ancestors(&e.path)).collect();
-    parents.sort();
-    parents.dedup();
-    entries.extend(parents.into_iter().map(|p| Entry::dir(p, 0o755, 0, 0)));
+    };
+    add_parents(&mut entries);
     sort_and_check(&mut entries).map_err(|p| {
         Error::source(
             &l.source,
@@ -134,15 +101,67 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
     Ok(Collected { entries, input })
 }
 
+/// The source's metadata (following a symlink), with a hint on relative paths when missing.
+fn source_metadata(source: &Path) -> Result<fs::Metadata> {
+    fs::metadata(source).map_err(|e| {
+        Error::source(
+            source,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "not found (relative paths are taken from the spec's directory in lamina.toml, from the current directory in flags)".to_owned()
+            } else {
+                e.to_string()
+            },
+        )
+    })
+}
+
+/// The entry of a single-file source: at `dest`, or inside it when `dest` ends with `/`.
+fn single_file(l: &LayerSpec, dest: &str, meta: &fs::Metadata) -> Result<Entry> {
+    let name = l
+        .source
+        .file_name()
+        .ok_or_else(|| Error::source(&l.source, "has no file name"))?;
+    let path = if l.dest.ends_with('/') || dest.is_empty() {
+        join(dest.as_bytes(), name.as_bytes())
+    } else {
+        dest.as_bytes().to_vec()
+    };
+    Ok(Entry {
+        path,
+        mode: file_mode(meta.mode(), l.mode.map(|m| m.0)),
+        uid: l.uid,
+        gid: l.gid,
+        kind: Kind::File {
+            size: meta.len(),
+            data: Data::Path(l.source.clone()),
+        },
+    })
+}
+
+/// Add the parents of everything collected, so the layer stands on its own (0755, root-owned).
+fn add_parents(entries: &mut Vec<Entry>) {
+    let mut parents: Vec<Vec<u8>> = entries.iter().flat_map(|e| ancestors(&e.path)).collect();
+    parents.sort();
+    parents.dedup();
+    entries.extend(parents.into_iter().map(|p| Entry::dir(p, 0o755, 0, 0)));
+}
+
+/// A directory source being walked: where it goes and what it leaves out.
+struct Tree<'a> {
+    l: &'a LayerSpec,
+    dest: &'a [u8],
+    ex: &'a GlobSet,
+    skip: &'a [(u64, u64)],
+}
+
+/// Add the entries under the source directory, depth first; files sharing an inode are noted
+/// in `inodes` for [`link_hardlinks`].
 fn walk_dir(
-    l: &LayerSpec,
-    root: &Path,
-    dest: &[u8],
-    ex: &GlobSet,
+    t: &Tree,
     out: &mut Vec<Entry>,
     inodes: &mut HashMap<Vec<u8>, (u64, u64)>,
-    skip: &[(u64, u64)],
 ) -> Result<()> {
+    let (l, root, dest, ex, skip) = (t.l, &t.l.source, t.dest, t.ex, t.skip);
     let file_fixed = l.mode.map(|m| m.0);
     let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
     // An explicit stack: deep trees must not overflow ours.
@@ -230,51 +249,47 @@ fn link_hardlinks(entries: &mut [Entry], inodes: &HashMap<Vec<u8>, (u64, u64)>) 
 }
 
 /// Reject names that would escape the layer's root, and return the name's clean segments.
-fn zip_name(name: &[u8]) -> Result<Vec<u8>, String> {
+/// `src` is the zip, for the message.
+fn zip_name(src: &Path, name: &[u8]) -> Result<Vec<u8>> {
     let shown = String::from_utf8_lossy(name);
+    let bad = |why: &str| Err(Error::source(src, format!("entry `{shown}` {why}")));
     if name.first() == Some(&b'/') || name.first() == Some(&b'\\') {
-        return Err(format!("entry `{shown}` has an absolute path (zip slip)"));
+        return bad("has an absolute path (zip slip)");
     }
     if name.len() >= 2 && name[1] == b':' && name[0].is_ascii_alphabetic() {
-        return Err(format!(
-            "entry `{shown}` has a drive-letter path (zip slip)"
-        ));
+        return bad("has a drive-letter path (zip slip)");
     }
     let mut parts: Vec<&[u8]> = Vec::new();
     for seg in name.split(|&b| b == b'/' || b == b'\\') {
         match seg {
             b"" | b"." => {}
-            b".." => {
-                return Err(format!(
-                    "entry `{shown}` escapes the archive with `..` (zip slip)"
-                ));
-            }
+            b".." => return bad("escapes the archive with `..` (zip slip)"),
             s => parts.push(s),
         }
     }
     if parts.is_empty() {
-        return Err(format!("entry `{shown}` has an empty name"));
+        return bad("has an empty name");
     }
     Ok(parts.join(&b'/'))
 }
 
 /// A symlink target must stay inside the archive: relative, and never climbing above its root.
-fn check_zip_link(entry: &[u8], target: &[u8]) -> Result<(), String> {
-    let shown = || {
-        format!(
-            "symlink `{}` -> `{}`",
-            String::from_utf8_lossy(entry),
-            String::from_utf8_lossy(target)
-        )
+fn check_zip_link(src: &Path, entry: &[u8], target: &[u8]) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::source(
+            src,
+            format!(
+                "symlink `{}` -> `{}` {why}",
+                String::from_utf8_lossy(entry),
+                String::from_utf8_lossy(target)
+            ),
+        ))
     };
     if target.is_empty() {
-        return Err(format!("{} has an empty target", shown()));
+        return bad("has an empty target");
     }
     if target[0] == b'/' {
-        return Err(format!(
-            "{} points outside the archive (absolute target)",
-            shown()
-        ));
+        return bad("points outside the archive (absolute target)");
     }
     let mut depth = entry.iter().filter(|&&b| b == b'/').count() as i64;
     for seg in target.split(|&b| b == b'/') {
@@ -283,7 +298,7 @@ fn check_zip_link(entry: &[u8], target: &[u8]) -> Result<(), String> {
             b".." => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(format!("{} points outside the archive", shown()));
+                    return bad("points outside the archive");
                 }
             }
             _ => depth += 1,
@@ -302,31 +317,58 @@ const BOMB_MIN: u64 = 1 << 20;
 /// The most a zip source may declare in all (Lambda's limit for a whole image).
 const MAX_ZIP_TOTAL: u64 = crate::image::MAX_UNCOMPRESSED;
 
+/// What the central directory says about one entry (read without decompressing it).
+struct ZipMeta {
+    name: Vec<u8>,
+    is_dir: bool,
+    unix: Option<u32>,
+    size: u64,
+    encrypted: bool,
+    compressed: u64,
+    stored: bool,
+}
+
+impl ZipMeta {
+    fn read(zip: &mut zip::ZipArchive<File>, i: usize, src: &Path) -> Result<ZipMeta> {
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| Error::source(src, format!("entry #{i}: {e}")))?;
+        Ok(ZipMeta {
+            name: f.name_raw().to_vec(),
+            is_dir: f.is_dir(),
+            unix: f.unix_mode(),
+            size: f.size(),
+            encrypted: f.encrypted(),
+            compressed: f.compressed_size(),
+            stored: f.compression() == zip::CompressionMethod::Stored,
+        })
+    }
+
+    fn shown(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.name)
+    }
+}
+
 /// Refuse what a zip bomb declares: an entry whose declared size is beyond what its compressed
 /// bytes can hold, or entries adding up to more than [`MAX_ZIP_TOTAL`]. (The copy itself stops
 /// at the declared size, so lying about it gains nothing past these checks.)
-fn check_zip_sizes(
-    name: &[u8],
-    size: u64,
-    compressed: u64,
-    stored: bool,
-    total: &mut u64,
-) -> Result<(), String> {
-    let shown = String::from_utf8_lossy(name);
-    if stored && size != compressed {
-        return Err(format!(
+fn check_zip_sizes(src: &Path, m: &ZipMeta, total: &mut u64) -> Result<()> {
+    let (shown, size, compressed) = (m.shown(), m.size, m.compressed);
+    let bad = |message: String| Err(Error::source(src, message));
+    if m.stored && size != compressed {
+        return bad(format!(
             "entry `{shown}` is stored uncompressed but declares {size} bytes in {compressed}: the archive is corrupt"
         ));
     }
     if size > BOMB_MIN && size / compressed.max(1) > BOMB_RATIO {
-        return Err(format!(
+        return bad(format!(
             "entry `{shown}` declares {size} bytes from {compressed} compressed bytes, more than \
              deflate can expand ({BOMB_RATIO}:1): refusing a likely zip bomb"
         ));
     }
     *total = total.saturating_add(size);
     if *total > MAX_ZIP_TOTAL {
-        return Err(format!(
+        return bad(format!(
             "entries up to `{shown}` declare {total} bytes uncompressed, over {MAX_ZIP_TOTAL} (10 GiB, \
              the most a Lambda image holds): refusing a likely zip bomb"
         ));
@@ -334,6 +376,52 @@ fn check_zip_sizes(
     Ok(())
 }
 
+/// Refuse a zip with two entries of the same name: the reader keeps one of the copies, and
+/// which one other tools extract varies.
+fn refuse_duplicates(l: &LayerSpec, zip: &zip::ZipArchive<File>) -> Result<()> {
+    if !zip.has_duplicate_names() {
+        return Ok(());
+    }
+    let name = File::open(&l.source)
+        .and_then(|mut f| crate::layer::zip::duplicate_name(&mut f))
+        .ok()
+        .flatten()
+        .map(|n| format!("entry `{}`", String::from_utf8_lossy(&n)))
+        .unwrap_or_else(|| "an entry name".to_owned());
+    Err(Error::source(
+        &l.source,
+        format!(
+            "{name} appears twice in the archive; tools disagree on which copy wins, so lamina refuses it"
+        ),
+    ))
+}
+
+/// Is `rel` (or a directory above it) excluded?
+fn zip_excluded(ex: &GlobSet, rel: &[u8]) -> bool {
+    let m = |p: &[u8]| ex.is_match(Path::new(std::ffi::OsStr::from_bytes(p)));
+    m(rel) || ancestors(rel).iter().any(|a| m(a))
+}
+
+/// The target of the symlink entry `i` (at most 4 KiB), checked to stay inside the archive.
+fn read_zip_link(
+    l: &LayerSpec,
+    zip: &mut zip::ZipArchive<File>,
+    i: usize,
+    m: &ZipMeta,
+    rel: &[u8],
+) -> Result<Vec<u8>> {
+    let mut target = Vec::new();
+    zip.by_index(i)
+        .map_err(|e| Error::source(&l.source, format!("entry `{}`: {e}", m.shown())))?
+        .take(4096)
+        .read_to_end(&mut target)
+        .ctx(|| format!("reading entry `{}` of {}", m.shown(), l.source.display()))?;
+    check_zip_link(&l.source, rel, &target)?;
+    Ok(target)
+}
+
+/// Add the entries of a zip source under `dest`; file bytes are read later, by index, while
+/// the tar is written.
 fn read_zip(
     l: &LayerSpec,
     dest: &[u8],
@@ -344,88 +432,48 @@ fn read_zip(
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| Error::source(&l.source, format!("is not a readable zip archive: {e}")))?;
     let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
-    let zerr = |e: String| Error::source(&l.source, e);
-    if zip.has_duplicate_names() {
-        // The reader keeps one of the copies; which one other tools extract varies.
-        let name = File::open(&l.source)
-            .and_then(|mut f| crate::layer::zip::duplicate_name(&mut f))
-            .ok()
-            .flatten()
-            .map(|n| format!("entry `{}`", String::from_utf8_lossy(&n)))
-            .unwrap_or_else(|| "an entry name".to_owned());
-        return Err(zerr(format!(
-            "{name} appears twice in the archive; tools disagree on which copy wins, so lamina refuses it"
-        )));
-    }
+    refuse_duplicates(l, &zip)?;
     let mut total = 0u64;
     for i in 0..zip.len() {
-        let (name, is_dir, unix, size, encrypted, compressed, stored) = {
-            let f = zip
-                .by_index_raw(i)
-                .map_err(|e| zerr(format!("entry #{i}: {e}")))?;
-            (
-                f.name_raw().to_vec(),
-                f.is_dir(),
-                f.unix_mode(),
-                f.size(),
-                f.encrypted(),
-                f.compressed_size(),
-                f.compression() == zip::CompressionMethod::Stored,
-            )
-        };
-        let rel = zip_name(&name).map_err(zerr)?;
-        if encrypted {
-            return Err(zerr(format!(
-                "entry `{}` is encrypted; lamina cannot read encrypted zips",
-                String::from_utf8_lossy(&name)
-            )));
+        let m = ZipMeta::read(&mut zip, i, &l.source)?;
+        let rel = zip_name(&l.source, &m.name)?;
+        if m.encrypted {
+            return Err(Error::source(
+                &l.source,
+                format!(
+                    "entry `{}` is encrypted; lamina cannot read encrypted zips",
+                    m.shown()
+                ),
+            ));
         }
-        check_zip_sizes(&name, size, compressed, stored, &mut total).map_err(zerr)?;
-        if ex.is_match(Path::new(std::ffi::OsStr::from_bytes(&rel)))
-            || ancestors(&rel)
-                .iter()
-                .any(|a| ex.is_match(Path::new(std::ffi::OsStr::from_bytes(a))))
-        {
+        check_zip_sizes(&l.source, &m, &mut total)?;
+        if zip_excluded(ex, &rel) {
             continue;
         }
         let path = join(dest, &rel);
-        let mode = unix.unwrap_or(0);
-        if is_dir {
+        let mode = m.unix.unwrap_or(0);
+        let (mode, kind) = if m.is_dir {
             out.push(Entry::dir(path, dir_mode, l.uid, l.gid));
+            continue;
         } else if mode & S_IFMT == S_IFLNK {
-            let mut target = Vec::new();
-            zip.by_index(i)
-                .map_err(|e| zerr(format!("entry `{}`: {e}", String::from_utf8_lossy(&name))))?
-                .take(4096)
-                .read_to_end(&mut target)
-                .ctx(|| {
-                    format!(
-                        "reading entry `{}` of {}",
-                        String::from_utf8_lossy(&name),
-                        l.source.display()
-                    )
-                })?;
-            check_zip_link(&rel, &target).map_err(zerr)?;
-            out.push(Entry {
-                path,
-                mode: 0o777,
-                uid: l.uid,
-                gid: l.gid,
-                kind: Kind::Symlink(target),
-            });
+            let target = read_zip_link(l, &mut zip, i, &m, &rel)?;
+            (0o777, Kind::Symlink(target))
         } else {
             // A zip made without Unix modes (e.g. on Windows) gives plain readable files.
-            out.push(Entry {
-                path,
-                mode: file_mode(mode, l.mode.map(|m| m.0)),
-                uid: l.uid,
-                gid: l.gid,
-                kind: Kind::File {
-                    size,
-                    data: Data::Zip(i),
-                },
-            });
-        }
+            let data = Data::Zip(i);
+            let size = m.size;
+            (
+                file_mode(mode, l.mode.map(|m| m.0)),
+                Kind::File { size, data },
+            )
+        };
+        out.push(Entry {
+            path,
+            mode,
+            uid: l.uid,
+            gid: l.gid,
+            kind,
+        });
     }
     Ok(zip)
 }
@@ -457,38 +505,60 @@ pub fn whiteouts(paths: &[String]) -> Vec<Entry> {
 mod tests {
     use super::*;
 
+    fn meta(name: &[u8], size: u64, compressed: u64, stored: bool) -> ZipMeta {
+        ZipMeta {
+            name: name.to_vec(),
+            is_dir: false,
+            unix: None,
+            size,
+            encrypted: false,
+            compressed,
+            stored,
+        }
+    }
+
     #[test]
     fn zip_names_cannot_escape() {
-        assert_eq!(zip_name(b"a/./b").unwrap(), b"a/b");
-        assert!(zip_name(b"../evil").unwrap_err().contains("../evil"));
-        assert!(zip_name(b"a/../../evil").is_err());
-        assert!(zip_name(b"/etc/evil").unwrap_err().contains("absolute"));
-        assert!(zip_name(b"C:/x").is_err());
-        assert!(zip_name(b"..\\x").is_err());
+        let z = Path::new("l.zip");
+        let err = |name: &[u8]| zip_name(z, name).unwrap_err().to_string();
+        assert_eq!(zip_name(z, b"a/./b").unwrap(), b"a/b");
+        assert!(err(b"../evil").contains("../evil"));
+        assert!(zip_name(z, b"a/../../evil").is_err());
+        assert!(err(b"/etc/evil").contains("absolute"));
+        assert!(zip_name(z, b"C:/x").is_err());
+        assert!(zip_name(z, b"..\\x").is_err());
     }
 
     #[test]
     fn zip_symlinks_must_stay_inside() {
-        assert!(check_zip_link(b"lib/latest", b"util.sh").is_ok());
-        assert!(check_zip_link(b"lib/latest", b"../bin/x").is_ok());
-        assert!(check_zip_link(b"lib/latest", b"../../x").is_err());
-        assert!(check_zip_link(b"top", b"../x").is_err());
-        assert!(check_zip_link(b"top", b"/etc/passwd").is_err());
+        let z = Path::new("l.zip");
+        assert!(check_zip_link(z, b"lib/latest", b"util.sh").is_ok());
+        assert!(check_zip_link(z, b"lib/latest", b"../bin/x").is_ok());
+        assert!(check_zip_link(z, b"lib/latest", b"../../x").is_err());
+        assert!(check_zip_link(z, b"top", b"../x").is_err());
+        assert!(check_zip_link(z, b"top", b"/etc/passwd").is_err());
     }
 
     #[test]
     fn zip_bombs_are_refused_by_their_declared_sizes() {
+        let z = Path::new("l.zip");
         let mut total = 0;
         // A file of zeros deflates about 1030:1 and stays acceptable.
-        assert!(check_zip_sizes(b"zeros", 100 << 20, 102_000, false, &mut total).is_ok());
-        let e = check_zip_sizes(b"bomb", 4 << 30, 4096, false, &mut total).unwrap_err();
+        assert!(check_zip_sizes(z, &meta(b"zeros", 100 << 20, 102_000, false), &mut total).is_ok());
+        let e = check_zip_sizes(z, &meta(b"bomb", 4 << 30, 4096, false), &mut total)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`bomb`") && e.contains("zip bomb"), "{e}");
         // Small entries may compress as they like (a few bytes of header dominate).
-        assert!(check_zip_sizes(b"tiny", 1 << 20, 10, false, &mut total).is_ok());
-        let e = check_zip_sizes(b"stored", 10, 5, true, &mut total).unwrap_err();
+        assert!(check_zip_sizes(z, &meta(b"tiny", 1 << 20, 10, false), &mut total).is_ok());
+        let e = check_zip_sizes(z, &meta(b"stored", 10, 5, true), &mut total)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`stored`"), "{e}");
         let mut total = MAX_ZIP_TOTAL - 10;
-        let e = check_zip_sizes(b"last", 11, 11, true, &mut total).unwrap_err();
+        let e = check_zip_sizes(z, &meta(b"last", 11, 11, true), &mut total)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`last`") && e.contains("10 GiB"), "{e}");
     }
 

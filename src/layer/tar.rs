@@ -118,10 +118,10 @@ fn append(
     let mut exact = Exact::new(data, size);
     io(out.append(&h, &mut exact))?;
     if exact.grew().ctx(|| format!("reading {}", source_name()))? {
-        return Err(Error::Usage(format!(
-            "{} grew while it was being read; build again once it is stable",
-            source_name()
-        )));
+        return Err(Error::source(
+            source_name(),
+            "grew while it was being read; build again once it is stable",
+        ));
     }
     Ok(())
 }
@@ -195,9 +195,9 @@ pub fn write_tar<W: Write>(entries: &[Entry], input: &mut Input, mtime: u64, out
                 },
                 Input::Zip(z),
             ) => {
-                let mut f = z
-                    .by_index(*i)
-                    .map_err(|err| Error::Usage(format!("zip entry for {}: {err}", shown())))?;
+                let mut f = z.by_index(*i).map_err(|err| {
+                    Error::source(format!("zip entry for {}", shown()), err.to_string())
+                })?;
                 append(&mut b, e, mtime, &mut f, &|| {
                     format!("zip entry for {}", shown())
                 })?;

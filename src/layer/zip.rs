@@ -44,6 +44,7 @@ pub const DOS_END: u64 = 4_354_819_198;
 
 /// What one entry holds.
 pub enum Body<'a> {
+    /// A directory (no data).
     Dir,
     /// A regular file: its content and the size it must have (a source that ends early or
     /// goes on is an error, never a corrupt archive).
@@ -173,6 +174,35 @@ impl<W: Write + Seek> ZipWriter<W> {
         };
         let offset = self.pos;
         // Local header; CRC and sizes are patched once the data is written.
+        let h = self.local_header(&name, flags, method);
+        self.out.write_all(&h)?;
+        let data_start = offset + h.len() as u64;
+
+        let (crc, size, compressed) = self.write_body(body, method)?;
+        let csize = u32_of(compressed, "an entry")?;
+        let usize_ = u32_of(size, "an entry")?;
+        let end = data_start + compressed;
+        u32_of(end, "the archive")?;
+        let mut sizes = [0u8; 12];
+        sizes[..4].copy_from_slice(&crc.to_le_bytes());
+        sizes[4..8].copy_from_slice(&csize.to_le_bytes());
+        sizes[8..].copy_from_slice(&usize_.to_le_bytes());
+        if compressed != 0 || crc != 0 {
+            self.out.seek(SeekFrom::Start(offset + 14))?;
+            self.out.write_all(&sizes)?;
+            self.out.seek(SeekFrom::Start(end))?;
+        }
+        self.pos = end;
+        self.uncompressed += size;
+
+        let external = ((kind | mode) << 16) | if kind == S_IFDIR { DOS_DIR } else { 0 };
+        self.central_record(&name, flags, method, &sizes, external, offset);
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// A local file header with zeros for the CRC and sizes (patched after the data).
+    fn local_header(&self, name: &[u8], flags: u16, method: u16) -> Vec<u8> {
         let mut h = Vec::with_capacity(30 + name.len());
         h.extend_from_slice(&LOCAL_SIG.to_le_bytes());
         h.extend_from_slice(&NEEDED.to_le_bytes());
@@ -183,11 +213,13 @@ impl<W: Write + Seek> ZipWriter<W> {
         h.extend_from_slice(&[0; 12]); // crc, compressed size, uncompressed size
         h.extend_from_slice(&(name.len() as u16).to_le_bytes());
         h.extend_from_slice(&0u16.to_le_bytes()); // no extra field
-        h.extend_from_slice(&name);
-        self.out.write_all(&h)?;
-        let data_start = offset + h.len() as u64;
+        h.extend_from_slice(name);
+        h
+    }
 
-        let (crc, size, compressed) = match body {
+    /// Write an entry's data; returns its CRC-32, size and compressed size.
+    fn write_body(&mut self, body: Body, method: u16) -> io::Result<(u32, u64, u64)> {
+        Ok(match body {
             Body::Dir => (0, 0, 0),
             Body::Symlink(target) => {
                 self.out.write_all(target)?;
@@ -220,24 +252,19 @@ impl<W: Write + Seek> ZipWriter<W> {
                 }
                 (crc, size, compressed)
             }
-        };
-        let csize = u32_of(compressed, "an entry")?;
-        let usize_ = u32_of(size, "an entry")?;
-        let end = data_start + compressed;
-        u32_of(end, "the archive")?;
-        let mut sizes = Vec::with_capacity(12);
-        sizes.extend_from_slice(&crc.to_le_bytes());
-        sizes.extend_from_slice(&csize.to_le_bytes());
-        sizes.extend_from_slice(&usize_.to_le_bytes());
-        if compressed != 0 || crc != 0 {
-            self.out.seek(SeekFrom::Start(offset + 14))?;
-            self.out.write_all(&sizes)?;
-            self.out.seek(SeekFrom::Start(end))?;
-        }
-        self.pos = end;
-        self.uncompressed += size;
+        })
+    }
 
-        let external = ((kind | mode) << 16) | if kind == S_IFDIR { DOS_DIR } else { 0 };
+    /// Append the entry's central directory record (`sizes`: CRC, compressed, uncompressed).
+    fn central_record(
+        &mut self,
+        name: &[u8],
+        flags: u16,
+        method: u16,
+        sizes: &[u8; 12],
+        external: u32,
+        offset: u64,
+    ) {
         let c = &mut self.central;
         c.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
         c.extend_from_slice(&MADE_BY.to_le_bytes());
@@ -246,17 +273,16 @@ impl<W: Write + Seek> ZipWriter<W> {
         c.extend_from_slice(&method.to_le_bytes());
         c.extend_from_slice(&self.time.to_le_bytes());
         c.extend_from_slice(&self.date.to_le_bytes());
-        c.extend_from_slice(&sizes);
+        c.extend_from_slice(sizes);
         c.extend_from_slice(&(name.len() as u16).to_le_bytes());
         c.extend_from_slice(&0u16.to_le_bytes()); // extra field length
         c.extend_from_slice(&0u16.to_le_bytes()); // comment length
         c.extend_from_slice(&0u16.to_le_bytes()); // disk number
         c.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
         c.extend_from_slice(&external.to_le_bytes());
+        // Checked to fit by `add`: the archive's end is below 4 GiB.
         c.extend_from_slice(&(offset as u32).to_le_bytes());
-        c.extend_from_slice(&name);
-        self.entries += 1;
-        Ok(())
+        c.extend_from_slice(name);
     }
 
     /// Sum of the uncompressed sizes of the entries written so far.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::runtime::{self, Family};
+use super::runtime::{self, Family, UnknownRuntime};
+use crate::error::{Error, Result};
 use crate::layer::{LayerSpec, Mode};
 
 /// `[function]` as written in lamina.toml; relative paths are relative to the spec's directory.
@@ -47,7 +48,9 @@ pub struct Expanded {
     /// For a .zip deployment package: no Lambda layers (/opt), the bootstrap at the root of
     /// /var/task, where Lambda's OS-only runtimes look for it in a zip.
     pub zip_layers: Vec<LayerSpec>,
+    /// `[ handler ]`, the default CMD.
     pub cmd: Option<Vec<String>>,
+    /// `[function] env`, below `[config] env`.
     pub env: BTreeMap<String, String>,
 }
 
@@ -90,8 +93,9 @@ pub fn pip_installed(dir: &Path) -> BTreeSet<String> {
     names
 }
 
-/// Expand `[function]` (paths relative to `dir`).
-pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, String> {
+/// Expand `[function]` (paths relative to `dir`). The only failure is a runtime lamina does not
+/// know; the caller names the spec file.
+pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> {
     let rt = f.runtime.as_deref().map(runtime::find).transpose()?;
     let mut out = Expanded {
         base: rt.map(|r| format!("docker://{}", r.image)),
@@ -234,8 +238,9 @@ mod tests {
 
 /// A commented starter `lamina.toml` for the function in `dir`. Without `runtime`, one is
 /// guessed from the files there (requirements.txt or .py → Python, package.json → Node.js,
-/// else an OS-only runtime with a `bootstrap`).
-pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String, String> {
+/// else an OS-only runtime with a `bootstrap`). An unknown `runtime` is a usage error (it is the
+/// caller's `--runtime`).
+pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
     let has = |n: &str| dir.join(n).exists();
     let any_ext = |ext: &str| {
         std::fs::read_dir(dir)
@@ -251,7 +256,7 @@ pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String, String>
         None if has("package.json") || any_ext("js") || any_ext("mjs") => "nodejs22.x",
         None => "provided.al2023",
     };
-    let rt = runtime::find(name)?;
+    let rt = runtime::find(name).map_err(|e| Error::Usage(e.to_string()))?;
     let handler = runtime::default_handler(rt.family);
     let excludes = match rt.family {
         Family::Python => r#"["lamina.toml", "out", ".git", "**/__pycache__", "**/*.pyc"]"#,

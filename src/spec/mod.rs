@@ -12,24 +12,31 @@ use serde::Deserialize;
 use crate::error::{Error, IoContext, Result};
 use crate::image::ConfigSpec;
 use crate::layer::{LayerSpec, image_path};
-use crate::platform::Platform;
-use crate::reference::ImageRef;
+use crate::platform::{ParsePlatformError, Platform};
+use crate::reference::{ImageRef, ParseReferenceError};
 
 /// `lamina.toml` as written.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
+    /// The image to build on (a reference; `scratch` for none).
     pub base: Option<String>,
+    /// The platform to build for (and to pick from a multi-platform base).
     pub platform: Option<String>,
+    /// Where the image goes (a reference).
     pub to: Option<String>,
     /// Open up modes under /var/task and /opt for Lambda's non-root user (see `lambda::fix`).
     pub fix_permissions: Option<bool>,
+    /// `[[layer]]`s, stacked in order on the base (and on `[function]`'s layers).
     #[serde(default)]
     pub layer: Vec<LayerSpec>,
+    /// `[[delete]]`s: base paths hidden by one whiteout layer.
     #[serde(default)]
     pub delete: Vec<DeleteSpec>,
+    /// `[config]`: what is set in the image config over the base's.
     #[serde(default)]
     pub config: ConfigSpec,
+    /// `[annotations]` of the manifest.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     /// Lambda's vocabulary: runtime, handler, code, dependencies, layers, bootstrap.
@@ -40,6 +47,7 @@ pub struct SpecFile {
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteSpec {
+    /// Absolute in-image path (not `/`).
     pub path: String,
 }
 
@@ -94,20 +102,33 @@ impl Timestamp {
 /// Values given as flags; each one overrides (or, for lists, extends) the spec file.
 #[derive(Default, Debug, Clone)]
 pub struct Overrides {
+    /// `--base`: a reference.
     pub base: Option<String>,
+    /// `--platform`.
     pub platform: Option<String>,
+    /// `--to`: a reference.
     pub to: Option<String>,
     /// `SRC:DEST`, appended after the spec's layers.
     pub layers: Vec<String>,
+    /// `--delete`: absolute in-image paths, added to the spec's.
     pub deletes: Vec<String>,
+    /// `--entrypoint`: a JSON array, or one string.
     pub entrypoint: Option<String>,
+    /// `--cmd`: a JSON array, or one string.
     pub cmd: Option<String>,
+    /// `--env KEY=VALUE`s.
     pub env: Vec<String>,
+    /// `--workdir`.
     pub workdir: Option<String>,
+    /// `--user`.
     pub user: Option<String>,
+    /// `--label KEY=VALUE`s.
     pub labels: Vec<String>,
+    /// `--annotation KEY=VALUE`s.
     pub annotations: Vec<String>,
+    /// `--timestamp`: seconds since the epoch, or `now`.
     pub timestamp: Option<String>,
+    /// `--compression-level` (0 to 9).
     pub compression_level: Option<u32>,
     /// `--fix-permissions` (or-ed with the spec's `fix_permissions`).
     pub fix_permissions: bool,
@@ -122,18 +143,26 @@ pub struct Overrides {
 pub struct BuildSpec {
     /// The spec file, if any (for messages).
     pub file: Option<PathBuf>,
+    /// The image to build on, paths absolute.
     pub base: ImageRef,
+    /// The platform built for.
     pub platform: Platform,
+    /// Where the image goes, paths absolute.
     pub to: ImageRef,
+    /// The layers to add, in order, sources absolute and dests checked.
     pub layers: Vec<LayerSpec>,
     /// The layers as a .zip deployment package holds them: `[function]`'s Lambda layers left
     /// out (they are zips of their own) and its bootstrap at the package's root.
     pub zip_layers: Vec<LayerSpec>,
+    /// In-image paths to hide (no leading `/`), sorted, without duplicates.
     pub deletes: Vec<String>,
+    /// The config to apply over the base's.
     pub config: ConfigSpec,
+    /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
     /// Seconds since the epoch for every timestamp lamina writes.
     pub timestamp: u64,
+    /// Gzip level for new layers, 0 (store) to 9.
     pub compression_level: u32,
     /// Give what lamina writes under /var/task and /opt modes Lambda's non-root user can use.
     pub fix_permissions: bool,
@@ -193,6 +222,8 @@ fn parse_layer_flag(s: &str, cwd: &Path) -> Result<LayerSpec> {
 
 impl BuildSpec {
     /// Combine a spec file (paths relative to `spec_dir`) with flags (paths relative to `cwd`).
+    /// A bad flag value is an [`Error::Usage`]; a bad spec field an [`Error::Spec`] naming the
+    /// file and field.
     pub fn resolve(
         file: Option<(&Path, SpecFile)>,
         ov: &Overrides,
@@ -208,132 +239,23 @@ impl BuildSpec {
             .and_then(Path::parent)
             .map(|d| cwd.join(d))
             .unwrap_or_else(|| cwd.to_owned());
-        let spec_err = |message: String| match &path {
-            Some(f) => Error::Spec {
-                file: f.clone(),
-                message,
-            },
-            None => Error::Usage(message),
-        };
-        let parse_ref = |s: &str, flag: bool, field: &str| -> Result<ImageRef> {
-            let r: ImageRef = s.parse().map_err(|e: String| {
-                if flag {
-                    Error::Usage(format!("--{field}: {e}"))
-                } else {
-                    spec_err(format!("field `{field}`: {e}"))
-                }
-            })?;
-            Ok(r.relative_to(if flag { cwd } else { &spec_dir }))
+        let r = Resolver {
+            path: path.as_deref(),
+            spec_dir: &spec_dir,
+            cwd,
         };
 
         let function = match &sf.function {
-            Some(f) => {
-                function::expand(f, &spec_dir).map_err(|e| spec_err(format!("[function]: {e}")))?
-            }
+            Some(f) => function::expand(f, &spec_dir)
+                .map_err(|e| r.spec_err(format!("[function]: {e}")))?,
             None => Default::default(),
         };
-        let base = match (&ov.base, &sf.base, &function.base) {
-            (Some(b), _, _) => parse_ref(b, true, "base")?,
-            (None, Some(b), _) => parse_ref(b, false, "base")?,
-            (None, None, Some(b)) => parse_ref(b, false, "function.runtime")?,
-            (None, None, None) => ImageRef::Scratch,
-        };
-        let to = match (&ov.to, &sf.to) {
-            (Some(t), _) => parse_ref(t, true, "to")?,
-            (None, Some(t)) => parse_ref(t, false, "to")?,
-            (None, None) => parse_ref("oci:out:latest", false, "to")?,
-        };
-        if to == ImageRef::Scratch {
-            return Err(Error::Usage("`scratch` cannot be a destination".into()));
-        }
-        let platform = match (&ov.platform, &sf.platform) {
-            (Some(p), _) => p
-                .parse()
-                .map_err(|e: String| Error::Usage(format!("--platform: {e}")))?,
-            (None, Some(p)) => p
-                .parse()
-                .map_err(|e: String| spec_err(format!("field `platform`: {e}")))?,
-            (None, None) => Platform::default(),
-        };
-
-        // [function]'s layers come first; explicit [[layer]]s go on top of them.
-        let mut layers = function.layers;
-        let mut zip_layers = function.zip_layers;
-        let first_own = layers.len();
-        for (i, mut l) in sf.layer.into_iter().enumerate() {
-            l.source = spec_dir.join(&l.source);
-            image_path(&l.dest, "dest")
-                .map_err(|e| spec_err(format!("[[layer]] #{}: {e}", i + 1)))?;
-            for g in &l.exclude {
-                globset::Glob::new(g).map_err(|e| {
-                    spec_err(format!("[[layer]] #{}: exclude glob `{g}`: {e}", i + 1))
-                })?;
-            }
-            layers.push(l);
-        }
-        for s in &ov.layers {
-            let l = parse_layer_flag(s, cwd)?;
-            image_path(&l.dest, "--layer dest").map_err(Error::Usage)?;
-            layers.push(l);
-        }
-        zip_layers.extend_from_slice(&layers[first_own..]);
-
-        let mut deletes = Vec::new();
-        for (i, d) in sf.delete.iter().enumerate() {
-            let p = image_path(&d.path, "path")
-                .map_err(|e| spec_err(format!("[[delete]] #{}: {e}", i + 1)))?;
-            if p.is_empty() {
-                return Err(spec_err(format!(
-                    "[[delete]] #{}: cannot delete `/`",
-                    i + 1
-                )));
-            }
-            deletes.push(p);
-        }
-        for d in &ov.deletes {
-            let p = image_path(d, "--delete").map_err(Error::Usage)?;
-            if p.is_empty() {
-                return Err(Error::Usage("--delete: cannot delete `/`".into()));
-            }
-            deletes.push(p);
-        }
-        deletes.sort();
-        deletes.dedup();
-
-        let mut config = sf.config;
-        if config.cmd.is_none() {
-            config.cmd = function.cmd;
-        }
-        for (k, v) in function.env {
-            config.env.entry(k).or_insert(v);
-        }
-        if let Some(e) = &ov.entrypoint {
-            config.entrypoint = Some(parse_argv(e, "--entrypoint")?);
-        }
-        if let Some(c) = &ov.cmd {
-            config.cmd = Some(parse_argv(c, "--cmd")?);
-        }
-        for kv in &ov.env {
-            let (k, v) = parse_kv(kv, "--env")?;
-            config.env.insert(k, v);
-        }
-        for k in config.env.keys() {
-            if k.is_empty() || k.contains('=') {
-                return Err(spec_err(format!(
-                    "[config] env: invalid variable name `{k}`"
-                )));
-            }
-        }
-        for kv in &ov.labels {
-            let (k, v) = parse_kv(kv, "--label")?;
-            config.labels.insert(k, v);
-        }
-        if ov.workdir.is_some() {
-            config.workdir.clone_from(&ov.workdir);
-        }
-        if ov.user.is_some() {
-            config.user.clone_from(&ov.user);
-        }
+        let base = r.base(ov, &sf, &function)?;
+        let to = r.to(ov, &sf)?;
+        let platform = r.platform(ov, &sf)?;
+        let (layers, zip_layers) = r.layers(ov, sf.layer, function.layers, function.zip_layers)?;
+        let deletes = r.deletes(ov, &sf.delete)?;
+        let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
         for kv in &ov.annotations {
             let (k, v) = parse_kv(kv, "--annotation")?;
@@ -364,6 +286,177 @@ impl BuildSpec {
             lambda_check: !ov.no_lambda_check,
             layer_cache: !ov.no_cache,
         })
+    }
+}
+
+/// Where the values being resolved came from: flags are relative to `cwd` and their errors are
+/// usage errors; spec fields are relative to the spec's directory and their errors name the file.
+struct Resolver<'a> {
+    path: Option<&'a Path>,
+    spec_dir: &'a Path,
+    cwd: &'a Path,
+}
+
+impl Resolver<'_> {
+    /// An error in the spec file (a usage error when there is no file: the value was a flag).
+    fn spec_err(&self, message: String) -> Error {
+        match self.path {
+            Some(f) => Error::Spec {
+                file: f.to_owned(),
+                message,
+            },
+            None => Error::Usage(message),
+        }
+    }
+
+    /// Parse a reference from a flag (`--field`) or a spec field, and anchor its path.
+    fn image_ref(&self, s: &str, flag: bool, field: &str) -> Result<ImageRef> {
+        let r: ImageRef = s.parse().map_err(|e: ParseReferenceError| {
+            if flag {
+                Error::Usage(format!("--{field}: {e}"))
+            } else {
+                self.spec_err(format!("field `{field}`: {e}"))
+            }
+        })?;
+        Ok(r.relative_to(if flag { self.cwd } else { self.spec_dir }))
+    }
+
+    /// `--base`, else `base`, else the `[function]` runtime's image, else scratch.
+    fn base(&self, ov: &Overrides, sf: &SpecFile, f: &function::Expanded) -> Result<ImageRef> {
+        Ok(match (&ov.base, &sf.base, &f.base) {
+            (Some(b), _, _) => self.image_ref(b, true, "base")?,
+            (None, Some(b), _) => self.image_ref(b, false, "base")?,
+            (None, None, Some(b)) => self.image_ref(b, false, "function.runtime")?,
+            (None, None, None) => ImageRef::Scratch,
+        })
+    }
+
+    /// `--to`, else `to`, else `oci:out:latest` beside the spec; never scratch.
+    fn to(&self, ov: &Overrides, sf: &SpecFile) -> Result<ImageRef> {
+        let (to, flag) = match (&ov.to, &sf.to) {
+            (Some(t), _) => (self.image_ref(t, true, "to")?, true),
+            (None, Some(t)) => (self.image_ref(t, false, "to")?, false),
+            (None, None) => (self.image_ref("oci:out:latest", false, "to")?, false),
+        };
+        if to == ImageRef::Scratch {
+            let message = "`scratch` cannot be a destination".to_owned();
+            return Err(if flag {
+                Error::Usage(message)
+            } else {
+                self.spec_err(message)
+            });
+        }
+        Ok(to)
+    }
+
+    /// `--platform`, else `platform`, else linux/amd64.
+    fn platform(&self, ov: &Overrides, sf: &SpecFile) -> Result<Platform> {
+        Ok(match (&ov.platform, &sf.platform) {
+            (Some(p), _) => p
+                .parse()
+                .map_err(|e: ParsePlatformError| Error::Usage(format!("--platform: {e}")))?,
+            (None, Some(p)) => p
+                .parse()
+                .map_err(|e: ParsePlatformError| self.spec_err(format!("field `platform`: {e}")))?,
+            (None, None) => Platform::default(),
+        })
+    }
+
+    /// The image's layers and the zip package's: `[function]`'s first, then `[[layer]]`s, then
+    /// `--layer`s (the last two in both).
+    fn layers(
+        &self,
+        ov: &Overrides,
+        own: Vec<LayerSpec>,
+        mut layers: Vec<LayerSpec>,
+        mut zip_layers: Vec<LayerSpec>,
+    ) -> Result<(Vec<LayerSpec>, Vec<LayerSpec>)> {
+        let first_own = layers.len();
+        for (i, mut l) in own.into_iter().enumerate() {
+            l.source = self.spec_dir.join(&l.source);
+            image_path(&l.dest, "dest")
+                .map_err(|e| self.spec_err(format!("[[layer]] #{}: {e}", i + 1)))?;
+            for g in &l.exclude {
+                globset::Glob::new(g).map_err(|e| {
+                    self.spec_err(format!("[[layer]] #{}: exclude glob `{g}`: {e}", i + 1))
+                })?;
+            }
+            layers.push(l);
+        }
+        for s in &ov.layers {
+            let l = parse_layer_flag(s, self.cwd)?;
+            image_path(&l.dest, "--layer dest").map_err(|e| Error::Usage(e.into()))?;
+            layers.push(l);
+        }
+        zip_layers.extend_from_slice(&layers[first_own..]);
+        Ok((layers, zip_layers))
+    }
+
+    /// The in-image paths to delete (`[[delete]]`s and `--delete`s), without their leading
+    /// `/`, sorted and without duplicates.
+    fn deletes(&self, ov: &Overrides, own: &[DeleteSpec]) -> Result<Vec<String>> {
+        let mut deletes = Vec::new();
+        for (i, d) in own.iter().enumerate() {
+            let p = image_path(&d.path, "path")
+                .map_err(|e| self.spec_err(format!("[[delete]] #{}: {e}", i + 1)))?;
+            if p.is_empty() {
+                return Err(self.spec_err(format!("[[delete]] #{}: cannot delete `/`", i + 1)));
+            }
+            deletes.push(p);
+        }
+        for d in &ov.deletes {
+            let p = image_path(d, "--delete").map_err(|e| Error::Usage(e.into()))?;
+            if p.is_empty() {
+                return Err(Error::Usage("--delete: cannot delete `/`".into()));
+            }
+            deletes.push(p);
+        }
+        deletes.sort();
+        deletes.dedup();
+        Ok(deletes)
+    }
+
+    /// `[config]`, under `[function]`'s handler and env, over the config flags.
+    fn config(
+        &self,
+        ov: &Overrides,
+        mut config: ConfigSpec,
+        cmd: Option<Vec<String>>,
+        env: BTreeMap<String, String>,
+    ) -> Result<ConfigSpec> {
+        if config.cmd.is_none() {
+            config.cmd = cmd;
+        }
+        for (k, v) in env {
+            config.env.entry(k).or_insert(v);
+        }
+        if let Some(e) = &ov.entrypoint {
+            config.entrypoint = Some(parse_argv(e, "--entrypoint")?);
+        }
+        if let Some(c) = &ov.cmd {
+            config.cmd = Some(parse_argv(c, "--cmd")?);
+        }
+        for kv in &ov.env {
+            let (k, v) = parse_kv(kv, "--env")?;
+            config.env.insert(k, v);
+        }
+        // `--env` names are never empty and never hold `=`: a bad name is the file's.
+        for k in config.env.keys() {
+            if k.is_empty() || k.contains('=') {
+                return Err(self.spec_err(format!("[config] env: invalid variable name `{k}`")));
+            }
+        }
+        for kv in &ov.labels {
+            let (k, v) = parse_kv(kv, "--label")?;
+            config.labels.insert(k, v);
+        }
+        if ov.workdir.is_some() {
+            config.workdir.clone_from(&ov.workdir);
+        }
+        if ov.user.is_some() {
+            config.user.clone_from(&ov.user);
+        }
+        Ok(config)
     }
 }
 

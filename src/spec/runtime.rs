@@ -3,18 +3,27 @@
 /// A runtime identifier as Lambda names it, and its base image on ECR Public.
 #[derive(Debug)]
 pub struct Runtime {
+    /// Lambda's identifier (`python3.12`), as in `[function] runtime`.
     pub name: &'static str,
+    /// The AWS base image, without a transport (`public.ecr.aws/lambda/python:3.12`).
     pub image: &'static str,
     /// Dependencies that live beside the code and deserve a layer of their own.
     pub family: Family,
 }
 
+/// The language a runtime runs: it decides where dependencies are looked for and the starter
+/// spec's handler and excludes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Family {
+    /// `python3.x`: packages pip installed beside the code get a layer of their own.
     Python,
+    /// `nodejsNN.x`: `node_modules` beside the handler gets a layer of its own.
     Node,
+    /// `javaNN`.
     Java,
+    /// `dotnetNN`.
     DotNet,
+    /// `rubyN.N`.
     Ruby,
     /// OS-only runtimes: the function brings its own `bootstrap`.
     Provided,
@@ -56,15 +65,27 @@ pub const RUNTIMES: &[Runtime] = &[
     rt!("ruby3.2", "ruby:3.2", Ruby),
 ];
 
+/// A runtime name lamina does not know; the message lists the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown Lambda runtime `{name}`; known: {}", known())]
+pub struct UnknownRuntime {
+    /// The name as given.
+    pub name: String,
+}
+
+fn known() -> String {
+    let names: Vec<&str> = RUNTIMES.iter().map(|r| r.name).collect();
+    names.join(", ")
+}
+
 /// Look a runtime up by Lambda's name (`python3.12`, `nodejs20.x`, `provided.al2023`, ...).
-pub fn find(name: &str) -> Result<&'static Runtime, String> {
-    RUNTIMES.iter().find(|r| r.name == name).ok_or_else(|| {
-        let names: Vec<&str> = RUNTIMES.iter().map(|r| r.name).collect();
-        format!(
-            "unknown Lambda runtime `{name}`; known: {}",
-            names.join(", ")
-        )
-    })
+pub fn find(name: &str) -> Result<&'static Runtime, UnknownRuntime> {
+    RUNTIMES
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| UnknownRuntime {
+            name: name.to_owned(),
+        })
 }
 
 /// The handler a starter spec uses for a runtime.
@@ -98,7 +119,7 @@ mod tests {
             "public.ecr.aws/lambda/provided:al2023"
         );
         assert_eq!(find("java21").unwrap().family, Family::Java);
-        let e = find("cobol1").unwrap_err();
+        let e = find("cobol1").unwrap_err().to_string();
         assert!(e.contains("cobol1") && e.contains("python3.12"), "{e}");
         for r in RUNTIMES {
             let reference = format!("docker://{}", r.image);

@@ -260,7 +260,7 @@ pub fn verify_layers(layers: &[Layer], reference: &str) -> Result<()> {
                         Err(e) => errors
                             .lock()
                             .expect("no panics hold this lock")
-                            .push((i, e)),
+                            .push((i, e.to_string())),
                         // Remembering is best effort: without the marker it is checked again.
                         Ok(()) => {
                             if let Some(m) = marker
