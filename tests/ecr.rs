@@ -284,21 +284,7 @@ fn assert_not_built(out: &Output) {
 fn install_helper(sb: &Sandbox, name: &str, password: &str) -> PathBuf {
     let bin = sb.root().join("bin");
     let calls = bin.join(format!("{name}.calls"));
-    let script = format!(
-        "#!/bin/sh\n\
-         server=$(cat)\n\
-         echo \"$1 $server\" >> '{calls}'\n\
-         case \"$1\" in\n\
-           get) printf '{{\"ServerURL\":\"%s\",\"Username\":\"AWS\",\"Secret\":\"%s\"}}\\n' \"$server\" '{password}' ;;\n\
-           *) echo \"unsupported: $1\" >&2; exit 1 ;;\n\
-         esac\n",
-        calls = calls.display()
-    );
-    write_file(
-        &bin.join(format!("docker-credential-{name}")),
-        script.as_bytes(),
-        0o755,
-    );
+    install_credential_helper(&bin, name, None, ("AWS", password), &calls);
     calls
 }
 

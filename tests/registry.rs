@@ -1142,29 +1142,6 @@ fn push_gives_up_after_its_retries() {
     assert!(!registry_has(&reg, "fn:v1"), "a manifest was pushed");
 }
 
-/// Install `docker-credential-NAME` in `bin`: it answers `get` for `host` with USER/PASSWORD
-/// and logs every call to `log`.
-fn install_credential_helper(bin: &Path, name: &str, host: &str, log: &Path) {
-    let script = format!(
-        "#!/bin/sh\n\
-         read -r server\n\
-         echo \"$1 $server\" >> '{log}'\n\
-         if [ \"$1\" = get ]; then\n\
-         \x20 case \"$server\" in\n\
-         \x20   *{host}*) printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}\\n' \"$server\"; exit 0 ;;\n\
-         \x20 esac\n\
-         fi\n\
-         echo 'credentials not found in native keychain'\n\
-         exit 1\n",
-        log = log.display()
-    );
-    write_file(
-        &bin.join(format!("docker-credential-{name}")),
-        script.as_bytes(),
-        0o755,
-    );
-}
-
 #[test]
 fn credentials_from_docker_credential_helpers() {
     let reg = Registry::tls_basic(USER, PASSWORD);
@@ -1172,7 +1149,7 @@ fn credentials_from_docker_credential_helpers() {
         let sb = Sandbox::new(secrets());
         let bin = sb.work().join("bin");
         let log = sb.work().join("helper.log");
-        install_credential_helper(&bin, "labtest", &reg.host, &log);
+        install_credential_helper(&bin, "labtest", Some(&reg.host), (USER, PASSWORD), &log);
         let config = if store == "credsStore" {
             serde_json::json!({"auths": {}, "credsStore": "labtest"})
         } else {
