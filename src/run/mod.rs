@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::image::fs::DEFAULT_PATH;
 use crate::platform::{Platform, describe};
 use crate::reference::ImageRef;
 use crate::registry::Options;
@@ -27,9 +28,6 @@ pub use sandbox::Isolation;
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
-
-/// `PATH` when the image sets none (Lambda's).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How the function runs.
 #[derive(Clone, Debug)]
