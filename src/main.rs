@@ -761,8 +761,7 @@ fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
             p.display().to_string(),
         ),
     };
-    let payload =
-        lamina::run::api::event_payload(&raw).map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
+    let payload = lamina::run::event_payload(&raw).map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
     let outcome = lamina::run::invoke_once(
         &prepared,
         &opts,

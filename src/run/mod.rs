@@ -4,12 +4,18 @@
 //! [`prepare`] reads the image for this machine's platform (an image for another architecture
 //! is refused: there is no emulation) and unpacks its root file system into the cache
 //! ([`rootfs`]). [`serve`] then starts the function in a sandbox ([`sandbox`]) and serves it
-//! the Lambda Runtime API while serving the user the invoke API of AWS's Runtime Interface
-//! Emulator ([`api`]); [`invoke_once`] runs one invocation and stops.
+//! the Lambda Runtime API ([`runtime_api`]) while serving the user the invoke API of AWS's
+//! Runtime Interface Emulator ([`invoke_api`]), with a [`supervisor`] between them running one
+//! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
-pub mod api;
+mod http;
+pub mod ids;
+pub mod invocation;
+pub mod invoke_api;
 pub mod rootfs;
+mod runtime_api;
 pub mod sandbox;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,8 @@ use crate::reference::ImageRef;
 use crate::registry::Options;
 use crate::transport::{self, ReadMode, Source};
 
-pub use api::{Invoke, Outcome, Settings};
+pub use invocation::{Invoke, Outcome, Settings};
+pub use invoke_api::event_payload;
 pub use sandbox::Isolation;
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
@@ -238,7 +245,7 @@ fn log_stream_name() -> String {
         &date[..4],
         &date[5..7],
         &date[8..10],
-        api::request_id().replace('-', "")
+        ids::request_id().replace('-', "")
     )
 }
 
@@ -354,7 +361,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .ctx(|| "starting the async runtime".to_owned())
 }
 
-fn launcher(p: &Prepared, o: &RunOptions) -> api::Launcher {
+fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
     let (p, o) = (p.clone(), o.clone());
     Box::new(move |addr: &str| {
         let spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
@@ -385,7 +392,7 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
 pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
     runtime()?.block_on(async {
-        let (handle, mut running) = api::start(settings(o), launcher(p, o), false);
+        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
         let outcome = tokio::select! {
             outcome = handle.invoke(invoke) => Some(outcome),
             r = running.finished() => {
@@ -420,8 +427,8 @@ pub fn serve(
         let addr = listener
             .local_addr()
             .ctx(|| format!("listening on {listen}"))?;
-        let (handle, mut running) = api::start(settings(o), launcher(p, o), true);
-        let server = tokio::spawn(api::serve_invoke(listener, handle));
+        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
+        let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
         on_listen(addr);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .ctx(|| "handling SIGTERM".to_owned())?;

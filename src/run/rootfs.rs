@@ -129,6 +129,8 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        // Best effort while unwinding from another error: what is left is a `.unpack-*`
+        // directory, never mistaken for a cache entry (it has no marker).
         let _ = remove_tree(&self.0);
     }
 }
@@ -499,6 +501,7 @@ impl<'a> Unpacker<'a> {
                     .into_owned();
                 self.remove(&dest)?;
                 symlink(OsStr::from_bytes(&target), &host)?;
+                // Some file systems cannot time a link: its time matters to nothing that runs.
                 let _ = set_mtime_nofollow(&host, mtime);
             }
             T::Link => {
