@@ -73,6 +73,7 @@ pub(super) fn epoch_ms(at: Instant) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn request_ids_are_v4_uuids() {

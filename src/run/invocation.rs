@@ -130,19 +130,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_v4_uuids() {
-        let id = request_id();
-        let parts: Vec<&str> = id.split('-').collect();
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [8, 4, 4, 4, 12]
-        );
-        assert!(parts[2].starts_with('4'));
-        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"));
-        assert_ne!(request_id(), id);
-    }
-
-    #[test]
     fn posted_errors_pass_through_or_are_wrapped() {
         let o = Outcome::posted(
             Bytes::from_static(br#"{"errorMessage":"boom","errorType":"MyError"}"#),
