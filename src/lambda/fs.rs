@@ -298,78 +298,17 @@ impl FileSystem {
         let mut archive = tar::Archive::new(r);
         let mut items = Vec::new();
         for entry in archive.entries()? {
-            let mut entry = entry?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = normalize(&raw);
-            let (dir, name) = split_last(&path);
-            match rootfs::whiteout(name.as_bytes()) {
-                Some(Whiteout::Opaque) => {
-                    items.push(Item::Opaque(dir.to_owned()));
-                    continue;
-                }
-                Some(Whiteout::Hides(victim)) => {
-                    let victim = String::from_utf8_lossy(victim);
-                    items.push(Item::Whiteout(join(dir, &victim)));
-                    continue;
-                }
-                Some(Whiteout::Ignored) => continue,
-                None => {}
+            if let Some(item) = item_of(entry?, keeper)? {
+                items.push(item);
             }
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o644) & 0o7777;
-            let ty = header.entry_type();
-            let node = match ty {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path.as_str());
-                    let size = entry.size();
-                    let head = if keep {
-                        let mut buf = Vec::with_capacity(HEAD);
-                        (&mut entry).take(HEAD as u64).read_to_end(&mut buf)?;
-                        Some(buf)
-                    } else {
-                        None
-                    };
-                    let read = head.as_deref().unwrap_or_default();
-                    let kept = keeper(&path, &mut read.chain(&mut entry))?;
-                    Node {
-                        kind: Kind::File,
-                        mode,
-                        size,
-                        head,
-                        kept,
-                    }
-                }
-                tar::EntryType::Directory => Node::dir(mode),
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    Node {
-                        mode,
-                        ..Node::symlink(&target)
-                    }
-                }
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    items.push(Item::HardLink { path, target });
-                    continue;
-                }
-                tar::EntryType::Char => other("a character device", mode),
-                tar::EntryType::Block => other("a block device", mode),
-                tar::EntryType::Fifo => other("a named pipe", mode),
-                // Global PAX headers and other metadata entries carry no file.
-                _ => continue,
-            };
-            if path.is_empty() && node.kind != Kind::Dir {
-                continue;
-            }
-            items.push(Item::Node(path, node));
         }
-        // Whiteouts only hide the lower layers: apply them before this layer's own entries.
+        self.apply_items(items);
+        Ok(())
+    }
+
+    /// Apply one layer's items: whiteouts first (they only hide the lower layers), then the
+    /// layer's own entries in order.
+    fn apply_items(&mut self, items: Vec<Item>) {
         for item in &items {
             match item {
                 Item::Opaque(dir) => {
@@ -406,8 +345,83 @@ impl FileSystem {
                 Item::Whiteout(_) | Item::Opaque(_) => {}
             }
         }
-        Ok(())
     }
+}
+
+/// What one tar entry of a layer is (`None` for metadata entries, whiteout bookkeeping and a
+/// non-directory at the root); a regular file's content is read (head kept, the rest handed to
+/// `keeper`).
+fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Result<Option<Item>> {
+    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let path = normalize(&raw);
+    let (dir, name) = split_last(&path);
+    match rootfs::whiteout(name.as_bytes()) {
+        Some(Whiteout::Opaque) => return Ok(Some(Item::Opaque(dir.to_owned()))),
+        Some(Whiteout::Hides(victim)) => {
+            let victim = String::from_utf8_lossy(victim);
+            return Ok(Some(Item::Whiteout(join(dir, &victim))));
+        }
+        Some(Whiteout::Ignored) => return Ok(None),
+        None => {}
+    }
+    let header = entry.header();
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    let link_target = |e: &tar::Entry<'_, R>| {
+        e.link_name_bytes()
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default()
+    };
+    let node = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            file_node(&mut entry, &path, mode, keeper)?
+        }
+        tar::EntryType::Directory => Node::dir(mode),
+        tar::EntryType::Symlink => Node {
+            mode,
+            ..Node::symlink(&link_target(&entry))
+        },
+        tar::EntryType::Link => {
+            let target = link_target(&entry);
+            return Ok(Some(Item::HardLink { path, target }));
+        }
+        tar::EntryType::Char => other("a character device", mode),
+        tar::EntryType::Block => other("a block device", mode),
+        tar::EntryType::Fifo => other("a named pipe", mode),
+        // Global PAX headers and other metadata entries carry no file.
+        _ => return Ok(None),
+    };
+    if path.is_empty() && node.kind != Kind::Dir {
+        return Ok(None);
+    }
+    Ok(Some(Item::Node(path, node)))
+}
+
+/// A regular file's node: its first [`HEAD`] bytes kept when the checks may execute it, its
+/// whole content handed to `keeper`.
+fn file_node<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &str,
+    mode: u32,
+    keeper: &mut Keeper,
+) -> io::Result<Node> {
+    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path);
+    let size = entry.size();
+    let head = if keep {
+        let mut buf = Vec::with_capacity(HEAD);
+        (&mut *entry).take(HEAD as u64).read_to_end(&mut buf)?;
+        Some(buf)
+    } else {
+        None
+    };
+    let read = head.as_deref().unwrap_or_default();
+    let kept = keeper(path, &mut read.chain(&mut *entry))?;
+    Ok(Node {
+        kind: Kind::File,
+        mode,
+        size,
+        head,
+        kept,
+    })
 }
 
 fn other(what: &'static str, mode: u32) -> Node {
