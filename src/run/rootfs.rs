@@ -473,7 +473,9 @@ impl<'a> Unpacker<'a> {
         if let Some(w) = whiteout(name.as_bytes()) {
             return self.apply_whiteout(parent_rel, w);
         }
-        let parent = resolve_dir(self.root, parent_rel, true)?.expect("created when missing");
+        // Missing directories are created, so `None` cannot come back; refuse it all the same.
+        let parent = resolve_dir(self.root, parent_rel, true)?
+            .ok_or_else(|| invalid("a parent directory that cannot be made"))?;
         let dest = parent.join(&name);
         let host = self.root.join(&dest);
         match kind {
@@ -509,36 +511,7 @@ impl<'a> Unpacker<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| invalid("a hard link without a target"))?
                     .into_owned();
-                let target_rel = clean(&target)
-                    .ok_or_else(|| invalid("a hard link whose target climbs above the root"))?;
-                let tname = target_rel
-                    .file_name()
-                    .ok_or_else(|| invalid("a hard link to the root"))?;
-                let tparent = resolve_dir(
-                    self.root,
-                    target_rel.parent().unwrap_or(Path::new("")),
-                    false,
-                )?
-                .ok_or_else(|| {
-                    invalid(&format!(
-                        "a hard link to /{}, which does not exist",
-                        target_rel.display()
-                    ))
-                })?;
-                let thost = self.root.join(tparent.join(tname));
-                let m = fs::symlink_metadata(&thost).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("hard link target /{}: {e}", target_rel.display()),
-                    )
-                })?;
-                if m.is_dir() {
-                    return Err(invalid("a hard link to a directory"));
-                }
-                if thost != host {
-                    self.remove(&dest)?;
-                    fs::hard_link(&thost, &host)?;
-                }
+                self.hard_link(&target, &dest)?;
             }
             T::Fifo => {
                 self.remove(&dest)?;
@@ -555,6 +528,44 @@ impl<'a> Unpacker<'a> {
             _ => return Ok(()),
         }
         self.note_written(&dest);
+        Ok(())
+    }
+
+    /// A hard link at `dest` (resolved, relative to the root) to the archive path `target`,
+    /// which must already be in the root (and not be a directory).
+    fn hard_link(&mut self, target: &[u8], dest: &Path) -> io::Result<()> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let host = self.root.join(dest);
+        let target_rel = clean(target)
+            .ok_or_else(|| invalid("a hard link whose target climbs above the root"))?;
+        let tname = target_rel
+            .file_name()
+            .ok_or_else(|| invalid("a hard link to the root"))?;
+        let tparent = resolve_dir(
+            self.root,
+            target_rel.parent().unwrap_or(Path::new("")),
+            false,
+        )?
+        .ok_or_else(|| {
+            invalid(&format!(
+                "a hard link to /{}, which does not exist",
+                target_rel.display()
+            ))
+        })?;
+        let thost = self.root.join(tparent.join(tname));
+        let m = fs::symlink_metadata(&thost).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("hard link target /{}: {e}", target_rel.display()),
+            )
+        })?;
+        if m.is_dir() {
+            return Err(invalid("a hard link to a directory"));
+        }
+        if thost != host {
+            self.remove(dest)?;
+            fs::hard_link(&thost, &host)?;
+        }
         Ok(())
     }
 
