@@ -4,7 +4,7 @@
 //! [`prepare`] reads the image for this machine's platform (an image for another architecture
 //! is refused: there is no emulation) and unpacks its root file system into the cache
 //! ([`rootfs`]). [`serve`] then starts the function in a sandbox ([`sandbox`]) and serves it
-//! the Lambda Runtime API ([`runtime_api`]) while serving the user the invoke API of AWS's
+//! the Lambda Runtime API (`runtime_api`) while serving the user the invoke API of AWS's
 //! Runtime Interface Emulator ([`invoke_api`]), with a [`supervisor`] between them running one
 //! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
