@@ -27,7 +27,7 @@ pub fn run(a: InvokeArgs) -> anyhow::Result<()> {
     let (prepared, opts) = a.function.prepare(&a.network)?;
     let (raw, what) = event(&a)?;
     // An event that is not JSON is the caller's input to fix: a usage error.
-    let payload = lamina::run::api::event_payload(&raw)
+    let payload = lamina::run::event_payload(&raw)
         .map_err(|m| lamina::Error::usage(format!("{what}: {m}")))?;
     let outcome = lamina::run::invoke_once(
         &prepared,

@@ -1,6 +1,7 @@
 //! The image model (config + layers + manifest annotations) on `oci-spec` types, how a build
 //! changes it, and how it is rendered to the exact bytes whose digests name it.
 
+pub mod fs;
 pub mod index;
 pub mod media;
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::elf;
 use super::fs::{BOOTSTRAPS, FileSystem, HEAD, Kind, ResolveError, normalize};
+use crate::image::fs::DEFAULT_PATH;
 use crate::platform::{Platform, describe};
 
 /// The rules. Ids are stable: scripts match on them.
@@ -117,9 +118,6 @@ pub const LAYER_TYPES: [&str; 2] = [
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 ];
-
-/// The `PATH` a runtime uses when the image sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How deep `#!` interpreters may nest (a script run by a script...), as the kernel allows.
 const MAX_INTERPRETERS: u32 = 4;

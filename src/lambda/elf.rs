@@ -19,35 +19,60 @@ pub struct ElfHeader {
     pub machine: u16,
 }
 
+/// Why a file's first bytes are not an ELF executable that can run on the image's architecture.
+/// The text completes a sentence whose subject is the file ("/var/task/app is not an ELF file").
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ElfError {
+    #[error("is not an ELF file")]
+    NotElf,
+    /// Fewer bytes than an ELF header (the count).
+    #[error("is a truncated ELF file ({0} bytes, shorter than an ELF header)")]
+    Truncated(usize),
+    #[error("is an ELF file with an invalid class ({0})")]
+    InvalidClass(u8),
+    #[error("is an ELF file with an invalid data encoding ({0})")]
+    InvalidEncoding(u8),
+    #[error("is an ELF relocatable object (.o), not an executable")]
+    Relocatable,
+    #[error("is an ELF core dump, not an executable")]
+    Core,
+    #[error("is an ELF file of type {0}, not an executable")]
+    NotExecutable(u16),
+    /// Built for another machine than the image's architecture.
+    #[error(
+        "is an ELF executable for {}, but the image is linux/{arch} ({}): it would fail with `exec format error`",
+        describe(found),
+        describe(expected)
+    )]
+    WrongMachine {
+        found: ElfHeader,
+        arch: String,
+        expected: ElfHeader,
+    },
+}
+
 /// Does the file start with the ELF magic?
 pub fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 
 /// Parse the ELF identification and the `e_type`/`e_machine` fields (the first 20 bytes).
-pub fn parse(head: &[u8]) -> Result<ElfHeader, String> {
+pub fn parse(head: &[u8]) -> Result<ElfHeader, ElfError> {
     if !is_elf(head) {
-        return Err("is not an ELF file".into());
+        return Err(ElfError::NotElf);
     }
     if head.len() < 20 {
-        return Err(format!(
-            "is a truncated ELF file ({} bytes, shorter than an ELF header)",
-            head.len()
-        ));
+        return Err(ElfError::Truncated(head.len()));
     }
     let class64 = match head[4] {
         1 => false,
         2 => true,
-        c => return Err(format!("is an ELF file with an invalid class ({c})")),
+        c => return Err(ElfError::InvalidClass(c)),
     };
     let little_endian = match head[5] {
         1 => true,
         2 => false,
-        d => {
-            return Err(format!(
-                "is an ELF file with an invalid data encoding ({d})"
-            ));
-        }
+        d => return Err(ElfError::InvalidEncoding(d)),
     };
     let field = |at: usize| {
         let b = [head[at], head[at + 1]];
@@ -104,12 +129,12 @@ pub fn expected_machine(arch: &str) -> Option<u16> {
 
 /// Why an ELF file cannot be executed on `arch` (an OCI architecture name), if it cannot.
 /// Architectures other than amd64 and arm64 are not judged (the platform rule reports them).
-pub fn check_runs_on(h: &ElfHeader, arch: &str) -> Result<(), String> {
+pub fn check_runs_on(h: &ElfHeader, arch: &str) -> Result<(), ElfError> {
     match h.e_type {
         2 | 3 => {}
-        1 => return Err("is an ELF relocatable object (.o), not an executable".into()),
-        4 => return Err("is an ELF core dump, not an executable".into()),
-        t => return Err(format!("is an ELF file of type {t}, not an executable")),
+        1 => return Err(ElfError::Relocatable),
+        4 => return Err(ElfError::Core),
+        t => return Err(ElfError::NotExecutable(t)),
     }
     let Some(machine) = expected_machine(arch) else {
         return Ok(());
@@ -117,16 +142,16 @@ pub fn check_runs_on(h: &ElfHeader, arch: &str) -> Result<(), String> {
     if h.class64 && h.little_endian && h.machine == machine {
         return Ok(());
     }
-    Err(format!(
-        "is an ELF executable for {}, but the image is linux/{arch} ({}): it would fail with `exec format error`",
-        describe(h),
-        describe(&ElfHeader {
+    Err(ElfError::WrongMachine {
+        found: *h,
+        arch: arch.to_owned(),
+        expected: ElfHeader {
             class64: true,
             little_endian: true,
             e_type: 2,
-            machine
-        })
-    ))
+            machine,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -171,10 +196,16 @@ mod tests {
     fn refuses_what_is_not_a_whole_elf_header() {
         assert!(!is_elf(b"#!/bin/sh\n"));
         assert!(parse(b"#!/bin/sh\n").is_err());
-        assert!(parse(b"\x7fELF\x02\x01").unwrap_err().contains("truncated"));
+        assert!(
+            parse(b"\x7fELF\x02\x01")
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         assert!(
             parse(&header(3, 1, 2, EM_X86_64))
                 .unwrap_err()
+                .to_string()
                 .contains("class")
         );
     }
@@ -185,7 +216,7 @@ mod tests {
         let arm = parse(&header(2, 1, 3, EM_AARCH64)).unwrap();
         assert!(check_runs_on(&x86, "amd64").is_ok());
         assert!(check_runs_on(&arm, "arm64").is_ok());
-        let e = check_runs_on(&x86, "arm64").unwrap_err();
+        let e = check_runs_on(&x86, "arm64").unwrap_err().to_string();
         assert!(
             e.contains("x86-64") && e.contains("exec format error"),
             "{e}"
@@ -195,7 +226,12 @@ mod tests {
         let i386 = parse(&header(1, 1, 2, EM_386)).unwrap();
         assert!(check_runs_on(&i386, "amd64").is_err());
         let obj = parse(&header(2, 1, 1, EM_X86_64)).unwrap();
-        assert!(check_runs_on(&obj, "amd64").unwrap_err().contains("object"));
+        assert!(
+            check_runs_on(&obj, "amd64")
+                .unwrap_err()
+                .to_string()
+                .contains("object")
+        );
         // Unknown architectures are the platform rule's business.
         assert!(check_runs_on(&x86, "s390x").is_ok());
     }

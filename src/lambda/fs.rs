@@ -3,15 +3,15 @@
 //! streamed (gunzip → tar) in order, applying OCI whiteouts; nothing is unpacked to disk and no
 //! file's content is kept beyond [`HEAD`] bytes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io::{self, Read};
+
+use crate::image::fs::{self as rootfs, Entry, Follow, Tree, Whiteout};
 
 /// How many leading bytes are kept of files the checks may execute: enough for an ELF header
 /// and a `#!` line.
 pub const HEAD: usize = 128;
-
-/// Symbolic links followed while resolving one path before giving up (Linux's `ELOOP` limit).
-pub const MAX_LINKS: usize = 40;
 
 /// Paths whose first bytes are kept whatever their mode (Lambda's custom-runtime entry points).
 pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"];
@@ -85,7 +85,7 @@ pub enum ResolveError {
     Missing(String),
     /// This absolute path is used as a directory but is a file.
     NotADirectory(String),
-    /// More than [`MAX_LINKS`] symbolic links.
+    /// More than [`MAX_LINKS`](crate::image::fs::MAX_LINKS) symbolic links.
     TooManyLinks,
 }
 
@@ -129,6 +129,23 @@ fn join(dir: &str, name: &str) -> String {
 
 fn split_last(p: &str) -> (&str, &str) {
     p.rsplit_once('/').unwrap_or(("", p))
+}
+
+/// The nodes as a [`Tree`] to resolve paths in. (Keys are valid UTF-8, and so is every path
+/// resolution asks for: it is made of components of keys and link targets.)
+struct Nodes<'a>(&'a BTreeMap<String, Node>);
+
+impl Tree for Nodes<'_> {
+    type Error = Infallible;
+    fn entry(&mut self, path: &[u8]) -> Result<Entry, Infallible> {
+        let node = std::str::from_utf8(path).ok().and_then(|p| self.0.get(p));
+        Ok(match node.map(|n| &n.kind) {
+            None => Entry::Missing,
+            Some(Kind::Dir) => Entry::Dir,
+            Some(Kind::Symlink(t)) => Entry::Symlink(t.clone().into_bytes()),
+            Some(Kind::File | Kind::Other(_)) => Entry::Other,
+        })
+    }
 }
 
 /// One tar entry of a layer, before the layer is applied.
@@ -183,43 +200,24 @@ impl FileSystem {
         self.walk(path, true, false)
     }
 
-    /// Walk `path`. `follow_last`: resolve a link in the last component too. `lenient`: a
-    /// missing or non-directory component is taken literally (where a layer would create it).
+    /// Walk `path` by the image's rules ([`crate::image::fs::resolve`]). `follow_last`: resolve
+    /// a link in the last component too. `lenient`: a missing or non-directory component is
+    /// taken literally (where a layer would create it).
     fn walk(&self, path: &str, follow_last: bool, lenient: bool) -> Result<String, ResolveError> {
-        let mut pending: VecDeque<String> = components(path).map(str::to_owned).collect();
-        let mut cur: Vec<String> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = pending.pop_front() {
-            if c == ".." {
-                cur.pop();
-                continue;
+        let follow = Follow {
+            last: follow_last,
+            lenient,
+        };
+        let shown = |p: Vec<u8>| format!("/{}", String::from_utf8_lossy(&p));
+        match rootfs::resolve(&mut Nodes(&self.nodes), path.as_bytes(), follow) {
+            Ok(r) => Ok(String::from_utf8_lossy(&r.path).into_owned()),
+            Err(rootfs::ResolveError::Missing(p)) => Err(ResolveError::Missing(shown(p))),
+            Err(rootfs::ResolveError::NotADirectory(p)) => {
+                Err(ResolveError::NotADirectory(shown(p)))
             }
-            let candidate = join(&cur.join("/"), &c);
-            let last = pending.is_empty();
-            match self.nodes.get(&candidate).map(|n| &n.kind) {
-                None if lenient => cur.push(c),
-                None => return Err(ResolveError::Missing(format!("/{candidate}"))),
-                Some(Kind::Symlink(t)) if !last || follow_last => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        if lenient {
-                            return Ok(normalize(path));
-                        }
-                        return Err(ResolveError::TooManyLinks);
-                    }
-                    if t.starts_with('/') {
-                        cur.clear();
-                    }
-                    for (i, part) in components(t).enumerate() {
-                        pending.insert(i, part.to_owned());
-                    }
-                }
-                Some(Kind::Dir) | Some(Kind::Symlink(_)) => cur.push(c),
-                Some(_) if last || lenient => cur.push(c),
-                Some(_) => return Err(ResolveError::NotADirectory(format!("/{candidate}"))),
-            }
+            Err(rootfs::ResolveError::TooManyLinks) => Err(ResolveError::TooManyLinks),
+            Err(rootfs::ResolveError::Tree(never)) => match never {},
         }
-        Ok(cur.join("/"))
     }
 
     /// Where a layer's entry `path` lands: its parent directory with links followed (as
@@ -300,76 +298,17 @@ impl FileSystem {
         let mut archive = tar::Archive::new(r);
         let mut items = Vec::new();
         for entry in archive.entries()? {
-            let mut entry = entry?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = normalize(&raw);
-            let (dir, name) = split_last(&path);
-            if name == ".wh..wh..opq" {
-                items.push(Item::Opaque(dir.to_owned()));
-                continue;
+            if let Some(item) = item_of(entry?, keeper)? {
+                items.push(item);
             }
-            if let Some(victim) = name.strip_prefix(".wh.") {
-                // Other `.wh..wh.` names are aufs bookkeeping, not whiteouts.
-                if !victim.starts_with(".wh.") && !victim.is_empty() {
-                    items.push(Item::Whiteout(join(dir, victim)));
-                }
-                continue;
-            }
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o644) & 0o7777;
-            let ty = header.entry_type();
-            let node = match ty {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path.as_str());
-                    let size = entry.size();
-                    let head = if keep {
-                        let mut buf = Vec::with_capacity(HEAD);
-                        (&mut entry).take(HEAD as u64).read_to_end(&mut buf)?;
-                        Some(buf)
-                    } else {
-                        None
-                    };
-                    let read = head.as_deref().unwrap_or_default();
-                    let kept = keeper(&path, &mut read.chain(&mut entry))?;
-                    Node {
-                        kind: Kind::File,
-                        mode,
-                        size,
-                        head,
-                        kept,
-                    }
-                }
-                tar::EntryType::Directory => Node::dir(mode),
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    Node {
-                        mode,
-                        ..Node::symlink(&target)
-                    }
-                }
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    items.push(Item::HardLink { path, target });
-                    continue;
-                }
-                tar::EntryType::Char => other("a character device", mode),
-                tar::EntryType::Block => other("a block device", mode),
-                tar::EntryType::Fifo => other("a named pipe", mode),
-                // Global PAX headers and other metadata entries carry no file.
-                _ => continue,
-            };
-            if path.is_empty() && node.kind != Kind::Dir {
-                continue;
-            }
-            items.push(Item::Node(path, node));
         }
-        // Whiteouts only hide the lower layers: apply them before this layer's own entries.
+        self.apply_items(items);
+        Ok(())
+    }
+
+    /// Apply one layer's items: whiteouts first (they only hide the lower layers), then the
+    /// layer's own entries in order.
+    fn apply_items(&mut self, items: Vec<Item>) {
         for item in &items {
             match item {
                 Item::Opaque(dir) => {
@@ -406,8 +345,83 @@ impl FileSystem {
                 Item::Whiteout(_) | Item::Opaque(_) => {}
             }
         }
-        Ok(())
     }
+}
+
+/// What one tar entry of a layer is (`None` for metadata entries, whiteout bookkeeping and a
+/// non-directory at the root); a regular file's content is read (head kept, the rest handed to
+/// `keeper`).
+fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Result<Option<Item>> {
+    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let path = normalize(&raw);
+    let (dir, name) = split_last(&path);
+    match rootfs::whiteout(name.as_bytes()) {
+        Some(Whiteout::Opaque) => return Ok(Some(Item::Opaque(dir.to_owned()))),
+        Some(Whiteout::Hides(victim)) => {
+            let victim = String::from_utf8_lossy(victim);
+            return Ok(Some(Item::Whiteout(join(dir, &victim))));
+        }
+        Some(Whiteout::Ignored) => return Ok(None),
+        None => {}
+    }
+    let header = entry.header();
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    let link_target = |e: &tar::Entry<'_, R>| {
+        e.link_name_bytes()
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default()
+    };
+    let node = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            file_node(&mut entry, &path, mode, keeper)?
+        }
+        tar::EntryType::Directory => Node::dir(mode),
+        tar::EntryType::Symlink => Node {
+            mode,
+            ..Node::symlink(&link_target(&entry))
+        },
+        tar::EntryType::Link => {
+            let target = link_target(&entry);
+            return Ok(Some(Item::HardLink { path, target }));
+        }
+        tar::EntryType::Char => other("a character device", mode),
+        tar::EntryType::Block => other("a block device", mode),
+        tar::EntryType::Fifo => other("a named pipe", mode),
+        // Global PAX headers and other metadata entries carry no file.
+        _ => return Ok(None),
+    };
+    if path.is_empty() && node.kind != Kind::Dir {
+        return Ok(None);
+    }
+    Ok(Some(Item::Node(path, node)))
+}
+
+/// A regular file's node: its first [`HEAD`] bytes kept when the checks may execute it, its
+/// whole content handed to `keeper`.
+fn file_node<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &str,
+    mode: u32,
+    keeper: &mut Keeper,
+) -> io::Result<Node> {
+    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path);
+    let size = entry.size();
+    let head = if keep {
+        let mut buf = Vec::with_capacity(HEAD);
+        (&mut *entry).take(HEAD as u64).read_to_end(&mut buf)?;
+        Some(buf)
+    } else {
+        None
+    };
+    let read = head.as_deref().unwrap_or_default();
+    let kept = keeper(path, &mut read.chain(&mut *entry))?;
+    Ok(Node {
+        kind: Kind::File,
+        mode,
+        size,
+        head,
+        kept,
+    })
 }
 
 fn other(what: &'static str, mode: u32) -> Node {

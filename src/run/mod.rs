@@ -4,12 +4,18 @@
 //! [`prepare`] reads the image for this machine's platform (an image for another architecture
 //! is refused: there is no emulation) and unpacks its root file system into the cache
 //! ([`rootfs`]). [`serve`] then starts the function in a sandbox ([`sandbox`]) and serves it
-//! the Lambda Runtime API while serving the user the invoke API of AWS's Runtime Interface
-//! Emulator ([`api`]); [`invoke_once`] runs one invocation and stops.
+//! the Lambda Runtime API (`runtime_api`) while serving the user the invoke API of AWS's
+//! Runtime Interface Emulator ([`invoke_api`]), with a [`supervisor`] between them running one
+//! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
-pub mod api;
+mod http;
+pub mod ids;
+pub mod invocation;
+pub mod invoke_api;
 pub mod rootfs;
+mod runtime_api;
 pub mod sandbox;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,19 +23,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::image::fs::DEFAULT_PATH;
 use crate::platform::{Platform, describe};
 use crate::reference::ImageRef;
 use crate::registry::Options;
 use crate::transport::{self, ReadMode, Source};
 
-pub use api::{Invoke, Outcome, Settings};
+pub use invocation::{Invoke, Outcome, Settings};
+pub use invoke_api::event_payload;
 pub use sandbox::Isolation;
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
-
-/// `PATH` when the image sets none (Lambda's).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How the function runs.
 #[derive(Clone, Debug)]
@@ -80,7 +85,7 @@ pub fn host_platform() -> Result<Platform> {
     match std::env::consts::ARCH {
         "x86_64" => Ok(Platform::LinuxAmd64),
         "aarch64" => Ok(Platform::LinuxArm64),
-        other => Err(Error::Usage(format!(
+        other => Err(Error::Sandbox(format!(
             "lamina run runs images on linux/amd64 and linux/arm64 machines (the architectures Lambda runs); this one is {other}"
         ))),
     }
@@ -101,46 +106,55 @@ fn foreign(reference: &str, os: &str, arch: &str, variant: Option<&str>, host: P
     )
 }
 
-/// Read `r` for this machine's platform, refusing another architecture with a message that
-/// says so.
+/// Read `r` for this machine's platform, every layer blob at hand (one read, whether or not
+/// its root file system is cached: a registry's cached blobs are not fetched again), refusing
+/// another architecture with a message that says so.
 fn read_for_host(
     r: &ImageRef,
     platform: Option<Platform>,
-    mode: ReadMode,
+    host: Platform,
     opts: &Options,
 ) -> Result<Source> {
-    let shown = r.to_string();
-    let host = host_platform()?;
     if let Some(p) = platform
         && p != host
     {
-        return Err(foreign(&shown, p.os(), p.arch(), None, host));
+        return Err(foreign(&r.to_string(), p.os(), p.arch(), None, host));
     }
-    let src = match transport::read(r, Some(host), mode, opts) {
-        Ok(s) => s,
-        Err(e) => {
-            // A single image for another platform, or an index without this one.
-            if let Ok(s) = transport::read(r, None, ReadMode::Metadata, opts) {
-                let c = &s.image.config;
-                let (os, arch) = (c.os().to_string(), c.architecture().to_string());
-                if !host.matches(&os, &arch, c.variant().as_deref()) {
-                    return Err(foreign(&shown, &os, &arch, c.variant().as_deref(), host));
-                }
-            }
-            return match e {
-                Error::Image { reference, message } if message.contains("has no") => {
-                    Err(Error::Image {
-                        reference,
-                        message: format!(
-                            "{message}; lamina run only runs {host} images on this machine (no emulation)"
-                        ),
-                    })
-                }
-                e => Err(e),
-            };
+    match transport::read(r, Some(host), ReadMode::Blobs, opts) {
+        Ok(src) => Ok(src),
+        Err(e @ Error::Image { .. }) => Err(not_for_host(r, host, opts, e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// `e`, the image error reading `r` for `host` gave, said in `run`'s terms when the image is
+/// there for another platform only: a single image for another architecture is refused as
+/// such, and an index without `host` says that `run` does not emulate. Only on this failure
+/// path is the image's metadata read again, to find out which case it is.
+fn not_for_host(r: &ImageRef, host: Platform, opts: &Options, e: Error) -> Error {
+    let metadata = |p: Option<Platform>| transport::read(r, p, ReadMode::Metadata, opts);
+    // A single image (or an index of one) is read without naming a platform.
+    if let Ok(s) = metadata(None) {
+        let c = &s.image.config;
+        let (os, arch) = (c.os().to_string(), c.architecture().to_string());
+        if !host.matches(&os, &arch, c.variant().as_deref()) {
+            return foreign(&r.to_string(), &os, &arch, c.variant().as_deref(), host);
         }
-    };
-    Ok(src)
+        return e;
+    }
+    let lacks_host = metadata(Some(host)).is_err()
+        && Platform::ALL
+            .into_iter()
+            .any(|p| p != host && metadata(Some(p)).is_ok());
+    match e {
+        Error::Image { reference, message } if lacks_host => Error::Image {
+            reference,
+            message: format!(
+                "{message}; lamina run only runs {host} images on this machine (no emulation)"
+            ),
+        },
+        e => e,
+    }
 }
 
 /// The image's `WorkingDir` (`/` when unset).
@@ -163,29 +177,17 @@ pub fn prepare(
     log: &mut dyn FnMut(String),
 ) -> Result<Prepared> {
     let shown = r.to_string();
-    let meta = read_for_host(r, platform, ReadMode::Metadata, opts)?;
+    let host = host_platform()?;
+    let src = read_for_host(r, platform, host, opts)?;
+    let workdir = workdir_of(&src);
     let started = Instant::now();
-    let (src, unpacked) = match rootfs::cached(&opts.cache_dir, &meta.manifest_digest) {
-        Some(dir) => (
-            meta,
-            rootfs::Unpacked {
-                rootfs: dir,
-                reused: true,
-                skipped: Vec::new(),
-            },
-        ),
-        None => {
-            let src = read_for_host(r, platform, ReadMode::Blobs, opts)?;
-            let u = rootfs::unpack_cached(
-                &opts.cache_dir,
-                &src.manifest_digest,
-                &src.image.layers,
-                &workdir_of(&src),
-                &shown,
-            )?;
-            (src, u)
-        }
-    };
+    let unpacked = rootfs::unpack_cached(
+        &opts.cache_dir,
+        &src.manifest_digest,
+        &src.image.layers,
+        &workdir,
+        &shown,
+    )?;
     if unpacked.reused {
         log(format!(
             "reusing the root file system of {} ({})",
@@ -212,14 +214,14 @@ pub fn prepare(
     Ok(Prepared {
         reference: shown,
         manifest_digest: src.manifest_digest.clone(),
-        platform: host_platform()?,
+        platform: host,
         rootfs: unpacked.rootfs,
         reused: unpacked.reused,
         skipped: unpacked.skipped,
         entrypoint: c.entrypoint().clone().unwrap_or_default(),
         cmd: c.cmd().clone().unwrap_or_default(),
         env: c.env().clone().unwrap_or_default(),
-        workdir: workdir_of(&src),
+        workdir,
         user: c.user().clone().filter(|u| !u.is_empty()),
     })
 }
@@ -243,7 +245,7 @@ fn log_stream_name() -> String {
         &date[..4],
         &date[5..7],
         &date[8..10],
-        api::request_id().replace('-', "")
+        ids::request_id().replace('-', "")
     )
 }
 
@@ -359,7 +361,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .ctx(|| "starting the async runtime".to_owned())
 }
 
-fn launcher(p: &Prepared, o: &RunOptions) -> api::Launcher {
+fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
     let (p, o) = (p.clone(), o.clone());
     Box::new(move |addr: &str| {
         let spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
@@ -390,7 +392,7 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
 pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
     runtime()?.block_on(async {
-        let (handle, mut running) = api::start(settings(o), launcher(p, o), false);
+        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
         let outcome = tokio::select! {
             outcome = handle.invoke(invoke) => Some(outcome),
             r = running.finished() => {
@@ -398,7 +400,7 @@ pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outco
                 None
             }
         };
-        let stopped = Error::Usage("the function's environment stopped before answering".into());
+        let stopped = Error::Sandbox("the function's environment stopped before answering".into());
         match outcome {
             Some(outcome) => {
                 running.stop().await?;
@@ -425,8 +427,8 @@ pub fn serve(
         let addr = listener
             .local_addr()
             .ctx(|| format!("listening on {listen}"))?;
-        let (handle, mut running) = api::start(settings(o), launcher(p, o), true);
-        let server = tokio::spawn(api::serve_invoke(listener, handle));
+        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
+        let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
         on_listen(addr);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .ctx(|| "handling SIGTERM".to_owned())?;

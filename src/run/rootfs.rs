@@ -11,11 +11,11 @@
 //! running lamina to root, so every file belongs to root inside); setuid and setgid bits are
 //! dropped; device nodes are skipped (the sandbox provides `/dev`).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -23,6 +23,8 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Layer;
+use crate::image::fs::{Entry, Follow, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout};
+use crate::image::media::Compression;
 
 /// The file written last into a cache entry: without it the entry is an interrupted unpack.
 pub const MARKER: &str = "complete";
@@ -30,9 +32,6 @@ pub const MARKER: &str = "complete";
 /// Directories the sandbox mounts over (`/proc`, `/dev`, `/tmp`): created when an image lacks
 /// them, so that nothing has to be created in the read-only root at run time.
 pub const MOUNT_POINTS: [&str; 3] = ["proc", "dev", "tmp"];
-
-/// Symbolic links followed while resolving one path (Linux's `ELOOP` limit).
-const MAX_LINKS: usize = 40;
 
 /// A root file system ready to run.
 #[derive(Debug, Clone)]
@@ -130,6 +129,8 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        // Best effort while unwinding from another error: what is left is a `.unpack-*`
+        // directory, never mistaken for a cache entry (it has no marker).
         let _ = remove_tree(&self.0);
     }
 }
@@ -175,10 +176,10 @@ pub fn clean(path: &[u8]) -> Option<PathBuf> {
     Some(out)
 }
 
-fn not_a_dir(p: &Path) -> io::Error {
+fn not_a_dir(p: &[u8]) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotADirectory,
-        format!("/{} is not a directory", p.display()),
+        format!("/{} is not a directory", String::from_utf8_lossy(p)),
     )
 }
 
@@ -189,18 +190,30 @@ fn too_many_links(p: &Path) -> io::Error {
     ))
 }
 
-/// Push the components of a link target in front of `pending`.
-fn prepend(pending: &mut VecDeque<OsString>, target: &Path) {
-    let parts: Vec<OsString> = target
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
-    for p in parts.into_iter().rev() {
-        pending.push_front(p);
+/// The unpacked root on disk as a [`Tree`]. With `create`, a missing directory is made
+/// (mode 0755, as runtimes do for a layer's implied parents) when resolution reaches it.
+struct OnDisk<'a> {
+    root: &'a Path,
+    create: bool,
+}
+
+impl Tree for OnDisk<'_> {
+    type Error = io::Error;
+    fn entry(&mut self, path: &[u8]) -> io::Result<Entry> {
+        let host = self.root.join(OsStr::from_bytes(path));
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => Ok(Entry::Dir),
+            Ok(m) if m.file_type().is_symlink() => Ok(Entry::Symlink(
+                fs::read_link(&host)?.into_os_string().into_vec(),
+            )),
+            Ok(_) => Ok(Entry::Other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.create => {
+                fs::DirBuilder::new().mode(0o755).create(&host)?;
+                Ok(Entry::Dir)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -209,82 +222,38 @@ fn prepend(pending: &mut VecDeque<OsString>, target: &Path) {
 /// runtimes do for a layer's implied parents) when `create`, else give `None`. The result is
 /// relative to `root` and names a real directory reached without leaving it.
 pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<PathBuf>> {
-    let mut pending: VecDeque<OsString> = dir
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
-    let mut cur = PathBuf::new();
-    let mut links = 0;
-    while let Some(c) = pending.pop_front() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let next = cur.join(&c);
-        let host = root.join(&next);
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => cur = next,
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(too_many_links(dir));
-                }
-                let target = fs::read_link(&host)?;
-                if target.is_absolute() {
-                    cur = PathBuf::new();
-                }
-                prepend(&mut pending, &target);
-            }
-            Ok(_) => return Err(not_a_dir(&next)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(None);
-                }
-                fs::DirBuilder::new().mode(0o755).create(&host)?;
-                cur = next;
-            }
-            Err(e) => return Err(e),
-        }
+    let follow = Follow {
+        last: true,
+        lenient: false,
+    };
+    let tree = &mut OnDisk { root, create };
+    match resolve(tree, dir.as_os_str().as_bytes(), follow) {
+        Ok(r) if r.entry == Entry::Dir => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
+        Ok(r) => Err(not_a_dir(&r.path)),
+        Err(ResolveError::Missing(_)) => Ok(None),
+        Err(ResolveError::NotADirectory(p)) => Err(not_a_dir(&p)),
+        Err(ResolveError::TooManyLinks) => Err(too_many_links(dir)),
+        Err(ResolveError::Tree(e)) => Err(e),
     }
-    Ok(Some(cur))
 }
 
 /// Find `path` (absolute in the image, or relative to its root) inside `root`, following every
 /// symbolic link inside it: the resolved path relative to `root`, if it exists.
 pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
-    let mut want = clean(path.as_os_str().as_bytes()).unwrap_or_default();
-    for _ in 0..=MAX_LINKS {
-        let Some(name) = want.file_name().map(OsStr::to_owned) else {
-            return Ok(Some(PathBuf::new()));
-        };
-        let parent = want.parent().unwrap_or(Path::new(""));
-        let dir = match resolve_dir(root, parent, false) {
-            Ok(Some(d)) => d,
-            Ok(None) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let found = dir.join(&name);
-        match fs::symlink_metadata(root.join(&found)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = fs::read_link(root.join(&found))?;
-                let joined = if target.is_absolute() {
-                    target
-                } else {
-                    Path::new("/").join(&dir).join(target)
-                };
-                want = clean(joined.as_os_str().as_bytes()).unwrap_or_default();
-            }
-            Ok(_) => return Ok(Some(found)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        }
+    let follow = Follow {
+        last: true,
+        lenient: false,
+    };
+    let tree = &mut OnDisk {
+        root,
+        create: false,
+    };
+    match resolve(tree, path.as_os_str().as_bytes(), follow) {
+        Ok(r) => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
+        Err(ResolveError::Missing(_) | ResolveError::NotADirectory(_)) => Ok(None),
+        Err(ResolveError::TooManyLinks) => Err(too_many_links(path)),
+        Err(ResolveError::Tree(e)) => Err(e),
     }
-    Err(too_many_links(path))
 }
 
 /// Remove whatever is at `host` (a directory with its contents; a link itself).
@@ -359,20 +328,18 @@ impl<'a> Unpacker<'a> {
         let mut blob = HashingReader::new(f);
         let diff_id = {
             let mut buf = BufReader::with_capacity(1 << 20, &mut blob);
-            let head = buf
-                .fill_buf()
-                .map_err(|e| bad_layer(l, reference, e))?
-                .to_vec();
-            let decoded: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::MultiGzDecoder::new(buf))
-            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                return Err(bad_layer(
-                    l,
-                    reference,
-                    "is zstd-compressed; lamina run reads gzip and uncompressed layers",
-                ));
-            } else {
-                Box::new(buf)
+            let compression =
+                Compression::sniff(buf.fill_buf().map_err(|e| bad_layer(l, reference, e))?);
+            let decoded: Box<dyn Read + '_> = match compression {
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+                Compression::Zstd => {
+                    return Err(bad_layer(
+                        l,
+                        reference,
+                        "is zstd-compressed; lamina run reads gzip and uncompressed layers",
+                    ));
+                }
+                Compression::None => Box::new(buf),
             };
             let mut tar_stream = HashingReader::new(decoded);
             let unreadable =
@@ -464,6 +431,24 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
+    /// A whiteout entry in `parent_rel`: hide what lower layers put there.
+    fn apply_whiteout(&mut self, parent_rel: &Path, w: Whiteout) -> io::Result<()> {
+        let Some(parent) = resolve_dir(self.root, parent_rel, false)? else {
+            return Ok(()); // nothing below a missing directory to hide
+        };
+        match w {
+            Whiteout::Opaque => self.prune(&parent),
+            Whiteout::Hides(hidden) => {
+                let target = parent.join(OsStr::from_bytes(hidden));
+                if !self.written.contains(&target) {
+                    self.remove(&target)?;
+                }
+                Ok(())
+            }
+            Whiteout::Ignored => Ok(()),
+        }
+    }
+
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> io::Result<()> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
@@ -485,24 +470,12 @@ impl<'a> Unpacker<'a> {
             return Ok(());
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let name_bytes = name.as_bytes();
-        if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
-            let Some(parent) = resolve_dir(self.root, parent_rel, false)? else {
-                return Ok(()); // nothing below a missing directory to hide
-            };
-            if hidden == b".wh..opq" {
-                return self.prune(&parent);
-            }
-            if hidden.starts_with(b".wh.") || hidden.is_empty() {
-                return Ok(()); // aufs bookkeeping, not a whiteout
-            }
-            let target = parent.join(OsStr::from_bytes(hidden));
-            if !self.written.contains(&target) {
-                self.remove(&target)?;
-            }
-            return Ok(());
+        if let Some(w) = whiteout(name.as_bytes()) {
+            return self.apply_whiteout(parent_rel, w);
         }
-        let parent = resolve_dir(self.root, parent_rel, true)?.expect("created when missing");
+        // Missing directories are created, so `None` cannot come back; refuse it all the same.
+        let parent = resolve_dir(self.root, parent_rel, true)?
+            .ok_or_else(|| invalid("a parent directory that cannot be made"))?;
         let dest = parent.join(&name);
         let host = self.root.join(&dest);
         match kind {
@@ -530,6 +503,7 @@ impl<'a> Unpacker<'a> {
                     .into_owned();
                 self.remove(&dest)?;
                 symlink(OsStr::from_bytes(&target), &host)?;
+                // Some file systems cannot time a link: its time matters to nothing that runs.
                 let _ = set_mtime_nofollow(&host, mtime);
             }
             T::Link => {
@@ -537,36 +511,7 @@ impl<'a> Unpacker<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| invalid("a hard link without a target"))?
                     .into_owned();
-                let target_rel = clean(&target)
-                    .ok_or_else(|| invalid("a hard link whose target climbs above the root"))?;
-                let tname = target_rel
-                    .file_name()
-                    .ok_or_else(|| invalid("a hard link to the root"))?;
-                let tparent = resolve_dir(
-                    self.root,
-                    target_rel.parent().unwrap_or(Path::new("")),
-                    false,
-                )?
-                .ok_or_else(|| {
-                    invalid(&format!(
-                        "a hard link to /{}, which does not exist",
-                        target_rel.display()
-                    ))
-                })?;
-                let thost = self.root.join(tparent.join(tname));
-                let m = fs::symlink_metadata(&thost).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("hard link target /{}: {e}", target_rel.display()),
-                    )
-                })?;
-                if m.is_dir() {
-                    return Err(invalid("a hard link to a directory"));
-                }
-                if thost != host {
-                    self.remove(&dest)?;
-                    fs::hard_link(&thost, &host)?;
-                }
+                self.hard_link(&target, &dest)?;
             }
             T::Fifo => {
                 self.remove(&dest)?;
@@ -583,6 +528,44 @@ impl<'a> Unpacker<'a> {
             _ => return Ok(()),
         }
         self.note_written(&dest);
+        Ok(())
+    }
+
+    /// A hard link at `dest` (resolved, relative to the root) to the archive path `target`,
+    /// which must already be in the root (and not be a directory).
+    fn hard_link(&mut self, target: &[u8], dest: &Path) -> io::Result<()> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let host = self.root.join(dest);
+        let target_rel = clean(target)
+            .ok_or_else(|| invalid("a hard link whose target climbs above the root"))?;
+        let tname = target_rel
+            .file_name()
+            .ok_or_else(|| invalid("a hard link to the root"))?;
+        let tparent = resolve_dir(
+            self.root,
+            target_rel.parent().unwrap_or(Path::new("")),
+            false,
+        )?
+        .ok_or_else(|| {
+            invalid(&format!(
+                "a hard link to /{}, which does not exist",
+                target_rel.display()
+            ))
+        })?;
+        let thost = self.root.join(tparent.join(tname));
+        let m = fs::symlink_metadata(&thost).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("hard link target /{}: {e}", target_rel.display()),
+            )
+        })?;
+        if m.is_dir() {
+            return Err(invalid("a hard link to a directory"));
+        }
+        if thost != host {
+            self.remove(dest)?;
+            fs::hard_link(&thost, &host)?;
+        }
         Ok(())
     }
 

@@ -14,16 +14,21 @@
 //! (`PR_SET_PDEATHSIG`), and the function's pid 1 when the intermediate dies, which takes down
 //! everything in its pid namespace. Nothing outlives lamina.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -88,6 +93,7 @@ impl Launched {
     pub async fn kill(&mut self) {
         match &self.stop {
             Stop::Signal => {
+                // It fails only when the child was already reaped: nothing left to kill.
                 let _ = self.child.start_kill();
             }
             Stop::Oci {
@@ -102,6 +108,7 @@ impl Launched {
                     .status()
                     .await;
                 if !killed.is_ok_and(|s| s.success()) {
+                    // As above: an error means the child is already gone.
                     let _ = self.child.start_kill();
                 }
             }
@@ -115,6 +122,8 @@ impl Launched {
             runtime, state, id, ..
         } = &self.stop
         {
+            // Removing the stopped container is housekeeping of a temporary state directory,
+            // itself removed when `state` is dropped: a failure changes nothing for the user.
             let _ = tokio::process::Command::new(runtime)
                 .arg("--root")
                 .arg(state.path())
@@ -143,7 +152,7 @@ fn stderr_stdio() -> io::Result<Stdio> {
 
 fn cstring(s: impl AsRef<OsStr>) -> Result<CString, LaunchError> {
     CString::new(s.as_ref().as_bytes()).map_err(|_| {
-        LaunchError::Sandbox(Error::Usage(format!(
+        LaunchError::Sandbox(Error::Sandbox(format!(
             "{} contains a NUL byte",
             s.as_ref().to_string_lossy()
         )))
@@ -166,7 +175,9 @@ struct Plan {
     locked: MsFlags,
     cwd: CString,
     hostname: CString,
-    report: RawFd,
+    /// The write end of the report pipe (close-on-exec): the child says there which step
+    /// failed, or how it entered the root.
+    report: OwnedFd,
 }
 
 /// Host devices bound into the sandbox's `/dev`.
@@ -176,6 +187,8 @@ const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 fn locked_flags(root: &Path) -> MsFlags {
     use nix::sys::statvfs::{FsFlags, statvfs};
     let Ok(st) = statvfs(root) else {
+        // Unknown flags: the remount then asks for none, and fails (reported as such) only if
+        // the mount has some it may not drop.
         return MsFlags::empty();
     };
     let f = st.flags();
@@ -198,7 +211,7 @@ fn locked_flags(root: &Path) -> MsFlags {
     m
 }
 
-fn plan(spec: &Spec, report: RawFd) -> Result<Plan, LaunchError> {
+fn plan(spec: &Spec, report: OwnedFd) -> Result<Plan, LaunchError> {
     let root = &spec.rootfs;
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
@@ -235,76 +248,85 @@ fn plan(spec: &Spec, report: RawFd) -> Result<Plan, LaunchError> {
     })
 }
 
-/// Write a short static message to the report pipe (async-signal-safe).
-fn say(fd: RawFd, msg: &str) {
-    // SAFETY: writing a valid buffer to a file descriptor.
-    unsafe {
-        libc::write(fd, msg.as_ptr().cast(), msg.len());
-    }
+// Everything from here to `enter` runs in the forked child before exec: async-signal-safe
+// calls only, no allocation (paths are `CStr`s prepared in the `Plan`, which nix passes through
+// without copying).
+
+/// Write a short static message to the report pipe.
+fn say(fd: BorrowedFd, msg: &str) {
+    // The parent reads the report only to word its error; a message lost to a full or closed
+    // pipe leaves it with exec's error, so a failed write may be ignored.
+    let _ = nix::unistd::write(fd, msg.as_bytes());
 }
 
 /// Report a failed step and turn its errno into the error `spawn` returns.
-fn failed(fd: RawFd, step: &str, e: Errno) -> io::Error {
+fn failed(fd: BorrowedFd, step: &str, e: Errno) -> io::Error {
     say(fd, "E:");
     say(fd, step);
     say(fd, "\n");
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Write `data` to the file at `path` (the `/proc/self/*_map` files).
-fn write_proc(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
-    // SAFETY: a valid path and buffer; the descriptor is closed before returning.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let e = Errno::last();
-        libc::close(fd);
-        if n < 0 || n as usize != data.len() {
-            return Err(e);
-        }
+/// Write `data` to the file at `path` (the `/proc/self/*_map` files) in one `write`, as the
+/// kernel requires of them.
+fn write_proc(path: &CStr, data: &[u8]) -> Result<(), Errno> {
+    let f = nix::fcntl::open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    match nix::unistd::write(&f, data)? {
+        n if n == data.len() => Ok(()),
+        _ => Err(Errno::EIO),
     }
-    Ok(())
 }
 
 /// The intermediate process: outside the new pid namespace, it waits for the function's pid 1
 /// and exits as it did. It keeps no descriptor but the standard ones, so that `spawn` returns
 /// as soon as the function's exec succeeds.
-fn intermediate(child: nix::unistd::Pid) -> ! {
+fn intermediate(child: Pid) -> ! {
+    use nix::sys::signal::{SigHandler, kill, signal};
     use nix::sys::wait::{WaitStatus, waitpid};
-    // SAFETY: closing descriptors this process does not use; async-signal-safe calls only.
-    unsafe {
-        if libc::close_range(3, u32::MAX, 0) != 0 {
-            for fd in 3..4096 {
-                libc::close(fd);
-            }
+    // SAFETY: close_range takes integers only and closes descriptors this process never uses
+    // again (nothing here owns one of them).
+    if unsafe { libc::close_range(3, u32::MAX, 0) } != 0 {
+        // An older kernel: close them one by one. EBADF for the many that are not open is
+        // expected, so the results are ignored.
+        for fd in 3..4096 {
+            let _ = nix::unistd::close(fd);
         }
     }
-    loop {
+    let code = loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => unsafe { libc::_exit(code) },
-            Ok(WaitStatus::Signaled(_, sig, _)) => unsafe {
-                libc::signal(sig as i32, libc::SIG_DFL);
-                libc::kill(libc::getpid(), sig as i32);
-                libc::_exit(128 + sig as i32)
-            },
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                // SAFETY: restoring the default disposition installs no handler.
+                // If it failed, the kill below would not end this process: the exit
+                // code that follows still says which signal it was.
+                let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+                // Dying of the same signal is how the exit is passed on; if it cannot be
+                // sent, the conventional exit code says the same.
+                let _ = kill(Pid::this(), sig);
+                break 128 + sig as i32;
+            }
             Err(Errno::EINTR) | Ok(_) => continue,
-            Err(_) => unsafe { libc::_exit(127) },
+            Err(_) => break 127,
         }
-    }
+    };
+    // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
+    // destructors, which a forked child must not run.
+    unsafe { libc::_exit(code) }
 }
 
 /// Runs in the forked child before exec: namespaces, the intermediate process, mounts, root.
 fn enter(p: &Plan) -> io::Result<()> {
-    use nix::mount::{mount, umount2};
-    let fd = p.report;
-    let none: Option<&std::ffi::CStr> = None;
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(failed(fd, "prctl(PR_SET_PDEATHSIG)", Errno::last()));
-    }
+    let fd = p.report.as_fd();
+    enter_namespaces(p, fd)?;
+    mount_root(p, fd)?;
+    mount_dev(p, fd)?;
+    switch_root(p, fd)
+}
+
+/// New user, mount, pid, UTS and IPC namespaces (the user mapped to root), and the fork that
+/// makes this process pid 1 of the new pid namespace, the intermediate waiting outside.
+fn enter_namespaces(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
+    set_pdeathsig(Signal::SIGKILL).map_err(|e| failed(fd, "prctl(PR_SET_PDEATHSIG)", e))?;
     nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER
             | CloneFlags::CLONE_NEWNS
@@ -328,10 +350,12 @@ fn enter(p: &Plan) -> io::Result<()> {
         Ok(nix::unistd::ForkResult::Child) => {}
     }
     // Now pid 1 of the new pid namespace.
-    // SAFETY: as above.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(failed(fd, "prctl(PR_SET_PDEATHSIG)", Errno::last()));
-    }
+    set_pdeathsig(Signal::SIGKILL).map_err(|e| failed(fd, "prctl(PR_SET_PDEATHSIG)", e))
+}
+
+/// The root bound read-only on itself, `/proc` and a tmpfs `/tmp` in it.
+fn mount_root(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
+    let none: Option<&CStr> = None;
     mount(
         none,
         c"/",
@@ -371,7 +395,13 @@ fn enter(p: &Plan) -> io::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(c"mode=1777,size=512m"),
     )
-    .map_err(|e| failed(fd, "mounting a tmpfs on /tmp", e))?;
+    .map_err(|e| failed(fd, "mounting a tmpfs on /tmp", e))
+}
+
+/// A minimal `/dev`: a tmpfs with the host's harmless devices bound in and the usual links,
+/// then made read-only.
+fn mount_dev(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
+    let none: Option<&CStr> = None;
     mount(
         Some(c"tmpfs"),
         p.dev_dir.as_c_str(),
@@ -381,18 +411,13 @@ fn enter(p: &Plan) -> io::Result<()> {
     )
     .map_err(|e| failed(fd, "mounting a tmpfs on /dev", e))?;
     for (host, target) in &p.devices {
-        // SAFETY: valid paths; the descriptor is closed at once.
-        unsafe {
-            let f = libc::open(
-                target.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o666,
-            );
-            if f < 0 {
-                return Err(failed(fd, "creating the files of /dev", Errno::last()));
-            }
-            libc::close(f);
-        }
+        // The file to bind the device on; closed at once (dropped).
+        nix::fcntl::open(
+            target.as_c_str(),
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| failed(fd, "creating the files of /dev", e))?;
         match mount(
             Some(host.as_c_str()),
             target.as_c_str(),
@@ -405,11 +430,11 @@ fn enter(p: &Plan) -> io::Result<()> {
         }
     }
     for (target, link) in &p.dev_links {
-        // SAFETY: valid paths.
-        unsafe {
-            libc::symlink(target.as_ptr(), link.as_ptr());
-        }
+        // Conveniences (`/dev/fd`, `/dev/stdin`...): a function that needs one and lacks it
+        // fails in a way it reports itself, so a failure here may be ignored.
+        let _ = nix::unistd::symlinkat(target.as_c_str(), AT_FDCWD, link.as_c_str());
     }
+    // Read-only is a nicety (the tmpfs is tiny and private to the sandbox): ignored if refused.
     let _ = mount(
         none,
         p.dev_dir.as_c_str(),
@@ -417,10 +442,15 @@ fn enter(p: &Plan) -> io::Result<()> {
         MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         none,
     );
-    // SAFETY: a valid buffer.
-    unsafe {
-        libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len());
-    }
+    Ok(())
+}
+
+/// The hostname, then the new root made `/` (by `pivot_root`, or `chroot` where the root cannot
+/// be pivoted) and the image's working directory entered.
+fn switch_root(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
+    let none: Option<&CStr> = None;
+    // The hostname is cosmetic (the UTS namespace is the sandbox's own): ignored if refused.
+    let _ = nix::unistd::sethostname(OsStr::from_bytes(p.hostname.to_bytes()));
     nix::unistd::chdir(p.root.as_c_str()).map_err(|e| failed(fd, "entering the root", e))?;
     match nix::unistd::pivot_root(c".", c".") {
         Ok(()) => {
@@ -468,10 +498,10 @@ fn userns_hints() -> String {
 }
 
 fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
-    let sandbox_err = |m: String| LaunchError::Sandbox(Error::Usage(m));
+    let sandbox_err = |m: String| LaunchError::Sandbox(Error::Sandbox(m));
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sandbox_err(format!("cannot create a pipe: {e}")))?;
-    let plan = plan(spec, report_w.as_raw_fd())?;
+    let plan = plan(spec, report_w)?;
     if plan.locked.contains(MsFlags::MS_NOEXEC) {
         return Err(sandbox_err(format!(
             "{} is on a file system mounted noexec, so nothing in it can run: set LAMINA_CACHE_DIR to a directory elsewhere",
@@ -497,8 +527,11 @@ fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     let spawned = cmd.spawn();
-    drop(report_w);
+    // The plan, and with it the parent's write end of the report pipe, goes with the command:
+    // once it is closed, the read below ends when the child execs (or exits).
+    drop(cmd);
     let mut report = String::new();
+    // An unreadable report only loses the name of the failed step: spawn's error remains.
     let _ = std::fs::File::from(report_r).read_to_string(&mut report);
     let step = report
         .lines()
@@ -533,7 +566,7 @@ fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
                     ". Mounting /proc in a new pid namespace needs an unmasked /proc (inside a container: run it with a full /proc, or use --runtime crun)",
                 );
             }
-            Err(LaunchError::Sandbox(Error::Usage(msg)))
+            Err(LaunchError::Sandbox(Error::Sandbox(msg)))
         }
         (Err(e), None) => Err(LaunchError::Exec(format!(
             "fork/exec {program}: {}",
@@ -647,7 +680,7 @@ fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
         .process_group(0)
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| {
-        LaunchError::Sandbox(Error::Usage(format!(
+        LaunchError::Sandbox(Error::Sandbox(format!(
             "cannot run the OCI runtime `{runtime}`: {e}{}",
             if e.kind() == io::ErrorKind::NotFound {
                 " (is it installed? without --runtime, lamina sets up namespaces itself)"

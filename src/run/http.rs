@@ -1,0 +1,70 @@
+//! What the two HTTP servers of `lamina run` share: JSON responses and the accept loop.
+//!
+//! hyper 1 (with hyper-util's tokio glue) is the server: reqwest already builds it, so it adds
+//! no code to the build, and HTTP/1.1 is all either side speaks.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub(super) type Body = Full<Bytes>;
+
+pub(super) fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub(super) fn api_error(status: StatusCode, error_type: &str, message: &str) -> Response<Body> {
+    let body = json!({"errorMessage": message, "errorType": error_type});
+    respond(status, serde_json::to_vec(&body).expect("JSON serializes"))
+}
+
+pub(super) fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Accept connections until aborted; aborting drops (and so closes) every connection too.
+pub(super) async fn accept_loop<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, most likely: let connections finish first.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let h = handler.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let h = h.clone();
+                        async move { Ok::<_, Infallible>(h(req).await) }
+                    });
+                    // A connection's error (the peer hung up) concerns only that connection.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}

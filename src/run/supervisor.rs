@@ -1,0 +1,643 @@
+//! The [`Supervisor`] owns the function's process and runs one invocation at a time, as a
+//! Lambda execution environment does: it starts the process when an invocation needs one (init
+//! limited to 10 seconds, then retried within the invocation's own timeout, as Lambda does),
+//! hands invocations to the runtime's `next`, and reports timeouts (the process is killed and
+//! the next invocation starts a new one), crashes and init errors in Lambda's words. It also
+//! prints Lambda's `START`, `END` and `REPORT` lines on stderr.
+//!
+//! Replies go through `oneshot` channels whose `send` fails only when the other side (an HTTP
+//! request, an invoke) went away: there is then no one to tell, so those results are ignored.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::body::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::ids::{epoch_ms, request_id, timestamp, trace_id};
+use super::invocation::{
+    Invoke, MAX_PAYLOAD, Outcome, Settings, describe_exit, exit_error, millis,
+};
+use super::runtime_api::serve_runtime_api;
+use super::sandbox::{LaunchError, Launched};
+use crate::error::{Error, IoContext, Result};
+
+/// Lambda's limit on the init phase (before it is retried within the invocation).
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the function's process, given the address of its Runtime API (`127.0.0.1:PORT`).
+pub type Launcher = Box<dyn FnMut(&str) -> Result<Launched, LaunchError> + Send>;
+
+/// What the invoke side sends the supervisor.
+struct Submit {
+    invoke: Invoke,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Submits invocations to a running [`Supervisor`].
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Submit>,
+}
+
+impl Handle {
+    /// Run one invocation; `None` if the supervisor stopped first.
+    pub async fn invoke(&self, invoke: Invoke) -> Option<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Submit { invoke, reply }).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// A running supervisor: stop it to kill the function and wait for it.
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Kill the function, wait for it to end, and return what ended the supervisor (an error
+    /// when the sandbox could not be set up).
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.finished().await
+    }
+
+    /// Wait for the supervisor to end by itself (it only does on a fatal error).
+    pub async fn finished(&mut self) -> Result<()> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("the supervisor failed: {e}"))),
+        }
+    }
+}
+
+/// Start a supervisor for the function `launch` starts. With `eager`, the function is started
+/// at once (as `lamina run` does, so that its init shows up before the first invocation);
+/// otherwise with the first invocation.
+pub fn start(settings: Settings, launch: Launcher, eager: bool) -> (Handle, Running) {
+    let (tx, submit_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (rt_tx, rt_rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+    let sup = Supervisor {
+        settings,
+        launch,
+        generation: 0,
+        proc: None,
+        current: None,
+        queue: VecDeque::new(),
+        rt_tx,
+        exit_tx,
+        announced: false,
+    };
+    let task = tokio::spawn(sup.run(submit_rx, rt_rx, exit_rx, stop_rx, eager));
+    (
+        Handle { tx },
+        Running {
+            stop: Some(stop_tx),
+            task,
+        },
+    )
+}
+
+/// What the Runtime API hands the runtime for one invocation.
+pub(super) struct Delivery {
+    pub(super) id: String,
+    pub(super) payload: Bytes,
+    pub(super) deadline_ms: u128,
+    pub(super) arn: String,
+    pub(super) trace_id: String,
+    pub(super) client_context: Option<String>,
+}
+
+/// The supervisor's answer to a runtime's POST.
+pub(super) enum Ack {
+    Accepted,
+    UnknownId(String),
+    InvalidState(String),
+    TooLarge,
+}
+
+/// What the Runtime API handlers tell the supervisor, tagged with the process generation
+/// whose listener received it.
+pub(super) enum RtEvent {
+    Next {
+        generation: u64,
+        reply: oneshot::Sender<Delivery>,
+    },
+    Response {
+        generation: u64,
+        id: String,
+        body: Bytes,
+        ack: oneshot::Sender<Ack>,
+    },
+    Error {
+        generation: u64,
+        id: String,
+        body: Bytes,
+        error_type: Option<String>,
+        ack: oneshot::Sender<Ack>,
+    },
+    InitError {
+        generation: u64,
+        body: Bytes,
+        error_type: Option<String>,
+        ack: oneshot::Sender<Ack>,
+    },
+}
+
+struct Pending {
+    id: String,
+    invoke: Invoke,
+    reply: oneshot::Sender<Outcome>,
+    /// Set when init is retried within this invocation: its timeout counts from here.
+    budget_from: Option<Instant>,
+}
+
+struct Current {
+    generation: u64,
+    id: String,
+    reply: oneshot::Sender<Outcome>,
+    started: Instant,
+    deadline: Instant,
+    init: Option<Duration>,
+}
+
+/// One process of the function.
+struct Proc {
+    generation: u64,
+    /// Dropping (or firing) it kills the process.
+    kill: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    started: Instant,
+    init_deadline: Option<Instant>,
+    /// It has asked for an invocation (init is over).
+    ready: bool,
+    init: Option<Duration>,
+    waiter: Option<oneshot::Sender<Delivery>>,
+    /// Being killed: what it does from now on does not count.
+    killed: bool,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct Supervisor {
+    settings: Settings,
+    launch: Launcher,
+    generation: u64,
+    proc: Option<Proc>,
+    current: Option<Current>,
+    queue: VecDeque<Pending>,
+    rt_tx: mpsc::UnboundedSender<RtEvent>,
+    exit_tx: mpsc::UnboundedSender<(u64, io::Result<std::process::ExitStatus>)>,
+    announced: bool,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut submit_rx: mpsc::UnboundedReceiver<Submit>,
+        mut rt_rx: mpsc::UnboundedReceiver<RtEvent>,
+        mut exit_rx: mpsc::UnboundedReceiver<(u64, io::Result<std::process::ExitStatus>)>,
+        mut stop_rx: oneshot::Receiver<()>,
+        eager: bool,
+    ) -> Result<()> {
+        let outcome = async {
+            if eager {
+                self.start_proc()?;
+            }
+            loop {
+                self.progress()?;
+                let deadline = self.next_deadline();
+                let sleep = tokio::time::sleep_until(
+                    deadline
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                        .into(),
+                );
+                tokio::select! {
+                    biased;
+                    _ = &mut stop_rx => return Ok(()),
+                    Some(ev) = rt_rx.recv() => self.on_runtime(ev),
+                    Some((generation, status)) = exit_rx.recv() => self.on_exit(generation, status),
+                    _ = sleep, if deadline.is_some() => self.on_deadline(Instant::now()),
+                    s = submit_rx.recv() => match s {
+                        Some(Submit { invoke, reply }) => self.queue.push_back(Pending {
+                            id: request_id(),
+                            invoke,
+                            reply,
+                            budget_from: None,
+                        }),
+                        None => return Ok(()),
+                    },
+                }
+            }
+        }
+        .await;
+        // Kill the function and wait (boundedly) for it to be gone.
+        if let Some(mut p) = self.proc.take() {
+            let generation = p.generation;
+            if let Some(k) = p.kill.take() {
+                let _ = k.send(());
+            }
+            // Bounded: a process that will not die within 5 s is left to the kernel (it is
+            // killed with lamina's main thread, see `sandbox`).
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some((g, _)) = exit_rx.recv().await {
+                    if g == generation {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        outcome
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = self.current.as_ref().map(|c| c.deadline);
+        let mut consider = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        if let Some(p) = &self.proc
+            && !p.ready
+            && !p.killed
+        {
+            if let Some(t) = p.init_deadline {
+                consider(t);
+            }
+            if let Some(b) = self.queue.front().and_then(|f| f.budget_from) {
+                consider(b + self.settings.timeout);
+            }
+        }
+        d
+    }
+
+    /// Start a process (and its Runtime API listener).
+    fn start_proc(&mut self) -> Result<()> {
+        self.generation += 1;
+        let generation = self.generation;
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .ctx(|| "listening on 127.0.0.1 for the Runtime API".to_owned())?;
+        std_listener
+            .set_nonblocking(true)
+            .ctx(|| "listening on 127.0.0.1 for the Runtime API".to_owned())?;
+        let addr = std_listener
+            .local_addr()
+            .ctx(|| "listening on 127.0.0.1 for the Runtime API".to_owned())?;
+        let listener = TcpListener::from_std(std_listener)
+            .ctx(|| "listening on 127.0.0.1 for the Runtime API".to_owned())?;
+        let server = tokio::spawn(serve_runtime_api(listener, generation, self.rt_tx.clone()));
+        let mut launched = match (self.launch)(&addr.to_string()) {
+            Ok(l) => l,
+            Err(LaunchError::Exec(msg)) => {
+                server.abort();
+                match self.queue.pop_front() {
+                    Some(front) => {
+                        eprintln!(
+                            "RequestId: {} Error: {msg}\nRuntime.InvalidEntrypoint",
+                            front.id
+                        );
+                        let _ = front.reply.send(Outcome::error(
+                            "Runtime.InvalidEntrypoint",
+                            format!("RequestId: {} Error: {msg}", front.id),
+                        ));
+                    }
+                    None => eprintln!("Error: {msg}\nRuntime.InvalidEntrypoint"),
+                }
+                return Ok(());
+            }
+            Err(LaunchError::Sandbox(e)) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        if !self.announced {
+            eprintln!("lamina: isolation: {}", launched.how);
+            self.announced = true;
+        }
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let exit_tx = self.exit_tx.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = launched.wait() => s,
+                _ = kill_rx => {
+                    launched.kill().await;
+                    launched.wait().await
+                }
+            };
+            let _ = exit_tx.send((generation, status));
+        });
+        let budgeted = self.queue.front().is_some_and(|f| f.budget_from.is_some());
+        let now = Instant::now();
+        self.proc = Some(Proc {
+            generation,
+            kill: Some(kill_tx),
+            server,
+            started: now,
+            init_deadline: (!budgeted).then_some(now + INIT_TIMEOUT),
+            ready: false,
+            init: None,
+            waiter: None,
+            killed: false,
+        });
+        Ok(())
+    }
+
+    /// Start a process or hand the next invocation to the runtime, when the time has come.
+    fn progress(&mut self) -> Result<()> {
+        loop {
+            if self.current.is_some() || self.queue.is_empty() {
+                return Ok(());
+            }
+            let Some(p) = self.proc.as_mut() else {
+                self.start_proc()?;
+                if self.proc.is_none() {
+                    continue; // the launch failed for this invocation; try the next one
+                }
+                return Ok(());
+            };
+            if p.killed {
+                return Ok(()); // a new process starts once this one is gone
+            }
+            let Some(waiter) = p.waiter.take() else {
+                return Ok(());
+            };
+            let front = self.queue.pop_front().expect("the queue is not empty");
+            let now = Instant::now();
+            let deadline = front.budget_from.unwrap_or(now) + self.settings.timeout;
+            let delivery = Delivery {
+                id: front.id.clone(),
+                payload: front.invoke.payload.clone(),
+                deadline_ms: epoch_ms(deadline),
+                arn: self.settings.arn(),
+                trace_id: front.invoke.trace_id.clone().unwrap_or_else(trace_id),
+                client_context: front.invoke.client_context.clone(),
+            };
+            if waiter.send(delivery).is_err() {
+                // The runtime's request went away: wait for its next one.
+                self.queue.push_front(front);
+                continue;
+            }
+            eprintln!("START RequestId: {} Version: $LATEST", front.id);
+            self.current = Some(Current {
+                generation: p.generation,
+                id: front.id,
+                reply: front.reply,
+                started: front.budget_from.unwrap_or(now),
+                deadline,
+                init: p.init.take(),
+            });
+        }
+    }
+
+    fn kill_proc(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.killed = true;
+            p.waiter = None;
+            if let Some(k) = p.kill.take() {
+                let _ = k.send(());
+            }
+        }
+    }
+
+    /// Report an invocation's end (Lambda's END and REPORT lines) and answer it.
+    fn finish(&self, cur: Current, outcome: Outcome) {
+        let d = cur.started.elapsed().min(self.settings.timeout);
+        eprintln!("END RequestId: {}", cur.id);
+        let init = cur
+            .init
+            .map(|i| format!("Init Duration: {:.2} ms\t", millis(i)))
+            .unwrap_or_default();
+        eprintln!(
+            "REPORT RequestId: {}\t{init}Duration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\t",
+            cur.id,
+            millis(d),
+            millis(d).ceil() as u64,
+            self.settings.memory_mb
+        );
+        let _ = cur.reply.send(outcome);
+    }
+
+    fn is_current(&self, generation: u64, id: &str) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.generation == generation && c.id == id)
+    }
+
+    fn on_runtime(&mut self, ev: RtEvent) {
+        match ev {
+            RtEvent::Next { generation, reply } => self.on_next(generation, reply),
+            RtEvent::Response {
+                generation,
+                id,
+                body,
+                ack,
+            } => {
+                let Some((cur, ack)) = self.take_current(generation, id, ack) else {
+                    return;
+                };
+                if body.len() > MAX_PAYLOAD {
+                    let _ = ack.send(Ack::TooLarge);
+                    let o = Outcome::error(
+                        "Function.ResponseSizeTooLarge",
+                        format!(
+                            "Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+                        ),
+                    );
+                    self.finish(cur, o);
+                } else {
+                    let _ = ack.send(Ack::Accepted);
+                    self.finish(cur, Outcome::ok(body));
+                }
+            }
+            RtEvent::Error {
+                generation,
+                id,
+                body,
+                error_type,
+                ack,
+            } => {
+                let Some((cur, ack)) = self.take_current(generation, id, ack) else {
+                    return;
+                };
+                let _ = ack.send(Ack::Accepted);
+                self.finish(cur, Outcome::posted(body, error_type));
+            }
+            RtEvent::InitError {
+                generation,
+                body,
+                error_type,
+                ack,
+            } => self.on_init_error(generation, Outcome::posted(body, error_type), ack),
+        }
+    }
+
+    /// The runtime of process `generation` asks for an invocation (its init is over).
+    fn on_next(&mut self, generation: u64, reply: oneshot::Sender<Delivery>) {
+        let Some(p) = self
+            .proc
+            .as_mut()
+            .filter(|p| p.generation == generation && !p.killed)
+        else {
+            return; // a process being killed: its request is dropped
+        };
+        if !p.ready {
+            p.ready = true;
+            p.init_deadline = None;
+            p.init = Some(p.started.elapsed());
+        }
+        p.waiter = Some(reply);
+    }
+
+    /// The invocation `id` a runtime answers (with the acknowledgement still to send), if it is
+    /// the one in progress in its process; otherwise the runtime is told so.
+    fn take_current(
+        &mut self,
+        generation: u64,
+        id: String,
+        ack: oneshot::Sender<Ack>,
+    ) -> Option<(Current, oneshot::Sender<Ack>)> {
+        if !self.is_current(generation, &id) {
+            let _ = ack.send(Ack::UnknownId(id));
+            return None;
+        }
+        self.current.take().map(|cur| (cur, ack))
+    }
+
+    /// The runtime of process `generation` reports that its init failed with `outcome`.
+    fn on_init_error(&mut self, generation: u64, outcome: Outcome, ack: oneshot::Sender<Ack>) {
+        let Some(p) = self
+            .proc
+            .as_ref()
+            .filter(|p| p.generation == generation && !p.killed)
+        else {
+            let _ = ack.send(Ack::InvalidState("the runtime is being stopped".into()));
+            return;
+        };
+        if p.ready {
+            let _ = ack.send(Ack::InvalidState(
+                "init/error after the runtime asked for an invocation".into(),
+            ));
+            return;
+        }
+        let _ = ack.send(Ack::Accepted);
+        eprintln!(
+            "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: {}",
+            millis(p.started.elapsed()),
+            outcome.error_type.as_deref().unwrap_or("Unhandled")
+        );
+        self.kill_proc();
+        match self.queue.pop_front() {
+            Some(front) => {
+                let _ = front.reply.send(outcome);
+            }
+            None => eprintln!(
+                "lamina: the function failed its init; the next invocation starts it again"
+            ),
+        }
+    }
+
+    fn on_exit(&mut self, generation: u64, status: io::Result<std::process::ExitStatus>) {
+        if self
+            .proc
+            .as_ref()
+            .is_none_or(|p| p.generation != generation)
+        {
+            return;
+        }
+        let p = self.proc.take().expect("checked");
+        if p.killed {
+            return; // already reported (timeout, init error, shutdown)
+        }
+        let why = describe_exit(&status);
+        let error = exit_error(&status);
+        if let Some(cur) = self.current.take_if(|c| c.generation == generation) {
+            let message = format!("RequestId: {} Error: {error}", cur.id);
+            eprintln!("{message}\nRuntime.ExitError");
+            self.finish(cur, Outcome::error("Runtime.ExitError", message));
+        } else if !p.ready {
+            eprintln!(
+                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: Runtime.ExitError",
+                millis(p.started.elapsed())
+            );
+            match self.queue.pop_front() {
+                Some(front) => {
+                    let message = format!("RequestId: {} Error: {error}", front.id);
+                    eprintln!("{message}\nRuntime.ExitError");
+                    let _ = front
+                        .reply
+                        .send(Outcome::error("Runtime.ExitError", message));
+                }
+                None => eprintln!(
+                    "lamina: the function exited during init ({why}); the next invocation starts it again"
+                ),
+            }
+        } else {
+            eprintln!(
+                "lamina: the function exited between invocations ({why}); the next invocation starts it again"
+            );
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        let secs = self.settings.timeout.as_secs_f64();
+        if let Some(cur) = self.current.take_if(|c| now >= c.deadline) {
+            eprintln!(
+                "{} {} Task timed out after {secs:.2} seconds",
+                timestamp(SystemTime::now()),
+                cur.id
+            );
+            self.kill_proc();
+            let message = format!(
+                "RequestId: {} Error: Task timed out after {secs:.2} seconds",
+                cur.id
+            );
+            self.finish(cur, Outcome::error("Sandbox.Timedout", message));
+            return;
+        }
+        let Some(p) = self.proc.as_ref().filter(|p| !p.ready && !p.killed) else {
+            return;
+        };
+        if p.init_deadline.is_some_and(|d| now >= d) {
+            eprintln!(
+                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: timeout",
+                millis(INIT_TIMEOUT)
+            );
+            self.kill_proc();
+            // As Lambda does: init is tried again within the waiting invocation's timeout.
+            if let Some(front) = self.queue.front_mut() {
+                front.budget_from = Some(now);
+            }
+            return;
+        }
+        let expired = self
+            .queue
+            .front()
+            .and_then(|f| f.budget_from)
+            .is_some_and(|b| now >= b + self.settings.timeout);
+        if expired {
+            self.kill_proc();
+            let front = self.queue.pop_front().expect("checked");
+            eprintln!(
+                "{} {} Task timed out after {secs:.2} seconds",
+                timestamp(SystemTime::now()),
+                front.id
+            );
+            let message = format!(
+                "RequestId: {} Error: Task timed out after {secs:.2} seconds",
+                front.id
+            );
+            let _ = front
+                .reply
+                .send(Outcome::error("Sandbox.Timedout", message));
+        }
+    }
+}
