@@ -1,6 +1,53 @@
 //! What goes into a layer, independent of where it came from: a sorted list of entries.
 
+use std::io::{self, Read};
 use std::path::PathBuf;
+
+/// Reads exactly `remaining` bytes, failing if the source ends early; [`Exact::grew`] then
+/// tells whether it had more. A file that changes size while it is archived is an error, never
+/// an archive whose header disagrees with its data.
+pub(crate) struct Exact<'a> {
+    inner: &'a mut dyn Read,
+    remaining: u64,
+}
+
+impl<'a> Exact<'a> {
+    pub(crate) fn new(inner: &'a mut dyn Read, size: u64) -> Self {
+        Exact {
+            inner,
+            remaining: size,
+        }
+    }
+
+    /// After the promised bytes: is there more?
+    pub(crate) fn grew(&mut self) -> io::Result<bool> {
+        let mut probe = [0u8; 1];
+        Ok(self.inner.read(&mut probe)? != 0)
+    }
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "ended {} bytes early: it shrank while being read",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
 
 /// Where a regular file's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -228,7 +228,7 @@ impl<W: Write + Seek> ZipWriter<W> {
                 (c.sum(), target.len() as u64, target.len() as u64)
             }
             Body::File(r, size) => {
-                let mut exact = crate::layer::tar::Exact::new(r, size);
+                let mut exact = crate::layer::entry::Exact::new(r, size);
                 let mut data = flate2::CrcReader::new(&mut exact);
                 let compressed = if method == DEFLATED {
                     let mut enc = DeflateEncoder::new(
