@@ -1,10 +1,10 @@
 //! `lamina build`: lamina.toml and flags to an image at the destination.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use lamina::spec::{BuildSpec, Overrides};
+use lamina::spec::{BuildSpec, Overrides, flags};
 
 use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
 use super::{cwd, print_json, print_line, shown};
@@ -85,9 +85,15 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// The flags that describe the build (the rest say how to reach registries and print).
-    fn overrides(&mut self) -> anyhow::Result<Overrides> {
-        let mut layers = std::mem::take(&mut self.layers);
+    /// The flags that describe the build (the rest say how to reach registries and print),
+    /// parsed, with paths anchored at `cwd`; `source_date_epoch` is the environment's
+    /// `SOURCE_DATE_EPOCH`, used when `--timestamp` is not given.
+    fn overrides(&self, cwd: &Path, source_date_epoch: Option<&str>) -> anyhow::Result<Overrides> {
+        let mut layers = self
+            .layers
+            .iter()
+            .map(|l| flags::layer(l, cwd))
+            .collect::<lamina::Result<Vec<_>>>()?;
         for (z, dest) in self
             .lambda_layer_zips
             .iter()
@@ -101,22 +107,36 @@ impl BuildArgs {
                 ))
                 .into());
             }
-            layers.push(format!("{}:{dest}", z.display()));
+            layers.push(flags::plain_layer(cwd.join(z), dest));
         }
+        let argv =
+            |a: &Option<String>, flag| a.as_deref().map(|a| flags::argv(a, flag)).transpose();
         Ok(Overrides {
-            base: self.base.take(),
-            platform: self.platform.take(),
-            to: self.to.take(),
+            base: self
+                .base
+                .as_deref()
+                .map(|b| flags::reference(b, "--base", cwd))
+                .transpose()?,
+            platform: self
+                .platform
+                .as_deref()
+                .map(|p| flags::platform(p, "--platform"))
+                .transpose()?,
+            to: self
+                .to
+                .as_deref()
+                .map(|t| flags::reference(t, "--to", cwd))
+                .transpose()?,
             layers,
-            deletes: std::mem::take(&mut self.deletes),
-            entrypoint: self.entrypoint.take(),
-            cmd: self.cmd.take(),
-            env: std::mem::take(&mut self.env),
-            workdir: self.workdir.take(),
-            user: self.user.take(),
-            labels: std::mem::take(&mut self.labels),
-            annotations: std::mem::take(&mut self.annotations),
-            timestamp: self.timestamp.take(),
+            deletes: self.deletes.clone(),
+            entrypoint: argv(&self.entrypoint, "--entrypoint")?,
+            cmd: argv(&self.cmd, "--cmd")?,
+            env: flags::key_values(&self.env, "--env")?,
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            labels: flags::key_values(&self.labels, "--label")?,
+            annotations: flags::key_values(&self.annotations, "--annotation")?,
+            timestamp: flags::timestamp_or_epoch(self.timestamp.as_deref(), source_date_epoch)?,
             compression_level: self.compression_level,
             fix_permissions: self.fix_permissions,
             no_lambda_check: self.no_lambda_check,
@@ -136,9 +156,9 @@ pub fn run(mut a: BuildArgs) -> anyhow::Result<()> {
         Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
         None => None,
     };
-    let ov = a.overrides()?;
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let ov = a.overrides(&cwd, sde.as_deref())?;
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd)?;
     let quiet = a.output.quiet;
     let mut log = |s: String| {
         if !quiet {

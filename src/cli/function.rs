@@ -1,4 +1,5 @@
 //! What `run` and `invoke` share: the function's flags, and reading and unpacking its image.
+//! The region and AWS credentials the function gets are read here, from lamina's environment.
 
 use clap::Args;
 
@@ -76,6 +77,14 @@ impl FunctionArgs {
                 None => lamina::run::Isolation::Namespaces,
             },
             function_name: self.function_name.clone(),
+            region: host_env("AWS_REGION")
+                .or_else(|| host_env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| lamina::run::DEFAULT_REGION.to_owned()),
+            credentials: lamina::run::Credentials {
+                access_key_id: host_env("AWS_ACCESS_KEY_ID"),
+                secret_access_key: host_env("AWS_SECRET_ACCESS_KEY"),
+                session_token: host_env("AWS_SESSION_TOKEN"),
+            },
         };
         let prepared = lamina::run::prepare(&r, platform, &network.options(false)?, &mut |s| {
             eprintln!("lamina: {s}")
@@ -87,4 +96,10 @@ impl FunctionArgs {
         }
         Ok((prepared, opts))
     }
+}
+
+/// A variable of lamina's own environment, when set and not empty: the function runs in
+/// lamina's region, with lamina's AWS credentials.
+fn host_env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
 }

@@ -39,9 +39,8 @@ fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
 
 /// `--platform`, when given; bad syntax is a usage error.
 fn parse_platform(p: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    p.map(str::parse::<Platform>)
-        .transpose()
-        .map_err(|e| lamina::Error::usage(format!("--platform: {e}")).into())
+    Ok(p.map(|p| lamina::spec::flags::platform(p, "--platform"))
+        .transpose()?)
 }
 
 /// A reference with its path shown relative to the current directory when it is below it.

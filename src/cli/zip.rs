@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use lamina::lambda::package::{self, Package};
-use lamina::spec::{BuildSpec, Overrides};
+use lamina::spec::{BuildSpec, Overrides, flags};
 
 use super::flags::{NetworkFlags, OutputFlags};
 use super::{cwd, parse_platform, parse_ref, print_json, print_line};
@@ -69,15 +69,19 @@ pub fn run(a: ZipArgs) -> anyhow::Result<()> {
         Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
         None => None,
     };
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let ov = Overrides {
-        layers: a.layers.clone(),
-        timestamp: a.timestamp.clone(),
+        layers: a
+            .layers
+            .iter()
+            .map(|l| flags::layer(l, &cwd))
+            .collect::<lamina::Result<_>>()?,
+        timestamp: flags::timestamp_or_epoch(a.timestamp.as_deref(), sde.as_deref())?,
         compression_level: a.compression_level,
         fix_permissions: a.fix_permissions,
         ..Overrides::default()
     };
-    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let spec = BuildSpec::resolve(spec_file, &ov, &cwd, sde.as_deref())?;
+    let spec = BuildSpec::resolve(spec_file, &ov, &cwd)?;
     let contents = contents(&a, &spec, pkg, &cwd)?;
     let name = match pkg {
         Package::Function => "function.zip",

@@ -83,13 +83,7 @@ mod tests {
                 fix_permissions: flag,
                 ..Default::default()
             };
-            BuildSpec::resolve(
-                Some((Path::new("lamina.toml"), sf)),
-                &ov,
-                Path::new("/w"),
-                None,
-            )
-            .unwrap()
+            BuildSpec::resolve(Some((Path::new("lamina.toml"), sf)), &ov, Path::new("/w")).unwrap()
         };
         assert!(!resolve("", false).fix_permissions);
         assert!(resolve("fix_permissions = true\n", false).fix_permissions);

@@ -36,15 +36,27 @@ pub use sandbox::Isolation;
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
 
-/// How the function runs.
+/// How the function runs. The library reads nothing from its own environment: what Lambda
+/// would take from the function's configuration and role (region, credentials) comes in here.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// How long one invocation may run (the function's Lambda timeout).
     pub timeout: Duration,
+    /// Memory size in MB, told to the function (not enforced).
     pub memory_mb: u32,
-    /// `--env`: set over the image's and Lambda's variables.
+    /// Set over the image's and Lambda's variables (`--env`).
     pub env: Vec<(String, String)>,
+    /// How the function is sandboxed.
     pub isolation: Isolation,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, and the name in the function's ARN.
     pub function_name: String,
+    /// The AWS region the function believes it runs in (`AWS_REGION` and `AWS_DEFAULT_REGION`
+    /// inside, and in its ARN). The binary takes its own `AWS_REGION`, else
+    /// `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// AWS credentials given to the function as Lambda gives it its role's (the binary passes
+    /// its own, so a function can reach AWS as the user does).
+    pub credentials: Credentials,
 }
 
 impl Default for RunOptions {
@@ -55,7 +67,46 @@ impl Default for RunOptions {
             env: Vec::new(),
             isolation: Isolation::Namespaces,
             function_name: "function".to_owned(),
+            region: DEFAULT_REGION.to_owned(),
+            credentials: Credentials::default(),
         }
+    }
+}
+
+/// The region a function runs in when none is given.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// AWS credentials handed to the function as `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN`; each is set only when present. `Debug` leaves the values out.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<String>,
+}
+
+impl Credentials {
+    /// The variables to set, by name.
+    fn vars(&self) -> [(&'static str, Option<&String>); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.as_ref()),
+            ("AWS_SESSION_TOKEN", self.session_token.as_ref()),
+        ]
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: Option<&String>| v.map(|_| "<set>");
+        f.debug_struct("Credentials")
+            .field("access_key_id", &shown(self.access_key_id.as_ref()))
+            .field("secret_access_key", &shown(self.secret_access_key.as_ref()))
+            .field("session_token", &shown(self.session_token.as_ref()))
+            .finish()
     }
 }
 
@@ -252,8 +303,7 @@ fn log_stream_name() -> String {
 /// The process to start for `p`: ENTRYPOINT + CMD (its program found in the image's `PATH`),
 /// and the environment — the image's, then Lambda's (`AWS_LAMBDA_RUNTIME_API` pointing at
 /// `runtime_api`, the function's name, memory size and version, `_HANDLER` when the entrypoint
-/// is AWS's, region, `TZ`...), the AWS credentials of lamina's own environment when set, then
-/// `--env`.
+/// is AWS's, region, `TZ`...), the credentials of `o` when set, then `o.env`.
 pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbox::Spec> {
     let args: Vec<String> = p.entrypoint.iter().chain(&p.cmd).cloned().collect();
     if args.is_empty() {
@@ -270,10 +320,6 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     if !env.iter().any(|(k, _)| k == "PATH") {
         set(&mut env, "PATH", DEFAULT_PATH.to_owned());
     }
-    let host_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let region = host_env("AWS_REGION")
-        .or_else(|| host_env("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".to_owned());
     let name = &o.function_name;
     for (k, v) in [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
@@ -283,8 +329,8 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
         ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name()),
-        ("AWS_REGION", region.clone()),
-        ("AWS_DEFAULT_REGION", region),
+        ("AWS_REGION", o.region.clone()),
+        ("AWS_DEFAULT_REGION", o.region.clone()),
         ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
         ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
         ("TZ", ":UTC".to_owned()),
@@ -299,13 +345,9 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     {
         set(&mut env, "_HANDLER", handler.clone());
     }
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-    ] {
-        if let Some(v) = host_env(k) {
-            set(&mut env, k, v);
+    for (k, v) in o.credentials.vars() {
+        if let Some(v) = v {
+            set(&mut env, k, v.clone());
         }
     }
     for (k, v) in &o.env {
@@ -370,16 +412,11 @@ fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
 }
 
 fn settings(o: &RunOptions) -> Settings {
-    let region = std::env::var("AWS_REGION")
-        .ok()
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "us-east-1".to_owned());
     Settings {
         timeout: o.timeout,
         function_name: o.function_name.clone(),
         memory_mb: o.memory_mb,
-        region,
+        region: o.region.clone(),
     }
 }
 
@@ -522,5 +559,26 @@ mod tests {
         let p = prepared(root, &[], &[]);
         let e = process(&p, &RunOptions::default(), "x").unwrap_err();
         assert!(e.to_string().contains("no ENTRYPOINT and no CMD"), "{e}");
+    }
+
+    #[test]
+    fn region_and_credentials_come_from_the_options() {
+        let t = tempfile::tempdir().unwrap();
+        let o = RunOptions {
+            region: "eu-west-3".into(),
+            credentials: Credentials {
+                access_key_id: Some("AKID".into()),
+                secret_access_key: Some("s3cr3t".into()),
+                session_token: None,
+            },
+            ..RunOptions::default()
+        };
+        let s = process(&prepared(t.path(), &["/bootstrap"], &[]), &o, "x").unwrap();
+        assert_eq!(get(&s.env, "AWS_REGION"), Some("eu-west-3"));
+        assert_eq!(get(&s.env, "AWS_DEFAULT_REGION"), Some("eu-west-3"));
+        assert_eq!(get(&s.env, "AWS_ACCESS_KEY_ID"), Some("AKID"));
+        assert_eq!(get(&s.env, "AWS_SESSION_TOKEN"), None);
+        assert_eq!(settings(&o).region, "eu-west-3");
+        assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 }

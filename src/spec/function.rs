@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::flags::plain_layer as layer;
 use super::runtime::{self, Family, UnknownRuntime};
 use crate::error::{Error, Result};
 use crate::layer::{LayerSpec, Mode};
@@ -52,18 +53,6 @@ pub struct Expanded {
     pub cmd: Option<Vec<String>>,
     /// `[function] env`, below `[config] env`.
     pub env: BTreeMap<String, String>,
-}
-
-fn layer(source: PathBuf, dest: &str) -> LayerSpec {
-    LayerSpec {
-        source,
-        dest: dest.to_owned(),
-        exclude: vec![],
-        mode: None,
-        dir_mode: None,
-        uid: 0,
-        gid: 0,
-    }
 }
 
 /// Top-level names in `dir` that pip installed (listed in a `*.dist-info/RECORD` there), with
@@ -312,13 +301,9 @@ mod starter_tests {
             let sf: crate::spec::SpecFile =
                 toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             let path = d.path().join("lamina.toml");
-            let b = crate::spec::BuildSpec::resolve(
-                Some((&path, sf)),
-                &Default::default(),
-                d.path(),
-                None,
-            )
-            .unwrap();
+            let b =
+                crate::spec::BuildSpec::resolve(Some((&path, sf)), &Default::default(), d.path())
+                    .unwrap();
             assert!(matches!(b.base, crate::reference::ImageRef::Docker(_)));
             assert!(b.config.cmd.is_some());
         }

@@ -1,6 +1,7 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
+pub mod flags;
 pub mod function;
 pub mod runtime;
 
@@ -54,87 +55,78 @@ pub struct DeleteSpec {
 /// How timestamps (file mtimes, `created`, history) are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timestamp {
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch (at most [`Timestamp::MAX`]).
     Fixed(u64),
     /// The wall clock at build time: not reproducible, only on request.
     Now,
 }
 
 impl Timestamp {
-    /// `--timestamp` value: `now`, or seconds since the epoch.
-    pub fn parse(s: &str, what: &str) -> Result<Timestamp> {
-        if s == "now" {
-            return Ok(Timestamp::Now);
-        }
-        s.trim().parse::<u64>().map(Timestamp::Fixed).map_err(|_| {
-            Error::Usage(format!(
-                "{what} `{s}` is not a number of seconds since 1970-01-01 (or `now`)"
-            ))
-        })
-    }
+    /// The last second a tar header can hold (11 octal digits: the year 2242).
+    pub const MAX: u64 = 0o77777777777;
 
-    /// Resolve to seconds: the flag, else `SOURCE_DATE_EPOCH`, else 0.
-    pub fn resolve(flag: Option<&str>, source_date_epoch: Option<&str>) -> Result<u64> {
-        let t = match (flag, source_date_epoch) {
-            (Some(f), _) => Timestamp::parse(f, "--timestamp")?,
-            (None, Some(e)) if !e.is_empty() => Timestamp::parse(e, "SOURCE_DATE_EPOCH")?,
-            _ => Timestamp::Fixed(0),
-        };
-        // Tar headers hold 11 octal digits of seconds: up to the year 2242.
-        const MAX: u64 = 0o77777777777;
-        if let Timestamp::Fixed(s) = t
-            && s > MAX
-        {
-            return Err(Error::Usage(format!(
-                "timestamp {s} is too far in the future (tar headers end at {MAX})"
-            )));
-        }
-        Ok(match t {
-            Timestamp::Fixed(s) => s,
-            Timestamp::Now => std::time::SystemTime::now()
+    /// Seconds since the epoch; past [`Timestamp::MAX`] is a usage error.
+    pub fn seconds(self) -> Result<u64> {
+        match self {
+            Timestamp::Fixed(s) if s > Self::MAX => Err(Error::Usage(format!(
+                "timestamp {s} is too far in the future (tar headers end at {})",
+                Self::MAX
+            ))),
+            Timestamp::Fixed(s) => Ok(s),
+            Timestamp::Now => Ok(std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
-                .unwrap_or(0),
-        })
+                .unwrap_or(0)),
+        }
     }
 }
 
-/// Values given as flags; each one overrides (or, for lists, extends) the spec file.
+/// Values that override (or, for lists and maps, extend) the spec file, already parsed: a
+/// program fills them in directly; the `lamina` binary parses its flags with [`flags`].
+///
+/// Paths are taken as given: relative ones (a layer's source, a local reference's directory)
+/// are relative to the process's working directory, so a front end anchors them where its user
+/// meant (the binary: at the directory it runs in). A value the spec then refuses (an in-image
+/// path that is not absolute, `scratch` as destination, a compression level over 9, ...) is an
+/// [`Error::Usage`] named after the flag that would set it.
 #[derive(Default, Debug, Clone)]
 pub struct Overrides {
-    /// `--base`: a reference.
-    pub base: Option<String>,
-    /// `--platform`.
-    pub platform: Option<String>,
-    /// `--to`: a reference.
-    pub to: Option<String>,
-    /// `SRC:DEST`, appended after the spec's layers.
-    pub layers: Vec<String>,
-    /// `--delete`: absolute in-image paths, added to the spec's.
+    /// The image to build on (`--base`), over the spec's `base` and `[function]`'s runtime.
+    pub base: Option<ImageRef>,
+    /// The platform to build for (`--platform`).
+    pub platform: Option<Platform>,
+    /// Where the image goes (`--to`); never [`ImageRef::Scratch`].
+    pub to: Option<ImageRef>,
+    /// Layers stacked after the spec's (`--layer`, `--from-zip`, `--lambda-layer-zip`); each
+    /// `dest` must be an absolute in-image path.
+    pub layers: Vec<LayerSpec>,
+    /// Absolute in-image paths to hide, added to the spec's `[[delete]]`s (`--delete`).
     pub deletes: Vec<String>,
-    /// `--entrypoint`: a JSON array, or one string.
-    pub entrypoint: Option<String>,
-    /// `--cmd`: a JSON array, or one string.
-    pub cmd: Option<String>,
-    /// `--env KEY=VALUE`s.
-    pub env: Vec<String>,
-    /// `--workdir`.
+    /// ENTRYPOINT, replacing the spec's (`--entrypoint`).
+    pub entrypoint: Option<Vec<String>>,
+    /// CMD, replacing the spec's and `[function]`'s handler (`--cmd`).
+    pub cmd: Option<Vec<String>>,
+    /// Environment variables set over the spec's (`--env`); names must be non-empty and free
+    /// of `=`.
+    pub env: BTreeMap<String, String>,
+    /// WORKDIR (`--workdir`).
     pub workdir: Option<String>,
-    /// `--user`.
+    /// USER (`--user`).
     pub user: Option<String>,
-    /// `--label KEY=VALUE`s.
-    pub labels: Vec<String>,
-    /// `--annotation KEY=VALUE`s.
-    pub annotations: Vec<String>,
-    /// `--timestamp`: seconds since the epoch, or `now`.
-    pub timestamp: Option<String>,
-    /// `--compression-level` (0 to 9).
+    /// Config labels set over the spec's (`--label`).
+    pub labels: BTreeMap<String, String>,
+    /// Manifest annotations set over the spec's (`--annotation`).
+    pub annotations: BTreeMap<String, String>,
+    /// Every timestamp lamina writes (`--timestamp`, else `SOURCE_DATE_EPOCH` as the caller
+    /// read it); `None` is 0, for reproducible output.
+    pub timestamp: Option<Timestamp>,
+    /// Gzip level for new layers, 0 to 9 (`--compression-level`).
     pub compression_level: Option<u32>,
-    /// `--fix-permissions` (or-ed with the spec's `fix_permissions`).
+    /// Or-ed with the spec's `fix_permissions` (`--fix-permissions`).
     pub fix_permissions: bool,
-    /// `--no-lambda-check`: push even when the Lambda checks find errors.
+    /// Push even when the Lambda checks find errors (`--no-lambda-check`).
     pub no_lambda_check: bool,
-    /// `--no-cache`: rebuild every layer.
+    /// Rebuild every layer (`--no-cache`).
     pub no_cache: bool,
 }
 
@@ -183,52 +175,14 @@ pub fn read_spec_file(path: &Path) -> Result<SpecFile> {
     })
 }
 
-fn parse_kv(s: &str, flag: &str) -> Result<(String, String)> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(Error::Usage(format!("{flag} `{s}`: expected KEY=VALUE"))),
-    }
-}
-
-/// `--entrypoint`/`--cmd`: a JSON array of strings, or one string taken as a single element.
-fn parse_argv(s: &str, flag: &str) -> Result<Vec<String>> {
-    if s.trim_start().starts_with('[') {
-        serde_json::from_str(s)
-            .map_err(|e| Error::Usage(format!("{flag} `{s}` is not a JSON array of strings: {e}")))
-    } else {
-        Ok(vec![s.to_owned()])
-    }
-}
-
-fn parse_layer_flag(s: &str, cwd: &Path) -> Result<LayerSpec> {
-    let (src, dest) = s
-        .rsplit_once(':')
-        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "--layer `{s}`: expected SOURCE:DEST, e.g. function:/var/task"
-            ))
-        })?;
-    Ok(LayerSpec {
-        source: cwd.join(src),
-        dest: dest.to_owned(),
-        exclude: vec![],
-        mode: None,
-        dir_mode: None,
-        uid: 0,
-        gid: 0,
-    })
-}
-
 impl BuildSpec {
-    /// Combine a spec file (paths relative to `spec_dir`) with flags (paths relative to `cwd`).
-    /// A bad flag value is an [`Error::Usage`]; a bad spec field an [`Error::Spec`] naming the
-    /// file and field.
+    /// Combine a spec file (its path relative to `cwd`, the paths in it relative to its
+    /// directory) with `ov`. A bad override is an [`Error::Usage`]; a bad spec field an
+    /// [`Error::Spec`] naming the file and field.
     pub fn resolve(
         file: Option<(&Path, SpecFile)>,
         ov: &Overrides,
         cwd: &Path,
-        source_date_epoch: Option<&str>,
     ) -> Result<BuildSpec> {
         let (path, sf) = match file {
             Some((p, sf)) => (Some(p.to_owned()), sf),
@@ -242,7 +196,6 @@ impl BuildSpec {
         let r = Resolver {
             path: path.as_deref(),
             spec_dir: &spec_dir,
-            cwd,
         };
 
         let function = match &sf.function {
@@ -257,10 +210,7 @@ impl BuildSpec {
         let deletes = r.deletes(ov, &sf.delete)?;
         let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
-        for kv in &ov.annotations {
-            let (k, v) = parse_kv(kv, "--annotation")?;
-            annotations.insert(k, v);
-        }
+        annotations.extend(ov.annotations.clone());
 
         let compression_level = ov.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
         if compression_level > 9 {
@@ -268,7 +218,7 @@ impl BuildSpec {
                 "--compression-level {compression_level}: use 0 (store) to 9 (smallest)"
             )));
         }
-        let timestamp = Timestamp::resolve(ov.timestamp.as_deref(), source_date_epoch)?;
+        let timestamp = ov.timestamp.unwrap_or(Timestamp::Fixed(0)).seconds()?;
 
         Ok(BuildSpec {
             file: path,
@@ -289,16 +239,15 @@ impl BuildSpec {
     }
 }
 
-/// Where the values being resolved came from: flags are relative to `cwd` and their errors are
-/// usage errors; spec fields are relative to the spec's directory and their errors name the file.
+/// Where the spec's values came from: its fields are relative to its directory and their
+/// errors name the file. (Overrides come parsed and anchored; their errors are usage errors.)
 struct Resolver<'a> {
     path: Option<&'a Path>,
     spec_dir: &'a Path,
-    cwd: &'a Path,
 }
 
 impl Resolver<'_> {
-    /// An error in the spec file (a usage error when there is no file: the value was a flag).
+    /// An error in the spec file (a usage error when there is no file).
     fn spec_err(&self, message: String) -> Error {
         match self.path {
             Some(f) => Error::Spec {
@@ -309,52 +258,43 @@ impl Resolver<'_> {
         }
     }
 
-    /// Parse a reference from a flag (`--field`) or a spec field, and anchor its path.
-    fn image_ref(&self, s: &str, flag: bool, field: &str) -> Result<ImageRef> {
-        let r: ImageRef = s.parse().map_err(|e: ParseReferenceError| {
-            if flag {
-                Error::Usage(format!("--{field}: {e}"))
-            } else {
-                self.spec_err(format!("field `{field}`: {e}"))
-            }
-        })?;
-        Ok(r.relative_to(if flag { self.cwd } else { self.spec_dir }))
+    /// Parse a reference from a spec field, and anchor its path at the spec's directory.
+    fn image_ref(&self, s: &str, field: &str) -> Result<ImageRef> {
+        let r: ImageRef = s
+            .parse()
+            .map_err(|e: ParseReferenceError| self.spec_err(format!("field `{field}`: {e}")))?;
+        Ok(r.relative_to(self.spec_dir))
     }
 
-    /// `--base`, else `base`, else the `[function]` runtime's image, else scratch.
+    /// The override, else `base`, else the `[function]` runtime's image, else scratch.
     fn base(&self, ov: &Overrides, sf: &SpecFile, f: &function::Expanded) -> Result<ImageRef> {
         Ok(match (&ov.base, &sf.base, &f.base) {
-            (Some(b), _, _) => self.image_ref(b, true, "base")?,
-            (None, Some(b), _) => self.image_ref(b, false, "base")?,
-            (None, None, Some(b)) => self.image_ref(b, false, "function.runtime")?,
+            (Some(b), _, _) => b.clone(),
+            (None, Some(b), _) => self.image_ref(b, "base")?,
+            (None, None, Some(b)) => self.image_ref(b, "function.runtime")?,
             (None, None, None) => ImageRef::Scratch,
         })
     }
 
-    /// `--to`, else `to`, else `oci:out:latest` beside the spec; never scratch.
+    /// The override, else `to`, else `oci:out:latest` beside the spec; never scratch.
     fn to(&self, ov: &Overrides, sf: &SpecFile) -> Result<ImageRef> {
-        let (to, flag) = match (&ov.to, &sf.to) {
-            (Some(t), _) => (self.image_ref(t, true, "to")?, true),
-            (None, Some(t)) => (self.image_ref(t, false, "to")?, false),
-            (None, None) => (self.image_ref("oci:out:latest", false, "to")?, false),
+        let message = || "`scratch` cannot be a destination".to_owned();
+        let to = match (&ov.to, &sf.to) {
+            (Some(ImageRef::Scratch), _) => return Err(Error::Usage(message())),
+            (Some(t), _) => return Ok(t.clone()),
+            (None, Some(t)) => self.image_ref(t, "to")?,
+            (None, None) => self.image_ref("oci:out:latest", "to")?,
         };
         if to == ImageRef::Scratch {
-            let message = "`scratch` cannot be a destination".to_owned();
-            return Err(if flag {
-                Error::Usage(message)
-            } else {
-                self.spec_err(message)
-            });
+            return Err(self.spec_err(message()));
         }
         Ok(to)
     }
 
-    /// `--platform`, else `platform`, else linux/amd64.
+    /// The override, else `platform`, else linux/amd64.
     fn platform(&self, ov: &Overrides, sf: &SpecFile) -> Result<Platform> {
-        Ok(match (&ov.platform, &sf.platform) {
-            (Some(p), _) => p
-                .parse()
-                .map_err(|e: ParsePlatformError| Error::Usage(format!("--platform: {e}")))?,
+        Ok(match (ov.platform, &sf.platform) {
+            (Some(p), _) => p,
             (None, Some(p)) => p
                 .parse()
                 .map_err(|e: ParsePlatformError| self.spec_err(format!("field `platform`: {e}")))?,
@@ -363,7 +303,7 @@ impl Resolver<'_> {
     }
 
     /// The image's layers and the zip package's: `[function]`'s first, then `[[layer]]`s, then
-    /// `--layer`s (the last two in both).
+    /// the overrides' (the last two in both).
     fn layers(
         &self,
         ov: &Overrides,
@@ -383,16 +323,20 @@ impl Resolver<'_> {
             }
             layers.push(l);
         }
-        for s in &ov.layers {
-            let l = parse_layer_flag(s, self.cwd)?;
+        for l in &ov.layers {
             image_path(&l.dest, "--layer dest").map_err(|e| Error::Usage(e.into()))?;
-            layers.push(l);
+            for g in &l.exclude {
+                globset::Glob::new(g).map_err(|e| {
+                    Error::Usage(format!("--layer {}: exclude glob `{g}`: {e}", l.dest))
+                })?;
+            }
+            layers.push(l.clone());
         }
         zip_layers.extend_from_slice(&layers[first_own..]);
         Ok((layers, zip_layers))
     }
 
-    /// The in-image paths to delete (`[[delete]]`s and `--delete`s), without their leading
+    /// The in-image paths to delete (`[[delete]]`s and the overrides'), without their leading
     /// `/`, sorted and without duplicates.
     fn deletes(&self, ov: &Overrides, own: &[DeleteSpec]) -> Result<Vec<String>> {
         let mut deletes = Vec::new();
@@ -416,7 +360,7 @@ impl Resolver<'_> {
         Ok(deletes)
     }
 
-    /// `[config]`, under `[function]`'s handler and env, over the config flags.
+    /// `[config]`, under `[function]`'s handler and env, under the overrides.
     fn config(
         &self,
         ov: &Overrides,
@@ -430,26 +374,22 @@ impl Resolver<'_> {
         for (k, v) in env {
             config.env.entry(k).or_insert(v);
         }
-        if let Some(e) = &ov.entrypoint {
-            config.entrypoint = Some(parse_argv(e, "--entrypoint")?);
-        }
-        if let Some(c) = &ov.cmd {
-            config.cmd = Some(parse_argv(c, "--cmd")?);
-        }
-        for kv in &ov.env {
-            let (k, v) = parse_kv(kv, "--env")?;
-            config.env.insert(k, v);
-        }
-        // `--env` names are never empty and never hold `=`: a bad name is the file's.
         for k in config.env.keys() {
-            if k.is_empty() || k.contains('=') {
+            if !valid_env_name(k) {
                 return Err(self.spec_err(format!("[config] env: invalid variable name `{k}`")));
             }
         }
-        for kv in &ov.labels {
-            let (k, v) = parse_kv(kv, "--label")?;
-            config.labels.insert(k, v);
+        if let Some(k) = ov.env.keys().find(|k| !valid_env_name(k)) {
+            return Err(Error::Usage(format!("--env: invalid variable name `{k}`")));
         }
+        if ov.entrypoint.is_some() {
+            config.entrypoint.clone_from(&ov.entrypoint);
+        }
+        if ov.cmd.is_some() {
+            config.cmd.clone_from(&ov.cmd);
+        }
+        config.env.extend(ov.env.clone());
+        config.labels.extend(ov.labels.clone());
         if ov.workdir.is_some() {
             config.workdir.clone_from(&ov.workdir);
         }
@@ -458,6 +398,11 @@ impl Resolver<'_> {
         }
         Ok(config)
     }
+}
+
+/// An environment variable name an image config can hold: not empty, no `=`.
+fn valid_env_name(k: &str) -> bool {
+    !k.is_empty() && !k.contains('=')
 }
 
 #[cfg(test)]
@@ -499,7 +444,6 @@ k = "v"
             Some((Path::new("p/lamina.toml"), sf)),
             &Overrides::default(),
             Path::new("/w"),
-            None,
         )
         .unwrap();
         assert_eq!(b.platform, Platform::LinuxArm64);
@@ -525,16 +469,17 @@ k = "v"
 
     #[test]
     fn flags_override_and_extend() {
+        let cwd = Path::new("/c");
         let ov = Overrides {
-            platform: Some("x86_64".into()),
-            layers: vec!["dir:/opt".into()],
-            cmd: Some(r#"["a","b"]"#.into()),
-            entrypoint: Some("/bootstrap".into()),
-            env: vec!["K=V=W".into()],
-            timestamp: Some("1700000000".into()),
+            platform: Some(flags::platform("x86_64", "--platform").unwrap()),
+            layers: vec![flags::layer("dir:/opt", cwd).unwrap()],
+            cmd: Some(flags::argv(r#"["a","b"]"#, "--cmd").unwrap()),
+            entrypoint: Some(flags::argv("/bootstrap", "--entrypoint").unwrap()),
+            env: flags::key_values(&["K=V=W"], "--env").unwrap(),
+            timestamp: flags::timestamp_or_epoch(Some("1700000000"), Some("5")).unwrap(),
             ..Default::default()
         };
-        let b = BuildSpec::resolve(None, &ov, Path::new("/c"), Some("5")).unwrap();
+        let b = BuildSpec::resolve(None, &ov, cwd).unwrap();
         assert_eq!(b.layers[0].source, Path::new("/c/dir"));
         assert_eq!(b.layers[0].dest, "/opt");
         assert_eq!(b.config.cmd, Some(vec!["a".into(), "b".into()]));
@@ -545,11 +490,40 @@ k = "v"
     }
 
     #[test]
+    fn bad_overrides_are_usage_errors() {
+        let resolve = |ov: Overrides| BuildSpec::resolve(None, &ov, Path::new("/c")).unwrap_err();
+        let e = resolve(Overrides {
+            to: Some(ImageRef::Scratch),
+            ..Default::default()
+        });
+        assert!(matches!(&e, Error::Usage(m) if m == "`scratch` cannot be a destination"));
+        let e = resolve(Overrides {
+            timestamp: Some(Timestamp::Fixed(Timestamp::MAX + 1)),
+            ..Default::default()
+        });
+        assert!(matches!(&e, Error::Usage(m) if m.contains("too far in the future")));
+        let e = resolve(Overrides {
+            env: BTreeMap::from([(String::new(), "v".to_owned())]),
+            ..Default::default()
+        });
+        assert!(matches!(&e, Error::Usage(m) if m.contains("--env")));
+        let e = resolve(Overrides {
+            layers: vec![flags::plain_layer("/x", "opt")],
+            ..Default::default()
+        });
+        assert!(matches!(&e, Error::Usage(m) if m.contains("--layer dest")));
+    }
+
+    #[test]
     fn source_date_epoch_is_used_and_checked() {
-        assert_eq!(Timestamp::resolve(None, Some("42")).unwrap(), 42);
-        assert_eq!(Timestamp::resolve(None, None).unwrap(), 0);
+        let seconds = |sde| {
+            flags::timestamp_or_epoch(None, sde)
+                .and_then(|t| t.unwrap_or(Timestamp::Fixed(0)).seconds())
+        };
+        assert_eq!(seconds(Some("42")).unwrap(), 42);
+        assert_eq!(seconds(None).unwrap(), 0);
         assert!(
-            Timestamp::resolve(None, Some("yesterday"))
+            seconds(Some("yesterday"))
                 .unwrap_err()
                 .to_string()
                 .contains("SOURCE_DATE_EPOCH")
