@@ -4,6 +4,7 @@
 //! `POST .../invocation/{id}/error`, `POST /2018-06-01/runtime/init/error`.
 
 use http_body_util::BodyExt;
+use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
@@ -12,7 +13,52 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::{Body, accept_loop, api_error, header, respond};
 use super::invocation::MAX_PAYLOAD;
-use super::supervisor::{Ack, RtEvent};
+
+/// What the Runtime API hands the runtime for one invocation.
+pub(super) struct Delivery {
+    pub(super) id: String,
+    pub(super) payload: Bytes,
+    pub(super) deadline_ms: u128,
+    pub(super) arn: String,
+    pub(super) trace_id: String,
+    pub(super) client_context: Option<String>,
+}
+
+/// The supervisor's answer to a runtime's POST.
+pub(super) enum Ack {
+    Accepted,
+    UnknownId(String),
+    InvalidState(String),
+    TooLarge,
+}
+
+/// What the Runtime API handlers tell the supervisor, tagged with the process generation
+/// whose listener received it.
+pub(super) enum RtEvent {
+    Next {
+        generation: u64,
+        reply: oneshot::Sender<Delivery>,
+    },
+    Response {
+        generation: u64,
+        id: String,
+        body: Bytes,
+        ack: oneshot::Sender<Ack>,
+    },
+    Error {
+        generation: u64,
+        id: String,
+        body: Bytes,
+        error_type: Option<String>,
+        ack: oneshot::Sender<Ack>,
+    },
+    InitError {
+        generation: u64,
+        body: Bytes,
+        error_type: Option<String>,
+        ack: oneshot::Sender<Ack>,
+    },
+}
 
 pub(super) async fn serve_runtime_api(
     listener: TcpListener,

@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use hyper::body::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -21,7 +20,7 @@ use super::ids::{epoch_ms, request_id, timestamp, trace_id};
 use super::invocation::{
     Invoke, MAX_PAYLOAD, Outcome, Settings, describe_exit, exit_error, millis,
 };
-use super::runtime_api::serve_runtime_api;
+use super::runtime_api::{Ack, Delivery, RtEvent, serve_runtime_api};
 use super::sandbox::{LaunchError, Launched};
 use crate::error::{Error, IoContext, Result};
 
@@ -104,52 +103,6 @@ pub fn start(settings: Settings, launch: Launcher, eager: bool) -> (Handle, Runn
             task,
         },
     )
-}
-
-/// What the Runtime API hands the runtime for one invocation.
-pub(super) struct Delivery {
-    pub(super) id: String,
-    pub(super) payload: Bytes,
-    pub(super) deadline_ms: u128,
-    pub(super) arn: String,
-    pub(super) trace_id: String,
-    pub(super) client_context: Option<String>,
-}
-
-/// The supervisor's answer to a runtime's POST.
-pub(super) enum Ack {
-    Accepted,
-    UnknownId(String),
-    InvalidState(String),
-    TooLarge,
-}
-
-/// What the Runtime API handlers tell the supervisor, tagged with the process generation
-/// whose listener received it.
-pub(super) enum RtEvent {
-    Next {
-        generation: u64,
-        reply: oneshot::Sender<Delivery>,
-    },
-    Response {
-        generation: u64,
-        id: String,
-        body: Bytes,
-        ack: oneshot::Sender<Ack>,
-    },
-    Error {
-        generation: u64,
-        id: String,
-        body: Bytes,
-        error_type: Option<String>,
-        ack: oneshot::Sender<Ack>,
-    },
-    InitError {
-        generation: u64,
-        body: Bytes,
-        error_type: Option<String>,
-        ack: oneshot::Sender<Ack>,
-    },
 }
 
 struct Pending {
