@@ -291,8 +291,13 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         ));
     }
     if spec.lambda_check && matches!(spec.to, ImageRef::Docker(_)) {
-        let gated = crate::lambda::check_rendered(&spec.to.to_string(), &rendered)
-            .and_then(|checked| crate::lambda::gate(&checked, &spec.to, log));
+        let gated = crate::lambda::check_rendered(
+            &spec.to.to_string(),
+            &rendered,
+            &image.config,
+            &opts.cache_dir,
+        )
+        .and_then(|checked| crate::lambda::gate(&checked, &spec.to, log));
         if let Err(e) = gated {
             if let Some(s) = &streamer {
                 s.finish(commits, false);
@@ -346,7 +351,7 @@ pub fn copy(
         Err(e) => return Err(e),
     };
     if gated {
-        let checked = crate::lambda::check_source(&src.to_string(), &source)?;
+        let checked = crate::lambda::check_source(&src.to_string(), &source, &opts.cache_dir)?;
         crate::lambda::gate(&checked, dest, &mut |s| opts.progress.line(&s))?;
     }
     let img = source.as_stored();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
@@ -14,7 +14,6 @@ use tokio::io::AsyncWriteExt;
 use super::{Client, MANIFEST_ACCEPT};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::platform::Platform;
 use crate::reference::RegistryRef;
 
 fn pull_scope(repo: &str) -> String {
@@ -22,7 +21,7 @@ fn pull_scope(repo: &str) -> String {
 }
 
 /// Save small bytes into the cache under their digest.
-fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
     let path = blobs.join(digest.hex());
     if path.is_file() {
         return Ok(());
@@ -118,42 +117,6 @@ pub async fn get_manifest(
         .or(ct)
         .ok_or_else(|| Error::image(format!("docker://{r}"), "the manifest has no media type"))?;
     Ok((bytes, MediaType::from(mt.as_str()), digest))
-}
-
-/// Resolve `r` to one image manifest for `platform`, with the manifest (and the index it came
-/// from) stored in the cache. Returns the manifest's descriptor.
-pub async fn resolve(
-    client: &Client,
-    r: &RegistryRef,
-    platform: Option<Platform>,
-    blobs: &Path,
-) -> Result<Descriptor> {
-    let shown = format!("docker://{r}");
-    let (bytes, mt, digest) = get_manifest(client, r, &r.manifest_reference()).await?;
-    store(blobs, &digest, &bytes)?;
-    let mut desc = Descriptor::new(mt.clone(), bytes.len() as u64, digest.to_oci());
-    if crate::image::index::is_index(&mt) {
-        let idx = ImageIndex::from_reader(&bytes[..])
-            .map_err(|e| Error::image(&shown, format!("index {digest} is not valid: {e}")))?;
-        desc = crate::image::index::pick(idx.manifests(), platform, &shown)?;
-        let want = Digest::from_oci(desc.digest()).map_err(|e| Error::image(&shown, e))?;
-        let (bytes, mt, digest) = get_manifest(client, r, &want.to_string()).await?;
-        if crate::image::index::is_index(&mt) {
-            return Err(Error::image(
-                &shown,
-                "the index points at another index; lamina follows one level",
-            ));
-        }
-        store(blobs, &digest, &bytes)?;
-        desc = Descriptor::new(mt, bytes.len() as u64, digest.to_oci());
-    }
-    if !crate::image::index::is_manifest(desc.media_type()) {
-        return Err(Error::image(
-            &shown,
-            format!("is a {}, not a container image", desc.media_type()),
-        ));
-    }
-    Ok(desc)
 }
 
 /// Fetch the config and (with `layers`) the layers of a stored manifest into the cache.

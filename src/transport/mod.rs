@@ -3,6 +3,9 @@
 
 pub mod archive;
 pub mod layout;
+pub mod resolve;
+
+pub use resolve::{Opened, Resolved, resolve};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use tempfile::TempDir;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
 use crate::platform::Platform;
-use crate::reference::{ImageRef, RegistryRef};
+use crate::reference::ImageRef;
 use crate::registry::push::PushReport;
 use crate::registry::{Client, Options};
 
@@ -86,22 +89,7 @@ pub fn read(
     mode: ReadMode,
     opts: &Options,
 ) -> Result<Source> {
-    match r {
-        ImageRef::Docker(rr) => registry_read(rr, platform, mode, opts),
-        ImageRef::Scratch => {
-            let image = Image::scratch(platform.unwrap_or_default());
-            Ok(Source::rendered(image, None))
-        }
-        ImageRef::Oci { dir, tag } => {
-            layout::read(dir, tag.as_deref(), platform, mode, &r.to_string())
-        }
-        ImageRef::OciArchive { file, tag } => {
-            archive::read_oci_archive(file, tag.as_deref(), platform, mode, &r.to_string())
-        }
-        ImageRef::DockerArchive { file, name } => {
-            archive::read_docker_archive(file, name.as_deref(), platform, mode, &r.to_string())
-        }
-    }
+    Opened::open(r, opts)?.read_for(platform, mode)
 }
 
 /// Where the new image's files are assembled before they are moved to the destination: a
@@ -221,29 +209,6 @@ pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session>> {
 pub struct Session {
     pub rt: tokio::runtime::Runtime,
     pub client: Arc<Client>,
-}
-
-/// Pull `r` into the blob cache and read it from there like a layout.
-fn registry_read(
-    r: &RegistryRef,
-    platform: Option<Platform>,
-    mode: ReadMode,
-    opts: &Options,
-) -> Result<Source> {
-    let blobs = crate::cache::blobs(&opts.cache_dir);
-    let shown = format!("docker://{r}");
-    let desc = crate::registry::block_on(async {
-        let client = Arc::new(Client::connect(&r.registry, r.api_host(), opts).await?);
-        let desc = crate::registry::pull::resolve(&client, r, platform, &blobs).await?;
-        crate::registry::pull::fetch_blobs(client, r, &desc, &blobs, mode != ReadMode::Metadata)
-            .await?;
-        Ok(desc)
-    })?;
-    let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown)?;
-    for l in &mut src.image.layers {
-        l.from = Some((r.registry.clone(), r.repository.clone()));
-    }
-    Ok(src)
 }
 
 /// Replace `dest` by `new` (a directory or file in the same file system) in one step where the
