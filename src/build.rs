@@ -141,7 +141,7 @@ impl<'a> Streamer<'a> {
     fn start(&self) -> (layer::Tee, Stream) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let (commit_tx, commit_rx) = tokio::sync::oneshot::channel();
-        let scope = format!("repository:{}:pull,push", self.repo);
+        let scope = crate::registry::scope::Scopes::push(&self.repo);
         let task = self.session.rt.spawn(crate::registry::push::stream_blob(
             self.session.client.clone(),
             scope,

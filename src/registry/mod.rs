@@ -5,6 +5,7 @@ pub mod auth;
 pub mod ecr;
 pub mod pull;
 pub mod push;
+pub mod scope;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use auth::{Challenge, Credentials};
+use scope::Scopes;
 
 /// Settings for talking to registries.
 #[derive(Clone)]
@@ -90,7 +92,7 @@ pub struct Client {
     registry: String,
     creds: Option<Credentials>,
     challenge: Mutex<Option<Challenge>>,
-    tokens: Mutex<HashMap<String, String>>,
+    tokens: Mutex<HashMap<Scopes, String>>,
     refresh: tokio::sync::Mutex<()>,
     /// ECR repositories this client has made sure exist.
     ensured: Mutex<std::collections::HashSet<String>>,
@@ -305,7 +307,7 @@ impl Client {
     /// Make sure the credentials get push access to `repository` (for Bearer auth, a token
     /// with the push scope), so a build fails before its work rather than at upload time.
     pub async fn check_push_access(&self, repository: &str) -> Result<()> {
-        let scope = format!("repository:{repository}:pull,push");
+        let scope = Scopes::push(repository);
         // A Bearer token is only granted to good credentials; Basic credentials are only
         // judged when sent, so send them once (`send` turns a 401 into an Auth error).
         let url = self.url("/v2/");
@@ -347,7 +349,12 @@ impl Client {
             .unwrap_or_else(|_| self.base.clone())
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scopes,
+    ) -> Result<String> {
         let mut url: reqwest::Url = realm.parse().map_err(|e| {
             Error::Usage(format!(
                 "registry {} sent a bad token realm `{realm}`: {e}",
@@ -359,8 +366,8 @@ impl Client {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            for sc in scope.split(' ').filter(|s| !s.is_empty()) {
-                q.append_pair("scope", sc);
+            for sc in &scope.0 {
+                q.append_pair("scope", &sc.to_string());
             }
         }
         let mut attempt = 0;
@@ -430,7 +437,7 @@ impl Client {
     }
 
     /// The Authorization header for `scope`, fetching a token if needed (or if `refresh`).
-    async fn auth_header(&self, scope: &str, refresh: bool) -> Result<Option<HeaderValue>> {
+    async fn auth_header(&self, scope: &Scopes, refresh: bool) -> Result<Option<HeaderValue>> {
         let ch = self.challenge.lock().expect("lock").clone();
         let v = match ch {
             None => None,
@@ -448,7 +455,7 @@ impl Client {
                 self.tokens
                     .lock()
                     .expect("lock")
-                    .insert(scope.to_owned(), t.clone());
+                    .insert(scope.clone(), t.clone());
                 Some(format!("Bearer {t}"))
             }
         };
@@ -464,7 +471,7 @@ impl Client {
     /// `Retry-After`). A 401 refreshes the credentials once.
     pub async fn send(
         &self,
-        scope: &str,
+        scope: &Scopes,
         retry: bool,
         build: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Sync),
     ) -> Result<Response> {
@@ -555,7 +562,7 @@ pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
         let client = Client::connect(registry, api_host, opts).await?;
         let url = client.url("/v2/");
         let resp = client
-            .send("", true, &|http| Ok(http.get(url.clone())))
+            .send(&Scopes::none(), true, &|http| Ok(http.get(url.clone())))
             .await?;
         if !resp.status().is_success() {
             return Err(client.unexpected("checking the credentials", resp).await);

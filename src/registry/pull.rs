@@ -11,14 +11,11 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::scope::Scopes;
 use super::{Client, MANIFEST_ACCEPT};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::reference::RegistryRef;
-
-fn pull_scope(repo: &str) -> String {
-    format!("repository:{repo}:pull")
-}
 
 /// Save small bytes into the cache under their digest.
 pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
@@ -46,7 +43,7 @@ pub async fn get_manifest(
 ) -> Result<(Vec<u8>, MediaType, Digest)> {
     let url = client.url(&format!("/v2/{}/manifests/{reference}", r.repository));
     let resp = client
-        .send(&pull_scope(&r.repository), true, &|http| {
+        .send(&Scopes::pull(&r.repository), true, &|http| {
             Ok(http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
         })
         .await?;
@@ -162,7 +159,7 @@ pub async fn fetch_blob(
     }
     std::fs::create_dir_all(blobs).at("creating", blobs)?;
     let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
-    let scope = pull_scope(repo);
+    let scope = Scopes::pull(repo);
     let mut attempt = 0;
     loop {
         bar.reset();

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use super::Client;
+use super::scope::{Scope, Scopes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Rendered;
@@ -102,11 +103,11 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
         data: Data::Bytes(Arc::new(img.config.clone())),
         mount_from: None,
     });
-    let mut scope = format!("repository:{}:pull,push", r.repository);
-    for m in &mounts {
-        scope.push_str(&format!(" repository:{m}:pull"));
-    }
-    let scope = Arc::new(scope);
+    let scope = Arc::new(
+        mounts
+            .iter()
+            .fold(Scopes::push(&r.repository), |s, m| s.with(Scope::pull(m))),
+    );
 
     let mut tasks = Vec::new();
     for job in jobs {
@@ -168,7 +169,7 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
     })
 }
 
-async fn exists(client: &Client, scope: &str, repo: &str, digest: &Digest) -> Result<bool> {
+async fn exists(client: &Client, scope: &Scopes, repo: &str, digest: &Digest) -> Result<bool> {
     let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
     let resp = client
         .send(scope, true, &|http| Ok(http.head(url.clone())))
@@ -196,7 +197,7 @@ fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<req
     Ok(client.url(loc))
 }
 
-async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Bar) -> Result<Fate> {
+async fn push_blob(client: &Client, scope: &Scopes, repo: &str, job: &Job, bar: &Bar) -> Result<Fate> {
     if exists(client, scope, repo, &job.digest).await? {
         return Ok(Fate::Skipped);
     }
@@ -286,7 +287,7 @@ enum Next {
 /// One upload session: chunks of `chunk_size`, or the whole blob in one PATCH with `whole`.
 async fn upload(
     client: &Client,
-    scope: &str,
+    scope: &Scopes,
     repo: &str,
     job: &Job,
     start: Option<reqwest::Url>,
@@ -463,7 +464,7 @@ pub enum Commit {
 /// Returns the digest if the blob was committed; any failure leaves the blob to the normal push.
 pub async fn stream_blob(
     client: Arc<Client>,
-    scope: String,
+    scope: Scopes,
     repo: String,
     chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     commit: tokio::sync::oneshot::Receiver<Commit>,
