@@ -309,22 +309,15 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
         Some(s) => s.finish(commits, true),
         None => Default::default(),
     };
-    let mut pushed = transport::write(
+    let pushed = transport::write(
         &spec.to,
         &rendered,
         staging,
         spec.timestamp,
         opts,
         session.as_ref(),
+        &streamed,
     )?;
-    // What streamed during the build was pushed by this build, though the final pass skips it.
-    if let Some(p) = &mut pushed {
-        for b in &mut p.blobs {
-            if streamed.contains(&b.digest) && b.fate == crate::registry::push::Fate::Skipped {
-                b.fate = crate::registry::push::Fate::Pushed;
-            }
-        }
-    }
     drop(base);
     Ok(report(&spec.to, &rendered, pushed, true))
 }
@@ -356,7 +349,7 @@ pub fn copy(
     }
     let img = source.as_stored();
     let mtime = 0;
-    let pushed = transport::write(dest, &img, staging, mtime, opts, None)?;
+    let pushed = transport::write(dest, &img, staging, mtime, opts, None, &Default::default())?;
     Ok(report(dest, &img, pushed, false))
 }
 

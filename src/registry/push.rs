@@ -2,6 +2,7 @@
 //! where it lives, else uploaded in chunks (POST, PATCH…, PUT ?digest=) that resume from the
 //! registry's `Range` after a failure; the manifest goes last, with the exact bytes hashed.
 
+use std::collections::HashSet;
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,8 +71,15 @@ struct Job {
     mount_from: Option<String>,
 }
 
-/// Push `img` to `r`: blobs in parallel (bounded), then the manifest.
-pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Result<PushReport> {
+/// Push `img` to `r`: blobs in parallel (bounded), then the manifest. The blobs in `streamed`
+/// were uploaded and committed while the image was built ([`stream_blob`]): they are reported
+/// as pushed, with no request made for them.
+pub async fn push(
+    client: Arc<Client>,
+    r: &RegistryRef,
+    img: &Rendered,
+    streamed: &HashSet<Digest>,
+) -> Result<PushReport> {
     // ECR refuses pushes to a repository that does not exist.
     client.ensure_repository(&r.repository).await?;
     let mut jobs: Vec<Job> = Vec::new();
@@ -112,12 +120,17 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
     let mut tasks = Vec::new();
     for job in jobs {
         let (client, scope, repo) = (client.clone(), scope.clone(), r.repository.clone());
+        let uploaded = streamed.contains(&job.digest);
         tasks.push(async move {
             let bar = client
                 .opts
                 .progress
                 .blob("push", &job.digest.to_string(), job.size);
-            let fate = push_blob(&client, &scope, &repo, &job, &bar).await?;
+            let fate = if uploaded {
+                Fate::Pushed
+            } else {
+                push_blob(&client, &scope, &repo, &job, &bar).await?
+            };
             bar.finish(fate.word());
             Ok(BlobFate {
                 digest: job.digest,
@@ -197,7 +210,13 @@ fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<req
     Ok(client.url(loc))
 }
 
-async fn push_blob(client: &Client, scope: &Scopes, repo: &str, job: &Job, bar: &Bar) -> Result<Fate> {
+async fn push_blob(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+    job: &Job,
+    bar: &Bar,
+) -> Result<Fate> {
     if exists(client, scope, repo, &job.digest).await? {
         return Ok(Fate::Skipped);
     }

@@ -89,7 +89,9 @@ mod tests {
 
     #[test]
     fn scopes_format_as_the_token_protocol_says() {
-        let s = Scopes::push("a/b").with(Scope::pull("c")).with(Scope::pull("c"));
+        let s = Scopes::push("a/b")
+            .with(Scope::pull("c"))
+            .with(Scope::pull("c"));
         assert_eq!(s.to_string(), "repository:a/b:pull,push repository:c:pull");
         assert_eq!(Scopes::none().to_string(), "");
     }

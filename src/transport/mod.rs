@@ -7,12 +7,14 @@ pub mod resolve;
 
 pub use resolve::{Opened, Resolved, resolve};
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
 
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
 use crate::platform::Platform;
@@ -147,7 +149,9 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
 /// A registry destination reports what happened to each blob.
-/// With a `session` (from [`preflight`]), a registry destination reuses its connection.
+/// With a `session` (from [`preflight`]), a registry destination reuses its connection;
+/// `streamed` are the blobs already uploaded over it during the build (see
+/// [`crate::registry::push::push`]).
 pub fn write(
     r: &ImageRef,
     img: &Rendered,
@@ -155,6 +159,7 @@ pub fn write(
     mtime: u64,
     opts: &Options,
     session: Option<&Session>,
+    streamed: &HashSet<Digest>,
 ) -> Result<Option<PushReport>> {
     match r {
         ImageRef::Oci { dir, tag } => {
@@ -168,13 +173,16 @@ pub fn write(
         }
         ImageRef::Docker(rr) => {
             let report = match session {
-                Some(s) => {
-                    s.rt.block_on(crate::registry::push::push(s.client.clone(), rr, img))?
-                }
+                Some(s) => s.rt.block_on(crate::registry::push::push(
+                    s.client.clone(),
+                    rr,
+                    img,
+                    streamed,
+                ))?,
                 None => crate::registry::block_on(async {
                     let client =
                         Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
-                    crate::registry::push::push(client, rr, img).await
+                    crate::registry::push::push(client, rr, img, streamed).await
                 })?,
             };
             drop(staging);
