@@ -4,10 +4,10 @@
 //! media type or, where there is none, by [`Compression::sniff`]; no caller looks at magic
 //! bytes or media-type suffixes itself.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
@@ -15,13 +15,20 @@ use super::Layer;
 use super::media::Compression;
 use crate::digest::Digest;
 
-/// How many uncompressed streams of gzip layers were opened by this process: lets a test prove
-/// that a path (the push gate over a remembered base) decompresses nothing.
-static GUNZIPS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// How many gzip streams this thread has started to decompress: lets a test prove that a
+    /// path (the push gate over a remembered base) decompresses nothing. Per thread, so tests
+    /// running beside it do not count.
+    static GUNZIPS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// The number of gzip layers this process has started to decompress.
+/// The number of gzip streams this thread has started to decompress.
 pub fn gunzips() -> u64 {
-    GUNZIPS.load(Ordering::Relaxed)
+    GUNZIPS.with(Cell::get)
+}
+
+fn count_gunzip() {
+    GUNZIPS.with(|c| c.set(c.get() + 1));
 }
 
 const BUF: usize = 1 << 20;
@@ -56,7 +63,7 @@ pub fn decompress<'a, R: BufRead + Send + 'a>(
     match c {
         Compression::None => Ok(Box::new(r)),
         Compression::Gzip => {
-            GUNZIPS.fetch_add(1, Ordering::Relaxed);
+            count_gunzip();
             Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
         }
         Compression::Zstd => Err(io::Error::new(
@@ -232,7 +239,7 @@ impl Layer {
         let decoder = match c {
             Compression::None => Decoder::Plain(stored),
             Compression::Gzip => {
-                GUNZIPS.fetch_add(1, Ordering::Relaxed);
+                count_gunzip();
                 Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(stored)))
             }
             Compression::Zstd => {

@@ -475,7 +475,66 @@ mod replay {
 #[cfg(test)]
 mod tests {
     use super::fs::{FileSystem, apply_layer};
+    use crate::digest::Digest;
     use crate::image::fsindex::FsIndex;
+    use crate::image::{Image, Layer, Origin};
+    use crate::platform::Platform;
+    use std::io::Write;
+
+    /// The push gate over a base verified before reads no base blob: once verification has
+    /// indexed the layer, the check gives the same findings with the blob's bytes destroyed
+    /// and without starting a single gunzip, while verification (the push's own step) still
+    /// refuses the corrupted blob.
+    #[test]
+    fn the_gate_replays_a_verified_base_without_decompressing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, fresh) = (dir.path().join("cache"), dir.path().join("fresh"));
+        let tar = tar_of(&[
+            ("var/task/", "d", 0o755),
+            ("var/task/bootstrap", "f:#!/bin/sh\nexec app", 0o755),
+            ("var/task/app", "f:\x7fELF", 0o644),
+        ]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let path = dir.path().join("base-layer");
+        std::fs::write(&path, &blob).unwrap();
+        let layer = Layer {
+            media_type: oci_spec::image::MediaType::ImageLayerGzip,
+            digest: Digest::of(&blob),
+            size: blob.len() as u64,
+            diff_id: Digest::of(&tar),
+            path: path.clone(),
+            origin: Origin::Base,
+            from: None,
+        };
+        let mut image = Image::scratch(Platform::LinuxArm64);
+        image.push_layer(layer.clone(), "1970-01-01T00:00:00Z", "base".into());
+        let rendered = image.render();
+        let check = |cache: &std::path::Path| {
+            super::check_rendered("r", &rendered, &image.config, cache)
+                .unwrap()
+                .findings
+        };
+        // Reading the base for a build verifies it and remembers its index.
+        crate::transport::layout::verify_layers(std::slice::from_ref(&layer), "r", &cache).unwrap();
+        let expected = check(&fresh);
+
+        let mut garbage = blob.clone();
+        garbage.iter_mut().for_each(|b| *b = !*b);
+        std::fs::write(&path, &garbage).unwrap();
+        let before = crate::image::blob::gunzips();
+        let got = check(&cache);
+        assert_eq!(
+            crate::image::blob::gunzips(),
+            before,
+            "the gate decompressed"
+        );
+        assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+        let digest = layer.digest.to_string();
+        let e = crate::transport::layout::verify_layers(&[layer], "r", &cache).unwrap_err();
+        assert!(e.to_string().contains(&digest), "{e}");
+    }
 
     /// A tar of `(path, entry, mode)`: `d` dir, `f:CONTENT` file, `l:T` symlink, `h:T` hard
     /// link, `c` character device, `w` empty file (whiteout names).
