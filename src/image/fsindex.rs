@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::Layer;
+use super::blob::decompress;
+use super::{Layer, Origin};
 use crate::digest::Digest;
 
 /// How many leading bytes of a file are kept (enough for an ELF header and a `#!` line).
@@ -202,9 +203,16 @@ impl Layer {
         Ok(index.ok())
     }
 
-    /// This layer's index: remembered, else read from the verified stream and remembered.
+    /// This layer's index. A base layer's is remembered in `cache`, else read from its
+    /// verified stream and remembered. A layer lamina has just built (its digests computed as
+    /// it was written) is read as it is and not remembered: the cache keeps what is reused.
     /// The error is the reading error (the stream failed to verify, or is not a tar).
     pub fn fs_index(&self, cache: &Path) -> io::Result<FsIndex> {
+        if self.origin == Origin::New {
+            let f = self.compressed()?;
+            let c = self.compression()?;
+            return FsIndex::read(decompress(io::BufReader::with_capacity(1 << 20, f), c)?);
+        }
         if let Some(i) = load(cache, &self.diff_id) {
             return Ok(i);
         }
