@@ -132,8 +132,8 @@ pub struct Uncompressed {
     size: u64,
     diff_id: Digest,
     gzip: bool,
-    /// Set once the end was reached: `Ok` if it verified, else the message.
-    verdict: Option<Result<(), String>>,
+    /// Set once the end was reached (or decoding failed).
+    verdict: Option<Verdict>,
 }
 
 impl Uncompressed {
@@ -147,7 +147,15 @@ impl Uncompressed {
         self.len == 0
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Verdict {
+        match self.check_end() {
+            Ok(()) => Verdict::Verified,
+            Err(m) => Verdict::Failed(m),
+        }
+    }
+
+    /// The checks at the end of the stream; the error is the message to give.
+    fn check_end(&mut self) -> Result<(), String> {
         let digest = &self.digest;
         // A gzip decoder may stop before the end of the file: hash what remains.
         let stored = self.decoder.stored();
@@ -175,6 +183,23 @@ impl Uncompressed {
     }
 }
 
+/// How a stream ended.
+enum Verdict {
+    Verified,
+    /// The message to give on every read from now on.
+    Failed(String),
+}
+
+impl Verdict {
+    /// What a read at the end returns.
+    fn result(&self) -> io::Result<usize> {
+        match self {
+            Verdict::Verified => Ok(0),
+            Verdict::Failed(m) => Err(invalid(m)),
+        }
+    }
+}
+
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
@@ -182,19 +207,19 @@ fn invalid(msg: &str) -> io::Error {
 impl Read for Uncompressed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(v) = &self.verdict {
-            return v.as_ref().map(|()| 0).map_err(|m| invalid(m));
+            return v.result();
         }
         let n = match &mut self.decoder {
             Decoder::Plain(s) => s.read(buf),
             Decoder::Gzip(g) => g.read(buf).map_err(|e| {
                 let m = format!("layer {} is not a valid gzip stream: {e}", self.digest);
-                self.verdict = Some(Err(m.clone()));
+                self.verdict = Some(Verdict::Failed(m.clone()));
                 invalid(&m)
             }),
         }?;
         if n == 0 && !buf.is_empty() {
             let v = self.finish();
-            let out = v.as_ref().map(|()| 0).map_err(|m| invalid(m));
+            let out = v.result();
             self.verdict = Some(v);
             return out;
         }

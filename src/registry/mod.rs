@@ -166,10 +166,10 @@ impl Client {
             b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| {
-            Error::Usage(format!(
-                "setting up HTTP for {registry}: {}",
-                net_message(&e)
-            ))
+            Error::registry(
+                registry,
+                format!("setting up HTTP for {registry}: {}", net_message(&e)),
+            )
         })?;
         let ecr = ecr::parse_host(registry);
         let creds = match &opts.credentials {
@@ -282,10 +282,15 @@ impl Client {
                 Ok(r) if r.status().is_success() => return Ok(client),
                 Ok(r) if retriable_status(r.status()) && attempt < opts.retries => {}
                 Ok(r) => {
-                    return Err(Error::Usage(format!(
-                        "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
-                        r.status()
-                    )));
+                    return Err(Error::Registry {
+                        registry: registry.to_owned(),
+                        status: Some(r.status().as_u16()),
+                        code: None,
+                        message: format!(
+                            "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
+                            r.status()
+                        ),
+                    });
                 }
                 Err(_) if attempt < opts.retries => {}
                 Err(e) => {
@@ -294,9 +299,10 @@ impl Client {
                     } else {
                         " (a registry serving plain HTTP needs --insecure-registry)"
                     };
-                    return Err(Error::Usage(format!(
-                        "cannot reach registry {registry}: {e}{hint}"
-                    )));
+                    return Err(Error::registry(
+                        registry,
+                        format!("cannot reach registry {registry}: {e}{hint}"),
+                    ));
                 }
             }
             tokio::time::sleep(backoff(attempt)).await;
@@ -356,10 +362,13 @@ impl Client {
         scope: &Scopes,
     ) -> Result<String> {
         let mut url: reqwest::Url = realm.parse().map_err(|e| {
-            Error::Usage(format!(
-                "registry {} sent a bad token realm `{realm}`: {e}",
-                self.registry
-            ))
+            self.fail(
+                None,
+                format!(
+                    "registry {} sent a bad token realm `{realm}`: {e}",
+                    self.registry
+                ),
+            )
         })?;
         {
             let mut q = url.query_pairs_mut();
@@ -383,11 +392,14 @@ impl Client {
                 Ok(r) => break r,
                 Err(_) if attempt < self.opts.retries => tokio::time::sleep(backoff(attempt)).await,
                 Err(e) => {
-                    return Err(Error::Usage(format!(
-                        "getting a token for {} from {realm}: {}",
-                        self.registry,
-                        net_message(&e)
-                    )));
+                    return Err(self.fail(
+                        None,
+                        format!(
+                            "getting a token for {} from {realm}: {}",
+                            self.registry,
+                            net_message(&e)
+                        ),
+                    ));
                 }
             }
             attempt += 1;
@@ -396,11 +408,14 @@ impl Client {
             return Err(self.denied(resp.status()));
         }
         if !resp.status().is_success() {
-            return Err(Error::Usage(format!(
-                "token server {realm} for {} answered {}",
-                self.registry,
-                resp.status()
-            )));
+            return Err(self.fail(
+                Some(resp.status()),
+                format!(
+                    "token server {realm} for {} answered {}",
+                    self.registry,
+                    resp.status()
+                ),
+            ));
         }
         #[derive(serde::Deserialize)]
         struct Tok {
@@ -408,20 +423,21 @@ impl Client {
             access_token: Option<String>,
         }
         let body = resp.bytes().await.map_err(|e| {
-            Error::Usage(format!(
-                "reading the token from {realm}: {}",
-                net_message(&e)
-            ))
+            self.fail(
+                None,
+                format!("reading the token from {realm}: {}", net_message(&e)),
+            )
         })?;
         let t: Tok = serde_json::from_slice(&body).map_err(|e| {
-            Error::Usage(format!(
-                "token server {realm} sent an unreadable answer: {e}"
-            ))
+            self.fail(
+                None,
+                format!("token server {realm} sent an unreadable answer: {e}"),
+            )
         })?;
         t.token
             .or(t.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::Usage(format!("token server {realm} sent no token")))
+            .ok_or_else(|| self.fail(None, format!("token server {realm} sent no token")))
     }
 
     fn denied(&self, status: StatusCode) -> Error {
@@ -511,42 +527,60 @@ impl Client {
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(Error::Usage(format!(
-                        "registry {}: {}",
-                        self.registry,
-                        net_message(&e)
-                    )));
+                    return Err(self.fail(
+                        None,
+                        format!("registry {}: {}", self.registry, net_message(&e)),
+                    ));
                 }
             }
         }
     }
 
-    /// An error for an unexpected answer, with the registry's own error message if it sent one.
+    /// An [`Error::Registry`] from this registry (`status`, when it answered).
+    pub fn fail(&self, status: Option<StatusCode>, message: String) -> Error {
+        Error::Registry {
+            registry: self.registry.clone(),
+            status: status.map(|s| s.as_u16()),
+            code: None,
+            message,
+        }
+    }
+
+    /// An error for an unexpected answer, with the registry's own error message if it sent one
+    /// (its first error code becomes the error's `code`).
     pub async fn unexpected(&self, what: &str, resp: Response) -> Error {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
+        let errors: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
                 let errs = v.get("errors")?.as_array()?.clone();
                 Some(
                     errs.iter()
                         .map(|e| {
-                            format!(
-                                "{}: {}",
-                                e.get("code").and_then(|c| c.as_str()).unwrap_or("ERROR"),
-                                e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                            let field =
+                                |k: &str| e.get(k).and_then(|c| c.as_str()).map(str::to_owned);
+                            (
+                                field("code").unwrap_or_else(|| "ERROR".to_owned()),
+                                field("message").unwrap_or_default(),
                             )
                         })
-                        .collect::<Vec<_>>()
-                        .join("; "),
+                        .collect(),
                 )
             })
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        Error::Usage(format!(
-            "registry {}: {what}: {status} {detail}",
-            self.registry
-        ))
+            .unwrap_or_default();
+        let detail = if errors.is_empty() {
+            body.chars().take(200).collect()
+        } else {
+            let parts: Vec<String> = errors.iter().map(|(c, m)| format!("{c}: {m}")).collect();
+            parts.join("; ")
+        };
+        Error::Registry {
+            registry: self.registry.clone(),
+            status: Some(status.as_u16()),
+            code: errors.first().map(|(c, _)| c.clone()),
+            message: format!("registry {}: {what}: {status} {detail}", self.registry),
+        }
     }
 }
 
@@ -594,7 +628,7 @@ where
     }
     let mut results: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
     while let Some(j) = set.join_next().await {
-        let (i, r) = j.map_err(|e| Error::Usage(format!("a transfer task failed: {e}")))?;
+        let (i, r) = j.map_err(|e| Error::Internal(format!("a transfer task failed: {e}")))?;
         results[i] = Some(r);
     }
     results

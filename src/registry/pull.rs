@@ -203,17 +203,18 @@ pub async fn fetch_blob(
                 tokio::time::sleep(super::backoff(attempt)).await;
                 continue;
             }
-            return Err(Error::Usage(format!(
-                "downloading blob {digest} of {repo}: {e}"
-            )));
+            return Err(client.fail(None, format!("downloading blob {digest} of {repo}: {e}")));
         }
         file.flush().await.at("writing", tmp.path())?;
         let got = Digest::of_hasher(hasher);
         if len != size || &got != digest {
-            return Err(Error::Usage(format!(
-                "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
-                client.registry()
-            )));
+            return Err(client.fail(
+                None,
+                format!(
+                    "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
+                    client.registry()
+                ),
+            ));
         }
         tmp.persist(&path)
             .map_err(|e| e.error)

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use super::Client;
 use super::scope::{Scope, Scopes};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::image::Rendered;
 use crate::progress::Blob as Bar;
 use crate::reference::RegistryRef;
@@ -202,10 +202,13 @@ fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<req
         .get(LOCATION)
         .and_then(|l| l.to_str().ok())
         .ok_or_else(|| {
-            Error::Usage(format!(
-                "registry {}: {what}: no Location in the answer",
-                client.registry()
-            ))
+            client.fail(
+                Some(resp.status()),
+                format!(
+                    "registry {}: {what}: no Location in the answer",
+                    client.registry()
+                ),
+            )
         })?;
     Ok(client.url(loc))
 }
@@ -266,10 +269,8 @@ fn body(data: &Data, offset: u64, len: u64, bar: &Bar) -> Result<reqwest::Body> 
             b[offset as usize..(offset + len) as usize].to_vec(),
         )),
         Data::File(p) => {
-            let mut f = std::fs::File::open(p)
-                .map_err(|e| Error::Usage(format!("opening {}: {e}", p.display())))?;
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?;
+            let mut f = std::fs::File::open(p).at("opening", p)?;
+            f.seek(SeekFrom::Start(offset)).at("reading", p)?;
             let reader = tokio::fs::File::from_std(f).take(len);
             let bar_inc = bar.incrementer();
             let stream =
@@ -378,13 +379,16 @@ async fn upload(
                 if reported.is_some_and(|n| n != offset + len) && offset + len < job.size {
                     return Err((
                         Next::Whole,
-                        Error::Usage(format!(
-                            "registry {} took chunk {offset}-{} of blob {} as ending at {}",
-                            client.registry(),
-                            offset + len - 1,
-                            job.digest,
-                            reported.unwrap_or(0)
-                        )),
+                        client.fail(
+                            Some(resp.status()),
+                            format!(
+                                "registry {} took chunk {offset}-{} of blob {} as ending at {}",
+                                client.registry(),
+                                offset + len - 1,
+                                job.digest,
+                                reported.unwrap_or(0)
+                            ),
+                        ),
                     ));
                 }
                 offset += len;
@@ -509,7 +513,7 @@ pub async fn stream_blob(
                 .lock()
                 .expect("lock")
                 .take()
-                .ok_or_else(|| Error::Usage("a streamed upload cannot be retried".into()))?;
+                .ok_or_else(|| Error::Internal("a streamed upload cannot be retried".into()))?;
             let counter = counter.clone();
             let stream = tokio_stream_from(rx).map(move |c| {
                 counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
