@@ -127,70 +127,84 @@ fn net_message(e: &reqwest::Error) -> String {
     s
 }
 
+/// The HTTP client for `registry`: timeouts, redirects, extra trusted certificates.
+fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
+        .redirect(reqwest::redirect::Policy::limited(10));
+    let mut certs = Vec::new();
+    let mut ca_files = opts.ca_certs.clone();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        ca_files.push(PathBuf::from(f));
+    }
+    for f in &ca_files {
+        let pem = std::fs::read(f).at("reading CA certificates from", f)?;
+        let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a PEM certificate bundle: {e}",
+                f.display()
+            ))
+        })?;
+        if found.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: holds no PEM certificates",
+                f.display()
+            )));
+        }
+        certs.extend(found);
+    }
+    if !certs.is_empty() {
+        b = b.tls_certs_merge(certs);
+    }
+    if insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| {
+        Error::registry(
+            registry,
+            format!("setting up HTTP for {registry}: {}", net_message(&e)),
+        )
+    })
+}
+
+/// The credentials for `registry`: given ones, else (ECR) a password from the AWS credential
+/// chain unless the docker config names a credential helper (such as ecr-login) for it, else
+/// the docker config's.
+async fn credentials(
+    registry: &str,
+    ecr: Option<&ecr::EcrRegistry>,
+    opts: &Options,
+) -> Result<Option<Credentials>> {
+    if let Some(c) = &opts.credentials {
+        return Ok(Some(c.clone()));
+    }
+    match ecr {
+        Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
+            match ecr::credentials(e, &opts.ecr).await {
+                Ok(c) => Ok(Some(c)),
+                // No usable AWS identity: a `docker login` (e.g. from
+                // `aws ecr get-login-password`) saved in the docker config still works.
+                Err(err) => match auth::lookup(&opts.docker_config, registry)? {
+                    Some(c) => Ok(Some(c)),
+                    None => Err(err),
+                },
+            }
+        }
+        _ => auth::lookup(&opts.docker_config, registry),
+    }
+}
+
 impl Client {
     /// Connect to `registry` (as named in references): choose the scheme, learn how it
     /// authenticates, and find credentials.
     pub async fn connect(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
         let insecure = opts.insecure.iter().any(|h| h == registry || h == api_host);
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
-            // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
-            .redirect(reqwest::redirect::Policy::limited(10));
-        let mut certs = Vec::new();
-        let mut ca_files = opts.ca_certs.clone();
-        if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-            ca_files.push(PathBuf::from(f));
-        }
-        for f in &ca_files {
-            let pem = std::fs::read(f).at("reading CA certificates from", f)?;
-            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: not a PEM certificate bundle: {e}",
-                    f.display()
-                ))
-            })?;
-            if found.is_empty() {
-                return Err(Error::Usage(format!(
-                    "{}: holds no PEM certificates",
-                    f.display()
-                )));
-            }
-            certs.extend(found);
-        }
-        if !certs.is_empty() {
-            b = b.tls_certs_merge(certs);
-        }
-        if insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b.build().map_err(|e| {
-            Error::registry(
-                registry,
-                format!("setting up HTTP for {registry}: {}", net_message(&e)),
-            )
-        })?;
+        let http = http_client(registry, insecure, opts)?;
         let ecr = ecr::parse_host(registry);
-        let creds = match &opts.credentials {
-            Some(c) => Some(c.clone()),
-            // ECR: a password from the AWS credential chain, unless the docker config names a
-            // credential helper (such as ecr-login) for this registry.
-            None => match &ecr {
-                Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
-                    match ecr::credentials(e, &opts.ecr).await {
-                        Ok(c) => Some(c),
-                        // No usable AWS identity: a `docker login` (e.g. from
-                        // `aws ecr get-login-password`) saved in the docker config still works.
-                        Err(err) => match auth::lookup(&opts.docker_config, registry)? {
-                            Some(c) => Some(c),
-                            None => return Err(err),
-                        },
-                    }
-                }
-                _ => auth::lookup(&opts.docker_config, registry)?,
-            },
-        };
+        let creds = credentials(registry, ecr.as_ref(), opts).await?;
         let endpoint = opts
             .endpoints
             .iter()
@@ -239,70 +253,71 @@ impl Client {
                 candidates.push(plain);
             }
         }
-        // Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
+        client.ping(&candidates, allow_http).await?;
+        Ok(client)
+    }
+
+    /// Try `candidates` (the same address by scheme) once: the first that answers like a
+    /// server (becoming the base), else every failure.
+    async fn ping_once(&mut self, candidates: &[reqwest::Url]) -> Result<Response, String> {
+        let mut errors = Vec::new();
+        for c in candidates {
+            let url = c.join("/v2/").expect("valid path");
+            match self.http.get(url).send().await {
+                // A TLS server's answer to plain HTTP: try the next scheme.
+                Ok(r)
+                    if c.scheme() == "http"
+                        && r.status() == StatusCode::BAD_REQUEST
+                        && candidates.len() > 1 =>
+                {
+                    errors.push(format!("{c} speaks TLS"));
+                }
+                Ok(r) => {
+                    self.base = c.clone();
+                    return Ok(r);
+                }
+                Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
+    async fn ping(&mut self, candidates: &[reqwest::Url], allow_http: bool) -> Result<()> {
+        let registry = self.registry.clone();
         let mut attempt = 0;
         loop {
-            let mut found = None;
-            let mut errors = Vec::new();
-            for c in &candidates {
-                let url = c.join("/v2/").expect("valid path");
-                match client.http.get(url).send().await {
-                    // A TLS server's answer to plain HTTP: try the next scheme.
-                    Ok(r)
-                        if c.scheme() == "http"
-                            && r.status() == StatusCode::BAD_REQUEST
-                            && candidates.len() > 1 =>
-                    {
-                        errors.push(format!("{c} speaks TLS"));
-                    }
-                    Ok(r) => {
-                        found = Some((c.clone(), r));
-                        break;
-                    }
-                    Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
-                }
-            }
-            let resp = match found {
-                Some((c, r)) => {
-                    client.base = c;
-                    Ok(r)
-                }
-                None => Err(errors.join("; ")),
-            };
-            match resp {
+            match self.ping_once(candidates).await {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let ch = r
                         .headers()
                         .get(WWW_AUTHENTICATE)
                         .and_then(|h| h.to_str().ok())
                         .and_then(auth::parse_challenge);
-                    *client.challenge.lock().expect("lock") = ch;
-                    return Ok(client);
+                    *self.challenge.lock().expect("lock") = ch;
+                    return Ok(());
                 }
-                Ok(r) if r.status().is_success() => return Ok(client),
-                Ok(r) if retriable_status(r.status()) && attempt < opts.retries => {}
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if retriable_status(r.status()) && attempt < self.opts.retries => {}
                 Ok(r) => {
-                    return Err(Error::Registry {
-                        registry: registry.to_owned(),
-                        status: Some(r.status().as_u16()),
-                        code: None,
-                        message: format!(
+                    return Err(self.fail(
+                        Some(r.status()),
+                        format!(
                             "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
                             r.status()
                         ),
-                    });
+                    ));
                 }
-                Err(_) if attempt < opts.retries => {}
+                Err(_) if attempt < self.opts.retries => {}
                 Err(e) => {
                     let hint = if allow_http {
                         ""
                     } else {
                         " (a registry serving plain HTTP needs --insecure-registry)"
                     };
-                    return Err(Error::registry(
-                        registry,
-                        format!("cannot reach registry {registry}: {e}{hint}"),
-                    ));
+                    return Err(
+                        self.fail(None, format!("cannot reach registry {registry}: {e}{hint}"))
+                    );
                 }
             }
             tokio::time::sleep(backoff(attempt)).await;
@@ -404,6 +419,11 @@ impl Client {
             }
             attempt += 1;
         };
+        self.read_token(realm, resp).await
+    }
+
+    /// The token in a token server's answer.
+    async fn read_token(&self, realm: &str, resp: Response) -> Result<String> {
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(self.denied(resp.status()));
         }

@@ -82,40 +82,8 @@ pub async fn push(
 ) -> Result<PushReport> {
     // ECR refuses pushes to a repository that does not exist.
     client.ensure_repository(&r.repository).await?;
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut mounts: Vec<String> = Vec::new();
-    for l in &img.layers {
-        if jobs.iter().any(|j| j.digest == l.digest) {
-            continue;
-        }
-        let mount_from = l
-            .from
-            .as_ref()
-            .filter(|(reg, repo)| reg == client.registry() && repo != &r.repository)
-            .map(|(_, repo)| repo.clone());
-        if let Some(m) = &mount_from
-            && !mounts.contains(m)
-        {
-            mounts.push(m.clone());
-        }
-        jobs.push(Job {
-            digest: l.digest.clone(),
-            size: l.size,
-            data: Data::File(l.path.clone()),
-            mount_from,
-        });
-    }
-    jobs.push(Job {
-        digest: img.config_digest.clone(),
-        size: img.config.len() as u64,
-        data: Data::Bytes(Arc::new(img.config.clone())),
-        mount_from: None,
-    });
-    let scope = Arc::new(
-        mounts
-            .iter()
-            .fold(Scopes::push(&r.repository), |s, m| s.with(Scope::pull(m))),
-    );
+    let (jobs, scope) = jobs_of(&client, r, img);
+    let scope = Arc::new(scope);
 
     let mut tasks = Vec::new();
     for job in jobs {
@@ -180,6 +148,39 @@ pub async fn push(
         media_type,
         blobs: done,
     })
+}
+
+/// The blobs of `img` to push (each once; layers with the repository to mount them from, when
+/// lamina knows one of this registry holds them) and the scopes that needs.
+fn jobs_of(client: &Client, r: &RegistryRef, img: &Rendered) -> (Vec<Job>, Scopes) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut scope = Scopes::push(&r.repository);
+    for l in &img.layers {
+        if jobs.iter().any(|j| j.digest == l.digest) {
+            continue;
+        }
+        let mount_from = l
+            .from
+            .as_ref()
+            .filter(|(reg, repo)| reg == client.registry() && repo != &r.repository)
+            .map(|(_, repo)| repo.clone());
+        if let Some(m) = &mount_from {
+            scope = scope.with(Scope::pull(m));
+        }
+        jobs.push(Job {
+            digest: l.digest.clone(),
+            size: l.size,
+            data: Data::File(l.path.clone()),
+            mount_from,
+        });
+    }
+    jobs.push(Job {
+        digest: img.config_digest.clone(),
+        size: img.config.len() as u64,
+        data: Data::Bytes(Arc::new(img.config.clone())),
+        mount_from: None,
+    });
+    (jobs, scope)
 }
 
 async fn exists(client: &Client, scope: &Scopes, repo: &str, digest: &Digest) -> Result<bool> {
@@ -317,38 +318,7 @@ async fn upload(
     let retriable = |e: Error| (Next::Retry(None), e);
     let mut loc = match start {
         Some(l) => l,
-        None => {
-            let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
-            // No request-level retries here: the session loop in `push_blob` retries, and
-            // nesting both would multiply the attempts.
-            let resp = client
-                .send(scope, false, &|http| {
-                    Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
-                })
-                .await
-                .map_err(|e| match e {
-                    Error::Auth(_) => (Next::Fatal, e),
-                    e => (Next::Retry(None), e),
-                })?;
-            if resp.status() != StatusCode::ACCEPTED {
-                let status = resp.status();
-                let fatal = status.is_client_error()
-                    && status != StatusCode::REQUEST_TIMEOUT
-                    && status != StatusCode::TOO_MANY_REQUESTS;
-                let after = super::retry_after(&resp);
-                return Err((
-                    if fatal {
-                        Next::Fatal
-                    } else {
-                        Next::Retry(after)
-                    },
-                    client
-                        .unexpected(&format!("starting an upload to {repo}"), resp)
-                        .await,
-                ));
-            }
-            location(client, &resp, "starting an upload").map_err(retriable)?
-        }
+        None => start_upload(client, scope, repo).await?,
     };
     bar.reset();
     let chunk = if whole {
@@ -360,36 +330,20 @@ async fn upload(
     let mut recoveries = 0;
     while offset < job.size {
         let len = chunk.min(job.size - offset);
-        let url = loc.clone();
-        let data = job.data.clone();
-        let sent = client
-            .send(scope, false, &|http| {
-                Ok(http
-                    .patch(url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, len)
-                    .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                    .body(body(&data, offset, len, bar)?))
-            })
-            .await;
+        let sent = send_chunk(client, scope, &loc, &job.data, offset, len, bar).await;
         match sent {
             // 202 by the spec; ECR answers 201.
             Ok(resp) if resp.status().is_success() => {
                 let reported = next_offset(&resp);
                 if reported.is_some_and(|n| n != offset + len) && offset + len < job.size {
-                    return Err((
-                        Next::Whole,
-                        client.fail(
-                            Some(resp.status()),
-                            format!(
-                                "registry {} took chunk {offset}-{} of blob {} as ending at {}",
-                                client.registry(),
-                                offset + len - 1,
-                                job.digest,
-                                reported.unwrap_or(0)
-                            ),
-                        ),
-                    ));
+                    let message = format!(
+                        "registry {} took chunk {offset}-{} of blob {} as ending at {}",
+                        client.registry(),
+                        offset + len - 1,
+                        job.digest,
+                        reported.unwrap_or(0)
+                    );
+                    return Err((Next::Whole, client.fail(Some(resp.status()), message)));
                 }
                 offset += len;
                 loc = location(client, &resp, "uploading a chunk").unwrap_or(loc);
@@ -425,23 +379,104 @@ async fn upload(
                     return Err(retriable(e));
                 }
                 tokio::time::sleep(super::backoff(recoveries)).await;
-                let url = loc.clone();
-                let status = client
-                    .send(scope, true, &|http| Ok(http.get(url.clone())))
-                    .await
-                    .map_err(retriable)?;
-                if status.status() != StatusCode::NO_CONTENT && !status.status().is_success() {
-                    return Err(retriable(
-                        client.unexpected("asking for upload status", status).await,
-                    ));
-                }
-                offset = next_offset(&status).unwrap_or(0);
-                loc = location(client, &status, "asking for upload status").unwrap_or(loc);
+                (offset, loc) = upload_status(client, scope, loc).await.map_err(retriable)?;
                 bar.reset();
                 bar.inc(offset);
             }
         }
     }
+    commit_upload(client, scope, repo, job, loc).await
+}
+
+/// PATCH `len` bytes of the blob from `offset` to the session at `loc`.
+async fn send_chunk(
+    client: &Client,
+    scope: &Scopes,
+    loc: &reqwest::Url,
+    data: &Data,
+    offset: u64,
+    len: u64,
+    bar: &Bar,
+) -> Result<reqwest::Response> {
+    client
+        .send(scope, false, &|http| {
+            Ok(http
+                .patch(loc.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, len)
+                .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                .body(body(data, offset, len, bar)?))
+        })
+        .await
+}
+
+/// How much of an upload session the registry has: the next offset, and the location to go on
+/// at.
+async fn upload_status(
+    client: &Client,
+    scope: &Scopes,
+    loc: reqwest::Url,
+) -> Result<(u64, reqwest::Url)> {
+    let url = loc.clone();
+    let status = client
+        .send(scope, true, &|http| Ok(http.get(url.clone())))
+        .await?;
+    if status.status() != StatusCode::NO_CONTENT && !status.status().is_success() {
+        return Err(client.unexpected("asking for upload status", status).await);
+    }
+    let offset = next_offset(&status).unwrap_or(0);
+    let loc = location(client, &status, "asking for upload status").unwrap_or(loc);
+    Ok((offset, loc))
+}
+
+/// Open an upload session: its location.
+async fn start_upload(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+) -> std::result::Result<reqwest::Url, (Next, Error)> {
+    let retriable = |e: Error| (Next::Retry(None), e);
+    let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+    // No request-level retries here: the session loop in `push_blob` retries, and
+    // nesting both would multiply the attempts.
+    let resp = client
+        .send(scope, false, &|http| {
+            Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Auth(_) => (Next::Fatal, e),
+            e => (Next::Retry(None), e),
+        })?;
+    if resp.status() != StatusCode::ACCEPTED {
+        let status = resp.status();
+        let fatal = status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS;
+        let after = super::retry_after(&resp);
+        return Err((
+            if fatal {
+                Next::Fatal
+            } else {
+                Next::Retry(after)
+            },
+            client
+                .unexpected(&format!("starting an upload to {repo}"), resp)
+                .await,
+        ));
+    }
+    location(client, &resp, "starting an upload").map_err(retriable)
+}
+
+/// Commit an upload session as `job`'s blob (`PUT ?digest=`).
+async fn commit_upload(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+    job: &Job,
+    loc: reqwest::Url,
+) -> std::result::Result<(), (Next, Error)> {
+    let retriable = |e: Error| (Next::Retry(None), e);
     let mut url = loc.clone();
     url.query_pairs_mut()
         .append_pair("digest", &job.digest.to_string());
