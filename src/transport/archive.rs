@@ -307,23 +307,15 @@ fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
     Ok(full)
 }
 
-pub fn read_docker_archive(
-    file: &Path,
+/// The image of a `docker save` archive's `manifest.json` that `name` (a `NAME:TAG` among
+/// its `RepoTags`) names, or its only one.
+fn select_entry<'a>(
+    list: &'a [DockerManifestEntry],
     name: Option<&str>,
-    platform: Option<Platform>,
-    mode: ReadMode,
     reference: &str,
-    cache: &Path,
-) -> Result<Source> {
-    let tmp = unpack(file, reference)?;
-    let root = tmp.path();
-    let mpath = root.join("manifest.json");
-    let mbytes = fs::read(&mpath)
-        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
-    let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
-        .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
+) -> Result<&'a DockerManifestEntry> {
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
-    let entry = match name {
+    let found = match name {
         Some(n) => list
             .iter()
             .find(|e| tags(e).iter().any(|t| t == n))
@@ -334,7 +326,7 @@ pub fn read_docker_archive(
                     format!("holds no image named `{n}`; it has: {}", all.join(", ")),
                 )
             })?,
-        None => match list.as_slice() {
+        None => match list {
             [one] => one,
             [] => return Err(Error::image(reference, "manifest.json lists no images")),
             many => {
@@ -350,6 +342,25 @@ pub fn read_docker_archive(
             }
         },
     };
+    Ok(found)
+}
+
+pub fn read_docker_archive(
+    file: &Path,
+    name: Option<&str>,
+    platform: Option<Platform>,
+    mode: ReadMode,
+    reference: &str,
+    cache: &Path,
+) -> Result<Source> {
+    let tmp = unpack(file, reference)?;
+    let root = tmp.path();
+    let mpath = root.join("manifest.json");
+    let mbytes = fs::read(&mpath)
+        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
+    let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
+        .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
+    let entry = select_entry(&list, name, reference)?;
     let cpath = inside(root, &entry.config, reference)?;
     let cbytes = fs::read(&cpath).at("reading", &cpath)?;
     let config = ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
