@@ -266,7 +266,7 @@ pub fn read(
 ) -> Result<Source> {
     let blobs = dir.join("blobs").join("sha256");
     let desc = match resolve(dir, tag, platform, reference)? {
-        Resolved::Manifest(d) => d,
+        Resolved::Manifest(d) => *d,
         Resolved::Index(idx) => walk(&idx.manifests, platform, reference, &mut |d| {
             load_index(&blobs, d, reference)
         })?,
@@ -347,9 +347,9 @@ pub fn resolve(
     let blobs = dir.join("blobs").join("sha256");
     let mut load = |d: &Descriptor| load_index(&blobs, d, reference);
     if platform.is_some() {
-        return Ok(Resolved::Manifest(walk(
+        return Ok(Resolved::Manifest(Box::new(walk(
             &found, platform, reference, &mut load,
-        )?));
+        )?)));
     }
     match found.as_slice() {
         [one] if is_index(one.media_type()) => Ok(Resolved::Index(load(one)?)),
@@ -363,9 +363,9 @@ pub fn resolve(
             }))
         }
         // One manifest; or several to choose from, which `walk` refuses without a platform.
-        _ => Ok(Resolved::Manifest(walk(
+        _ => Ok(Resolved::Manifest(Box::new(walk(
             &found, None, reference, &mut load,
-        )?)),
+        )?))),
     }
 }
 

@@ -26,7 +26,7 @@ pub enum Resolved {
     /// platform: [`Opened::read`] chooses from it.
     Index(IndexAt),
     /// One image manifest.
-    Manifest(Descriptor),
+    Manifest(Box<Descriptor>),
     /// A source with no manifest or index of its own (`scratch`, a `docker save` archive):
     /// its image is rendered when read.
     Unindexed,
@@ -185,7 +185,7 @@ fn manifest_of(
     load: &mut dyn FnMut(&Descriptor) -> Result<IndexAt>,
 ) -> Result<Descriptor> {
     match resolved {
-        Resolved::Manifest(d) => Ok(d.clone()),
+        Resolved::Manifest(d) => Ok(d.as_ref().clone()),
         Resolved::Index(idx) => walk(&idx.manifests, platform, shown, load),
         Resolved::Unindexed => Err(Error::Internal(format!(
             "{shown}: an unindexed source resolved for a layout or registry"
@@ -242,7 +242,7 @@ fn resolve_registry(
         let desc = walk(&idx.manifests, platform, shown, &mut |d| {
             registry_index(session, r, d, blobs, shown)
         })?;
-        return Ok(Resolved::Manifest(desc));
+        return Ok(Resolved::Manifest(Box::new(desc)));
     }
     if !is_manifest(&mt) {
         return Err(Error::image(
@@ -250,11 +250,11 @@ fn resolve_registry(
             format!("is a {mt}, not a container image"),
         ));
     }
-    Ok(Resolved::Manifest(Descriptor::new(
+    Ok(Resolved::Manifest(Box::new(Descriptor::new(
         mt,
         bytes.len() as u64,
         digest.to_oci(),
-    )))
+    ))))
 }
 
 /// Read a registry image by its manifest descriptor: the manifest (if an index named it) and
