@@ -6,7 +6,7 @@
 //! from a stream that verified.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,10 @@ pub fn save(cache: &Path, diff_id: &Digest, index: &FsIndex) {
     let Ok(mut tmp) = tempfile::Builder::new().prefix(".fs-").tempfile_in(&d) else {
         return;
     };
-    if serde_json::to_writer(io::BufWriter::new(&mut tmp), index).is_ok() {
+    let mut w = io::BufWriter::new(&mut tmp);
+    let written = serde_json::to_writer(&mut w, index).is_ok() && w.flush().is_ok();
+    drop(w);
+    if written {
         // A failed rename leaves no index, which only costs a re-read.
         let _ = tmp.persist(path_for(cache, diff_id));
     }
@@ -219,5 +222,31 @@ impl Layer {
         let index = FsIndex::read(self.uncompressed()?)?;
         save(cache, &self.diff_id, &index);
         Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_round_trips_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "bin/tool", &b"\x7fELF"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let index = FsIndex::read(&tar[..]).unwrap();
+        assert_eq!(index.uncompressed, tar.len() as u64);
+        assert_eq!(
+            index.entries[0].kind.head_bytes().as_deref(),
+            Some(&b"\x7fELF"[..])
+        );
+        let diff = Digest::of(&tar);
+        assert!(load(dir.path(), &diff).is_none());
+        save(dir.path(), &diff, &index);
+        assert_eq!(load(dir.path(), &diff), Some(index));
     }
 }
