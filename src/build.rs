@@ -375,10 +375,13 @@ pub fn copy(
     }
     let staging = Staging::for_dest(dest)?;
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
-    let source = match transport::read(src, platform, ReadMode::Blobs, opts) {
+    let opened = transport::Opened::open(src, opts)?;
+    let resolved = opened.resolve(platform)?;
+    let source = match opened.read(&resolved, platform, ReadMode::Blobs) {
         Ok(s) => s,
-        Err(e) if gated && platform.is_none() => {
-            return Err(crate::lambda::explain_read_error(src, opts, e));
+        // An index the push cannot choose from: refused under its rule's name.
+        Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {
+            return Err(crate::lambda::index_refusal(src, idx));
         }
         Err(e) => return Err(e),
     };

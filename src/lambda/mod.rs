@@ -25,7 +25,7 @@ use crate::image::{Layer, Rendered};
 use crate::platform::{Platform, describe};
 use crate::reference::ImageRef;
 use crate::registry::Options;
-use crate::transport::{self, Opened, ReadMode, Resolved, Source};
+use crate::transport::{Opened, ReadMode, Resolved, Source};
 
 /// What `lamina check` reports (and `--json` prints).
 #[derive(Serialize, Debug, Clone)]
@@ -332,19 +332,14 @@ pub fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result
     Ok(Report::new(&shown, digest, plat, findings))
 }
 
-/// For `push` without `--platform`, when reading the source failed: if it is an index, the
-/// L001 finding (so the refusal names the rule); else the read's own error.
-pub fn explain_read_error(r: &ImageRef, opts: &Options, err: Error) -> Error {
-    match transport::resolve(r, None, opts) {
-        Ok(Resolved::Index(idx)) => {
-            let f = check::index(&entries(&idx));
-            Error::image(
-                r,
-                format!("fails the Lambda checks, so nothing was pushed:\n  {f}"),
-            )
-        }
-        _ => err,
-    }
+/// For `push` without `--platform` of a source that resolved to index `idx` it could not
+/// read: the L001 finding as the refusal, so it names the rule.
+pub fn index_refusal(r: &ImageRef, idx: &IndexAt) -> Error {
+    let f = check::index(&entries(idx));
+    Error::image(
+        r,
+        format!("fails the Lambda checks, so nothing was pushed:\n  {f}"),
+    )
 }
 
 /// Replaying a remembered layer index ([`crate::image::fsindex`]) onto a [`fs::FileSystem`],
