@@ -97,19 +97,27 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
-                    let job = queue.lock().expect("queue lock").pop();
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                     let Some((i, f)) = job else { break };
-                    let r = f();
-                    results.lock().expect("results lock")[i] = Some(r);
+                    // A panicking job is a bug: report it as one rather than tear down the
+                    // build's other threads.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Internal(format!(
+                                "building layer {} panicked",
+                                i + 1
+                            )))
+                        });
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 }
             });
         }
     });
     results
         .into_inner()
-        .expect("results lock")
+        .unwrap_or_else(|p| p.into_inner())
         .into_iter()
-        .map(|r| r.expect("every job ran"))
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a build job did not run".into()))))
         .collect()
 }
 
@@ -141,7 +149,7 @@ impl<'a> Streamer<'a> {
     fn start(&self) -> (layer::Tee, Stream) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let (commit_tx, commit_rx) = tokio::sync::oneshot::channel();
-        let scope = format!("repository:{}:pull,push", self.repo);
+        let scope = crate::registry::scope::Scopes::push(&self.repo);
         let task = self.session.rt.spawn(crate::registry::push::stream_blob(
             self.session.client.clone(),
             scope,
@@ -194,64 +202,10 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
     ));
     let mut image = base.image.clone();
     let created = rfc3339(spec.timestamp);
-    let lopts = LayerOptions {
-        mtime: spec.timestamp,
-        compression_level: spec.compression_level,
-        fix_permissions: spec.fix_permissions,
-    };
-    let blobs = staging.blobs();
-
-    let cache = spec
-        .layer_cache
-        .then(|| layer::cache::LayerCache::new(&opts.cache_dir));
-    // The destination and the staging directory may sit inside a source directory (an `out`
-    // next to the code): never put lamina's own output into a layer.
-    let skip: Vec<(u64, u64)> = [Some(staging.dir.path()), spec.to.local_path()]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        })
-        .collect();
-    type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut what = Vec::new();
-    if !spec.deletes.is_empty() {
-        let blobs = &blobs;
-        jobs.push(Box::new(move || {
-            layer::build_whiteouts(&spec.deletes, lopts, blobs)
-        }));
-        let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
-        what.push(format!("lamina: delete {}", shown.join(" ")));
-    }
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
-    let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
-    for l in &spec.layers {
-        let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
-        let (tee, stream) = match &streamer {
-            Some(s) => {
-                let (tee, stream) = s.start();
-                (Some(tee), Some(stream))
-            }
-            None => (None, None),
-        };
-        streams.push(stream);
-        jobs.push(Box::new(move || {
-            layer::build(l, lopts, blobs, cache, skip, tee)
-        }));
-        // Only the source's own name: the path the project sits in must not reach the image.
-        let name = l
-            .source
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        what.push(format!("lamina: layer {name} -> {}", l.dest));
-    }
-    let built = parallel(jobs)?;
+    let (built, what, streams) = build_layers(spec, opts, &staging, streamer.as_ref())?;
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
@@ -290,38 +244,121 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
             "a base layer disappeared during the build",
         ));
     }
-    if spec.lambda_check && matches!(spec.to, ImageRef::Docker(_)) {
-        let gated = crate::lambda::check_rendered(&spec.to.to_string(), &rendered)
-            .and_then(|checked| crate::lambda::gate(&checked, &spec.to, log));
-        if let Err(e) = gated {
-            if let Some(s) = &streamer {
-                s.finish(commits, false);
-            }
-            return Err(e);
+    if let Err(e) = lambda_gate(spec, &rendered, &image, opts, log) {
+        if let Some(s) = &streamer {
+            s.finish(commits, false);
         }
+        return Err(e);
     }
     let streamed = match &streamer {
         Some(s) => s.finish(commits, true),
         None => Default::default(),
     };
-    let mut pushed = transport::write(
+    let pushed = transport::write(
         &spec.to,
         &rendered,
         staging,
         spec.timestamp,
         opts,
         session.as_ref(),
+        &streamed,
     )?;
-    // What streamed during the build was pushed by this build, though the final pass skips it.
-    if let Some(p) = &mut pushed {
-        for b in &mut p.blobs {
-            if streamed.contains(&b.digest) && b.fate == crate::registry::push::Fate::Skipped {
-                b.fate = crate::registry::push::Fate::Pushed;
-            }
-        }
-    }
     drop(base);
     Ok(report(&spec.to, &rendered, pushed, true))
+}
+
+/// For a registry destination (unless disabled), the Lambda checks on the image as rendered,
+/// from its in-memory config: an error if it fails them.
+fn lambda_gate(
+    spec: &BuildSpec,
+    rendered: &Rendered,
+    image: &crate::image::Image,
+    opts: &Options,
+    log: &mut dyn FnMut(String),
+) -> Result<()> {
+    if !spec.lambda_check || !matches!(spec.to, ImageRef::Docker(_)) {
+        return Ok(());
+    }
+    let checked = crate::lambda::check_rendered(
+        &spec.to.to_string(),
+        rendered,
+        &image.config,
+        &opts.cache_dir,
+    )?;
+    crate::lambda::gate(&checked, &spec.to, log)
+}
+
+/// `(device, inode)` of the staging directory and a local destination: lamina's own output,
+/// which may sit inside a source directory (an `out` next to the code) and must never be put
+/// into a layer.
+fn own_output(staging: &Staging, spec: &BuildSpec) -> Vec<(u64, u64)> {
+    [Some(staging.dir.path()), spec.to.local_path()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+        .collect()
+}
+
+type Built = (Vec<LayerBlob>, Vec<String>, Vec<Option<Stream>>);
+
+/// Write the new layers (the deletions' whiteouts first, then each `[[layer]]`) in parallel
+/// into the staging directory, each streamed by `streamer` if there is one: the blobs, their
+/// history lines, and the streams to commit.
+fn build_layers(
+    spec: &BuildSpec,
+    opts: &Options,
+    staging: &Staging,
+    streamer: Option<&Streamer>,
+) -> Result<Built> {
+    let lopts = LayerOptions {
+        mtime: spec.timestamp,
+        compression_level: spec.compression_level,
+        fix_permissions: spec.fix_permissions,
+    };
+    let blobs = staging.blobs();
+    let cache = spec
+        .layer_cache
+        .then(|| layer::cache::LayerCache::new(&opts.cache_dir));
+    let skip = own_output(staging, spec);
+    type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut what = Vec::new();
+    if !spec.deletes.is_empty() {
+        let blobs = &blobs;
+        jobs.push(Box::new(move || {
+            layer::build_whiteouts(&spec.deletes, lopts, blobs)
+        }));
+        let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
+        what.push(format!("lamina: delete {}", shown.join(" ")));
+    }
+    let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
+    for l in &spec.layers {
+        let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
+        let (tee, stream) = match streamer {
+            Some(s) => {
+                let (tee, stream) = s.start();
+                (Some(tee), Some(stream))
+            }
+            None => (None, None),
+        };
+        streams.push(stream);
+        jobs.push(Box::new(move || {
+            layer::build(l, lopts, blobs, cache, skip, tee)
+        }));
+        // Only the source's own name: the path the project sits in must not reach the image.
+        let name = l
+            .source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        what.push(format!("lamina: layer {name} -> {}", l.dest));
+    }
+    let built = parallel(jobs)?;
+    Ok((built, what, streams))
 }
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.
@@ -338,20 +375,23 @@ pub fn copy(
     }
     let staging = Staging::for_dest(dest)?;
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
-    let source = match transport::read(src, platform, ReadMode::Blobs, opts) {
+    let opened = transport::Opened::open(src, opts)?;
+    let resolved = opened.resolve(platform)?;
+    let source = match opened.read(&resolved, platform, ReadMode::Blobs) {
         Ok(s) => s,
-        Err(e) if gated && platform.is_none() => {
-            return Err(crate::lambda::explain_read_error(src, opts, e));
+        // An index the push cannot choose from: refused under its rule's name.
+        Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {
+            return Err(crate::lambda::index_refusal(src, idx));
         }
         Err(e) => return Err(e),
     };
     if gated {
-        let checked = crate::lambda::check_source(&src.to_string(), &source)?;
+        let checked = crate::lambda::check_source(&src.to_string(), &source, &opts.cache_dir)?;
         crate::lambda::gate(&checked, dest, &mut |s| opts.progress.line(&s))?;
     }
     let img = source.as_stored();
     let mtime = 0;
-    let pushed = transport::write(dest, &img, staging, mtime, opts, None)?;
+    let pushed = transport::write(dest, &img, staging, mtime, opts, None, &Default::default())?;
     Ok(report(dest, &img, pushed, false))
 }
 

@@ -1,8 +1,9 @@
 //! Indexes and manifests: which media types are which, and choosing an index's entry for a
 //! platform. Every reader (layout, archive, registry) resolves through here.
 
-use oci_spec::image::{Descriptor, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::{Platform, describe};
 
@@ -72,5 +73,112 @@ pub fn pick(
                 platforms_listed(many)
             ),
         )),
+    }
+}
+
+/// How deep indexes may nest before lamina gives up (an index of indexes of …).
+pub const MAX_DEPTH: u32 = 4;
+
+/// An index a reference resolves to, before a platform is chosen from it.
+#[derive(Debug, Clone)]
+pub struct IndexAt {
+    /// The index's digest (none for a layout whose `index.json` lists the platforms itself).
+    pub digest: Option<Digest>,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Parse index bytes (digest `digest`, for messages).
+pub fn parse_index(bytes: &[u8], digest: &Digest, reference: &str) -> Result<IndexAt> {
+    let idx = ImageIndex::from_reader(bytes)
+        .map_err(|e| Error::image(reference, format!("index {digest} is not valid: {e}")))?;
+    Ok(IndexAt {
+        digest: Some(digest.clone()),
+        manifests: idx.manifests().clone(),
+    })
+}
+
+/// Follow an index's entries to one image manifest for `platform` ([`pick`] at each level),
+/// loading a nested index with `load`. Every reader (layout, archive, registry) walks here.
+pub fn walk(
+    descs: &[Descriptor],
+    platform: Option<Platform>,
+    reference: &str,
+    load: &mut dyn FnMut(&Descriptor) -> Result<IndexAt>,
+) -> Result<Descriptor> {
+    let mut descs = descs.to_vec();
+    for _ in 0..=MAX_DEPTH {
+        let chosen = pick(&descs, platform, reference)?;
+        if is_index(chosen.media_type()) {
+            descs = load(&chosen)?.manifests;
+            continue;
+        }
+        if !is_manifest(chosen.media_type()) {
+            return Err(Error::image(
+                reference,
+                format!(
+                    "{} is a {}, not an image manifest",
+                    chosen.digest(),
+                    chosen.media_type()
+                ),
+            ));
+        }
+        return Ok(chosen);
+    }
+    Err(Error::image(
+        reference,
+        format!("indexes nest more than {MAX_DEPTH} deep"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::{Arch, Os, PlatformBuilder};
+
+    fn desc(mt: MediaType, n: u8, arch: Option<Arch>) -> Descriptor {
+        let mut d = Descriptor::new(mt, 1, Digest::of(&[n]).to_oci());
+        if let Some(a) = arch {
+            d.set_platform(Some(
+                PlatformBuilder::default()
+                    .os(Os::Linux)
+                    .architecture(a)
+                    .build()
+                    .unwrap(),
+            ));
+        }
+        d
+    }
+
+    #[test]
+    fn walk_follows_nested_indexes_to_the_platform() {
+        let top = [desc(MediaType::ImageIndex, 1, None)];
+        let inner = vec![
+            desc(MediaType::ImageManifest, 2, Some(Arch::Amd64)),
+            desc(MediaType::ImageManifest, 3, Some(Arch::ARM64)),
+        ];
+        let mut loads = 0;
+        let got = walk(&top, Some(Platform::LinuxArm64), "r", &mut |_| {
+            loads += 1;
+            Ok(IndexAt {
+                digest: None,
+                manifests: inner.clone(),
+            })
+        })
+        .unwrap();
+        assert_eq!(got.digest(), inner[1].digest());
+        assert_eq!(loads, 1);
+    }
+
+    #[test]
+    fn walk_gives_up_on_endless_nesting() {
+        let top = [desc(MediaType::ImageIndex, 1, None)];
+        let e = walk(&top, None, "r", &mut |_| {
+            Ok(IndexAt {
+                digest: None,
+                manifests: top.to_vec(),
+            })
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("nest more than"), "{e}");
     }
 }

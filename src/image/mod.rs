@@ -1,7 +1,9 @@
 //! The image model (config + layers + manifest annotations) on `oci-spec` types, how a build
 //! changes it, and how it is rendered to the exact bytes whose digests name it.
 
+pub mod blob;
 pub mod fs;
+pub mod fsindex;
 pub mod index;
 pub mod media;
 

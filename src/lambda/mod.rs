@@ -11,21 +11,21 @@ pub mod elf;
 pub mod fs;
 pub mod package;
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex};
+use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde::Serialize;
 
 pub use check::{Finding, Rule, Severity};
 
 use crate::error::{Error, Result};
+use crate::image::index::IndexAt;
+use crate::image::media::Compression;
 use crate::image::{Layer, Rendered};
 use crate::platform::{Platform, describe};
-use crate::reference::{ImageRef, RegistryRef};
+use crate::reference::ImageRef;
 use crate::registry::Options;
-use crate::transport::{self, ReadMode, Source, layout};
+use crate::transport::{Opened, ReadMode, Resolved, Source};
 
 /// What `lamina check` reports (and `--json` prints).
 #[derive(Serialize, Debug, Clone)]
@@ -69,47 +69,90 @@ impl Report {
     }
 }
 
-/// One image manifest as the rules need it.
+/// One image manifest as the rules need it: the media types it declares, its config and its
+/// layers.
 pub struct Candidate<'a> {
-    /// The manifest's media type as its descriptor (or the registry) gave it.
-    pub media_type: &'a str,
-    /// The manifest as stored (its own `mediaType`, config and layer media types are read
-    /// from it, Docker names included).
-    pub manifest: &'a [u8],
+    /// The manifest's own `mediaType` (else what its descriptor or the registry said).
+    pub manifest_media_type: String,
+    pub config_media_type: String,
+    /// `(digest, mediaType)` of each layer, as the manifest names them (Docker names
+    /// included).
+    pub layer_media_types: Vec<(String, String)>,
     pub config: &'a ImageConfiguration,
     /// The layer blobs on disk, in order.
     pub layers: &'a [Layer],
 }
 
-/// Run every rule but L001 on one image manifest, streaming its layers once.
-pub fn check_image(c: &Candidate, reference: &str) -> Result<Vec<Finding>> {
-    let m: serde_json::Value = serde_json::from_slice(c.manifest)
-        .map_err(|e| Error::image(reference, format!("the manifest is not JSON: {e}")))?;
-    let str_at = |v: &serde_json::Value, key: &str| {
-        v.get(key)
+impl<'a> Candidate<'a> {
+    /// From a manifest as stored (`media_type` as its descriptor gave it), read for the
+    /// media types it declares.
+    pub fn stored(
+        media_type: &str,
+        manifest: &[u8],
+        config: &'a ImageConfiguration,
+        layers: &'a [Layer],
+        reference: &str,
+    ) -> Result<Candidate<'a>> {
+        let m: serde_json::Value = serde_json::from_slice(manifest)
+            .map_err(|e| Error::image(reference, format!("the manifest is not JSON: {e}")))?;
+        let str_at = |v: &serde_json::Value, key: &str| {
+            v.get(key)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let manifest_media_type = m
+            .get("mediaType")
             .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let manifest_mt = m
-        .get("mediaType")
-        .and_then(|x| x.as_str())
-        .unwrap_or(c.media_type)
-        .to_owned();
-    let config_mt = m.get("config").map(|d| str_at(d, "mediaType"));
-    let layer_mts: Vec<(String, String)> = m
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .map(|ls| {
-            ls.iter()
-                .map(|d| (str_at(d, "digest"), str_at(d, "mediaType")))
-                .collect()
+            .unwrap_or(media_type)
+            .to_owned();
+        let config_media_type = m
+            .get("config")
+            .map(|d| str_at(d, "mediaType"))
+            .unwrap_or_default();
+        let layer_media_types = m
+            .get("layers")
+            .and_then(|l| l.as_array())
+            .map(|ls| {
+                ls.iter()
+                    .map(|d| (str_at(d, "digest"), str_at(d, "mediaType")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Candidate {
+            manifest_media_type,
+            config_media_type,
+            layer_media_types,
+            config,
+            layers,
         })
-        .unwrap_or_default();
+    }
+
+    /// From an image lamina rendered: its media types are the ones it wrote, its config the
+    /// one in memory (nothing is parsed back).
+    pub fn rendered(r: &'a Rendered, config: &'a ImageConfiguration) -> Candidate<'a> {
+        Candidate {
+            manifest_media_type: r.media_type.to_string(),
+            config_media_type: oci_spec::image::MediaType::ImageConfig.to_string(),
+            layer_media_types: r
+                .layers
+                .iter()
+                .map(|l| (l.digest.to_string(), l.media_type.to_string()))
+                .collect(),
+            config,
+            layers: &r.layers,
+        }
+    }
+}
+
+/// Run every rule but L001 on one image manifest. Each layer's file system comes from its
+/// remembered index in `cache` (see [`crate::image::fsindex`]), else from one pass over its
+/// verified uncompressed stream, which is then remembered.
+pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<Finding>> {
     let mut findings = check::media_types(
-        &manifest_mt,
-        config_mt.as_deref().unwrap_or_default(),
-        &layer_mts,
+        &c.manifest_media_type,
+        &c.config_media_type,
+        &c.layer_media_types,
     );
     let (os, arch) = (
         c.config.os().to_string(),
@@ -118,17 +161,8 @@ pub fn check_image(c: &Candidate, reference: &str) -> Result<Vec<Finding>> {
     findings.extend(check::platform(&os, &arch, c.config.variant().as_deref()));
 
     // The file system, from the layers lamina can read (gzip or plain tar).
-    let readable = |l: &Layer| {
-        let mt = l.media_type.to_string();
-        if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
-            Some(true)
-        } else if mt.ends_with(".tar") {
-            Some(false)
-        } else {
-            None
-        }
-    };
-    if let Some(l) = c.layers.iter().find(|l| readable(l).is_none()) {
+    let readable = |l: &Layer| matches!(l.compression(), Ok(Compression::Gzip | Compression::None));
+    if let Some(l) = c.layers.iter().find(|l| !readable(l)) {
         findings.push(Finding::new(
             Rule::L002,
             format!(
@@ -141,25 +175,23 @@ pub fn check_image(c: &Candidate, reference: &str) -> Result<Vec<Finding>> {
     let mut fs = fs::FileSystem::new();
     let mut uncompressed = 0u64;
     for l in c.layers {
-        let gzip = readable(l) == Some(true);
-        let f = File::open(&l.path).map_err(|e| {
+        let index = l.fs_index(cache).map_err(|e| {
+            let gzip = l.compression().is_ok_and(|c| c == Compression::Gzip);
             Error::image(
                 reference,
-                format!("layer {}: cannot open {}: {e}", l.digest, l.path.display()),
-            )
-        })?;
-        let n =
-            fs::apply_layer(&mut fs, BufReader::with_capacity(1 << 20, f), gzip).map_err(|e| {
-                Error::image(
-                    reference,
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("layer {}: cannot open {}: {e}", l.digest, l.path.display())
+                } else {
                     format!(
                         "layer {} is not a readable {}tar: {e}",
                         l.digest,
                         if gzip { "gzip " } else { "" }
-                    ),
-                )
-            })?;
-        uncompressed += n;
+                    )
+                },
+            )
+        })?;
+        replay::apply(&mut fs, &index);
+        uncompressed += index.uncompressed;
     }
     let process = check::Process::of(c.config);
     findings.extend(check::file_system(&fs, uncompressed, &process, &arch));
@@ -175,16 +207,15 @@ fn platform_of(config: &ImageConfiguration) -> String {
 }
 
 /// Check an image read from a transport (what `push` is about to copy).
-pub fn check_source(reference: &str, src: &Source) -> Result<Report> {
-    let findings = check_image(
-        &Candidate {
-            media_type: src.media_type.as_ref(),
-            manifest: &src.manifest,
-            config: &src.image.config,
-            layers: &src.image.layers,
-        },
+pub fn check_source(reference: &str, src: &Source, cache: &Path) -> Result<Report> {
+    let c = Candidate::stored(
+        src.media_type.as_ref(),
+        &src.manifest,
+        &src.image.config,
+        &src.image.layers,
         reference,
     )?;
+    let findings = check_image(&c, reference, cache)?;
     Ok(Report::new(
         reference,
         Some(src.manifest_digest.to_string()),
@@ -193,23 +224,19 @@ pub fn check_source(reference: &str, src: &Source) -> Result<Report> {
     ))
 }
 
-/// Check an image lamina has just assembled (what `build --to docker://` is about to push).
-pub fn check_rendered(reference: &str, r: &Rendered) -> Result<Report> {
-    let config = ImageConfiguration::from_reader(&r.config[..])
-        .map_err(|e| Error::image(reference, format!("the config is not valid: {e}")))?;
-    let findings = check_image(
-        &Candidate {
-            media_type: r.media_type.as_ref(),
-            manifest: &r.manifest,
-            config: &config,
-            layers: &r.layers,
-        },
-        reference,
-    )?;
+/// Check an image lamina has just assembled (what `build --to docker://` is about to push):
+/// `config` is the in-memory config `r` was rendered from.
+pub fn check_rendered(
+    reference: &str,
+    r: &Rendered,
+    config: &ImageConfiguration,
+    cache: &Path,
+) -> Result<Report> {
+    let findings = check_image(&Candidate::rendered(r, config), reference, cache)?;
     Ok(Report::new(
         reference,
         Some(r.manifest_digest.to_string()),
-        Some(platform_of(&config)),
+        Some(platform_of(config)),
         findings,
     ))
 }
@@ -231,14 +258,6 @@ pub fn gate(report: &Report, dest: &ImageRef, log: &mut dyn FnMut(String)) -> Re
             lines.join("\n")
         ),
     ))
-}
-
-/// An index a reference resolves to.
-#[derive(Debug, Clone)]
-pub struct IndexAt {
-    /// The index's digest (none for a layout whose `index.json` lists the platforms itself).
-    pub digest: Option<String>,
-    pub manifests: Vec<Descriptor>,
 }
 
 fn is_attestation(d: &Descriptor) -> bool {
@@ -273,165 +292,317 @@ fn entries(idx: &IndexAt) -> Vec<check::IndexEntry> {
         .collect()
 }
 
-fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations()
-        .as_ref()
-        .and_then(|a| a.get(oci_spec::image::ANNOTATION_REF_NAME))
-        .map(String::as_str)
-}
-
-/// The index an OCI layout's reference (`dir`, `tag`) resolves to, if it is one.
-fn layout_index(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Option<IndexAt>> {
-    let Ok(bytes) = std::fs::read(dir.join("index.json")) else {
-        return Ok(None); // reading the image says what is wrong
-    };
-    let Ok(index) = ImageIndex::from_reader(&bytes[..]) else {
-        return Ok(None);
-    };
-    let candidates: Vec<Descriptor> = index
-        .manifests()
-        .iter()
-        .filter(|d| tag.is_none() || ref_name(d) == tag)
-        .cloned()
-        .collect();
-    match candidates.as_slice() {
-        [one] if crate::image::index::is_index(one.media_type()) => {
-            let digest = crate::digest::Digest::from_oci(one.digest())
-                .map_err(|e| Error::image(reference, e))?;
-            let blobs = dir.join("blobs").join("sha256");
-            let bytes = transport::read_json_blob(&blobs, &digest, one.size(), "index", reference)?;
-            let idx = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
-                Error::image(reference, format!("index {digest} is not valid: {e}"))
-            })?;
-            Ok(Some(IndexAt {
-                digest: Some(digest.to_string()),
-                manifests: idx.manifests().clone(),
-            }))
-        }
-        // index.json itself listing one image per platform (under one tag, or none).
-        many if many.len() > 1
-            && many.iter().all(|d| d.platform().is_some())
-            && many.iter().all(|d| ref_name(d) == ref_name(&many[0])) =>
-        {
-            Ok(Some(IndexAt {
-                digest: None,
-                manifests: many.to_vec(),
-            }))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The index a registry reference resolves to, if it is one.
-fn registry_index(r: &RegistryRef, opts: &Options) -> Result<Option<IndexAt>> {
-    let shown = format!("docker://{r}");
-    crate::registry::block_on(async {
-        let client = crate::registry::Client::connect(&r.registry, r.api_host(), opts).await?;
-        let (bytes, mt, digest) =
-            crate::registry::pull::get_manifest(&client, r, &r.manifest_reference()).await?;
-        if !crate::image::index::is_index(&mt) {
-            return Ok(None);
-        }
-        let idx = ImageIndex::from_reader(&bytes[..])
-            .map_err(|e| Error::image(&shown, format!("index {digest} is not valid: {e}")))?;
-        Ok(Some(IndexAt {
-            digest: Some(digest.to_string()),
-            manifests: idx.manifests().clone(),
-        }))
-    })
-}
-
-/// The index `r` resolves to, if it is one (for an archive, `unpacked` is its layout).
-pub fn index_at(r: &ImageRef, unpacked: Option<&Path>, opts: &Options) -> Result<Option<IndexAt>> {
-    let shown = r.to_string();
-    match (r, unpacked) {
-        (ImageRef::Oci { tag, .. } | ImageRef::OciArchive { tag, .. }, Some(dir)) => {
-            layout_index(dir, tag.as_deref(), &shown)
-        }
-        (ImageRef::Oci { dir, tag }, None) => layout_index(dir, tag.as_deref(), &shown),
-        (ImageRef::OciArchive { file, tag }, None) => {
-            let tmp = transport::archive::unpack(file, &shown)?;
-            layout_index(tmp.path(), tag.as_deref(), &shown)
-        }
-        (ImageRef::Docker(rr), _) => registry_index(rr, opts),
-        _ => Ok(None),
-    }
-}
-
-/// Read `r` for the checks (every layer blob present), from `unpacked` for an archive.
-fn read(
-    r: &ImageRef,
-    unpacked: Option<&Path>,
-    platform: Option<Platform>,
-    opts: &Options,
-) -> Result<Source> {
-    match (r, unpacked) {
-        (ImageRef::OciArchive { tag, .. }, Some(dir)) => layout::read(
-            dir,
-            tag.as_deref(),
-            platform,
-            ReadMode::Blobs,
-            &r.to_string(),
-        ),
-        _ => transport::read(r, platform, ReadMode::Blobs, opts),
-    }
-}
-
 /// `lamina check`: run every rule on the image `r` refers to. An index without `platform` is
 /// an L001 finding; when it holds a single image (beside attestations) that image is checked
-/// too. With `platform`, the index's image for it is checked.
+/// too. With `platform`, the index's image for it is checked. The source is reached once.
 pub fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Report> {
     let shown = r.to_string();
-    let tmp = match r {
-        ImageRef::OciArchive { file, .. } => Some(transport::archive::unpack(file, &shown)?),
+    let opened = Opened::open(r, opts)?;
+    let resolved = opened.resolve(platform)?;
+    let Resolved::Index(idx) = &resolved else {
+        let src = opened.read(&resolved, platform, ReadMode::Blobs)?;
+        return check_source(&shown, &src, &opts.cache_dir);
+    };
+    let mut findings = vec![check::index(&entries(idx))];
+    let images: Vec<&Descriptor> = idx
+        .manifests
+        .iter()
+        .filter(|d| !is_attestation(d))
+        .collect();
+    let only = match images.as_slice() {
+        [one] => one.platform().as_ref().and_then(|p| {
+            Platform::ALL.into_iter().find(|ours| {
+                ours.matches(
+                    &p.os().to_string(),
+                    &p.architecture().to_string(),
+                    p.variant().as_deref(),
+                )
+            })
+        }),
         _ => None,
     };
-    let unpacked = tmp.as_ref().map(|t| t.path());
-    if platform.is_none()
-        && let Some(idx) = index_at(r, unpacked, opts)?
-    {
-        let mut findings = vec![check::index(&entries(&idx))];
-        let images: Vec<&Descriptor> = idx
-            .manifests
-            .iter()
-            .filter(|d| !is_attestation(d))
-            .collect();
-        let only = match images.as_slice() {
-            [one] => one.platform().as_ref().and_then(|p| {
-                Platform::ALL.into_iter().find(|ours| {
-                    ours.matches(
-                        &p.os().to_string(),
-                        &p.architecture().to_string(),
-                        p.variant().as_deref(),
-                    )
-                })
-            }),
-            _ => None,
-        };
-        let mut plat = None;
-        if let Some(p) = only {
-            let src = read(r, unpacked, Some(p), opts)?;
-            let inner = check_source(&shown, &src)?;
-            plat = inner.platform;
-            findings.extend(inner.findings);
-        }
-        return Ok(Report::new(&shown, idx.digest, plat, findings));
+    let mut plat = None;
+    if let Some(p) = only {
+        let src = opened.read(&resolved, Some(p), ReadMode::Blobs)?;
+        let inner = check_source(&shown, &src, &opts.cache_dir)?;
+        plat = inner.platform;
+        findings.extend(inner.findings);
     }
-    let src = read(r, unpacked, platform, opts)?;
-    check_source(&shown, &src)
+    let digest = idx.digest.as_ref().map(ToString::to_string);
+    Ok(Report::new(&shown, digest, plat, findings))
 }
 
-/// For `push` without `--platform`, when reading the source failed: if it is an index, the
-/// L001 finding (so the refusal names the rule); else the read's own error.
-pub fn explain_read_error(r: &ImageRef, opts: &Options, err: Error) -> Error {
-    match index_at(r, None, opts) {
-        Ok(Some(idx)) => {
-            let f = check::index(&entries(&idx));
-            Error::image(
-                r,
-                format!("fails the Lambda checks, so nothing was pushed:\n  {f}"),
-            )
+/// For `push` without `--platform` of a source that resolved to index `idx` it could not
+/// read: the L001 finding as the refusal, so it names the rule.
+pub fn index_refusal(r: &ImageRef, idx: &IndexAt) -> Error {
+    let f = check::index(&entries(idx));
+    Error::image(
+        r,
+        format!("fails the Lambda checks, so nothing was pushed:\n  {f}"),
+    )
+}
+
+/// Replaying a remembered layer index ([`crate::image::fsindex`]) onto a [`fs::FileSystem`],
+/// through its public API, with the result `fs::apply_layer` gives for the same tar (a test
+/// below holds the two to each other): whiteouts and opaque markers first, then the entries
+/// in order.
+mod replay {
+    use super::fs::{self, BOOTSTRAPS, FileSystem, Kind, Node};
+    use crate::image::fsindex::{EntryKind, FsIndex};
+
+    fn split_last(p: &str) -> (&str, &str) {
+        p.rsplit_once('/').unwrap_or(("", p))
+    }
+
+    fn join(dir: &str, name: &str) -> String {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
         }
-        _ => err,
+    }
+
+    /// Where `path` lands, its parent's links followed (`..` physically, as the kernel does)
+    /// but not a link in its last component; `None` when the parent does not resolve — then
+    /// nothing exists there, which is all a whiteout or a hard link needs to know. (Symbolic
+    /// link loops are the one case `fs` treats otherwise: it takes such a path literally.)
+    fn place(fs: &FileSystem, path: &str) -> Option<String> {
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        match parts.split_last() {
+            None => Some(String::new()),
+            Some((&"..", _)) => fs.resolve(path).ok(),
+            Some((name, parent)) => fs.resolve(&parent.join("/")).ok().map(|p| join(&p, name)),
+        }
+    }
+
+    fn other(what: &str) -> &'static str {
+        match what {
+            "a character device" => "a character device",
+            "a block device" => "a block device",
+            _ => "a named pipe",
+        }
+    }
+
+    enum Item {
+        Node(String, Node),
+        HardLink(String, String),
+    }
+
+    /// Apply one layer's index over `fs`.
+    pub fn apply(fs: &mut FileSystem, index: &FsIndex) {
+        let mut items = Vec::new();
+        for e in &index.entries {
+            let path = fs::normalize(&e.path);
+            let (dir, name) = split_last(&path);
+            if name == ".wh..wh..opq" {
+                if let Ok(d) = fs.resolve(dir) {
+                    fs.clear_dir(&d);
+                }
+                continue;
+            }
+            if let Some(victim) = name.strip_prefix(".wh.") {
+                // Other `.wh..wh.` names are aufs bookkeeping, not whiteouts.
+                if !victim.starts_with(".wh.")
+                    && !victim.is_empty()
+                    && let Some(key) = place(fs, &join(dir, victim)).filter(|k| !k.is_empty())
+                {
+                    fs.remove(&key);
+                }
+                continue;
+            }
+            let node = match &e.kind {
+                EntryKind::File { size, .. } => {
+                    let keep = e.mode & 0o111 != 0 || BOOTSTRAPS.contains(&path.as_str());
+                    Node {
+                        kind: Kind::File,
+                        mode: e.mode,
+                        size: *size,
+                        head: if keep { e.kind.head_bytes() } else { None },
+                        kept: None,
+                    }
+                }
+                EntryKind::Dir => Node::dir(e.mode),
+                EntryKind::Symlink { target } => Node {
+                    mode: e.mode,
+                    ..Node::symlink(target)
+                },
+                EntryKind::HardLink { target } => {
+                    items.push(Item::HardLink(path, target.clone()));
+                    continue;
+                }
+                EntryKind::Other { what } => Node {
+                    kind: Kind::Other(other(what)),
+                    mode: e.mode,
+                    size: 0,
+                    head: None,
+                    kept: None,
+                },
+                EntryKind::Ignored => continue,
+            };
+            if path.is_empty() && node.kind != Kind::Dir {
+                continue;
+            }
+            items.push(Item::Node(path, node));
+        }
+        for item in items {
+            match item {
+                Item::Node(path, node) => fs.insert(&path, node),
+                Item::HardLink(path, target) => {
+                    // The link shares its target's inode: same kind, mode and content.
+                    let found = place(fs, &target).and_then(|k| fs.get(&k).cloned());
+                    let node = found.unwrap_or(Node {
+                        kind: Kind::File,
+                        mode: 0o644,
+                        size: 0,
+                        head: None,
+                        kept: None,
+                    });
+                    fs.insert(&path, node);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fs::{FileSystem, apply_layer};
+    use crate::digest::Digest;
+    use crate::image::fsindex::FsIndex;
+    use crate::image::{Image, Layer, Origin};
+    use crate::platform::Platform;
+    use std::io::Write;
+
+    /// The push gate over a base verified before reads no base blob: once verification has
+    /// indexed the layer, the check gives the same findings with the blob's bytes destroyed
+    /// and without starting a single gunzip, while verification (the push's own step) still
+    /// refuses the corrupted blob.
+    #[test]
+    fn the_gate_replays_a_verified_base_without_decompressing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, fresh) = (dir.path().join("cache"), dir.path().join("fresh"));
+        let tar = tar_of(&[
+            ("var/task/", "d", 0o755),
+            ("var/task/bootstrap", "f:#!/bin/sh\nexec app", 0o755),
+            ("var/task/app", "f:\x7fELF", 0o644),
+        ]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let path = dir.path().join("base-layer");
+        std::fs::write(&path, &blob).unwrap();
+        let layer = Layer {
+            media_type: oci_spec::image::MediaType::ImageLayerGzip,
+            digest: Digest::of(&blob),
+            size: blob.len() as u64,
+            diff_id: Digest::of(&tar),
+            path: path.clone(),
+            origin: Origin::Base,
+            from: None,
+        };
+        let mut image = Image::scratch(Platform::LinuxArm64);
+        image.push_layer(layer.clone(), "1970-01-01T00:00:00Z", "base".into());
+        let rendered = image.render();
+        let check = |cache: &std::path::Path| {
+            super::check_rendered("r", &rendered, &image.config, cache)
+                .unwrap()
+                .findings
+        };
+        // Reading the base for a build verifies it and remembers its index.
+        crate::transport::layout::verify_layers(std::slice::from_ref(&layer), "r", &cache).unwrap();
+        let expected = check(&fresh);
+
+        let mut garbage = blob.clone();
+        garbage.iter_mut().for_each(|b| *b = !*b);
+        std::fs::write(&path, &garbage).unwrap();
+        let before = crate::image::blob::gunzips();
+        let got = check(&cache);
+        assert_eq!(
+            crate::image::blob::gunzips(),
+            before,
+            "the gate decompressed"
+        );
+        assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+        let digest = layer.digest.to_string();
+        let e = crate::transport::layout::verify_layers(&[layer], "r", &cache).unwrap_err();
+        assert!(e.to_string().contains(&digest), "{e}");
+    }
+
+    /// A tar of `(path, entry, mode)`: `d` dir, `f:CONTENT` file, `l:T` symlink, `h:T` hard
+    /// link, `c` character device, `w` empty file (whiteout names).
+    fn tar_of(entries: &[(&str, &str, u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, what, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            let (ty, data, link): (tar::EntryType, Vec<u8>, Option<&str>) =
+                match what.split_once(':') {
+                    Some(("f", c)) => (tar::EntryType::Regular, c.as_bytes().to_vec(), None),
+                    Some(("l", t)) => (tar::EntryType::Symlink, vec![], Some(t)),
+                    Some(("h", t)) => (tar::EntryType::Link, vec![], Some(t)),
+                    _ if *what == "d" => (tar::EntryType::Directory, vec![], None),
+                    _ if *what == "c" => (tar::EntryType::Char, vec![], None),
+                    _ => (tar::EntryType::Regular, vec![], None),
+                };
+            h.set_entry_type(ty);
+            h.set_mode(*mode);
+            h.set_size(data.len() as u64);
+            if let Some(t) = link {
+                h.set_link_name(t).unwrap();
+            }
+            b.append_data(&mut h, path, &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// The index replayed gives the file system `apply_layer` builds from the same layers:
+    /// whiteouts (through links), opaque directories, hard links, heads, devices, sizes.
+    #[test]
+    fn replaying_an_index_matches_applying_the_tar() {
+        let big = "x".repeat(300);
+        let layers = [
+            tar_of(&[
+                ("var/", "d", 0o755),
+                ("var/task/", "d", 0o755),
+                ("var/task/bootstrap", "f:#!/bin/sh\necho hi", 0o644),
+                ("var/task/app.py", "f:print(1)", 0o644),
+                ("usr/bin/tool", &format!("f:\x7fELF{big}"), 0o755),
+                ("usr/lib/", "d", 0o700),
+                ("usr/lib/a.so", "f:aaa", 0o644),
+                ("lib", "l:usr/lib", 0o777),
+                ("opt/x/y", "f:y", 0o600),
+                ("dev/null", "c", 0o666),
+                ("etc/hard", "h:usr/bin/tool", 0o644),
+                ("etc/hard3", "h:lib/a.so", 0o644),
+                ("etc/hard4", "h:nowhere/x", 0o644),
+            ]),
+            tar_of(&[
+                ("lib/.wh.a.so", "w", 0o644),
+                ("opt/x/.wh..wh..opq", "w", 0o644),
+                ("opt/x/z", "f:z", 0o644),
+                ("./var/task/.wh.app.py", "w", 0o644),
+                ("var/task/new", "f:#!/x", 0o711),
+                ("etc/hard2", "h:/lib/../usr/bin/tool", 0o644),
+                ("usr/bin/tool", "l:/bin/other", 0o777),
+            ]),
+        ];
+        let mut applied = FileSystem::new();
+        let mut replayed = FileSystem::new();
+        for tar in &layers {
+            let n = apply_layer(&mut applied, &tar[..], false).unwrap();
+            let index = FsIndex::read(&tar[..]).unwrap();
+            assert_eq!(index.uncompressed, n);
+            super::replay::apply(&mut replayed, &index);
+        }
+        let a: Vec<_> = applied.iter().collect();
+        let r: Vec<_> = replayed.iter().collect();
+        assert_eq!(a, r);
+        assert!(
+            applied
+                .get("var/task/new")
+                .is_some_and(|n| n.head.is_some())
+        );
     }
 }

@@ -18,6 +18,7 @@ use tempfile::TempDir;
 use super::fs::{self as imagefs, FileSystem};
 use crate::digest::hash_reader;
 use crate::error::{Error, IoContext, Result};
+use crate::image::blob::decompress;
 use crate::layer::LayerSpec;
 use crate::layer::entry::{Data, Kind};
 use crate::layer::source::{Input, collect};
@@ -125,6 +126,34 @@ fn shown(p: &[u8]) -> String {
 /// The contents of `layers` (a spec's `[[layer]]`s and `--layer` flags) as one package. Every
 /// layer must go to the package's root or below it; a later layer replaces what an earlier
 /// one put at the same path, as image layers do. `fix_permissions` as for builds.
+/// A layer `#n+1` of a zip must go under the package's root.
+fn check_dest(l: &LayerSpec, n: usize, package: Package) -> Result<()> {
+    let dest =
+        crate::layer::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+    let root = package.root();
+    if dest != root && package.relative(dest.as_bytes()).is_none() {
+        let hint = match package {
+            Package::Function if dest == "opt" || dest.starts_with("opt/") => {
+                " (build the /opt content as a Lambda layer with `lamina zip --lambda-layer`)"
+            }
+            Package::Layer if dest == "var/task" || dest.starts_with("var/task/") => {
+                " (the function's own files go in its zip: `lamina zip` without --lambda-layer)"
+            }
+            _ => "",
+        };
+        return Err(Error::source(
+            &l.source,
+            format!(
+                "layer #{} goes to {}, but a {} holds only what goes under /{root}{hint}",
+                n + 1,
+                l.dest,
+                package.what()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn from_layers(
     layers: &[LayerSpec],
     package: Package,
@@ -140,29 +169,8 @@ pub fn from_layers(
     let mut merged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
     let mut inputs = Vec::with_capacity(layers.len());
     for (n, l) in layers.iter().enumerate() {
-        let dest =
-            crate::layer::image_path(&l.dest, "dest").map_err(|m| Error::source(&l.source, m))?;
+        check_dest(l, n, package)?;
         let root = package.root();
-        if dest != root && package.relative(dest.as_bytes()).is_none() {
-            let hint = match package {
-                Package::Function if dest == "opt" || dest.starts_with("opt/") => {
-                    " (build the /opt content as a Lambda layer with `lamina zip --lambda-layer`)"
-                }
-                Package::Layer if dest == "var/task" || dest.starts_with("var/task/") => {
-                    " (the function's own files go in its zip: `lamina zip` without --lambda-layer)"
-                }
-                _ => "",
-            };
-            return Err(Error::source(
-                &l.source,
-                format!(
-                    "layer #{} goes to {}, but a {} holds only what goes under /{root}{hint}",
-                    n + 1,
-                    l.dest,
-                    package.what()
-                ),
-            ));
-        }
         let mut c = collect(l)?;
         if fix_permissions {
             crate::layer::fix::fix_permissions(&mut c.entries);
@@ -242,58 +250,10 @@ fn finish(
     })
 }
 
-/// The contents an image has under the package's root, after its whiteouts, for `platform`.
-/// Every layer is streamed once (the files under the root are copied to a temporary
-/// directory as they pass).
-pub fn from_image(
-    r: &ImageRef,
-    platform: Option<Platform>,
-    package: Package,
-    opts: &Options,
-) -> Result<Contents> {
-    let src = transport::read(r, platform, ReadMode::Verified, opts)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("lamina-zip-")
-        .tempdir()
-        .ctx(|| "creating a temporary directory".to_owned())?;
+/// The zip items of the file system `fs` under the package's root; files' contents are the
+/// ones kept in `kept` as the layers were read.
+fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> Result<Vec<Item>> {
     let root = package.root();
-    let prefix = format!("{root}/");
-    let mut fs = FileSystem::new();
-    let mut next = 0u64;
-    for l in &src.image.layers {
-        let mt = l.media_type.to_string();
-        let gzip = if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
-            true
-        } else if mt.ends_with(".tar") {
-            false
-        } else {
-            return Err(Error::image(
-                r,
-                format!(
-                    "layer {} ({mt}) is neither a tar nor a gzip tar: lamina cannot read it",
-                    l.digest
-                ),
-            ));
-        };
-        let f = File::open(&l.path).at("opening", &l.path)?;
-        let dir = tmp.path();
-        let mut keeper = |path: &str, data: &mut dyn Read| -> io::Result<Option<u64>> {
-            if !path.starts_with(&prefix) {
-                return Ok(None);
-            }
-            next += 1;
-            let mut out = File::create(dir.join(next.to_string()))?;
-            io::copy(data, &mut out)?;
-            Ok(Some(next))
-        };
-        imagefs::apply_layer_keeping(
-            &mut fs,
-            BufReader::with_capacity(1 << 20, f),
-            gzip,
-            &mut keeper,
-        )
-        .map_err(|e| Error::image(r, format!("reading layer {}: {e}", l.digest)))?;
-    }
     match fs.get(root).map(|n| &n.kind) {
         Some(imagefs::Kind::Dir) => {}
         None => return Err(Error::image(r, format!("has no /{root}: nothing to zip"))),
@@ -316,7 +276,7 @@ pub fn from_image(
             (imagefs::Kind::Dir, _) => Kind::Dir,
             (imagefs::Kind::File, Some(id)) => Kind::File {
                 size: node.size,
-                data: Data::Path(tmp.path().join(id.to_string())),
+                data: Data::Path(kept.join(id.to_string())),
             },
             (imagefs::Kind::File, None) => {
                 return Err(Error::image(
@@ -343,6 +303,56 @@ pub fn from_image(
             input: 0,
         });
     }
+    Ok(items)
+}
+
+/// The contents an image has under the package's root, after its whiteouts, for `platform`.
+/// Every layer is streamed once (the files under the root are copied to a temporary
+/// directory as they pass).
+pub fn from_image(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    package: Package,
+    opts: &Options,
+) -> Result<Contents> {
+    let src = transport::read(r, platform, ReadMode::Verified, opts)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("lamina-zip-")
+        .tempdir()
+        .ctx(|| "creating a temporary directory".to_owned())?;
+    let root = package.root();
+    let prefix = format!("{root}/");
+    let mut fs = FileSystem::new();
+    let mut next = 0u64;
+    for l in &src.image.layers {
+        // Verified as it was read: its bytes are streamed without hashing them again.
+        let f = File::open(&l.path).at("opening", &l.path)?;
+        let tar = l
+            .compression()
+            .and_then(|c| decompress(BufReader::with_capacity(1 << 20, f), c))
+            .map_err(|_| {
+                Error::image(
+                    r,
+                    format!(
+                        "layer {} ({}) is neither a tar nor a gzip tar: lamina cannot read it",
+                        l.digest, l.media_type
+                    ),
+                )
+            })?;
+        let dir = tmp.path();
+        let mut keeper = |path: &str, data: &mut dyn Read| -> io::Result<Option<u64>> {
+            if !path.starts_with(&prefix) {
+                return Ok(None);
+            }
+            next += 1;
+            let mut out = File::create(dir.join(next.to_string()))?;
+            io::copy(data, &mut out)?;
+            Ok(Some(next))
+        };
+        imagefs::apply_layer_keeping(&mut fs, tar, false, &mut keeper)
+            .map_err(|e| Error::image(r, format!("reading layer {}: {e}", l.digest)))?;
+    }
+    let items = items_under(&fs, r, package, tmp.path())?;
     if items.is_empty() {
         return Err(Error::image(r, format!("has nothing under /{root} to zip")));
     }
@@ -418,8 +428,9 @@ fn layer_zip_size(p: &Path) -> Result<u64> {
 
 /// Check Lambda's limits and write `contents` as a zip at `to` (through a temporary file
 /// beside it, renamed into place: on error `to` is left as it was).
-pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report> {
-    let unzipped = contents.unzipped();
+/// The uncompressed size of the Lambda layer zips `opts` names; an error if, with the
+/// function's `unzipped` bytes, it is over what Lambda allows.
+fn check_unzipped(unzipped: u64, to: &Path, opts: &ZipOptions) -> Result<u64> {
     let mut layers_unzipped = 0;
     for p in &opts.with_layers {
         layers_unzipped += layer_zip_size(p)?;
@@ -445,6 +456,29 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
             mib(MAX_UNZIPPED),
         )));
     }
+    Ok(layers_unzipped)
+}
+
+/// What to tell about a zip of `size` bytes that Lambda takes only from S3.
+fn zipped_warnings(size: u64, to: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if size > MAX_ZIPPED {
+        warnings.push(format!(
+            "{} is {size} bytes ({}), over the {} ({MAX_ZIPPED} bytes) Lambda takes in a direct upload: \
+             upload it to S3 and create or update the function from there \
+             (`aws lambda update-function-code --s3-bucket ... --s3-key ...`), or ship a container image \
+             (`lamina build --to docker://...`)",
+            to.display(),
+            mib(size),
+            mib(MAX_ZIPPED)
+        ));
+    }
+    warnings
+}
+
+pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report> {
+    let unzipped = contents.unzipped();
+    let layers_unzipped = check_unzipped(unzipped, to, opts)?;
 
     let parent = match to.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -506,18 +540,7 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
         .at("setting permissions of", tmp.path())?;
     tmp.persist(to).map_err(|e| e.error).at("writing", to)?;
 
-    let mut warnings = Vec::new();
-    if size > MAX_ZIPPED {
-        warnings.push(format!(
-            "{} is {size} bytes ({}), over the {} ({MAX_ZIPPED} bytes) Lambda takes in a direct upload: \
-             upload it to S3 and create or update the function from there \
-             (`aws lambda update-function-code --s3-bucket ... --s3-key ...`), or ship a container image \
-             (`lamina build --to docker://...`)",
-            to.display(),
-            mib(size),
-            mib(MAX_ZIPPED)
-        ));
-    }
+    let warnings = zipped_warnings(size, to);
     Ok(Report {
         path: to.to_owned(),
         digest: digest.to_string(),

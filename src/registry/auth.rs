@@ -96,12 +96,13 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
     {
         Ok(c) => c,
         Err(e) => {
-            return Err(Error::Usage(format!(
+            return Err(Error::Auth(format!(
                 "the docker config names the credential helper `{name}`, but `{prog}` cannot be run: {e}"
             )));
         }
     };
     if let Some(mut stdin) = child.stdin.take() {
+        // A helper that stops reading early fails below with its own message.
         let _ = stdin.write_all(helper_server(registry).as_bytes());
     }
     let out = child.wait_with_output().ctx(|| format!("running {prog}"))?;
@@ -111,7 +112,7 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
         if msg.to_lowercase().contains("not found") {
             return Ok(None);
         }
-        return Err(Error::Usage(format!(
+        return Err(Error::Auth(format!(
             "credential helper {prog} failed for {registry}: {}",
             msg.trim()
         )));
@@ -124,7 +125,7 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
         secret: String,
     }
     let h: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Usage(format!(
+        Error::Auth(format!(
             "credential helper {prog} gave an unreadable answer: {e}"
         ))
     })?;

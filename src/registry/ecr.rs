@@ -130,12 +130,40 @@ fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
     if let Some(m) = e.message() {
         msgs.push(m.to_owned());
     }
-    Error::Usage(format!(
+    let message = format!(
         "ECR {what} for account {} in {}: {}{hint}",
         r.account,
         r.region,
         msgs.join(": ")
-    ))
+    );
+    // Credentials refused or lacking permission: retrying will not help.
+    if matches!(
+        e.code(),
+        Some(
+            "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+                | "AccessDeniedException"
+        )
+    ) {
+        return Error::Auth(message);
+    }
+    Error::Registry {
+        registry: api_endpoint(r),
+        status: e.raw_response().map(|resp| resp.status().as_u16()),
+        code: e.code().map(str::to_owned),
+        message,
+    }
+}
+
+/// The ECR API endpoint of a registry's region, naming where an API error came from.
+fn api_endpoint(r: &EcrRegistry) -> String {
+    format!("api.ecr.{}.amazonaws.com", r.region)
+}
+
+/// An [`Error::Registry`] for an ECR API answer lamina cannot use.
+fn api_answer(r: &EcrRegistry, message: String) -> Error {
+    Error::registry(api_endpoint(r), message)
 }
 
 type TokenCache = Mutex<HashMap<(EcrRegistry, Option<String>), (Credentials, SystemTime)>>;
@@ -156,23 +184,35 @@ pub async fn credentials(r: &EcrRegistry, o: &EcrOptions) -> Result<Credentials>
         .await
         .map_err(|e| api_error("GetAuthorizationToken", r, e))?;
     let data = out.authorization_data().first().ok_or_else(|| {
-        Error::Usage(format!(
-            "ECR GetAuthorizationToken for {} returned no token",
-            r.account
-        ))
+        api_answer(
+            r,
+            format!(
+                "ECR GetAuthorizationToken for {} returned no token",
+                r.account
+            ),
+        )
     })?;
-    let token = data
-        .authorization_token()
-        .ok_or_else(|| Error::Usage("ECR GetAuthorizationToken returned an empty token".into()))?;
+    let token = data.authorization_token().ok_or_else(|| {
+        api_answer(
+            r,
+            "ECR GetAuthorizationToken returned an empty token".into(),
+        )
+    })?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| {
-            Error::Usage("ECR GetAuthorizationToken returned a token that is not base64".into())
+            api_answer(
+                r,
+                "ECR GetAuthorizationToken returned a token that is not base64".into(),
+            )
         })?;
     let (user, password) = decoded.split_once(':').ok_or_else(|| {
-        Error::Usage("ECR GetAuthorizationToken returned a token that is not USER:PASSWORD".into())
+        api_answer(
+            r,
+            "ECR GetAuthorizationToken returned a token that is not USER:PASSWORD".into(),
+        )
     })?;
     let creds = Credentials {
         username: user.to_owned(),
@@ -209,10 +249,15 @@ pub async fn ensure_repository(r: &EcrRegistry, repository: &str, o: &EcrOptions
         Err(e) => return Err(api_error("DescribeRepositories", r, e)),
     }
     if !o.create_repo {
-        return Err(Error::Usage(format!(
-            "ECR repository `{repository}` does not exist in account {} ({}); create it, or pass --create-repo to let lamina create it",
-            r.account, r.region
-        )));
+        return Err(Error::Registry {
+            registry: api_endpoint(r),
+            status: None,
+            code: Some("RepositoryNotFoundException".to_owned()),
+            message: format!(
+                "ECR repository `{repository}` does not exist in account {} ({}); create it, or pass --create-repo to let lamina create it",
+                r.account, r.region
+            ),
+        });
     }
     let mut req = c
         .create_repository()

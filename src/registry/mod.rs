@@ -5,6 +5,7 @@ pub mod auth;
 pub mod ecr;
 pub mod pull;
 pub mod push;
+pub mod scope;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use auth::{Challenge, Credentials};
+use scope::Scopes;
 
 /// Settings for talking to registries.
 #[derive(Clone)]
@@ -90,7 +92,7 @@ pub struct Client {
     registry: String,
     creds: Option<Credentials>,
     challenge: Mutex<Option<Challenge>>,
-    tokens: Mutex<HashMap<String, String>>,
+    tokens: Mutex<HashMap<Scopes, String>>,
     refresh: tokio::sync::Mutex<()>,
     /// ECR repositories this client has made sure exist.
     ensured: Mutex<std::collections::HashSet<String>>,
@@ -125,70 +127,84 @@ fn net_message(e: &reqwest::Error) -> String {
     s
 }
 
+/// The HTTP client for `registry`: timeouts, redirects, extra trusted certificates.
+fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
+        .redirect(reqwest::redirect::Policy::limited(10));
+    let mut certs = Vec::new();
+    let mut ca_files = opts.ca_certs.clone();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        ca_files.push(PathBuf::from(f));
+    }
+    for f in &ca_files {
+        let pem = std::fs::read(f).at("reading CA certificates from", f)?;
+        let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a PEM certificate bundle: {e}",
+                f.display()
+            ))
+        })?;
+        if found.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: holds no PEM certificates",
+                f.display()
+            )));
+        }
+        certs.extend(found);
+    }
+    if !certs.is_empty() {
+        b = b.tls_certs_merge(certs);
+    }
+    if insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| {
+        Error::registry(
+            registry,
+            format!("setting up HTTP for {registry}: {}", net_message(&e)),
+        )
+    })
+}
+
+/// The credentials for `registry`: given ones, else (ECR) a password from the AWS credential
+/// chain unless the docker config names a credential helper (such as ecr-login) for it, else
+/// the docker config's.
+async fn credentials(
+    registry: &str,
+    ecr: Option<&ecr::EcrRegistry>,
+    opts: &Options,
+) -> Result<Option<Credentials>> {
+    if let Some(c) = &opts.credentials {
+        return Ok(Some(c.clone()));
+    }
+    match ecr {
+        Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
+            match ecr::credentials(e, &opts.ecr).await {
+                Ok(c) => Ok(Some(c)),
+                // No usable AWS identity: a `docker login` (e.g. from
+                // `aws ecr get-login-password`) saved in the docker config still works.
+                Err(err) => match auth::lookup(&opts.docker_config, registry)? {
+                    Some(c) => Ok(Some(c)),
+                    None => Err(err),
+                },
+            }
+        }
+        _ => auth::lookup(&opts.docker_config, registry),
+    }
+}
+
 impl Client {
     /// Connect to `registry` (as named in references): choose the scheme, learn how it
     /// authenticates, and find credentials.
     pub async fn connect(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
         let insecure = opts.insecure.iter().any(|h| h == registry || h == api_host);
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
-            // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
-            .redirect(reqwest::redirect::Policy::limited(10));
-        let mut certs = Vec::new();
-        let mut ca_files = opts.ca_certs.clone();
-        if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-            ca_files.push(PathBuf::from(f));
-        }
-        for f in &ca_files {
-            let pem = std::fs::read(f).at("reading CA certificates from", f)?;
-            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: not a PEM certificate bundle: {e}",
-                    f.display()
-                ))
-            })?;
-            if found.is_empty() {
-                return Err(Error::Usage(format!(
-                    "{}: holds no PEM certificates",
-                    f.display()
-                )));
-            }
-            certs.extend(found);
-        }
-        if !certs.is_empty() {
-            b = b.tls_certs_merge(certs);
-        }
-        if insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b.build().map_err(|e| {
-            Error::Usage(format!(
-                "setting up HTTP for {registry}: {}",
-                net_message(&e)
-            ))
-        })?;
+        let http = http_client(registry, insecure, opts)?;
         let ecr = ecr::parse_host(registry);
-        let creds = match &opts.credentials {
-            Some(c) => Some(c.clone()),
-            // ECR: a password from the AWS credential chain, unless the docker config names a
-            // credential helper (such as ecr-login) for this registry.
-            None => match &ecr {
-                Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
-                    match ecr::credentials(e, &opts.ecr).await {
-                        Ok(c) => Some(c),
-                        // No usable AWS identity: a `docker login` (e.g. from
-                        // `aws ecr get-login-password`) saved in the docker config still works.
-                        Err(err) => match auth::lookup(&opts.docker_config, registry)? {
-                            Some(c) => Some(c),
-                            None => return Err(err),
-                        },
-                    }
-                }
-                _ => auth::lookup(&opts.docker_config, registry)?,
-            },
-        };
+        let creds = credentials(registry, ecr.as_ref(), opts).await?;
         let endpoint = opts
             .endpoints
             .iter()
@@ -237,64 +253,71 @@ impl Client {
                 candidates.push(plain);
             }
         }
-        // Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
+        client.ping(&candidates, allow_http).await?;
+        Ok(client)
+    }
+
+    /// Try `candidates` (the same address by scheme) once: the first that answers like a
+    /// server (becoming the base), else every failure.
+    async fn ping_once(&mut self, candidates: &[reqwest::Url]) -> Result<Response, String> {
+        let mut errors = Vec::new();
+        for c in candidates {
+            let url = c.join("/v2/").expect("valid path");
+            match self.http.get(url).send().await {
+                // A TLS server's answer to plain HTTP: try the next scheme.
+                Ok(r)
+                    if c.scheme() == "http"
+                        && r.status() == StatusCode::BAD_REQUEST
+                        && candidates.len() > 1 =>
+                {
+                    errors.push(format!("{c} speaks TLS"));
+                }
+                Ok(r) => {
+                    self.base = c.clone();
+                    return Ok(r);
+                }
+                Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
+    async fn ping(&mut self, candidates: &[reqwest::Url], allow_http: bool) -> Result<()> {
+        let registry = self.registry.clone();
         let mut attempt = 0;
         loop {
-            let mut found = None;
-            let mut errors = Vec::new();
-            for c in &candidates {
-                let url = c.join("/v2/").expect("valid path");
-                match client.http.get(url).send().await {
-                    // A TLS server's answer to plain HTTP: try the next scheme.
-                    Ok(r)
-                        if c.scheme() == "http"
-                            && r.status() == StatusCode::BAD_REQUEST
-                            && candidates.len() > 1 =>
-                    {
-                        errors.push(format!("{c} speaks TLS"));
-                    }
-                    Ok(r) => {
-                        found = Some((c.clone(), r));
-                        break;
-                    }
-                    Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
-                }
-            }
-            let resp = match found {
-                Some((c, r)) => {
-                    client.base = c;
-                    Ok(r)
-                }
-                None => Err(errors.join("; ")),
-            };
-            match resp {
+            match self.ping_once(candidates).await {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let ch = r
                         .headers()
                         .get(WWW_AUTHENTICATE)
                         .and_then(|h| h.to_str().ok())
                         .and_then(auth::parse_challenge);
-                    *client.challenge.lock().expect("lock") = ch;
-                    return Ok(client);
+                    *self.challenge.lock().expect("lock") = ch;
+                    return Ok(());
                 }
-                Ok(r) if r.status().is_success() => return Ok(client),
-                Ok(r) if retriable_status(r.status()) && attempt < opts.retries => {}
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if retriable_status(r.status()) && attempt < self.opts.retries => {}
                 Ok(r) => {
-                    return Err(Error::Usage(format!(
-                        "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
-                        r.status()
-                    )));
+                    return Err(self.fail(
+                        Some(r.status()),
+                        format!(
+                            "registry {registry} answered {} to GET /v2/: it does not look like an OCI registry",
+                            r.status()
+                        ),
+                    ));
                 }
-                Err(_) if attempt < opts.retries => {}
+                Err(_) if attempt < self.opts.retries => {}
                 Err(e) => {
                     let hint = if allow_http {
                         ""
                     } else {
                         " (a registry serving plain HTTP needs --insecure-registry)"
                     };
-                    return Err(Error::Usage(format!(
-                        "cannot reach registry {registry}: {e}{hint}"
-                    )));
+                    return Err(
+                        self.fail(None, format!("cannot reach registry {registry}: {e}{hint}"))
+                    );
                 }
             }
             tokio::time::sleep(backoff(attempt)).await;
@@ -305,7 +328,7 @@ impl Client {
     /// Make sure the credentials get push access to `repository` (for Bearer auth, a token
     /// with the push scope), so a build fails before its work rather than at upload time.
     pub async fn check_push_access(&self, repository: &str) -> Result<()> {
-        let scope = format!("repository:{repository}:pull,push");
+        let scope = Scopes::push(repository);
         // A Bearer token is only granted to good credentials; Basic credentials are only
         // judged when sent, so send them once (`send` turns a 401 into an Auth error).
         let url = self.url("/v2/");
@@ -347,20 +370,28 @@ impl Client {
             .unwrap_or_else(|_| self.base.clone())
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scopes,
+    ) -> Result<String> {
         let mut url: reqwest::Url = realm.parse().map_err(|e| {
-            Error::Usage(format!(
-                "registry {} sent a bad token realm `{realm}`: {e}",
-                self.registry
-            ))
+            self.fail(
+                None,
+                format!(
+                    "registry {} sent a bad token realm `{realm}`: {e}",
+                    self.registry
+                ),
+            )
         })?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            for sc in scope.split(' ').filter(|s| !s.is_empty()) {
-                q.append_pair("scope", sc);
+            for sc in &scope.0 {
+                q.append_pair("scope", &sc.to_string());
             }
         }
         let mut attempt = 0;
@@ -376,24 +407,35 @@ impl Client {
                 Ok(r) => break r,
                 Err(_) if attempt < self.opts.retries => tokio::time::sleep(backoff(attempt)).await,
                 Err(e) => {
-                    return Err(Error::Usage(format!(
-                        "getting a token for {} from {realm}: {}",
-                        self.registry,
-                        net_message(&e)
-                    )));
+                    return Err(self.fail(
+                        None,
+                        format!(
+                            "getting a token for {} from {realm}: {}",
+                            self.registry,
+                            net_message(&e)
+                        ),
+                    ));
                 }
             }
             attempt += 1;
         };
+        self.read_token(realm, resp).await
+    }
+
+    /// The token in a token server's answer.
+    async fn read_token(&self, realm: &str, resp: Response) -> Result<String> {
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(self.denied(resp.status()));
         }
         if !resp.status().is_success() {
-            return Err(Error::Usage(format!(
-                "token server {realm} for {} answered {}",
-                self.registry,
-                resp.status()
-            )));
+            return Err(self.fail(
+                Some(resp.status()),
+                format!(
+                    "token server {realm} for {} answered {}",
+                    self.registry,
+                    resp.status()
+                ),
+            ));
         }
         #[derive(serde::Deserialize)]
         struct Tok {
@@ -401,20 +443,21 @@ impl Client {
             access_token: Option<String>,
         }
         let body = resp.bytes().await.map_err(|e| {
-            Error::Usage(format!(
-                "reading the token from {realm}: {}",
-                net_message(&e)
-            ))
+            self.fail(
+                None,
+                format!("reading the token from {realm}: {}", net_message(&e)),
+            )
         })?;
         let t: Tok = serde_json::from_slice(&body).map_err(|e| {
-            Error::Usage(format!(
-                "token server {realm} sent an unreadable answer: {e}"
-            ))
+            self.fail(
+                None,
+                format!("token server {realm} sent an unreadable answer: {e}"),
+            )
         })?;
         t.token
             .or(t.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::Usage(format!("token server {realm} sent no token")))
+            .ok_or_else(|| self.fail(None, format!("token server {realm} sent no token")))
     }
 
     fn denied(&self, status: StatusCode) -> Error {
@@ -430,7 +473,7 @@ impl Client {
     }
 
     /// The Authorization header for `scope`, fetching a token if needed (or if `refresh`).
-    async fn auth_header(&self, scope: &str, refresh: bool) -> Result<Option<HeaderValue>> {
+    async fn auth_header(&self, scope: &Scopes, refresh: bool) -> Result<Option<HeaderValue>> {
         let ch = self.challenge.lock().expect("lock").clone();
         let v = match ch {
             None => None,
@@ -448,7 +491,7 @@ impl Client {
                 self.tokens
                     .lock()
                     .expect("lock")
-                    .insert(scope.to_owned(), t.clone());
+                    .insert(scope.clone(), t.clone());
                 Some(format!("Bearer {t}"))
             }
         };
@@ -464,7 +507,7 @@ impl Client {
     /// `Retry-After`). A 401 refreshes the credentials once.
     pub async fn send(
         &self,
-        scope: &str,
+        scope: &Scopes,
         retry: bool,
         build: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Sync),
     ) -> Result<Response> {
@@ -504,42 +547,60 @@ impl Client {
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(Error::Usage(format!(
-                        "registry {}: {}",
-                        self.registry,
-                        net_message(&e)
-                    )));
+                    return Err(self.fail(
+                        None,
+                        format!("registry {}: {}", self.registry, net_message(&e)),
+                    ));
                 }
             }
         }
     }
 
-    /// An error for an unexpected answer, with the registry's own error message if it sent one.
+    /// An [`Error::Registry`] from this registry (`status`, when it answered).
+    pub fn fail(&self, status: Option<StatusCode>, message: String) -> Error {
+        Error::Registry {
+            registry: self.registry.clone(),
+            status: status.map(|s| s.as_u16()),
+            code: None,
+            message,
+        }
+    }
+
+    /// An error for an unexpected answer, with the registry's own error message if it sent one
+    /// (its first error code becomes the error's `code`).
     pub async fn unexpected(&self, what: &str, resp: Response) -> Error {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
+        let errors: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
                 let errs = v.get("errors")?.as_array()?.clone();
                 Some(
                     errs.iter()
                         .map(|e| {
-                            format!(
-                                "{}: {}",
-                                e.get("code").and_then(|c| c.as_str()).unwrap_or("ERROR"),
-                                e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                            let field =
+                                |k: &str| e.get(k).and_then(|c| c.as_str()).map(str::to_owned);
+                            (
+                                field("code").unwrap_or_else(|| "ERROR".to_owned()),
+                                field("message").unwrap_or_default(),
                             )
                         })
-                        .collect::<Vec<_>>()
-                        .join("; "),
+                        .collect(),
                 )
             })
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        Error::Usage(format!(
-            "registry {}: {what}: {status} {detail}",
-            self.registry
-        ))
+            .unwrap_or_default();
+        let detail = if errors.is_empty() {
+            body.chars().take(200).collect()
+        } else {
+            let parts: Vec<String> = errors.iter().map(|(c, m)| format!("{c}: {m}")).collect();
+            parts.join("; ")
+        };
+        Error::Registry {
+            registry: self.registry.clone(),
+            status: Some(status.as_u16()),
+            code: errors.first().map(|(c, _)| c.clone()),
+            message: format!("registry {}: {what}: {status} {detail}", self.registry),
+        }
     }
 }
 
@@ -555,7 +616,7 @@ pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
         let client = Client::connect(registry, api_host, opts).await?;
         let url = client.url("/v2/");
         let resp = client
-            .send("", true, &|http| Ok(http.get(url.clone())))
+            .send(&Scopes::none(), true, &|http| Ok(http.get(url.clone())))
             .await?;
         if !resp.status().is_success() {
             return Err(client.unexpected("checking the credentials", resp).await);
@@ -587,7 +648,7 @@ where
     }
     let mut results: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
     while let Some(j) = set.join_next().await {
-        let (i, r) = j.map_err(|e| Error::Usage(format!("a transfer task failed: {e}")))?;
+        let (i, r) = j.map_err(|e| Error::Internal(format!("a transfer task failed: {e}")))?;
         results[i] = Some(r);
     }
     results

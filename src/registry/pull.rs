@@ -5,24 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::scope::Scopes;
 use super::{Client, MANIFEST_ACCEPT};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::platform::Platform;
 use crate::reference::RegistryRef;
 
-fn pull_scope(repo: &str) -> String {
-    format!("repository:{repo}:pull")
-}
-
 /// Save small bytes into the cache under their digest.
-fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
     let path = blobs.join(digest.hex());
     if path.is_file() {
         return Ok(());
@@ -47,7 +43,7 @@ pub async fn get_manifest(
 ) -> Result<(Vec<u8>, MediaType, Digest)> {
     let url = client.url(&format!("/v2/{}/manifests/{reference}", r.repository));
     let resp = client
-        .send(&pull_scope(&r.repository), true, &|http| {
+        .send(&Scopes::pull(&r.repository), true, &|http| {
             Ok(http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
         })
         .await?;
@@ -120,42 +116,6 @@ pub async fn get_manifest(
     Ok((bytes, MediaType::from(mt.as_str()), digest))
 }
 
-/// Resolve `r` to one image manifest for `platform`, with the manifest (and the index it came
-/// from) stored in the cache. Returns the manifest's descriptor.
-pub async fn resolve(
-    client: &Client,
-    r: &RegistryRef,
-    platform: Option<Platform>,
-    blobs: &Path,
-) -> Result<Descriptor> {
-    let shown = format!("docker://{r}");
-    let (bytes, mt, digest) = get_manifest(client, r, &r.manifest_reference()).await?;
-    store(blobs, &digest, &bytes)?;
-    let mut desc = Descriptor::new(mt.clone(), bytes.len() as u64, digest.to_oci());
-    if crate::image::index::is_index(&mt) {
-        let idx = ImageIndex::from_reader(&bytes[..])
-            .map_err(|e| Error::image(&shown, format!("index {digest} is not valid: {e}")))?;
-        desc = crate::image::index::pick(idx.manifests(), platform, &shown)?;
-        let want = Digest::from_oci(desc.digest()).map_err(|e| Error::image(&shown, e))?;
-        let (bytes, mt, digest) = get_manifest(client, r, &want.to_string()).await?;
-        if crate::image::index::is_index(&mt) {
-            return Err(Error::image(
-                &shown,
-                "the index points at another index; lamina follows one level",
-            ));
-        }
-        store(blobs, &digest, &bytes)?;
-        desc = Descriptor::new(mt, bytes.len() as u64, digest.to_oci());
-    }
-    if !crate::image::index::is_manifest(desc.media_type()) {
-        return Err(Error::image(
-            &shown,
-            format!("is a {}, not a container image", desc.media_type()),
-        ));
-    }
-    Ok(desc)
-}
-
 /// Fetch the config and (with `layers`) the layers of a stored manifest into the cache.
 pub async fn fetch_blobs(
     client: Arc<Client>,
@@ -199,7 +159,7 @@ pub async fn fetch_blob(
     }
     std::fs::create_dir_all(blobs).at("creating", blobs)?;
     let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
-    let scope = pull_scope(repo);
+    let scope = Scopes::pull(repo);
     let mut attempt = 0;
     loop {
         bar.reset();
@@ -243,17 +203,18 @@ pub async fn fetch_blob(
                 tokio::time::sleep(super::backoff(attempt)).await;
                 continue;
             }
-            return Err(Error::Usage(format!(
-                "downloading blob {digest} of {repo}: {e}"
-            )));
+            return Err(client.fail(None, format!("downloading blob {digest} of {repo}: {e}")));
         }
         file.flush().await.at("writing", tmp.path())?;
         let got = Digest::of_hasher(hasher);
         if len != size || &got != digest {
-            return Err(Error::Usage(format!(
-                "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
-                client.registry()
-            )));
+            return Err(client.fail(
+                None,
+                format!(
+                    "registry {} sent {len} bytes with digest {got} for blob {digest} ({size} bytes) of {repo}: not kept",
+                    client.registry()
+                ),
+            ));
         }
         tmp.persist(&path)
             .map_err(|e| e.error)

@@ -2,6 +2,7 @@
 //! where it lives, else uploaded in chunks (POST, PATCH…, PUT ?digest=) that resume from the
 //! registry's `Range` after a failure; the manifest goes last, with the exact bytes hashed.
 
+use std::collections::HashSet;
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use super::Client;
+use super::scope::{Scope, Scopes};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::image::Rendered;
 use crate::progress::Blob as Bar;
 use crate::reference::RegistryRef;
@@ -69,54 +71,34 @@ struct Job {
     mount_from: Option<String>,
 }
 
-/// Push `img` to `r`: blobs in parallel (bounded), then the manifest.
-pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Result<PushReport> {
+/// Push `img` to `r`: blobs in parallel (bounded), then the manifest. The blobs in `streamed`
+/// were uploaded and committed while the image was built ([`stream_blob`]): they are reported
+/// as pushed, with no request made for them.
+pub async fn push(
+    client: Arc<Client>,
+    r: &RegistryRef,
+    img: &Rendered,
+    streamed: &HashSet<Digest>,
+) -> Result<PushReport> {
     // ECR refuses pushes to a repository that does not exist.
     client.ensure_repository(&r.repository).await?;
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut mounts: Vec<String> = Vec::new();
-    for l in &img.layers {
-        if jobs.iter().any(|j| j.digest == l.digest) {
-            continue;
-        }
-        let mount_from = l
-            .from
-            .as_ref()
-            .filter(|(reg, repo)| reg == client.registry() && repo != &r.repository)
-            .map(|(_, repo)| repo.clone());
-        if let Some(m) = &mount_from
-            && !mounts.contains(m)
-        {
-            mounts.push(m.clone());
-        }
-        jobs.push(Job {
-            digest: l.digest.clone(),
-            size: l.size,
-            data: Data::File(l.path.clone()),
-            mount_from,
-        });
-    }
-    jobs.push(Job {
-        digest: img.config_digest.clone(),
-        size: img.config.len() as u64,
-        data: Data::Bytes(Arc::new(img.config.clone())),
-        mount_from: None,
-    });
-    let mut scope = format!("repository:{}:pull,push", r.repository);
-    for m in &mounts {
-        scope.push_str(&format!(" repository:{m}:pull"));
-    }
+    let (jobs, scope) = jobs_of(&client, r, img);
     let scope = Arc::new(scope);
 
     let mut tasks = Vec::new();
     for job in jobs {
         let (client, scope, repo) = (client.clone(), scope.clone(), r.repository.clone());
+        let uploaded = streamed.contains(&job.digest);
         tasks.push(async move {
             let bar = client
                 .opts
                 .progress
                 .blob("push", &job.digest.to_string(), job.size);
-            let fate = push_blob(&client, &scope, &repo, &job, &bar).await?;
+            let fate = if uploaded {
+                Fate::Pushed
+            } else {
+                push_blob(&client, &scope, &repo, &job, &bar).await?
+            };
             bar.finish(fate.word());
             Ok(BlobFate {
                 digest: job.digest,
@@ -168,7 +150,40 @@ pub async fn push(client: Arc<Client>, r: &RegistryRef, img: &Rendered) -> Resul
     })
 }
 
-async fn exists(client: &Client, scope: &str, repo: &str, digest: &Digest) -> Result<bool> {
+/// The blobs of `img` to push (each once; layers with the repository to mount them from, when
+/// lamina knows one of this registry holds them) and the scopes that needs.
+fn jobs_of(client: &Client, r: &RegistryRef, img: &Rendered) -> (Vec<Job>, Scopes) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut scope = Scopes::push(&r.repository);
+    for l in &img.layers {
+        if jobs.iter().any(|j| j.digest == l.digest) {
+            continue;
+        }
+        let mount_from = l
+            .from
+            .as_ref()
+            .filter(|(reg, repo)| reg == client.registry() && repo != &r.repository)
+            .map(|(_, repo)| repo.clone());
+        if let Some(m) = &mount_from {
+            scope = scope.with(Scope::pull(m));
+        }
+        jobs.push(Job {
+            digest: l.digest.clone(),
+            size: l.size,
+            data: Data::File(l.path.clone()),
+            mount_from,
+        });
+    }
+    jobs.push(Job {
+        digest: img.config_digest.clone(),
+        size: img.config.len() as u64,
+        data: Data::Bytes(Arc::new(img.config.clone())),
+        mount_from: None,
+    });
+    (jobs, scope)
+}
+
+async fn exists(client: &Client, scope: &Scopes, repo: &str, digest: &Digest) -> Result<bool> {
     let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
     let resp = client
         .send(scope, true, &|http| Ok(http.head(url.clone())))
@@ -188,15 +203,24 @@ fn location(client: &Client, resp: &reqwest::Response, what: &str) -> Result<req
         .get(LOCATION)
         .and_then(|l| l.to_str().ok())
         .ok_or_else(|| {
-            Error::Usage(format!(
-                "registry {}: {what}: no Location in the answer",
-                client.registry()
-            ))
+            client.fail(
+                Some(resp.status()),
+                format!(
+                    "registry {}: {what}: no Location in the answer",
+                    client.registry()
+                ),
+            )
         })?;
     Ok(client.url(loc))
 }
 
-async fn push_blob(client: &Client, scope: &str, repo: &str, job: &Job, bar: &Bar) -> Result<Fate> {
+async fn push_blob(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+    job: &Job,
+    bar: &Bar,
+) -> Result<Fate> {
     if exists(client, scope, repo, &job.digest).await? {
         return Ok(Fate::Skipped);
     }
@@ -246,10 +270,8 @@ fn body(data: &Data, offset: u64, len: u64, bar: &Bar) -> Result<reqwest::Body> 
             b[offset as usize..(offset + len) as usize].to_vec(),
         )),
         Data::File(p) => {
-            let mut f = std::fs::File::open(p)
-                .map_err(|e| Error::Usage(format!("opening {}: {e}", p.display())))?;
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?;
+            let mut f = std::fs::File::open(p).at("opening", p)?;
+            f.seek(SeekFrom::Start(offset)).at("reading", p)?;
             let reader = tokio::fs::File::from_std(f).take(len);
             let bar_inc = bar.incrementer();
             let stream =
@@ -286,7 +308,7 @@ enum Next {
 /// One upload session: chunks of `chunk_size`, or the whole blob in one PATCH with `whole`.
 async fn upload(
     client: &Client,
-    scope: &str,
+    scope: &Scopes,
     repo: &str,
     job: &Job,
     start: Option<reqwest::Url>,
@@ -296,38 +318,7 @@ async fn upload(
     let retriable = |e: Error| (Next::Retry(None), e);
     let mut loc = match start {
         Some(l) => l,
-        None => {
-            let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
-            // No request-level retries here: the session loop in `push_blob` retries, and
-            // nesting both would multiply the attempts.
-            let resp = client
-                .send(scope, false, &|http| {
-                    Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
-                })
-                .await
-                .map_err(|e| match e {
-                    Error::Auth(_) => (Next::Fatal, e),
-                    e => (Next::Retry(None), e),
-                })?;
-            if resp.status() != StatusCode::ACCEPTED {
-                let status = resp.status();
-                let fatal = status.is_client_error()
-                    && status != StatusCode::REQUEST_TIMEOUT
-                    && status != StatusCode::TOO_MANY_REQUESTS;
-                let after = super::retry_after(&resp);
-                return Err((
-                    if fatal {
-                        Next::Fatal
-                    } else {
-                        Next::Retry(after)
-                    },
-                    client
-                        .unexpected(&format!("starting an upload to {repo}"), resp)
-                        .await,
-                ));
-            }
-            location(client, &resp, "starting an upload").map_err(retriable)?
-        }
+        None => start_upload(client, scope, repo).await?,
     };
     bar.reset();
     let chunk = if whole {
@@ -339,33 +330,20 @@ async fn upload(
     let mut recoveries = 0;
     while offset < job.size {
         let len = chunk.min(job.size - offset);
-        let url = loc.clone();
-        let data = job.data.clone();
-        let sent = client
-            .send(scope, false, &|http| {
-                Ok(http
-                    .patch(url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, len)
-                    .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                    .body(body(&data, offset, len, bar)?))
-            })
-            .await;
+        let sent = send_chunk(client, scope, &loc, &job.data, offset, len, bar).await;
         match sent {
             // 202 by the spec; ECR answers 201.
             Ok(resp) if resp.status().is_success() => {
                 let reported = next_offset(&resp);
                 if reported.is_some_and(|n| n != offset + len) && offset + len < job.size {
-                    return Err((
-                        Next::Whole,
-                        Error::Usage(format!(
-                            "registry {} took chunk {offset}-{} of blob {} as ending at {}",
-                            client.registry(),
-                            offset + len - 1,
-                            job.digest,
-                            reported.unwrap_or(0)
-                        )),
-                    ));
+                    let message = format!(
+                        "registry {} took chunk {offset}-{} of blob {} as ending at {}",
+                        client.registry(),
+                        offset + len - 1,
+                        job.digest,
+                        reported.unwrap_or(0)
+                    );
+                    return Err((Next::Whole, client.fail(Some(resp.status()), message)));
                 }
                 offset += len;
                 loc = location(client, &resp, "uploading a chunk").unwrap_or(loc);
@@ -401,23 +379,104 @@ async fn upload(
                     return Err(retriable(e));
                 }
                 tokio::time::sleep(super::backoff(recoveries)).await;
-                let url = loc.clone();
-                let status = client
-                    .send(scope, true, &|http| Ok(http.get(url.clone())))
-                    .await
-                    .map_err(retriable)?;
-                if status.status() != StatusCode::NO_CONTENT && !status.status().is_success() {
-                    return Err(retriable(
-                        client.unexpected("asking for upload status", status).await,
-                    ));
-                }
-                offset = next_offset(&status).unwrap_or(0);
-                loc = location(client, &status, "asking for upload status").unwrap_or(loc);
+                (offset, loc) = upload_status(client, scope, loc).await.map_err(retriable)?;
                 bar.reset();
                 bar.inc(offset);
             }
         }
     }
+    commit_upload(client, scope, repo, job, loc).await
+}
+
+/// PATCH `len` bytes of the blob from `offset` to the session at `loc`.
+async fn send_chunk(
+    client: &Client,
+    scope: &Scopes,
+    loc: &reqwest::Url,
+    data: &Data,
+    offset: u64,
+    len: u64,
+    bar: &Bar,
+) -> Result<reqwest::Response> {
+    client
+        .send(scope, false, &|http| {
+            Ok(http
+                .patch(loc.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, len)
+                .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                .body(body(data, offset, len, bar)?))
+        })
+        .await
+}
+
+/// How much of an upload session the registry has: the next offset, and the location to go on
+/// at.
+async fn upload_status(
+    client: &Client,
+    scope: &Scopes,
+    loc: reqwest::Url,
+) -> Result<(u64, reqwest::Url)> {
+    let url = loc.clone();
+    let status = client
+        .send(scope, true, &|http| Ok(http.get(url.clone())))
+        .await?;
+    if status.status() != StatusCode::NO_CONTENT && !status.status().is_success() {
+        return Err(client.unexpected("asking for upload status", status).await);
+    }
+    let offset = next_offset(&status).unwrap_or(0);
+    let loc = location(client, &status, "asking for upload status").unwrap_or(loc);
+    Ok((offset, loc))
+}
+
+/// Open an upload session: its location.
+async fn start_upload(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+) -> std::result::Result<reqwest::Url, (Next, Error)> {
+    let retriable = |e: Error| (Next::Retry(None), e);
+    let url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+    // No request-level retries here: the session loop in `push_blob` retries, and
+    // nesting both would multiply the attempts.
+    let resp = client
+        .send(scope, false, &|http| {
+            Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Auth(_) => (Next::Fatal, e),
+            e => (Next::Retry(None), e),
+        })?;
+    if resp.status() != StatusCode::ACCEPTED {
+        let status = resp.status();
+        let fatal = status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS;
+        let after = super::retry_after(&resp);
+        return Err((
+            if fatal {
+                Next::Fatal
+            } else {
+                Next::Retry(after)
+            },
+            client
+                .unexpected(&format!("starting an upload to {repo}"), resp)
+                .await,
+        ));
+    }
+    location(client, &resp, "starting an upload").map_err(retriable)
+}
+
+/// Commit an upload session as `job`'s blob (`PUT ?digest=`).
+async fn commit_upload(
+    client: &Client,
+    scope: &Scopes,
+    repo: &str,
+    job: &Job,
+    loc: reqwest::Url,
+) -> std::result::Result<(), (Next, Error)> {
+    let retriable = |e: Error| (Next::Retry(None), e);
     let mut url = loc.clone();
     url.query_pairs_mut()
         .append_pair("digest", &job.digest.to_string());
@@ -463,7 +522,7 @@ pub enum Commit {
 /// Returns the digest if the blob was committed; any failure leaves the blob to the normal push.
 pub async fn stream_blob(
     client: Arc<Client>,
-    scope: String,
+    scope: Scopes,
     repo: String,
     chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     commit: tokio::sync::oneshot::Receiver<Commit>,
@@ -489,7 +548,7 @@ pub async fn stream_blob(
                 .lock()
                 .expect("lock")
                 .take()
-                .ok_or_else(|| Error::Usage("a streamed upload cannot be retried".into()))?;
+                .ok_or_else(|| Error::Internal("a streamed upload cannot be retried".into()))?;
             let counter = counter.clone();
             let stream = tokio_stream_from(rx).map(move |c| {
                 counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);

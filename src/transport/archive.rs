@@ -2,7 +2,7 @@
 //! `docker save` format: `manifest.json`, a config file and uncompressed layer tars).
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, MediaType};
@@ -13,6 +13,8 @@ use super::layout::{self, check_platform, write_file};
 use super::{ReadMode, Source, Staging, absolute};
 use crate::digest::{Digest, HashingWriter, hash_reader};
 use crate::error::{Error, IoContext, Result};
+use crate::image::blob::{decompress, sniff_file};
+use crate::image::media::Compression;
 use crate::image::{Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor};
 use crate::layer::entry::{Data, Entry, Kind};
 use crate::layer::source::Input;
@@ -45,19 +47,6 @@ pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
         )
     })?;
     Ok(tmp)
-}
-
-pub fn read_oci_archive(
-    file: &Path,
-    tag: Option<&str>,
-    platform: Option<Platform>,
-    mode: ReadMode,
-    reference: &str,
-) -> Result<Source> {
-    let tmp = unpack(file, reference)?;
-    let mut src = layout::read(tmp.path(), tag, platform, mode, reference)?;
-    src._keep = Some(tmp);
-    Ok(src)
 }
 
 /// Tar `root` (an OCI layout: `oci-layout`, `index.json`, `blobs/sha256/*`) deterministically.
@@ -188,21 +177,18 @@ pub fn write_docker_archive(
         let src = File::open(&l.path).at("opening", &l.path)?;
         let mut w =
             HashingWriter::new(io::BufWriter::new(File::create(&out).at("creating", &out)?));
-        let mt = l.media_type.to_string();
-        if mt.ends_with("+gzip") {
-            io::copy(
-                &mut flate2::read::MultiGzDecoder::new(BufReader::new(src)),
-                &mut w,
-            )
-        } else if mt.ends_with(".tar") {
-            io::copy(&mut BufReader::new(src), &mut w)
-        } else {
+        let readable = l
+            .compression()
+            .ok()
+            .filter(|c| *c != Compression::Zstd)
+            .and_then(|c| decompress(BufReader::new(src), c).ok());
+        let Some(mut tar) = readable else {
             return Err(Error::Usage(format!(
-                "layer {} has media type {mt}; docker-archive takes only tar and gzip layers",
-                l.digest
+                "layer {} has media type {}; docker-archive takes only tar and gzip layers",
+                l.digest, l.media_type
             )));
-        }
-        .ctx(|| format!("uncompressing layer {}", l.digest))?;
+        };
+        io::copy(&mut tar, &mut w).ctx(|| format!("uncompressing layer {}", l.digest))?;
         let (_, diff, size) = w.finish();
         if diff != l.diff_id {
             return Err(Error::Usage(format!(
@@ -237,6 +223,68 @@ pub fn write_docker_archive(
     write_tar_file(file, &entries, mtime)
 }
 
+/// One layer of a `docker save` archive as a gzip layer: a gzip file as it is (verified when
+/// `mode` asks), a plain tar checked against its diff_id and compressed like lamina's own
+/// layers. Its compression is sniffed: the archive names no media types.
+fn archive_layer(
+    path: PathBuf,
+    rel: &str,
+    diff_id: Digest,
+    blobs: &Path,
+    mode: ReadMode,
+    reference: &str,
+    cache: &Path,
+) -> Result<Layer> {
+    let compression = sniff_file(&path).at("reading", &path)?;
+    if compression == Compression::Gzip {
+        let (digest, size) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+            .at("reading", &path)?;
+        let layer = Layer {
+            media_type: MediaType::ImageLayerGzip,
+            digest,
+            size,
+            diff_id,
+            path,
+            origin: Origin::Base,
+            from: None,
+        };
+        if mode == ReadMode::Verified {
+            let index = layer
+                .verify_and_index()
+                .map_err(|e| Error::image(reference, format!("{rel}: {e}")))?;
+            if let Some(i) = index {
+                crate::image::fsindex::save(cache, &layer.diff_id, &i);
+            }
+        }
+        return Ok(layer);
+    }
+    // Uncompressed: check it against its diff_id, then gzip it like lamina's own layers.
+    let (d, _) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+        .at("reading", &path)?;
+    if d != diff_id {
+        return Err(Error::image(
+            reference,
+            format!(
+                "layer {rel} has digest {d}, but the config's rootfs.diff_ids says {diff_id}: the archive is corrupt"
+            ),
+        ));
+    }
+    let b = crate::layer::gzip_file(
+        &path,
+        blobs,
+        crate::layer::compress::DEFAULT_COMPRESSION_LEVEL,
+    )?;
+    Ok(Layer {
+        media_type: MediaType::ImageLayerGzip,
+        digest: b.digest,
+        size: b.size,
+        diff_id,
+        path: b.path,
+        origin: Origin::Base,
+        from: None,
+    })
+}
+
 /// Inside an unpacked archive, a path named by its manifest must stay inside.
 fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
@@ -259,22 +307,15 @@ fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
     Ok(full)
 }
 
-pub fn read_docker_archive(
-    file: &Path,
+/// The image of a `docker save` archive's `manifest.json` that `name` (a `NAME:TAG` among
+/// its `RepoTags`) names, or its only one.
+fn select_entry<'a>(
+    list: &'a [DockerManifestEntry],
     name: Option<&str>,
-    platform: Option<Platform>,
-    mode: ReadMode,
     reference: &str,
-) -> Result<Source> {
-    let tmp = unpack(file, reference)?;
-    let root = tmp.path();
-    let mpath = root.join("manifest.json");
-    let mbytes = fs::read(&mpath)
-        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
-    let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
-        .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
+) -> Result<&'a DockerManifestEntry> {
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
-    let entry = match name {
+    let found = match name {
         Some(n) => list
             .iter()
             .find(|e| tags(e).iter().any(|t| t == n))
@@ -285,7 +326,7 @@ pub fn read_docker_archive(
                     format!("holds no image named `{n}`; it has: {}", all.join(", ")),
                 )
             })?,
-        None => match list.as_slice() {
+        None => match list {
             [one] => one,
             [] => return Err(Error::image(reference, "manifest.json lists no images")),
             many => {
@@ -301,6 +342,25 @@ pub fn read_docker_archive(
             }
         },
     };
+    Ok(found)
+}
+
+pub fn read_docker_archive(
+    file: &Path,
+    name: Option<&str>,
+    platform: Option<Platform>,
+    mode: ReadMode,
+    reference: &str,
+    cache: &Path,
+) -> Result<Source> {
+    let tmp = unpack(file, reference)?;
+    let root = tmp.path();
+    let mpath = root.join("manifest.json");
+    let mbytes = fs::read(&mpath)
+        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
+    let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
+        .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
+    let entry = select_entry(&list, name, reference)?;
     let cpath = inside(root, &entry.config, reference)?;
     let cbytes = fs::read(&cpath).at("reading", &cpath)?;
     let config = ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
@@ -329,57 +389,9 @@ pub fn read_docker_archive(
         let diff_id: Digest = diff
             .parse()
             .map_err(|e| Error::image(reference, format!("config rootfs.diff_ids: {e}")))?;
-        let mut magic = [0u8; 2];
-        let gz = File::open(&path)
-            .and_then(|mut f| f.read(&mut magic))
-            .at("reading", &path)?
-            == 2
-            && magic == [0x1f, 0x8b];
-        let layer = if gz {
-            let (digest, size) =
-                hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
-                    .at("reading", &path)?;
-            if mode == ReadMode::Verified {
-                crate::layer::verify_blob(&path, &digest, size, Some(&diff_id), true)
-                    .map_err(|e| Error::image(reference, format!("{rel}: {e}")))?;
-            }
-            Layer {
-                media_type: MediaType::ImageLayerGzip,
-                digest,
-                size,
-                diff_id,
-                path,
-                origin: Origin::Base,
-                from: None,
-            }
-        } else {
-            // Uncompressed: check it against its diff_id, then gzip it like lamina's own layers.
-            let (d, _) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
-                .at("reading", &path)?;
-            if d != diff_id {
-                return Err(Error::image(
-                    reference,
-                    format!(
-                        "layer {rel} has digest {d}, but the config's rootfs.diff_ids says {diff_id}: the archive is corrupt"
-                    ),
-                ));
-            }
-            let b = crate::layer::gzip_file(
-                &path,
-                &blobs,
-                crate::layer::compress::DEFAULT_COMPRESSION_LEVEL,
-            )?;
-            Layer {
-                media_type: MediaType::ImageLayerGzip,
-                digest: b.digest,
-                size: b.size,
-                diff_id,
-                path: b.path,
-                origin: Origin::Base,
-                from: None,
-            }
-        };
-        layers.push(layer);
+        layers.push(archive_layer(
+            path, rel, diff_id, &blobs, mode, reference, cache,
+        )?);
     }
     let image = Image {
         config,

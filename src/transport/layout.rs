@@ -9,11 +9,12 @@ use oci_spec::image::{
     ImageManifest, MediaType,
 };
 
-use super::{ReadMode, Source, Staging, read_json_blob, replace};
+use super::{ReadMode, Resolved, Source, Staging, read_json_blob, replace};
 use crate::cache::link_blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::index::{is_index, is_manifest, pick};
+use crate::image::fsindex;
+use crate::image::index::{IndexAt, is_index, parse_index, walk};
 use crate::image::{
     Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor, oci_layer_media_type,
 };
@@ -32,36 +33,11 @@ fn digest_of(d: &Descriptor, reference: &str) -> Result<Digest> {
     Digest::from_oci(d.digest()).map_err(|e| Error::image(reference, e))
 }
 
-/// Follow index → manifest for `platform`, returning the manifest descriptor.
-fn select(
-    descs: &[Descriptor],
-    platform: Option<Platform>,
-    blobs: &Path,
-    reference: &str,
-    depth: u32,
-) -> Result<Descriptor> {
-    if depth > 4 {
-        return Err(Error::image(reference, "indexes nest more than 4 deep"));
-    }
-    let chosen = pick(descs, platform, reference)?;
-    if is_index(chosen.media_type()) {
-        let digest = digest_of(&chosen, reference)?;
-        let bytes = read_json_blob(blobs, &digest, chosen.size(), "index", reference)?;
-        let idx = ImageIndex::from_reader(&bytes[..])
-            .map_err(|e| Error::image(reference, format!("index {digest} is not valid: {e}")))?;
-        return select(idx.manifests(), platform, blobs, reference, depth + 1);
-    }
-    if !is_manifest(chosen.media_type()) {
-        return Err(Error::image(
-            reference,
-            format!(
-                "{} is a {}, not an image manifest",
-                chosen.digest(),
-                chosen.media_type()
-            ),
-        ));
-    }
-    Ok(chosen)
+/// A nested index of a layout, by its descriptor.
+pub fn load_index(blobs: &Path, d: &Descriptor, reference: &str) -> Result<IndexAt> {
+    let digest = digest_of(d, reference)?;
+    let bytes = read_json_blob(blobs, &digest, d.size(), "index", reference)?;
+    parse_index(&bytes, &digest, reference)
 }
 
 /// Read a manifest (by descriptor) and its config and layers from `blobs`.
@@ -71,6 +47,7 @@ pub fn read_manifest(
     platform: Option<Platform>,
     mode: ReadMode,
     reference: &str,
+    cache: &Path,
 ) -> Result<Source> {
     let mdigest = digest_of(desc, reference)?;
     let mbytes = read_json_blob(blobs, &mdigest, desc.size(), "manifest", reference)?;
@@ -84,7 +61,7 @@ pub fn read_manifest(
     check_platform(&config, platform, reference)?;
     let layers = layers_of(&manifest, &config, |d| blobs.join(d.hex()), reference)?;
     match mode {
-        ReadMode::Verified => verify_layers(&layers, reference)?,
+        ReadMode::Verified => verify_layers(&layers, reference, cache)?,
         ReadMode::Blobs => {
             for l in &layers {
                 match fs::metadata(&l.path) {
@@ -199,14 +176,13 @@ pub fn layers_of(
         .collect()
 }
 
-/// Check every layer's bytes, two at a time (reading and hashing are the cost).
 /// The marker that a blob file, as it is now, was fully verified against its digest and
 /// diff_id: its path under the cache's `verified/`, keyed by both digests and the file's
 /// device, inode, size and modification time in nanoseconds, which every write changes. (Not
 /// the change time: lamina hard-links base blobs into its outputs, which changes it.) This
 /// guards against corruption and partial writes; it does not re-verify a file someone rewrote
 /// and then set back to its old mtime.
-fn verified_marker(l: &Layer) -> Option<std::path::PathBuf> {
+fn verified_marker(l: &Layer, cache: &Path) -> Option<std::path::PathBuf> {
     use sha2::{Digest as _, Sha256};
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(&l.path).ok()?;
@@ -222,63 +198,59 @@ fn verified_marker(l: &Layer) -> Option<std::path::PathBuf> {
     ] {
         h.update(v.to_le_bytes());
     }
-    Some(
-        crate::cache::default_dir()
-            .join("verified")
-            .join(hex::encode(h.finalize())),
-    )
+    Some(cache.join("verified").join(hex::encode(h.finalize())))
+}
+
+/// Verify one layer unless its marker says it was, remembering (best effort) that it was and
+/// what its tar holds (the Lambda gate replays that instead of decompressing it again).
+fn verify_layer(l: &Layer, cache: &Path) -> std::io::Result<()> {
+    let marker = verified_marker(l, cache);
+    if marker.as_ref().is_some_and(|m| m.exists()) {
+        return Ok(());
+    }
+    let index = l.verify_and_index()?;
+    if let Some(i) = index {
+        fsindex::save(cache, &l.diff_id, &i);
+    }
+    // Remembering is best effort: without the marker the blob is checked again.
+    if let Some(m) = marker
+        && let Some(dir) = m.parent()
+        && fs::create_dir_all(dir).is_ok()
+    {
+        let _ = fs::write(&m, b"");
+    }
+    Ok(())
 }
 
 /// Check every layer's bytes, a few at a time (reading and hashing are the cost). A blob file
 /// verified before and untouched since is not read again (base images are checked on every
 /// build: an AWS base would cost about half a second each time).
-pub fn verify_layers(layers: &[Layer], reference: &str) -> Result<()> {
+pub fn verify_layers(layers: &[Layer], reference: &str, cache: &Path) -> Result<()> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let errors = std::sync::Mutex::new(Vec::<(usize, String)>::new());
+    let errors = std::sync::Mutex::new(Vec::<(usize, std::io::Error)>::new());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(l) = layers.get(i) else { break };
-                    let mt = l.media_type.to_string();
-                    let (diff, gzip) = if mt.ends_with("+gzip") {
-                        (Some(&l.diff_id), true)
-                    } else if mt.ends_with(".tar") {
-                        (Some(&l.diff_id), false)
-                    } else {
-                        (None, false) // zstd: the compressed digest is still checked
-                    };
-                    let marker = verified_marker(l);
-                    if marker.as_ref().is_some_and(|m| m.exists()) {
-                        continue;
-                    }
-                    match crate::layer::verify_blob(&l.path, &l.digest, l.size, diff, gzip) {
-                        Err(e) => errors
+                    if let Err(e) = verify_layer(l, cache) {
+                        errors
                             .lock()
-                            .expect("no panics hold this lock")
-                            .push((i, e.to_string())),
-                        // Remembering is best effort: without the marker it is checked again.
-                        Ok(()) => {
-                            if let Some(m) = marker
-                                && let Some(dir) = m.parent()
-                                && fs::create_dir_all(dir).is_ok()
-                            {
-                                let _ = fs::write(&m, b"");
-                            }
-                        }
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, e));
                     }
                 }
             });
         }
     });
-    let mut errs = errors.into_inner().expect("no panics hold this lock");
-    errs.sort();
+    let mut errs = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    errs.sort_by_key(|(i, _)| *i);
     match errs.into_iter().next() {
-        Some((_, e)) => Err(Error::image(reference, e)),
+        Some((_, e)) => Err(Error::image(reference, e.to_string())),
         None => Ok(()),
     }
 }
@@ -290,7 +262,25 @@ pub fn read(
     platform: Option<Platform>,
     mode: ReadMode,
     reference: &str,
+    cache: &Path,
 ) -> Result<Source> {
+    let blobs = dir.join("blobs").join("sha256");
+    let desc = match resolve(dir, tag, platform, reference)? {
+        Resolved::Manifest(d) => *d,
+        Resolved::Index(idx) => walk(&idx.manifests, platform, reference, &mut |d| {
+            load_index(&blobs, d, reference)
+        })?,
+        Resolved::Unindexed => {
+            return Err(Error::Internal(format!(
+                "{reference}: a layout without index"
+            )));
+        }
+    };
+    read_manifest(&blobs, &desc, platform, mode, reference, cache)
+}
+
+/// The descriptors of `index.json` that `tag` names (all of them without a tag).
+fn candidates(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Vec<Descriptor>> {
     if !dir.join("oci-layout").is_file() {
         return Err(Error::image(
             reference,
@@ -308,16 +298,13 @@ pub fn read(
             format!("{} is not valid: {e}", index_path.display()),
         )
     })?;
-    let candidates: Vec<Descriptor> = match tag {
-        Some(t) => index
-            .manifests()
-            .iter()
-            .filter(|d| tag_of(d) == Some(t))
-            .cloned()
-            .collect(),
-        None => index.manifests().clone(),
-    };
-    if candidates.is_empty() {
+    let found: Vec<Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| tag.is_none() || tag_of(d) == tag)
+        .cloned()
+        .collect();
+    if found.is_empty() {
         let tags: Vec<&str> = index.manifests().iter().filter_map(tag_of).collect();
         return Err(Error::image(
             reference,
@@ -334,24 +321,52 @@ pub fn read(
             },
         ));
     }
-    let blobs = dir.join("blobs").join("sha256");
-    let desc = if tag.is_none()
-        && candidates.len() > 1
-        && candidates.iter().any(|d| d.platform().is_none())
-    {
-        let tags: Vec<&str> = candidates.iter().filter_map(tag_of).collect();
+    if tag.is_none() && found.len() > 1 && found.iter().any(|d| d.platform().is_none()) {
+        let tags: Vec<&str> = found.iter().filter_map(tag_of).collect();
         return Err(Error::image(
             reference,
             format!(
                 "holds {} images; name one with :TAG (tags: {})",
-                candidates.len(),
+                found.len(),
                 tags.join(", ")
             ),
         ));
-    } else {
-        select(&candidates, platform, &blobs, reference, 0)?
-    };
-    read_manifest(&blobs, &desc, platform, mode, reference)
+    }
+    Ok(found)
+}
+
+/// What `oci:DIR[:TAG]` names (see [`super::Opened::resolve`]): an index is an image index
+/// blob named alone, or `index.json` itself listing one image per platform under one tag.
+pub fn resolve(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: Option<Platform>,
+    reference: &str,
+) -> Result<Resolved> {
+    let found = candidates(dir, tag, reference)?;
+    let blobs = dir.join("blobs").join("sha256");
+    let mut load = |d: &Descriptor| load_index(&blobs, d, reference);
+    if platform.is_some() {
+        return Ok(Resolved::Manifest(Box::new(walk(
+            &found, platform, reference, &mut load,
+        )?)));
+    }
+    match found.as_slice() {
+        [one] if is_index(one.media_type()) => Ok(Resolved::Index(load(one)?)),
+        many if many.len() > 1
+            && many.iter().all(|d| d.platform().is_some())
+            && many.iter().all(|d| tag_of(d) == tag_of(&many[0])) =>
+        {
+            Ok(Resolved::Index(IndexAt {
+                digest: None,
+                manifests: many.to_vec(),
+            }))
+        }
+        // One manifest; or several to choose from, which `walk` refuses without a platform.
+        _ => Ok(Resolved::Manifest(Box::new(walk(
+            &found, None, reference, &mut load,
+        )?))),
+    }
 }
 
 /// Lay out `img` in the staging directory, taking over the blobs and other images of an

@@ -3,17 +3,22 @@
 
 pub mod archive;
 pub mod layout;
+pub mod resolve;
 
+pub use resolve::{Opened, Resolved, resolve};
+
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
 
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
 use crate::platform::Platform;
-use crate::reference::{ImageRef, RegistryRef};
+use crate::reference::ImageRef;
 use crate::registry::push::PushReport;
 use crate::registry::{Client, Options};
 
@@ -86,22 +91,7 @@ pub fn read(
     mode: ReadMode,
     opts: &Options,
 ) -> Result<Source> {
-    match r {
-        ImageRef::Docker(rr) => registry_read(rr, platform, mode, opts),
-        ImageRef::Scratch => {
-            let image = Image::scratch(platform.unwrap_or_default());
-            Ok(Source::rendered(image, None))
-        }
-        ImageRef::Oci { dir, tag } => {
-            layout::read(dir, tag.as_deref(), platform, mode, &r.to_string())
-        }
-        ImageRef::OciArchive { file, tag } => {
-            archive::read_oci_archive(file, tag.as_deref(), platform, mode, &r.to_string())
-        }
-        ImageRef::DockerArchive { file, name } => {
-            archive::read_docker_archive(file, name.as_deref(), platform, mode, &r.to_string())
-        }
-    }
+    Opened::open(r, opts)?.read_for(platform, mode)
 }
 
 /// Where the new image's files are assembled before they are moved to the destination: a
@@ -159,7 +149,9 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
 /// A registry destination reports what happened to each blob.
-/// With a `session` (from [`preflight`]), a registry destination reuses its connection.
+/// With a `session` (from [`preflight`]), a registry destination reuses its connection;
+/// `streamed` are the blobs already uploaded over it during the build (see
+/// [`crate::registry::push::push`]).
 pub fn write(
     r: &ImageRef,
     img: &Rendered,
@@ -167,6 +159,7 @@ pub fn write(
     mtime: u64,
     opts: &Options,
     session: Option<&Session>,
+    streamed: &HashSet<Digest>,
 ) -> Result<Option<PushReport>> {
     match r {
         ImageRef::Oci { dir, tag } => {
@@ -180,13 +173,16 @@ pub fn write(
         }
         ImageRef::Docker(rr) => {
             let report = match session {
-                Some(s) => {
-                    s.rt.block_on(crate::registry::push::push(s.client.clone(), rr, img))?
-                }
+                Some(s) => s.rt.block_on(crate::registry::push::push(
+                    s.client.clone(),
+                    rr,
+                    img,
+                    streamed,
+                ))?,
                 None => crate::registry::block_on(async {
                     let client =
                         Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
-                    crate::registry::push::push(client, rr, img).await
+                    crate::registry::push::push(client, rr, img, streamed).await
                 })?,
             };
             drop(staging);
@@ -221,29 +217,6 @@ pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session>> {
 pub struct Session {
     pub rt: tokio::runtime::Runtime,
     pub client: Arc<Client>,
-}
-
-/// Pull `r` into the blob cache and read it from there like a layout.
-fn registry_read(
-    r: &RegistryRef,
-    platform: Option<Platform>,
-    mode: ReadMode,
-    opts: &Options,
-) -> Result<Source> {
-    let blobs = crate::cache::blobs(&opts.cache_dir);
-    let shown = format!("docker://{r}");
-    let desc = crate::registry::block_on(async {
-        let client = Arc::new(Client::connect(&r.registry, r.api_host(), opts).await?);
-        let desc = crate::registry::pull::resolve(&client, r, platform, &blobs).await?;
-        crate::registry::pull::fetch_blobs(client, r, &desc, &blobs, mode != ReadMode::Metadata)
-            .await?;
-        Ok(desc)
-    })?;
-    let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown)?;
-    for l in &mut src.image.layers {
-        l.from = Some((r.registry.clone(), r.repository.clone()));
-    }
-    Ok(src)
 }
 
 /// Replace `dest` by `new` (a directory or file in the same file system) in one step where the
