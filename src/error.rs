@@ -35,6 +35,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The Lambda gate found errors in an image: Lambda would refuse it, so it was not pushed.
+    #[error("image {reference}: {message}")]
+    Lambda {
+        /// The image reference as the user wrote it.
+        reference: String,
+        /// The findings, and what to do.
+        message: String,
+    },
     /// A registry (or the AWS API behind one) failed or refused a request.
     #[error("{message}")]
     Registry {
@@ -79,6 +87,8 @@ pub enum ErrorKind {
     Source,
     /// [`Error::Image`]
     Image,
+    /// [`Error::Lambda`]
+    Lambda,
     /// [`Error::Registry`]
     Registry,
     /// [`Error::Auth`]
@@ -102,6 +112,7 @@ impl Error {
             Error::Spec { .. } => ErrorKind::Spec,
             Error::Source { .. } => ErrorKind::Source,
             Error::Image { .. } => ErrorKind::Image,
+            Error::Lambda { .. } => ErrorKind::Lambda,
             Error::Registry { .. } => ErrorKind::Registry,
             Error::Auth(_) => ErrorKind::Auth,
             Error::Sandbox(_) => ErrorKind::Sandbox,

@@ -52,6 +52,38 @@ fn check_exits_3_on_lambda_errors_0_when_clean() {
 }
 
 #[test]
+fn a_push_the_lambda_gate_refuses_exits_3() {
+    let reg = Registry::plain();
+    let t = TempDir::new().unwrap();
+    // No ENTRYPOINT and no CMD (L005): both `build --to docker://` and `push` refuse it.
+    let bad = scratch_image(t.path(), "bad", &[]);
+    let out = lamina(&["push", &bad, &reg.reference("fn:bad")], t.path(), &[]);
+    assert_no_panic(&out);
+    assert_eq!(code(&out), Some(3), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("nothing was pushed"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(reg.blob_count(), 0, "{}", describe(&out));
+
+    let src = t.path().join("src");
+    write_file(&src.join("data.txt"), b"x", 0o644);
+    let layer = format!("{}:/var/task", path_str(&src));
+    let dest = reg.reference("fn:built");
+    let out = lamina(
+        &[
+            "build", "-q", "--base", "scratch", "--layer", &layer, "--to", &dest,
+        ],
+        t.path(),
+        &[],
+    );
+    assert_no_panic(&out);
+    assert_eq!(code(&out), Some(3), "{}", describe(&out));
+    assert_eq!(reg.blob_count(), 0, "{}", describe(&out));
+}
+
+#[test]
 fn failures_exit_1_and_usage_errors_exit_2() {
     let t = TempDir::new().unwrap();
     let missing = oci_ref(&t.path().join("missing"), "latest");
@@ -194,7 +226,7 @@ fn flag_groups_belong_to_the_commands_that_use_them() {
 
     let out = lamina_ok(&["--help"], t.path(), &[]);
     let h = String::from_utf8(out.stdout).unwrap();
-    for line in ["Exit status:", "  2  usage error", "  3  `lamina check`"] {
+    for line in ["Exit status:", "  2  usage error", "  3  the Lambda gate found errors"] {
         assert!(h.contains(line), "`lamina --help` lacks {line:?}:\n{h}");
     }
 }

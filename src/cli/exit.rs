@@ -14,7 +14,7 @@ pub const FAILURE: u8 = 1;
 /// The command line or the build spec is wrong: fix the invocation or lamina.toml, do not
 /// retry as is.
 pub const USAGE: u8 = 2;
-/// `lamina check` found Lambda errors in the image.
+/// The Lambda gate found errors: `lamina check`, or a build or push it refused.
 pub const LAMBDA_ERRORS: u8 = 3;
 
 /// The table shown after `lamina --help`.
@@ -23,7 +23,7 @@ Exit status:
   0  success (also when standard output is closed early, as by `| head`)
   1  failure: a registry, image, layer source, sandbox or I/O error
   2  usage error: a bad flag, argument or value, or an invalid build spec (lamina.toml)
-  3  `lamina check` found Lambda errors in the image";
+  3  the Lambda gate found errors: `lamina check`, or a build or push it refused";
 
 /// `lamina check` found errors: the message names the image and the counts (the findings
 /// were printed already).
@@ -54,6 +54,7 @@ pub fn code(err: &anyhow::Error) -> u8 {
         // A spec error is the user's description of the build, like a flag: fixing the input
         // is the only way forward, so it is a usage error too.
         Some(ErrorKind::Usage | ErrorKind::Spec) => USAGE,
+        Some(ErrorKind::Lambda) => LAMBDA_ERRORS,
         _ => FAILURE,
     }
 }

@@ -251,13 +251,13 @@ pub fn gate(report: &Report, dest: &ImageRef, log: &mut dyn FnMut(String)) -> Re
         return Ok(());
     }
     let lines: Vec<String> = report.errors().map(|f| format!("  {f}")).collect();
-    Err(Error::image(
-        &report.reference,
-        format!(
+    Err(Error::Lambda {
+        reference: report.reference.clone(),
+        message: format!(
             "fails the Lambda checks, so nothing was pushed to {dest}:\n{}\n(`lamina check` lists every finding; --no-lambda-check pushes anyway)",
             lines.join("\n")
         ),
-    ))
+    })
 }
 
 fn is_attestation(d: &Descriptor) -> bool {
