@@ -1,9 +1,13 @@
-//! What a layer's tar holds, remembered per diff_id: each entry's path, kind, mode, size, link
-//! target and (for files that may be executed) first bytes, in tar order — everything the
-//! Lambda file-system checks read from a layer, without its contents. A base layer is read (and
-//! decompressed) once per machine; later checks replay the index. The index is a function of
-//! the uncompressed content alone, so keying it by diff_id is sound, and it is only written
-//! from a stream that verified.
+//! What a layer's tar holds, as the in-memory file-system view of the Lambda gate applies it:
+//! a list of [`Item`]s (each entry's path, kind, mode, size, link target and, for files that may
+//! be executed, first bytes; whiteouts and opaque markers), in tar order, without contents.
+//!
+//! The same list serves two ways: read from a tar stream and applied at once
+//! (`lambda::fs::apply_layer`), or remembered per diff_id for a verified base layer so that later
+//! checks apply it without decompressing the layer again ([`FsIndex`], [`load`], [`save`]).
+//! Either way the view applies it with the same code. The list is a function of the
+//! uncompressed content alone, so keying it by diff_id is sound, and it is only remembered from
+//! a stream that verified.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -12,133 +16,248 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::blob::decompress;
+use super::fs::{Whiteout, whiteout};
 use super::{Layer, Origin};
 use crate::digest::Digest;
 
-/// How many leading bytes of a file are kept (enough for an ELF header and a `#!` line).
+/// How many leading bytes are kept of files the checks may execute: enough for an ELF header
+/// and a `#!` line.
 pub const HEAD: usize = 128;
 
-/// Bumped when the format or what is recorded changes: older indexes are then ignored.
-const VERSION: u32 = 1;
+/// Paths whose first bytes are kept whatever their mode (Lambda's custom-runtime entry points).
+pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"];
 
-/// One tar entry as recorded.
+/// Bumped when the format or what is recorded changes: an index of another version is not
+/// remembered (it is read again from the layer and replaced).
+const VERSION: u32 = 2;
+
+/// The largest index file [`load`] reads and [`save`] writes. An entry takes about 100 bytes,
+/// so this holds a layer of several hundred thousand files; a larger layer is simply read
+/// from its blob each time.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Called with each regular file of a layer (its path as in [`Item::path`], and its whole
+/// content) as the layer is read; returns an id to remember the content by
+/// ([`Op::File::kept`]), or `None` to pass. What it does not read is skipped.
+pub type Keeper<'a> = dyn FnMut(&str, &mut dyn Read) -> io::Result<Option<u64>> + 'a;
+
+/// One entry of a layer's tar, as it changes the file system below it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The entry's path, normalized: no leading `/`, no `.` or empty components, `..` climbed
+    /// (never above the root). For a whiteout, the path it hides; for an opaque marker, its
+    /// directory.
+    pub path: String,
+    pub op: Op,
+}
+
+/// What an [`Item`] does. Modes are permission bits (`& 0o7777`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    /// A regular file of `size` bytes; `head` is kept when an execute bit is set or the file is
-    /// named `bootstrap` (hex).
+pub enum Op {
+    /// A regular file of `size` bytes.
     File {
+        mode: u32,
         size: u64,
-        head: Option<String>,
+        /// Its first [`HEAD`] bytes, kept when it has an execute bit or sits at one of the
+        /// [`BOOTSTRAPS`] (hex on disk).
+        #[serde(default, with = "hex_bytes", skip_serializing_if = "Option::is_none")]
+        head: Option<Vec<u8>>,
+        /// The id a [`Keeper`] gave its content; never remembered.
+        #[serde(skip)]
+        kept: Option<u64>,
     },
-    Dir,
+    Dir {
+        mode: u32,
+    },
     Symlink {
+        mode: u32,
         target: String,
     },
+    /// A device or fifo.
+    Special {
+        mode: u32,
+        what: Special,
+    },
+    /// A hard link to `target` (as the tar spells it): it shares that file's kind, mode and
+    /// content.
     HardLink {
         target: String,
     },
-    /// A device or fifo: `what` names it ("a character device", …).
-    Other {
-        what: String,
-    },
-    /// A metadata entry (global PAX header …) that adds no file, kept for its name: a whiteout
-    /// name is a whiteout whatever the entry's type.
-    Ignored,
+    /// `.wh.NAME`: hides `path` and its subtree in the layers below.
+    Whiteout,
+    /// `.wh..wh..opq`: hides everything the layers below put in the directory `path`.
+    Opaque,
 }
 
-/// One entry: its path as the tar spells it (not normalized), its permission bits and kind.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub path: String,
-    pub mode: u32,
-    pub kind: EntryKind,
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Special {
+    CharDevice,
+    BlockDevice,
+    Fifo,
 }
 
-/// A layer's index: its entries in order and its uncompressed size.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct FsIndex {
-    pub version: u32,
-    pub uncompressed: u64,
-    pub entries: Vec<Entry>,
-}
-
-impl EntryKind {
-    /// The first bytes of a file, when they were kept.
-    pub fn head_bytes(&self) -> Option<Vec<u8>> {
+impl Special {
+    /// Its name in messages.
+    pub fn what(self) -> &'static str {
         match self {
-            EntryKind::File { head: Some(h), .. } => hex::decode(h).ok(),
-            _ => None,
+            Special::CharDevice => "a character device",
+            Special::BlockDevice => "a block device",
+            Special::Fifo => "a named pipe",
         }
     }
+}
+
+/// `Option<Vec<u8>>` as an optional hex string.
+mod hex_bytes {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        b.as_ref().map(hex::encode).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|h| hex::decode(h).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// `p` without `.`, empty components or a leading `/`; `..` climbs (never above the root).
+pub fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out.join("/")
 }
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Record one tar entry, reading at most [`HEAD`] bytes of its content.
-fn record<R: Read>(entry: &mut tar::Entry<R>) -> io::Result<Entry> {
-    let path = lossy(&entry.path_bytes());
+/// The item one tar entry makes: `None` for metadata entries (global PAX headers …), aufs
+/// bookkeeping names and a non-directory at the root. A regular file's content is read: its
+/// head kept, the whole of it handed to `keeper`.
+fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Result<Option<Item>> {
+    let path = normalize(&lossy(&entry.path_bytes()));
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+    // A whiteout name is a whiteout whatever the entry's type.
+    match whiteout(name.as_bytes()) {
+        Some(Whiteout::Opaque) => {
+            let path = dir.to_owned();
+            return Ok(Some(Item {
+                path,
+                op: Op::Opaque,
+            }));
+        }
+        Some(Whiteout::Hides(victim)) => {
+            let path = normalize(&format!("{dir}/{}", lossy(victim)));
+            return Ok(Some(Item {
+                path,
+                op: Op::Whiteout,
+            }));
+        }
+        Some(Whiteout::Ignored) => return Ok(None),
+        None => {}
+    }
     let header = entry.header();
     let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    let link = || {
-        entry
-            .link_name_bytes()
-            .map(|t| lossy(&t))
-            .unwrap_or_default()
-    };
-    let kind = match header.entry_type() {
+    let target = |e: &tar::Entry<'_, R>| e.link_name_bytes().map(|t| lossy(&t)).unwrap_or_default();
+    let special = |what| Op::Special { mode, what };
+    let op = match header.entry_type() {
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            let size = entry.size();
-            let keep = mode & 0o111 != 0 || path.ends_with("bootstrap");
-            let head = if keep {
-                let mut buf = Vec::with_capacity(HEAD);
-                entry.take(HEAD as u64).read_to_end(&mut buf)?;
-                Some(hex::encode(buf))
-            } else {
-                None
-            };
-            EntryKind::File { size, head }
+            file_op(&mut entry, &path, mode, keeper)?
         }
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink { target: link() },
-        tar::EntryType::Link => EntryKind::HardLink { target: link() },
-        tar::EntryType::Char => EntryKind::Other {
-            what: "a character device".into(),
+        tar::EntryType::Directory => Op::Dir { mode },
+        tar::EntryType::Symlink => Op::Symlink {
+            mode,
+            target: target(&entry),
         },
-        tar::EntryType::Block => EntryKind::Other {
-            what: "a block device".into(),
+        tar::EntryType::Link => Op::HardLink {
+            target: target(&entry),
         },
-        tar::EntryType::Fifo => EntryKind::Other {
-            what: "a named pipe".into(),
-        },
-        _ => EntryKind::Ignored,
+        tar::EntryType::Char => special(Special::CharDevice),
+        tar::EntryType::Block => special(Special::BlockDevice),
+        tar::EntryType::Fifo => special(Special::Fifo),
+        _ => return Ok(None),
     };
-    Ok(Entry { path, mode, kind })
+    if path.is_empty() && !matches!(op, Op::Dir { .. }) {
+        return Ok(None);
+    }
+    Ok(Some(Item { path, op }))
+}
+
+/// A regular file's op: its first [`HEAD`] bytes kept when the checks may execute it, its
+/// whole content handed to `keeper`.
+fn file_op<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &str,
+    mode: u32,
+    keeper: &mut Keeper,
+) -> io::Result<Op> {
+    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path);
+    let size = entry.size();
+    let head = if keep {
+        let mut buf = Vec::with_capacity(HEAD);
+        (&mut *entry).take(HEAD as u64).read_to_end(&mut buf)?;
+        Some(buf)
+    } else {
+        None
+    };
+    let read = head.as_deref().unwrap_or_default();
+    let kept = keeper(path, &mut read.chain(&mut *entry))?;
+    Ok(Op::File {
+        mode,
+        size,
+        head,
+        kept,
+    })
+}
+
+/// A layer's items in order, and its uncompressed size.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FsIndex {
+    pub version: u32,
+    pub uncompressed: u64,
+    pub items: Vec<Item>,
 }
 
 impl FsIndex {
-    /// Index an uncompressed tar stream, reading it to its end (past the end-of-archive
-    /// blocks, so `uncompressed` is the layer's size and a verifying reader gets to check).
+    /// Read an uncompressed tar stream to its end (past the end-of-archive blocks, so
+    /// `uncompressed` is the layer's size and a verifying reader gets to check).
     pub fn read<R: Read>(r: R) -> io::Result<FsIndex> {
+        Self::read_keeping(r, &mut |_, _| Ok(None))
+    }
+
+    /// [`read`](Self::read), handing every regular file's content to `keeper`.
+    pub fn read_keeping<R: Read>(r: R, keeper: &mut Keeper) -> io::Result<FsIndex> {
         let mut counted = Counted { inner: r, n: 0 };
-        let mut entries = Vec::new();
+        let mut items = Vec::new();
         {
             let mut archive = tar::Archive::new(&mut counted);
             for e in archive.entries()? {
-                entries.push(record(&mut e?)?);
+                if let Some(item) = item_of(e?, keeper)? {
+                    items.push(item);
+                }
             }
         }
         io::copy(&mut counted, &mut io::sink())?;
         Ok(FsIndex {
             version: VERSION,
             uncompressed: counted.n,
-            entries,
+            items,
         })
     }
 }
 
+/// Counts the bytes read through it: a layer's uncompressed size, as it is read.
 struct Counted<R> {
     inner: R,
     n: u64,
@@ -161,18 +280,36 @@ fn path_for(cache: &Path, diff_id: &Digest) -> PathBuf {
     dir(cache).join(format!("{}.json", diff_id.hex()))
 }
 
-/// The remembered index of the layer whose uncompressed digest is `diff_id`, if any (an
-/// unreadable or outdated one counts as none).
+/// The remembered index of the layer whose uncompressed digest is `diff_id`, if any. An
+/// index that is missing, unreadable, larger than [`MAX_INDEX_BYTES`], not this version's
+/// format or of another version counts as none: the layer is then read again.
 pub fn load(cache: &Path, diff_id: &Digest) -> Option<FsIndex> {
-    let bytes = fs::read(path_for(cache, diff_id)).ok()?;
+    load_at_most(&path_for(cache, diff_id), MAX_INDEX_BYTES)
+}
+
+/// [`load`] from `path`, refusing a file over `cap` bytes.
+fn load_at_most(path: &Path, cap: u64) -> Option<FsIndex> {
+    let f = fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    f.take(cap + 1).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > cap {
+        return None;
+    }
     serde_json::from_slice::<FsIndex>(&bytes)
         .ok()
         .filter(|i| i.version == VERSION)
 }
 
 /// Remember `index` for `diff_id`: written to a temporary name and renamed, so a reader never
-/// sees half of one. Best effort: without it the layer is simply read again next time.
+/// sees half of one. Best effort: without it (or for an index over [`MAX_INDEX_BYTES`]) the
+/// layer is simply read again next time.
 pub fn save(cache: &Path, diff_id: &Digest, index: &FsIndex) {
+    let Ok(bytes) = serde_json::to_vec(index) else {
+        return;
+    };
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return;
+    }
     let d = dir(cache);
     if fs::create_dir_all(&d).is_err() {
         return;
@@ -180,10 +317,7 @@ pub fn save(cache: &Path, diff_id: &Digest, index: &FsIndex) {
     let Ok(mut tmp) = tempfile::Builder::new().prefix(".fs-").tempfile_in(&d) else {
         return;
     };
-    let mut w = io::BufWriter::new(&mut tmp);
-    let written = serde_json::to_writer(&mut w, index).is_ok() && w.flush().is_ok();
-    drop(w);
-    if written {
+    if tmp.write_all(&bytes).is_ok() {
         // A failed rename leaves no index, which only costs a re-read.
         let _ = tmp.persist(path_for(cache, diff_id));
     }
@@ -229,24 +363,59 @@ impl Layer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_index_round_trips_through_the_cache() {
-        let dir = tempfile::tempdir().unwrap();
+    fn tool_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(4);
         h.set_mode(0o755);
-        b.append_data(&mut h, "bin/tool", &b"\x7fELF"[..]).unwrap();
-        let tar = b.into_inner().unwrap();
+        b.append_data(&mut h, "./bin/tool", &b"\x7fELF"[..])
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_index_round_trips_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tool_tar();
         let index = FsIndex::read(&tar[..]).unwrap();
         assert_eq!(index.uncompressed, tar.len() as u64);
         assert_eq!(
-            index.entries[0].kind.head_bytes().as_deref(),
-            Some(&b"\x7fELF"[..])
+            index.items,
+            [Item {
+                path: "bin/tool".into(),
+                op: Op::File {
+                    mode: 0o755,
+                    size: 4,
+                    head: Some(b"\x7fELF".to_vec()),
+                    kept: None
+                }
+            }]
         );
         let diff = Digest::of(&tar);
         assert!(load(dir.path(), &diff).is_none());
         save(dir.path(), &diff, &index);
         assert_eq!(load(dir.path(), &diff), Some(index));
+    }
+
+    /// Another version's index, a damaged one or an oversized one is not remembered (and is
+    /// no error).
+    #[test]
+    fn an_index_of_another_version_or_size_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tool_tar();
+        let diff = Digest::of(&tar);
+        let mut index = FsIndex::read(&tar[..]).unwrap();
+        index.version = VERSION + 1;
+        save(dir.path(), &diff, &index);
+        assert!(path_for(dir.path(), &diff).exists());
+        assert!(load(dir.path(), &diff).is_none());
+        std::fs::write(path_for(dir.path(), &diff), b"{\"version\":1,\"entries\":[").unwrap();
+        assert!(load(dir.path(), &diff).is_none());
+        index.version = VERSION;
+        save(dir.path(), &diff, &index);
+        let path = path_for(dir.path(), &diff);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(load_at_most(&path, len), Some(index));
+        assert!(load_at_most(&path, len - 1).is_none());
     }
 }

@@ -1,20 +1,17 @@
 //! The file system an image's layers add up to, as far as the Lambda checks need it: each path's
-//! kind, mode, size, link target and (for executables and bootstraps) its first bytes. Layers are
-//! streamed (gunzip → tar) in order, applying OCI whiteouts; nothing is unpacked to disk and no
+//! kind, mode, size, link target and (for executables and bootstraps) its first bytes. Each
+//! layer is a list of [`Item`]s — read from its tar stream (gunzip → tar) or remembered from an
+//! earlier read ([`crate::image::fsindex`]) — applied in order by
+//! [`FileSystem::apply_items`], OCI whiteouts included; nothing is unpacked to disk and no
 //! file's content is kept beyond [`HEAD`] bytes.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{self, Read};
 
-use crate::image::fs::{self as rootfs, Entry, Follow, Tree, Whiteout};
-
-/// How many leading bytes are kept of files the checks may execute: enough for an ELF header
-/// and a `#!` line.
-pub const HEAD: usize = 128;
-
-/// Paths whose first bytes are kept whatever their mode (Lambda's custom-runtime entry points).
-pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"];
+use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
+use crate::image::fsindex::FsIndex;
+pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Keeper, Op, normalize};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -39,11 +36,6 @@ pub struct Node {
     /// (a hard link shares its target's).
     pub kept: Option<u64>,
 }
-
-/// Called with each regular file of a layer (its path without a leading `/`, and its whole
-/// content) as the layer is streamed; returns an id to remember the content by (see
-/// [`Node::kept`]), or `None` to pass. What it does not read is skipped.
-pub type Keeper<'a> = dyn FnMut(&str, &mut dyn Read) -> io::Result<Option<u64>> + 'a;
 
 impl Node {
     pub fn dir(mode: u32) -> Node {
@@ -101,24 +93,6 @@ impl Default for FileSystem {
     }
 }
 
-/// `p` as clean components (no empty ones, no `.`; `..` kept: resolution decides what it means).
-fn components(p: &str) -> impl Iterator<Item = &str> {
-    p.split('/').filter(|c| !c.is_empty() && *c != ".")
-}
-
-/// `p` without `.`, empty components or a leading `/`; `..` climbs (never above the root).
-pub fn normalize(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for c in components(p) {
-        if c == ".." {
-            out.pop();
-        } else {
-            out.push(c);
-        }
-    }
-    out.join("/")
-}
-
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -146,14 +120,6 @@ impl Tree for Nodes<'_> {
             Some(Kind::File | Kind::Other(_)) => Entry::Other,
         })
     }
-}
-
-/// One tar entry of a layer, before the layer is applied.
-enum Item {
-    Node(String, Node),
-    HardLink { path: String, target: String },
-    Whiteout(String),
-    Opaque(String),
 }
 
 impl FileSystem {
@@ -234,10 +200,11 @@ impl FileSystem {
         join(&parent, name)
     }
 
-    /// Make `dir` and its ancestors directories where nothing is (mode 0755, as runtimes do).
+    /// Make `dir` (normalized) and its ancestors directories where nothing is (mode 0755, as
+    /// runtimes do).
     fn make_dirs(&mut self, dir: &str) {
         let mut at = String::new();
-        for c in components(dir) {
+        for c in dir.split('/').filter(|c| !c.is_empty()) {
             at = join(&at, c);
             self.nodes
                 .entry(at.clone())
@@ -295,28 +262,22 @@ impl FileSystem {
 
     /// [`apply_tar`](Self::apply_tar), handing every regular file's content to `keeper`.
     pub fn apply_tar_keeping<R: Read>(&mut self, r: R, keeper: &mut Keeper) -> io::Result<()> {
-        let mut archive = tar::Archive::new(r);
-        let mut items = Vec::new();
-        for entry in archive.entries()? {
-            if let Some(item) = item_of(entry?, keeper)? {
-                items.push(item);
-            }
-        }
-        self.apply_items(items);
+        self.apply_items(FsIndex::read_keeping(r, keeper)?.items);
         Ok(())
     }
 
-    /// Apply one layer's items: whiteouts first (they only hide the lower layers), then the
-    /// layer's own entries in order.
-    fn apply_items(&mut self, items: Vec<Item>) {
+    /// Apply one layer's items over this file system: its whiteouts and opaque markers first
+    /// (they only hide what the lower layers hold), then its own entries in order.
+    pub fn apply_items(&mut self, items: Vec<Item>) {
         for item in &items {
-            match item {
-                Item::Opaque(dir) => {
+            match item.op {
+                Op::Opaque => {
+                    let dir = &item.path;
                     let d = self.walk(dir, true, true).unwrap_or_else(|_| dir.clone());
                     self.clear_dir(&d);
                 }
-                Item::Whiteout(p) => {
-                    let key = self.place(p);
+                Op::Whiteout => {
+                    let key = self.place(&item.path);
                     if !key.is_empty() {
                         self.remove(&key);
                     }
@@ -324,127 +285,53 @@ impl FileSystem {
                 _ => {}
             }
         }
-        for item in items {
-            match item {
-                Item::Node(path, node) => self.insert(&path, node),
-                Item::HardLink { path, target } => {
-                    // The link shares its target's inode: same kind, mode and content.
-                    let t = self
-                        .walk(&target, false, true)
-                        .ok()
-                        .and_then(|k| self.nodes.get(&k).cloned());
-                    let node = t.unwrap_or(Node {
-                        kind: Kind::File,
-                        mode: 0o644,
-                        size: 0,
-                        head: None,
-                        kept: None,
-                    });
-                    self.insert(&path, node);
-                }
-                Item::Whiteout(_) | Item::Opaque(_) => {}
-            }
+        for Item { path, op } in items {
+            let node = match op {
+                Op::File {
+                    mode,
+                    size,
+                    head,
+                    kept,
+                } => Node {
+                    kind: Kind::File,
+                    mode,
+                    size,
+                    head,
+                    kept,
+                },
+                Op::Dir { mode } => Node::dir(mode),
+                Op::Symlink { mode, target } => Node {
+                    mode,
+                    ..Node::symlink(&target)
+                },
+                Op::Special { mode, what } => Node {
+                    kind: Kind::Other(what.what()),
+                    mode,
+                    size: 0,
+                    head: None,
+                    kept: None,
+                },
+                Op::HardLink { target } => self.hard_linked(&target),
+                Op::Whiteout | Op::Opaque => continue,
+            };
+            self.insert(&path, node);
         }
     }
-}
 
-/// What one tar entry of a layer is (`None` for metadata entries, whiteout bookkeeping and a
-/// non-directory at the root); a regular file's content is read (head kept, the rest handed to
-/// `keeper`).
-fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Result<Option<Item>> {
-    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let path = normalize(&raw);
-    let (dir, name) = split_last(&path);
-    match rootfs::whiteout(name.as_bytes()) {
-        Some(Whiteout::Opaque) => return Ok(Some(Item::Opaque(dir.to_owned()))),
-        Some(Whiteout::Hides(victim)) => {
-            let victim = String::from_utf8_lossy(victim);
-            return Ok(Some(Item::Whiteout(join(dir, &victim))));
-        }
-        Some(Whiteout::Ignored) => return Ok(None),
-        None => {}
-    }
-    let header = entry.header();
-    let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    let link_target = |e: &tar::Entry<'_, R>| {
-        e.link_name_bytes()
-            .map(|t| String::from_utf8_lossy(&t).into_owned())
-            .unwrap_or_default()
-    };
-    let node = match header.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
-            file_node(&mut entry, &path, mode, keeper)?
-        }
-        tar::EntryType::Directory => Node::dir(mode),
-        tar::EntryType::Symlink => Node {
-            mode,
-            ..Node::symlink(&link_target(&entry))
-        },
-        tar::EntryType::Link => {
-            let target = link_target(&entry);
-            return Ok(Some(Item::HardLink { path, target }));
-        }
-        tar::EntryType::Char => other("a character device", mode),
-        tar::EntryType::Block => other("a block device", mode),
-        tar::EntryType::Fifo => other("a named pipe", mode),
-        // Global PAX headers and other metadata entries carry no file.
-        _ => return Ok(None),
-    };
-    if path.is_empty() && node.kind != Kind::Dir {
-        return Ok(None);
-    }
-    Ok(Some(Item::Node(path, node)))
-}
-
-/// A regular file's node: its first [`HEAD`] bytes kept when the checks may execute it, its
-/// whole content handed to `keeper`.
-fn file_node<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    path: &str,
-    mode: u32,
-    keeper: &mut Keeper,
-) -> io::Result<Node> {
-    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path);
-    let size = entry.size();
-    let head = if keep {
-        let mut buf = Vec::with_capacity(HEAD);
-        (&mut *entry).take(HEAD as u64).read_to_end(&mut buf)?;
-        Some(buf)
-    } else {
-        None
-    };
-    let read = head.as_deref().unwrap_or_default();
-    let kept = keeper(path, &mut read.chain(&mut *entry))?;
-    Ok(Node {
-        kind: Kind::File,
-        mode,
-        size,
-        head,
-        kept,
-    })
-}
-
-fn other(what: &'static str, mode: u32) -> Node {
-    Node {
-        kind: Kind::Other(what),
-        mode,
-        size: 0,
-        head: None,
-        kept: None,
-    }
-}
-
-/// Counts the bytes read through it: a layer's uncompressed size, as it is scanned.
-pub struct Counting<R> {
-    pub inner: R,
-    pub count: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+    /// What a hard link to `target` is: the node of the inode it shares (same kind, mode and
+    /// content), or an empty file of unknown content when the target is missing.
+    fn hard_linked(&self, target: &str) -> Node {
+        let found = self
+            .walk(target, false, true)
+            .ok()
+            .and_then(|k| self.nodes.get(&k).cloned());
+        found.unwrap_or(Node {
+            kind: Kind::File,
+            mode: 0o644,
+            size: 0,
+            head: None,
+            kept: None,
+        })
     }
 }
 
@@ -462,20 +349,13 @@ pub fn apply_layer_keeping<R: Read>(
     gzip: bool,
     keeper: &mut Keeper,
 ) -> io::Result<u64> {
-    if gzip {
-        let mut c = Counting {
-            inner: flate2::read::MultiGzDecoder::new(r),
-            count: 0,
-        };
-        fs.apply_tar_keeping(&mut c, keeper)?;
-        io::copy(&mut c, &mut io::sink())?;
-        Ok(c.count)
+    let index = if gzip {
+        FsIndex::read_keeping(flate2::read::MultiGzDecoder::new(r), keeper)?
     } else {
-        let mut c = Counting { inner: r, count: 0 };
-        fs.apply_tar_keeping(&mut c, keeper)?;
-        io::copy(&mut c, &mut io::sink())?;
-        Ok(c.count)
-    }
+        FsIndex::read_keeping(r, keeper)?
+    };
+    fs.apply_items(index.items);
+    Ok(index.uncompressed)
 }
 
 #[cfg(test)]

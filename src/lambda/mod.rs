@@ -190,8 +190,8 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
                 },
             )
         })?;
-        replay::apply(&mut fs, &index);
         uncompressed += index.uncompressed;
+        fs.apply_items(index.items);
     }
     let process = check::Process::of(c.config);
     findings.extend(check::file_system(&fs, uncompressed, &process, &arch));
@@ -342,131 +342,6 @@ pub fn index_refusal(r: &ImageRef, idx: &IndexAt) -> Error {
     )
 }
 
-/// Replaying a remembered layer index ([`crate::image::fsindex`]) onto a [`fs::FileSystem`],
-/// through its public API, with the result `fs::apply_layer` gives for the same tar (a test
-/// below holds the two to each other): whiteouts and opaque markers first, then the entries
-/// in order.
-mod replay {
-    use super::fs::{self, BOOTSTRAPS, FileSystem, Kind, Node};
-    use crate::image::fsindex::{EntryKind, FsIndex};
-
-    fn split_last(p: &str) -> (&str, &str) {
-        p.rsplit_once('/').unwrap_or(("", p))
-    }
-
-    fn join(dir: &str, name: &str) -> String {
-        if dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dir}/{name}")
-        }
-    }
-
-    /// Where `path` lands, its parent's links followed (`..` physically, as the kernel does)
-    /// but not a link in its last component; `None` when the parent does not resolve — then
-    /// nothing exists there, which is all a whiteout or a hard link needs to know. (Symbolic
-    /// link loops are the one case `fs` treats otherwise: it takes such a path literally.)
-    fn place(fs: &FileSystem, path: &str) -> Option<String> {
-        let parts: Vec<&str> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        match parts.split_last() {
-            None => Some(String::new()),
-            Some((&"..", _)) => fs.resolve(path).ok(),
-            Some((name, parent)) => fs.resolve(&parent.join("/")).ok().map(|p| join(&p, name)),
-        }
-    }
-
-    fn other(what: &str) -> &'static str {
-        match what {
-            "a character device" => "a character device",
-            "a block device" => "a block device",
-            _ => "a named pipe",
-        }
-    }
-
-    enum Item {
-        Node(String, Node),
-        HardLink(String, String),
-    }
-
-    /// Apply one layer's index over `fs`.
-    pub fn apply(fs: &mut FileSystem, index: &FsIndex) {
-        let mut items = Vec::new();
-        for e in &index.entries {
-            let path = fs::normalize(&e.path);
-            let (dir, name) = split_last(&path);
-            if name == ".wh..wh..opq" {
-                if let Ok(d) = fs.resolve(dir) {
-                    fs.clear_dir(&d);
-                }
-                continue;
-            }
-            if let Some(victim) = name.strip_prefix(".wh.") {
-                // Other `.wh..wh.` names are aufs bookkeeping, not whiteouts.
-                if !victim.starts_with(".wh.")
-                    && !victim.is_empty()
-                    && let Some(key) = place(fs, &join(dir, victim)).filter(|k| !k.is_empty())
-                {
-                    fs.remove(&key);
-                }
-                continue;
-            }
-            let node = match &e.kind {
-                EntryKind::File { size, .. } => {
-                    let keep = e.mode & 0o111 != 0 || BOOTSTRAPS.contains(&path.as_str());
-                    Node {
-                        kind: Kind::File,
-                        mode: e.mode,
-                        size: *size,
-                        head: if keep { e.kind.head_bytes() } else { None },
-                        kept: None,
-                    }
-                }
-                EntryKind::Dir => Node::dir(e.mode),
-                EntryKind::Symlink { target } => Node {
-                    mode: e.mode,
-                    ..Node::symlink(target)
-                },
-                EntryKind::HardLink { target } => {
-                    items.push(Item::HardLink(path, target.clone()));
-                    continue;
-                }
-                EntryKind::Other { what } => Node {
-                    kind: Kind::Other(other(what)),
-                    mode: e.mode,
-                    size: 0,
-                    head: None,
-                    kept: None,
-                },
-                EntryKind::Ignored => continue,
-            };
-            if path.is_empty() && node.kind != Kind::Dir {
-                continue;
-            }
-            items.push(Item::Node(path, node));
-        }
-        for item in items {
-            match item {
-                Item::Node(path, node) => fs.insert(&path, node),
-                Item::HardLink(path, target) => {
-                    // The link shares its target's inode: same kind, mode and content.
-                    let found = place(fs, &target).and_then(|k| fs.get(&k).cloned());
-                    let node = found.unwrap_or(Node {
-                        kind: Kind::File,
-                        mode: 0o644,
-                        size: 0,
-                        head: None,
-                        kept: None,
-                    });
-                    fs.insert(&path, node);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::fs::{FileSystem, apply_layer};
@@ -594,7 +469,10 @@ mod tests {
             let n = apply_layer(&mut applied, &tar[..], false).unwrap();
             let index = FsIndex::read(&tar[..]).unwrap();
             assert_eq!(index.uncompressed, n);
-            super::replay::apply(&mut replayed, &index);
+            // As remembered on disk and read back.
+            let json = serde_json::to_vec(&index).unwrap();
+            let index: FsIndex = serde_json::from_slice(&json).unwrap();
+            replayed.apply_items(index.items);
         }
         let a: Vec<_> = applied.iter().collect();
         let r: Vec<_> = replayed.iter().collect();
