@@ -226,7 +226,11 @@ fn flag_groups_belong_to_the_commands_that_use_them() {
 
     let out = lamina_ok(&["--help"], t.path(), &[]);
     let h = String::from_utf8(out.stdout).unwrap();
-    for line in ["Exit status:", "  2  usage error", "  3  the Lambda gate found errors"] {
+    for line in [
+        "Exit status:",
+        "  2  usage error",
+        "  3  the Lambda gate found errors",
+    ] {
         assert!(h.contains(line), "`lamina --help` lacks {line:?}:\n{h}");
     }
 }

@@ -409,6 +409,36 @@ fn push_reports_pushed_then_skipped() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn check_of_a_remote_index_without_platform_connects_once() {
+    let reg = Registry::plain();
+    seed_base(&reg);
+    let proxy = FaultProxy::new(&reg.host);
+    let sb = Sandbox::new(secrets());
+    let out = sb.run(
+        &strings(&["check", "--json", &proxy.reference("base:latest")]),
+        None,
+    );
+    // The index names two platforms and no --platform was given: an L001 error, exit 3.
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("check --json");
+    assert_eq!(
+        report["digest"].as_str(),
+        Some(fixture_index_digest().as_str())
+    );
+    let seen = proxy.requests();
+    let pings = seen
+        .iter()
+        .filter(|r| r.method == "GET" && r.target == "/v2/")
+        .count();
+    let manifests = seen
+        .iter()
+        .filter(|r| r.target.contains("/manifests/"))
+        .count();
+    assert_eq!(pings, 1, "one connection, one ping: {seen:?}");
+    assert_eq!(manifests, 1, "the index is fetched once: {seen:?}");
+}
+
+#[test]
 fn pull_one_platform_of_a_multi_arch_image() {
     let reg = Registry::plain();
     seed_base(&reg);
