@@ -236,32 +236,24 @@ pub fn replace(new: &Path, dest: &Path) -> Result<()> {
     }
 }
 
+/// Swap `a` and `b` in one step (`renameat2(RENAME_EXCHANGE)`), falling back to two renames
+/// where the file system or C library lacks it.
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let ca = CString::new(a.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let cb = CString::new(b.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(err);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINVAL | Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     // File systems without RENAME_EXCHANGE: move the old one aside, then the new one in.
     let aside = a.with_extension("old");
     fs::rename(b, &aside)?;
     if let Err(e) = fs::rename(a, b) {
+        // Best effort to put the old destination back; the first error is the one to report.
         let _ = fs::rename(&aside, b);
         return Err(e);
     }
