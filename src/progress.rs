@@ -30,6 +30,7 @@ impl Progress {
             Progress::Quiet => {}
             Progress::Lines => eprintln!("{s}"),
             Progress::Bars(m) => {
+                // A progress line that cannot be drawn (stderr gone) is no reason to fail.
                 let _ = m.println(s);
             }
         }

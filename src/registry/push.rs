@@ -568,6 +568,7 @@ pub async fn stream_blob(
         let client = client.clone();
         let scope = scope.clone();
         async move {
+            // Cancelling an abandoned upload is a courtesy: the registry expires it anyway.
             let _ = client
                 .send(&scope, false, &|http| Ok(http.delete(loc.clone())))
                 .await;
