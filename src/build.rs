@@ -219,35 +219,18 @@ pub async fn build(
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
     let (spec2, opts2, streamer2) = (spec.clone(), opts.clone(), streamer.clone());
-    let ((built, what, streams), staging) = transport::blocking("building the layers", move || {
-        let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref())?;
-        Ok((built, staging))
-    })
-    .await?;
+    let ((built, what, streams), staging) =
+        crate::task::blocking("building the layers", move || {
+            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref())?;
+            Ok((built, staging))
+        })
+        .await?;
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
         .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
         .collect();
-    for (b, created_by) in built.into_iter().zip(what) {
-        log(format!(
-            "layer {} ({} bytes) {created_by}",
-            b.digest, b.size
-        ));
-        image.push_layer(
-            Layer {
-                media_type: oci_spec::image::MediaType::ImageLayerGzip,
-                digest: b.digest,
-                size: b.size,
-                diff_id: b.diff_id,
-                path: b.path,
-                origin: Origin::New,
-                from: None,
-            },
-            &created,
-            created_by,
-        );
-    }
+    add_layers(&mut image, built, what, &created, log);
     image.apply_config(&spec.config, &created);
     crate::image::set_platform(&mut image.config, spec.platform);
     image.annotations = spec.annotations.clone();
@@ -286,6 +269,35 @@ pub async fn build(
     Ok(report(&spec.to, &rendered, pushed, true))
 }
 
+/// Stack the new layers on `image`, each with its history line, telling `log`.
+fn add_layers(
+    image: &mut crate::image::Image,
+    built: Vec<LayerBlob>,
+    what: Vec<String>,
+    created: &str,
+    log: &mut (dyn FnMut(String) + Send),
+) {
+    for (b, created_by) in built.into_iter().zip(what) {
+        log(format!(
+            "layer {} ({} bytes) {created_by}",
+            b.digest, b.size
+        ));
+        image.push_layer(
+            Layer {
+                media_type: oci_spec::image::MediaType::ImageLayerGzip,
+                digest: b.digest,
+                size: b.size,
+                diff_id: b.diff_id,
+                path: b.path,
+                origin: Origin::New,
+                from: None,
+            },
+            created,
+            created_by,
+        );
+    }
+}
+
 /// For a registry destination (unless disabled), the Lambda checks on the image as rendered,
 /// from its in-memory config (its layers read on the blocking pool): an error if it fails them.
 async fn lambda_gate(
@@ -304,7 +316,7 @@ async fn lambda_gate(
         image.config.clone(),
         opts.cache_dir.clone(),
     );
-    let checked = transport::blocking("checking the image", move || {
+    let checked = crate::task::blocking("checking the image", move || {
         crate::lambda::check_rendered(&shown, &rendered, &config, &cache)
     })
     .await?;
@@ -410,7 +422,7 @@ pub async fn copy(
     };
     let source = if gated {
         let (shown, cache) = (src.to_string(), opts.cache_dir.clone());
-        let (checked, source) = transport::blocking("checking the image", move || {
+        let (checked, source) = crate::task::blocking("checking the image", move || {
             let checked = crate::lambda::check_source(&shown, &source, &cache)?;
             Ok((checked, source))
         })
@@ -478,4 +490,62 @@ pub async fn inspect(
         raw: src.manifest.clone(),
         image_config: serde_json::to_value(&src.image.config).expect("config serializes"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Overrides;
+
+    /// The library runs on its caller's runtime, a current-thread one included (layers are
+    /// built on its blocking pool): build to a layout from scratch, then inspect the result.
+    #[tokio::test(flavor = "current_thread")]
+    async fn builds_and_inspects_from_async_code() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/f.txt"), b"hello").unwrap();
+        let ov = Overrides {
+            base: Some(ImageRef::Scratch),
+            to: Some(ImageRef::Oci {
+                dir: dir.path().join("out"),
+                tag: Some("t".into()),
+            }),
+            layers: vec![crate::spec::flags::layer("src:/opt", dir.path()).unwrap()],
+            ..Overrides::default()
+        };
+        let spec = BuildSpec::resolve(None, &ov, dir.path()).unwrap();
+        let opts = Options::new(dir.path().join("cache"), dir.path().join("docker"));
+        let mut lines = Vec::new();
+        let built = build(&spec, &opts, &mut |l| lines.push(l)).await.unwrap();
+        assert_eq!(built.layers.len(), 1, "{lines:?}");
+        let seen = inspect(&spec.to, None, &opts).await.unwrap();
+        assert_eq!(seen.report.digest, built.digest);
+    }
+
+    /// The library's futures are `Send`: a caller can `tokio::spawn` them on a multi-thread
+    /// runtime. (Checked at compile time; never run.)
+    #[allow(dead_code)]
+    fn entry_points_are_send(
+        spec: &BuildSpec,
+        opts: &Options,
+        r: &ImageRef,
+        p: &crate::run::Prepared,
+        o: &crate::run::RunOptions,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(build(spec, opts, &mut |_| {}));
+        send(copy(r, r, None, opts, true));
+        send(inspect(r, None, opts));
+        send(crate::lambda::check(r, None, opts));
+        send(crate::registry::login("r", opts));
+        send(transport::read(r, None, ReadMode::Verified, opts));
+        send(transport::resolve(r, None, opts));
+        send(transport::preflight(r, opts));
+        let pkg = crate::lambda::package::Package::Function;
+        send(crate::lambda::package::from_image(r, None, pkg, opts));
+        send(crate::run::prepare(r, None, opts, &mut |_| {}));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        send(crate::run::serve(p, o, addr, &mut |_| {}));
+        send(crate::run::invoke_once(p, o, Default::default()));
+    }
 }

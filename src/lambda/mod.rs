@@ -336,7 +336,7 @@ pub async fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> 
 /// [`check_source`] on the blocking pool (every layer is read).
 async fn check_read(shown: String, src: Source, opts: &Options) -> Result<Report> {
     let cache = opts.cache_dir.clone();
-    crate::transport::blocking("checking the image", move || {
+    crate::task::blocking("checking the image", move || {
         check_source(&shown, &src, &cache)
     })
     .await

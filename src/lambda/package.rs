@@ -317,7 +317,7 @@ pub async fn from_image(
 ) -> Result<Contents> {
     let src = transport::read(r, platform, ReadMode::Verified, opts).await?;
     let r = r.clone();
-    transport::blocking("reading the image", move || contents_of(&r, &src, package)).await
+    crate::task::blocking("reading the image", move || contents_of(&r, &src, package)).await
 }
 
 /// What [`from_image`] returns, from the image `src` read from `r`.

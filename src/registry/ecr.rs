@@ -313,6 +313,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_shared_by_option_clones_until_they_lapse() {
+        let opts = crate::registry::Options::new("cache".into(), "docker".into());
+        let copy = opts.clone();
+        let r = parse_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
+        let c = Credentials {
+            username: "AWS".into(),
+            password: "p".into(),
+        };
+        let later = SystemTime::now() + Duration::from_secs(60);
+        opts.ecr_tokens.put((r.clone(), None), c, later);
+        assert!(copy.ecr_tokens.get(&(r.clone(), None)).is_some());
+        assert!(
+            copy.ecr_tokens
+                .get(&(r.clone(), Some("p".into())))
+                .is_none()
+        );
+        let c = Credentials {
+            username: "AWS".into(),
+            password: "q".into(),
+        };
+        opts.ecr_tokens.put((r.clone(), None), c, SystemTime::now());
+        assert!(copy.ecr_tokens.get(&(r, None)).is_none());
+        let fresh = crate::registry::Options::new("cache".into(), "docker".into());
+        assert!(!std::sync::Arc::ptr_eq(&fresh.ecr_tokens, &opts.ecr_tokens));
+    }
+
+    #[test]
     fn hosts_parse() {
         let r = parse_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
         assert_eq!(

@@ -193,14 +193,23 @@ async fn credentials(
                 Ok(c) => Ok(Some(c)),
                 // No usable AWS identity: a `docker login` (e.g. from
                 // `aws ecr get-login-password`) saved in the docker config still works.
-                Err(err) => match auth::lookup(&opts.docker_config, registry)? {
+                Err(err) => match docker_credentials(registry, opts).await? {
                     Some(c) => Ok(Some(c)),
                     None => Err(err),
                 },
             }
         }
-        _ => auth::lookup(&opts.docker_config, registry),
+        _ => docker_credentials(registry, opts).await,
     }
+}
+
+/// [`auth::lookup`] on the blocking pool: it may run a credential helper and wait for it.
+async fn docker_credentials(registry: &str, opts: &Options) -> Result<Option<Credentials>> {
+    let (dir, registry) = (opts.docker_config.clone(), registry.to_owned());
+    crate::task::blocking("running a credential helper", move || {
+        auth::lookup(&dir, &registry)
+    })
+    .await
 }
 
 impl Client {

@@ -247,7 +247,7 @@ pub async fn prepare(
         workdir.clone(),
         shown.clone(),
     );
-    let unpacked = transport::blocking("unpacking the image", move || {
+    let unpacked = crate::task::blocking("unpacking the image", move || {
         rootfs::unpack_cached(&cache, &digest, &layers, &wd, &name)
     })
     .await?;

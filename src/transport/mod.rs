@@ -94,17 +94,6 @@ pub async fn read(
     Opened::open(r, opts).await?.read_for(platform, mode).await
 }
 
-/// Run blocking (CPU- or disk-bound) work `f` on tokio's blocking pool, off the async
-/// executor; `what` names it if it panics.
-pub async fn blocking<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?
-}
-
 /// Where the new image's files are assembled before they are moved to the destination: a
 /// temporary directory beside the destination (same file system, so the final step is a
 /// rename), removed on drop whatever happens.
@@ -176,7 +165,7 @@ pub async fn write(
     match r {
         ImageRef::Oci { .. } | ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } => {
             let (r, img) = (r.clone(), img.clone());
-            blocking("writing the image", move || {
+            crate::task::blocking("writing the image", move || {
                 write_local(&r, &img, staging, mtime)
             })
             .await

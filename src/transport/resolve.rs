@@ -11,7 +11,7 @@ use std::sync::Arc;
 use oci_spec::image::Descriptor;
 use tempfile::TempDir;
 
-use super::{ReadMode, Session, Source, archive, blocking, layout};
+use super::{ReadMode, Session, Source, archive, layout};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -21,6 +21,7 @@ use crate::image::index::{
 use crate::platform::Platform;
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{Client, Options};
+use crate::task::blocking;
 
 /// What a reference names.
 #[derive(Debug, Clone)]
