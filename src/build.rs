@@ -122,9 +122,11 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send + '_>>) -> R
 }
 
 /// Streams layers into a registry while they are built (see [`build`]), over the build's
-/// registry session.
-struct Streamer<'a> {
-    session: &'a transport::Session,
+/// registry session. Layers are built on the blocking pool; their uploads run as tasks on the
+/// session's runtime, fed through channels.
+#[derive(Clone)]
+struct Streamer {
+    session: transport::Session,
     repo: String,
 }
 
@@ -133,19 +135,20 @@ type Stream = (
     tokio::task::JoinHandle<Option<Digest>>,
 );
 
-impl<'a> Streamer<'a> {
+impl Streamer {
     /// For a registry destination (which has a session); otherwise no streaming.
-    fn new(dest: &ImageRef, session: Option<&'a transport::Session>) -> Option<Streamer<'a>> {
+    fn new(dest: &ImageRef, session: Option<&transport::Session>) -> Option<Streamer> {
         let (ImageRef::Docker(r), Some(session)) = (dest, session) else {
             return None;
         };
         Some(Streamer {
-            session,
+            session: session.clone(),
             repo: r.repository.clone(),
         })
     }
 
-    /// An upload session fed by the returned tee.
+    /// An upload session fed by the returned tee (called from blocking code: the tee blocks
+    /// while the upload is behind).
     fn start(&self) -> (layer::Tee, Stream) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let (commit_tx, commit_rx) = tokio::sync::oneshot::channel();
@@ -168,7 +171,7 @@ impl<'a> Streamer<'a> {
     }
 
     /// Commit (or cancel) every stream and wait for them; the digests that were committed.
-    fn finish(
+    async fn finish(
         &self,
         commits: Vec<Option<(Stream, Digest, u64)>>,
         commit: bool,
@@ -182,18 +185,28 @@ impl<'a> Streamer<'a> {
             });
             tasks.push(task);
         }
-        tasks
-            .into_iter()
-            .filter_map(|t| self.session.rt.block_on(t).ok().flatten())
-            .collect()
+        let mut committed = std::collections::HashSet::new();
+        for t in tasks {
+            if let Ok(Some(d)) = t.await {
+                committed.insert(d);
+            }
+        }
+        committed
     }
 }
 
 /// Build the image `spec` describes and write it to `spec.to`. `log` gets progress lines.
-pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> Result<Report> {
-    let session = transport::preflight(&spec.to, opts)?;
+/// Must run inside a tokio runtime: the layers are built on its blocking pool (each
+/// compressed in parallel on its own thread, streaming into its upload when the destination
+/// is a registry).
+pub async fn build(
+    spec: &BuildSpec,
+    opts: &Options,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Result<Report> {
+    let session = transport::preflight(&spec.to, opts).await?;
     let staging = Staging::for_dest(&spec.to)?;
-    let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts)?;
+    let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts).await?;
     log(format!(
         "base {} ({}, {} layers)",
         spec.base,
@@ -205,12 +218,65 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
-    let (built, what, streams) = build_layers(spec, opts, &staging, streamer.as_ref())?;
+    let (spec2, opts2, streamer2) = (spec.clone(), opts.clone(), streamer.clone());
+    let ((built, what, streams), staging) =
+        crate::task::blocking("building the layers", move || {
+            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref())?;
+            Ok((built, staging))
+        })
+        .await?;
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
         .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
         .collect();
+    add_layers(&mut image, built, what, &created, log);
+    image.apply_config(&spec.config, &created);
+    crate::image::set_platform(&mut image.config, spec.platform);
+    image.annotations = spec.annotations.clone();
+    let rendered = image.render();
+    if rendered
+        .layers
+        .iter()
+        .any(|l| l.origin == Origin::Base && !l.path.exists())
+    {
+        return Err(Error::image(
+            &spec.base,
+            "a base layer disappeared during the build",
+        ));
+    }
+    if let Err(e) = lambda_gate(spec, &rendered, &image, opts, log).await {
+        if let Some(s) = &streamer {
+            s.finish(commits, false).await;
+        }
+        return Err(e);
+    }
+    let streamed = match &streamer {
+        Some(s) => s.finish(commits, true).await,
+        None => Default::default(),
+    };
+    let pushed = transport::write(
+        &spec.to,
+        &rendered,
+        staging,
+        spec.timestamp,
+        opts,
+        session.as_ref(),
+        &streamed,
+    )
+    .await?;
+    drop(base);
+    Ok(report(&spec.to, &rendered, pushed, true))
+}
+
+/// Stack the new layers on `image`, each with its history line, telling `log`.
+fn add_layers(
+    image: &mut crate::image::Image,
+    built: Vec<LayerBlob>,
+    what: Vec<String>,
+    created: &str,
+    log: &mut (dyn FnMut(String) + Send),
+) {
     for (b, created_by) in built.into_iter().zip(what) {
         log(format!(
             "layer {} ({} bytes) {created_by}",
@@ -226,65 +292,34 @@ pub fn build(spec: &BuildSpec, opts: &Options, log: &mut dyn FnMut(String)) -> R
                 origin: Origin::New,
                 from: None,
             },
-            &created,
+            created,
             created_by,
         );
     }
-    image.apply_config(&spec.config, &created);
-    crate::image::set_platform(&mut image.config, spec.platform);
-    image.annotations = spec.annotations.clone();
-    let rendered = image.render();
-    if rendered
-        .layers
-        .iter()
-        .any(|l| l.origin == Origin::Base && !l.path.exists())
-    {
-        return Err(Error::image(
-            &spec.base,
-            "a base layer disappeared during the build",
-        ));
-    }
-    if let Err(e) = lambda_gate(spec, &rendered, &image, opts, log) {
-        if let Some(s) = &streamer {
-            s.finish(commits, false);
-        }
-        return Err(e);
-    }
-    let streamed = match &streamer {
-        Some(s) => s.finish(commits, true),
-        None => Default::default(),
-    };
-    let pushed = transport::write(
-        &spec.to,
-        &rendered,
-        staging,
-        spec.timestamp,
-        opts,
-        session.as_ref(),
-        &streamed,
-    )?;
-    drop(base);
-    Ok(report(&spec.to, &rendered, pushed, true))
 }
 
 /// For a registry destination (unless disabled), the Lambda checks on the image as rendered,
-/// from its in-memory config: an error if it fails them.
-fn lambda_gate(
+/// from its in-memory config (its layers read on the blocking pool): an error if it fails them.
+async fn lambda_gate(
     spec: &BuildSpec,
     rendered: &Rendered,
     image: &crate::image::Image,
     opts: &Options,
-    log: &mut dyn FnMut(String),
+    log: &mut (dyn FnMut(String) + Send),
 ) -> Result<()> {
     if !spec.lambda_check || !matches!(spec.to, ImageRef::Docker(_)) {
         return Ok(());
     }
-    let checked = crate::lambda::check_rendered(
-        &spec.to.to_string(),
-        rendered,
-        &image.config,
-        &opts.cache_dir,
-    )?;
+    let (shown, rendered, config, cache) = (
+        spec.to.to_string(),
+        rendered.clone(),
+        image.config.clone(),
+        opts.cache_dir.clone(),
+    );
+    let checked = crate::task::blocking("checking the image", move || {
+        crate::lambda::check_rendered(&shown, &rendered, &config, &cache)
+    })
+    .await?;
     crate::lambda::gate(&checked, &spec.to, log)
 }
 
@@ -363,7 +398,7 @@ fn build_layers(
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.
 /// With `lambda_check`, an image going to a registry must pass the Lambda checks first.
-pub fn copy(
+pub async fn copy(
     src: &ImageRef,
     dest: &ImageRef,
     platform: Option<Platform>,
@@ -375,9 +410,9 @@ pub fn copy(
     }
     let staging = Staging::for_dest(dest)?;
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
-    let opened = transport::Opened::open(src, opts)?;
-    let resolved = opened.resolve(platform)?;
-    let source = match opened.read(&resolved, platform, ReadMode::Blobs) {
+    let opened = transport::Opened::open(src, opts).await?;
+    let resolved = opened.resolve(platform).await?;
+    let source = match opened.read(&resolved, platform, ReadMode::Blobs).await {
         Ok(s) => s,
         // An index the push cannot choose from: refused under its rule's name.
         Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {
@@ -385,13 +420,22 @@ pub fn copy(
         }
         Err(e) => return Err(e),
     };
-    if gated {
-        let checked = crate::lambda::check_source(&src.to_string(), &source, &opts.cache_dir)?;
+    let source = if gated {
+        let (shown, cache) = (src.to_string(), opts.cache_dir.clone());
+        let (checked, source) = crate::task::blocking("checking the image", move || {
+            let checked = crate::lambda::check_source(&shown, &source, &cache)?;
+            Ok((checked, source))
+        })
+        .await?;
         crate::lambda::gate(&checked, dest, &mut |s| opts.progress.line(&s))?;
-    }
+        source
+    } else {
+        source
+    };
     let img = source.as_stored();
     let mtime = 0;
-    let pushed = transport::write(dest, &img, staging, mtime, opts, None, &Default::default())?;
+    let pushed =
+        transport::write(dest, &img, staging, mtime, opts, None, &Default::default()).await?;
     Ok(report(dest, &img, pushed, false))
 }
 
@@ -415,8 +459,12 @@ impl Inspection {
 }
 
 /// Read an image (choosing `platform` from an index) without writing anything.
-pub fn inspect(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Inspection> {
-    let src = transport::read(r, platform, ReadMode::Metadata, opts)?;
+pub async fn inspect(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    opts: &Options,
+) -> Result<Inspection> {
+    let src = transport::read(r, platform, ReadMode::Metadata, opts).await?;
     let manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
         .map_err(|e| Error::image(r, format!("manifest is not JSON: {e}")))?;
     let media_type = manifest
@@ -442,4 +490,62 @@ pub fn inspect(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Resu
         raw: src.manifest.clone(),
         image_config: serde_json::to_value(&src.image.config).expect("config serializes"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Overrides;
+
+    /// The library runs on its caller's runtime, a current-thread one included (layers are
+    /// built on its blocking pool): build to a layout from scratch, then inspect the result.
+    #[tokio::test(flavor = "current_thread")]
+    async fn builds_and_inspects_from_async_code() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/f.txt"), b"hello").unwrap();
+        let ov = Overrides {
+            base: Some(ImageRef::Scratch),
+            to: Some(ImageRef::Oci {
+                dir: dir.path().join("out"),
+                tag: Some("t".into()),
+            }),
+            layers: vec![crate::spec::flags::layer("src:/opt", dir.path()).unwrap()],
+            ..Overrides::default()
+        };
+        let spec = BuildSpec::resolve(None, &ov, dir.path()).unwrap();
+        let opts = Options::new(dir.path().join("cache"), dir.path().join("docker"));
+        let mut lines = Vec::new();
+        let built = build(&spec, &opts, &mut |l| lines.push(l)).await.unwrap();
+        assert_eq!(built.layers.len(), 1, "{lines:?}");
+        let seen = inspect(&spec.to, None, &opts).await.unwrap();
+        assert_eq!(seen.report.digest, built.digest);
+    }
+
+    /// The library's futures are `Send`: a caller can `tokio::spawn` them on a multi-thread
+    /// runtime. (Checked at compile time; never run.)
+    #[allow(dead_code)]
+    fn entry_points_are_send(
+        spec: &BuildSpec,
+        opts: &Options,
+        r: &ImageRef,
+        p: &crate::run::Prepared,
+        o: &crate::run::RunOptions,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(build(spec, opts, &mut |_| {}));
+        send(copy(r, r, None, opts, true));
+        send(inspect(r, None, opts));
+        send(crate::lambda::check(r, None, opts));
+        send(crate::registry::login("r", opts));
+        send(transport::read(r, None, ReadMode::Verified, opts));
+        send(transport::resolve(r, None, opts));
+        send(transport::preflight(r, opts));
+        let pkg = crate::lambda::package::Package::Function;
+        send(crate::lambda::package::from_image(r, None, pkg, opts));
+        send(crate::run::prepare(r, None, opts, &mut |_| {}));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        send(crate::run::serve(p, o, addr, &mut |_| {}));
+        send(crate::run::invoke_once(p, o, Default::default()));
+    }
 }

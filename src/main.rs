@@ -7,6 +7,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lamina::error::IoContext;
 
 use cli::{build, check, copy, exit, init, inspect, invoke, login, run, zip};
 
@@ -49,27 +50,32 @@ enum Command {
     Invoke(Box<invoke::InvokeArgs>),
 }
 
-/// Run one command. Every command is synchronous today; when the library becomes async this
-/// is where `main`'s single runtime will drive it (`runtime.block_on(dispatch(command))`).
-fn dispatch(command: Command) -> anyhow::Result<()> {
+/// Run one command, on `main`'s runtime.
+async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Build(a) => build::run(*a),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Push(a) => copy::push(*a),
-        Command::Pull(a) => copy::pull(a),
-        Command::Login(a) => login::run(a),
+        Command::Build(a) => build::run(*a).await,
+        Command::Inspect(a) => inspect::run(a).await,
+        Command::Push(a) => copy::push(*a).await,
+        Command::Pull(a) => copy::pull(a).await,
+        Command::Login(a) => login::run(a).await,
         Command::Init(a) => init::run(a),
-        Command::Check(a) => check::run(a),
-        Command::Zip(a) => zip::run(*a),
-        Command::Run(a) => run::run(*a),
-        Command::Invoke(a) => invoke::run(*a),
+        Command::Check(a) => check::run(a).await,
+        Command::Zip(a) => zip::run(*a).await,
+        Command::Run(a) => run::run(*a).await,
+        Command::Invoke(a) => invoke::run(*a).await,
     }
 }
 
 fn main() -> ExitCode {
     // Usage errors from clap exit with status 2 (exit::USAGE) here, before any work.
     let cli = Cli::parse();
-    // The place for the one tokio runtime of the process, built before dispatch and passed
-    // down (or entered) once the library's entry points are async.
-    exit::finish(dispatch(cli.command))
+    // The one tokio runtime of the process: the library's async entry points run on it, its
+    // blocking pool takes their CPU- and disk-bound work, and `lamina run`'s servers and
+    // supervisor are tasks on its workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "starting the async runtime".to_owned())
+        .map_err(anyhow::Error::from);
+    exit::finish(runtime.and_then(|rt| rt.block_on(dispatch(cli.command))))
 }

@@ -146,7 +146,7 @@ impl BuildArgs {
 }
 
 /// Build, write to the destination, and print the digest (or the JSON report).
-pub fn run(mut a: BuildArgs) -> anyhow::Result<()> {
+pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let file = match a.file.take() {
         Some(f) => Some(f),
@@ -169,7 +169,7 @@ pub fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     let mut opts = a.network.options(quiet)?;
     a.push.apply(&mut opts)?;
     a.ecr.apply(&mut opts);
-    let report = lamina::build::build(&spec, &opts, &mut log)?;
+    let report = lamina::build::build(&spec, &opts, &mut log).await?;
     if a.output.json {
         return print_json(&report);
     }

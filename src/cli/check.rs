@@ -22,11 +22,11 @@ pub struct CheckArgs {
 
 /// Print the findings (or the JSON report) on stdout and the verdict on stderr; error
 /// findings end the run with [`LambdaErrors`] (exit status 3).
-pub fn run(a: CheckArgs) -> anyhow::Result<()> {
+pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let r = parse_ref(&a.image, &cwd)?;
     let platform = parse_platform(a.platform.as_deref())?;
-    let report = lamina::lambda::check(&r, platform, &a.network.options(true)?)?;
+    let report = lamina::lambda::check(&r, platform, &a.network.options(true)?).await?;
     if a.json {
         print_json(&report)?;
     } else {

@@ -47,7 +47,7 @@ pub struct PullArgs {
 
 /// Check the image against what Lambda accepts (unless told not to), then copy it to the
 /// registry.
-pub fn push(a: PushArgs) -> anyhow::Result<()> {
+pub async fn push(a: PushArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let src = parse_ref(&a.source, &cwd)?;
     let dest = parse_ref(&a.destination, &cwd)?;
@@ -61,12 +61,12 @@ pub fn push(a: PushArgs) -> anyhow::Result<()> {
     let mut opts = a.network.options(a.output.quiet)?;
     a.push.apply(&mut opts)?;
     a.ecr.apply(&mut opts);
-    let report = lamina::build::copy(&src, &dest, platform, &opts, !a.no_lambda_check)?;
+    let report = lamina::build::copy(&src, &dest, platform, &opts, !a.no_lambda_check).await?;
     print_report(&report, &dest, &cwd, &a.output)
 }
 
 /// Copy one platform of an image from a registry.
-pub fn pull(a: PullArgs) -> anyhow::Result<()> {
+pub async fn pull(a: PullArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let src = parse_ref(&a.source, &cwd)?;
     let dest = parse_ref(&a.destination, &cwd)?;
@@ -80,7 +80,7 @@ pub fn pull(a: PullArgs) -> anyhow::Result<()> {
     let opts = a.network.options(a.output.quiet)?;
     // The Lambda gate applies only when the destination is a registry, which is `push`'s
     // job; a pull to one keeps the gate on, as it always has.
-    let report = lamina::build::copy(&src, &dest, platform, &opts, true)?;
+    let report = lamina::build::copy(&src, &dest, platform, &opts, true).await?;
     print_report(&report, &dest, &cwd, &a.output)
 }
 

@@ -49,6 +49,8 @@ impl NetworkFlags {
                 None => (None, e.clone()),
             })
             .collect();
+        let mut ca_certs = self.ca_cert.clone();
+        ca_certs.extend(super::env::ssl_cert_file());
         Ok(Options {
             endpoints,
             ecr: EcrOptions {
@@ -56,11 +58,11 @@ impl NetworkFlags {
                 ..EcrOptions::default()
             },
             insecure: self.insecure_registry.clone(),
-            ca_certs: self.ca_cert.clone(),
+            ca_certs,
             jobs: self.jobs,
             retries: self.retries,
             progress: Progress::for_stderr(quiet),
-            ..Options::default()
+            ..Options::new(super::env::cache_dir(), super::env::docker_config_dir())
         })
     }
 }

@@ -61,7 +61,7 @@ impl FunctionArgs {
 
     /// Read the image (reaching registries as `network` says) and unpack it, with the options
     /// every invocation runs under.
-    pub fn prepare(
+    pub async fn prepare(
         &self,
         network: &NetworkFlags,
     ) -> anyhow::Result<(lamina::run::Prepared, lamina::run::RunOptions)> {
@@ -88,7 +88,8 @@ impl FunctionArgs {
         };
         let prepared = lamina::run::prepare(&r, platform, &network.options(false)?, &mut |s| {
             eprintln!("lamina: {s}")
-        })?;
+        })
+        .await?;
         if let Some(u) = &prepared.user {
             eprintln!(
                 "lamina: the image's USER {u} is not used: the function runs as root inside the sandbox (you, outside)"

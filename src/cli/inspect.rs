@@ -25,11 +25,11 @@ pub struct InspectArgs {
 }
 
 /// Read the image and print it: raw manifest bytes, JSON, or a human summary.
-pub fn run(a: InspectArgs) -> anyhow::Result<()> {
+pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let r = parse_ref(&a.image, &cwd)?;
     let platform = parse_platform(a.platform.as_deref())?;
-    let i = lamina::build::inspect(&r, platform, &a.network.options(true)?)?;
+    let i = lamina::build::inspect(&r, platform, &a.network.options(true)?).await?;
     if a.raw {
         let mut out = std::io::stdout().lock();
         out.write_all(&i.manifest_bytes())?;

@@ -23,8 +23,8 @@ pub struct InvokeArgs {
 
 /// Invoke once and print the response body on stdout; a function error fails the run after
 /// the body is printed.
-pub fn run(a: InvokeArgs) -> anyhow::Result<()> {
-    let (prepared, opts) = a.function.prepare(&a.network)?;
+pub async fn run(a: InvokeArgs) -> anyhow::Result<()> {
+    let (prepared, opts) = a.function.prepare(&a.network).await?;
     let (raw, what) = event(&a)?;
     // An event that is not JSON is the caller's input to fix: a usage error.
     let payload = lamina::run::event_payload(&raw)
@@ -36,7 +36,8 @@ pub fn run(a: InvokeArgs) -> anyhow::Result<()> {
             payload,
             ..Default::default()
         },
-    )?;
+    )
+    .await?;
     let mut out = std::io::stdout().lock();
     out.write_all(&outcome.body)?;
     out.write_all(b"\n")?;

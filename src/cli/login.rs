@@ -21,7 +21,7 @@ pub struct LoginArgs {
 }
 
 /// Log in with the password read from standard input, and say where it was saved.
-pub fn run(a: LoginArgs) -> anyhow::Result<()> {
+pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
     let registry = a
         .registry
         .trim_start_matches("https://")
@@ -41,7 +41,7 @@ pub fn run(a: LoginArgs) -> anyhow::Result<()> {
         username: a.username.clone(),
         password,
     });
-    let path = lamina::registry::login(&registry, &opts)?;
+    let path = lamina::registry::login(&registry, &opts).await?;
     eprintln!(
         "login to {registry} as {} succeeded; saved in {}",
         a.username,

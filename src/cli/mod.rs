@@ -5,6 +5,7 @@
 pub mod build;
 pub mod check;
 pub mod copy;
+mod env;
 pub mod exit;
 pub mod flags;
 mod function;

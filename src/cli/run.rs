@@ -18,13 +18,14 @@ pub struct RunArgs {
 }
 
 /// Serve the invoke API until interrupted.
-pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let (prepared, opts) = a.function.prepare(&a.network)?;
+pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (prepared, opts) = a.function.prepare(&a.network).await?;
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
     lamina::run::serve(&prepared, &opts, listen, &mut |addr| {
         eprintln!(
             "lamina: invoke with: curl -d '{{}}' http://{addr}/2015-03-31/functions/function/invocations"
         )
-    })?;
+    })
+    .await?;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub struct ZipArgs {
 }
 
 /// Write the zip, print warnings on stderr and the zip's digest (or the JSON report).
-pub fn run(a: ZipArgs) -> anyhow::Result<()> {
+pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let started = std::time::Instant::now();
     let pkg = if a.lambda_layer {
@@ -82,7 +82,7 @@ pub fn run(a: ZipArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let spec = BuildSpec::resolve(spec_file, &ov, &cwd)?;
-    let contents = contents(&a, &spec, pkg, &cwd)?;
+    let contents = contents(&a, &spec, pkg, &cwd).await?;
     let name = match pkg {
         Package::Function => "function.zip",
         Package::Layer => "layer.zip",
@@ -119,7 +119,7 @@ pub fn run(a: ZipArgs) -> anyhow::Result<()> {
 }
 
 /// What goes into the zip: an image's files with `--from`, else the spec's layers.
-fn contents(
+async fn contents(
     a: &ZipArgs,
     spec: &BuildSpec,
     pkg: Package,
@@ -129,7 +129,7 @@ fn contents(
         Some(image) => {
             let r = parse_ref(image, cwd)?;
             let platform = parse_platform(a.platform.as_deref())?;
-            package::from_image(&r, platform, pkg, &a.network.options(a.output.quiet)?)?
+            package::from_image(&r, platform, pkg, &a.network.options(a.output.quiet)?).await?
         }
         None => {
             let layers = match pkg {

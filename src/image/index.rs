@@ -97,8 +97,44 @@ pub fn parse_index(bytes: &[u8], digest: &Digest, reference: &str) -> Result<Ind
     })
 }
 
-/// Follow an index's entries to one image manifest for `platform` ([`pick`] at each level),
-/// loading a nested index with `load`. Every reader (layout, archive, registry) walks here.
+/// Where one level of an index leads for a platform.
+pub enum Step {
+    /// The image manifest chosen.
+    Manifest(Descriptor),
+    /// A nested index, to load and choose from in turn.
+    Index(Descriptor),
+}
+
+/// Choose from one level of an index ([`pick`]): an image manifest, or a nested index to follow.
+pub fn step(descs: &[Descriptor], platform: Option<Platform>, reference: &str) -> Result<Step> {
+    let chosen = pick(descs, platform, reference)?;
+    if is_index(chosen.media_type()) {
+        return Ok(Step::Index(chosen));
+    }
+    if !is_manifest(chosen.media_type()) {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{} is a {}, not an image manifest",
+                chosen.digest(),
+                chosen.media_type()
+            ),
+        ));
+    }
+    Ok(Step::Manifest(chosen))
+}
+
+/// The error for indexes nested more than [`MAX_DEPTH`] deep.
+pub fn too_deep(reference: &str) -> Error {
+    Error::image(
+        reference,
+        format!("indexes nest more than {MAX_DEPTH} deep"),
+    )
+}
+
+/// Follow an index's entries to one image manifest for `platform` ([`step`] at each level),
+/// loading a nested index with `load`. Every local reader (layout, archive) walks here; the
+/// registry reader walks the same steps with an async `load`.
 pub fn walk(
     descs: &[Descriptor],
     platform: Option<Platform>,
@@ -107,27 +143,12 @@ pub fn walk(
 ) -> Result<Descriptor> {
     let mut descs = descs.to_vec();
     for _ in 0..=MAX_DEPTH {
-        let chosen = pick(&descs, platform, reference)?;
-        if is_index(chosen.media_type()) {
-            descs = load(&chosen)?.manifests;
-            continue;
+        match step(&descs, platform, reference)? {
+            Step::Index(d) => descs = load(&d)?.manifests,
+            Step::Manifest(d) => return Ok(d),
         }
-        if !is_manifest(chosen.media_type()) {
-            return Err(Error::image(
-                reference,
-                format!(
-                    "{} is a {}, not an image manifest",
-                    chosen.digest(),
-                    chosen.media_type()
-                ),
-            ));
-        }
-        return Ok(chosen);
     }
-    Err(Error::image(
-        reference,
-        format!("indexes nest more than {MAX_DEPTH} deep"),
-    ))
+    Err(too_deep(reference))
 }
 
 #[cfg(test)]

@@ -294,14 +294,15 @@ fn entries(idx: &IndexAt) -> Vec<check::IndexEntry> {
 
 /// `lamina check`: run every rule on the image `r` refers to. An index without `platform` is
 /// an L001 finding; when it holds a single image (beside attestations) that image is checked
-/// too. With `platform`, the index's image for it is checked. The source is reached once.
-pub fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Report> {
+/// too. With `platform`, the index's image for it is checked. The source is reached once;
+/// its layers are read on the blocking pool.
+pub async fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Report> {
     let shown = r.to_string();
-    let opened = Opened::open(r, opts)?;
-    let resolved = opened.resolve(platform)?;
+    let opened = Opened::open(r, opts).await?;
+    let resolved = opened.resolve(platform).await?;
     let Resolved::Index(idx) = &resolved else {
-        let src = opened.read(&resolved, platform, ReadMode::Blobs)?;
-        return check_source(&shown, &src, &opts.cache_dir);
+        let src = opened.read(&resolved, platform, ReadMode::Blobs).await?;
+        return check_read(shown, src, opts).await;
     };
     let mut findings = vec![check::index(&entries(idx))];
     let images: Vec<&Descriptor> = idx
@@ -323,13 +324,22 @@ pub fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result
     };
     let mut plat = None;
     if let Some(p) = only {
-        let src = opened.read(&resolved, Some(p), ReadMode::Blobs)?;
-        let inner = check_source(&shown, &src, &opts.cache_dir)?;
+        let src = opened.read(&resolved, Some(p), ReadMode::Blobs).await?;
+        let inner = check_read(shown.clone(), src, opts).await?;
         plat = inner.platform;
         findings.extend(inner.findings);
     }
     let digest = idx.digest.as_ref().map(ToString::to_string);
     Ok(Report::new(&shown, digest, plat, findings))
+}
+
+/// [`check_source`] on the blocking pool (every layer is read).
+async fn check_read(shown: String, src: Source, opts: &Options) -> Result<Report> {
+    let cache = opts.cache_dir.clone();
+    crate::task::blocking("checking the image", move || {
+        check_source(&shown, &src, &cache)
+    })
+    .await
 }
 
 /// For `push` without `--platform` of a source that resolved to index `idx` it could not

@@ -308,14 +308,20 @@ fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> 
 
 /// The contents an image has under the package's root, after its whiteouts, for `platform`.
 /// Every layer is streamed once (the files under the root are copied to a temporary
-/// directory as they pass).
-pub fn from_image(
+/// directory as they pass), on the blocking pool.
+pub async fn from_image(
     r: &ImageRef,
     platform: Option<Platform>,
     package: Package,
     opts: &Options,
 ) -> Result<Contents> {
-    let src = transport::read(r, platform, ReadMode::Verified, opts)?;
+    let src = transport::read(r, platform, ReadMode::Verified, opts).await?;
+    let r = r.clone();
+    crate::task::blocking("reading the image", move || contents_of(&r, &src, package)).await
+}
+
+/// What [`from_image`] returns, from the image `src` read from `r`.
+fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Result<Contents> {
     let tmp = tempfile::Builder::new()
         .prefix("lamina-zip-")
         .tempdir()

@@ -33,17 +33,6 @@ impl Credentials {
     }
 }
 
-/// `$DOCKER_CONFIG`, else `~/.docker`.
-pub fn docker_config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".docker")
-}
-
 /// The keys a registry may be stored under in `auths` (docker writes Docker Hub's oddly).
 fn keys_for(registry: &str) -> Vec<String> {
     if registry == crate::reference::DOCKER_HUB {

@@ -166,16 +166,39 @@ fn api_answer(r: &EcrRegistry, message: String) -> Error {
     Error::registry(api_endpoint(r), message)
 }
 
-type TokenCache = Mutex<HashMap<(EcrRegistry, Option<String>), (Credentials, SystemTime)>>;
-static TOKENS: std::sync::LazyLock<TokenCache> = std::sync::LazyLock::new(Default::default);
+/// ECR registry passwords by registry and AWS profile, each with the time it stops being
+/// reused. Shared through [`super::Options::ecr_tokens`]; the caller decides its lifetime.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: Mutex<HashMap<TokenKey, (Credentials, SystemTime)>>,
+}
 
-/// The registry password from GetAuthorizationToken, cached until five minutes before it expires.
-pub async fn credentials(r: &EcrRegistry, o: &EcrOptions) -> Result<Credentials> {
+/// A registry and the AWS profile its token was obtained with.
+type TokenKey = (EcrRegistry, Option<String>);
+
+impl TokenCache {
+    fn get(&self, key: &TokenKey) -> Option<Credentials> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, until) = tokens.get(key)?;
+        (SystemTime::now() < *until).then(|| c.clone())
+    }
+
+    fn put(&self, key: TokenKey, c: Credentials, until: SystemTime) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(key, (c, until));
+    }
+}
+
+/// The registry password from GetAuthorizationToken, kept in `tokens` until five minutes before
+/// it expires.
+pub async fn credentials(
+    r: &EcrRegistry,
+    o: &EcrOptions,
+    tokens: &TokenCache,
+) -> Result<Credentials> {
     let key = (r.clone(), o.profile.clone());
-    if let Some((c, until)) = TOKENS.lock().expect("lock").get(&key)
-        && SystemTime::now() < *until
-    {
-        return Ok(c.clone());
+    if let Some(c) = tokens.get(&key) {
+        return Ok(c);
     }
     let out = client(r, o)
         .await
@@ -224,10 +247,7 @@ pub async fn credentials(r: &EcrRegistry, o: &EcrOptions) -> Result<Credentials>
         .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600))
         .checked_sub(Duration::from_secs(300))
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    TOKENS
-        .lock()
-        .expect("lock")
-        .insert(key, (creds.clone(), until));
+    tokens.put(key, creds.clone(), until);
     Ok(creds)
 }
 
@@ -291,6 +311,33 @@ pub async fn ensure_repository(r: &EcrRegistry, repository: &str, o: &EcrOptions
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_shared_by_option_clones_until_they_lapse() {
+        let opts = crate::registry::Options::new("cache".into(), "docker".into());
+        let copy = opts.clone();
+        let r = parse_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
+        let c = Credentials {
+            username: "AWS".into(),
+            password: "p".into(),
+        };
+        let later = SystemTime::now() + Duration::from_secs(60);
+        opts.ecr_tokens.put((r.clone(), None), c, later);
+        assert!(copy.ecr_tokens.get(&(r.clone(), None)).is_some());
+        assert!(
+            copy.ecr_tokens
+                .get(&(r.clone(), Some("p".into())))
+                .is_none()
+        );
+        let c = Credentials {
+            username: "AWS".into(),
+            password: "q".into(),
+        };
+        opts.ecr_tokens.put((r.clone(), None), c, SystemTime::now());
+        assert!(copy.ecr_tokens.get(&(r, None)).is_none());
+        let fresh = crate::registry::Options::new("cache".into(), "docker".into());
+        assert!(!std::sync::Arc::ptr_eq(&fresh.ecr_tokens, &opts.ecr_tokens));
+    }
 
     #[test]
     fn hosts_parse() {

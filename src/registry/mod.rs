@@ -21,12 +21,14 @@ use crate::progress::Progress;
 use auth::{Challenge, Credentials};
 use scope::Scopes;
 
-/// Settings for talking to registries.
+/// Settings for talking to registries, and the caches and credentials the library uses: it
+/// reads no environment variables itself, so the caller (the CLI) says where things are.
+/// Clones share the ECR token cache.
 #[derive(Clone)]
 pub struct Options {
     /// Registries (`host[:port]`) that may use plain HTTP or unverified TLS.
     pub insecure: Vec<String>,
-    /// Extra PEM files of trusted certificates.
+    /// Extra PEM files of trusted certificates (the CLI adds `SSL_CERT_FILE` here).
     pub ca_certs: Vec<PathBuf>,
     /// Blobs transferred at once.
     pub jobs: usize,
@@ -34,7 +36,7 @@ pub struct Options {
     pub retries: u32,
     /// Upload chunk size in bytes (>= 5 MiB).
     pub chunk_size: u64,
-    /// Directory of the docker `config.json`.
+    /// Directory of the docker `config.json` (credentials are read from and saved there).
     pub docker_config: PathBuf,
     /// Blob cache directory.
     pub cache_dir: PathBuf,
@@ -46,25 +48,33 @@ pub struct Options {
     /// `(registry or None for every ECR registry, URL)`: reach a registry's API at another
     /// address (`--registry-endpoint`), e.g. a local stand-in for ECR.
     pub endpoints: Vec<(Option<String>, String)>,
+    /// ECR registry passwords, reused until five minutes before they expire: one cache for
+    /// every client made from these options (and their clones).
+    pub ecr_tokens: std::sync::Arc<ecr::TokenCache>,
 }
 
 pub const MIN_CHUNK: u64 = 5 << 20;
 pub const DEFAULT_CHUNK: u64 = 32 << 20;
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    /// Options with lamina's defaults (4 jobs, 5 retries, 32 MiB chunks, no progress, a new
+    /// ECR token cache), the blob cache in `cache_dir` and the docker config in
+    /// `docker_config`. There is no `Default`: these two paths are the caller's to choose (the
+    /// CLI takes them from `LAMINA_CACHE_DIR`/`XDG_CACHE_HOME`/`HOME` and `DOCKER_CONFIG`).
+    pub fn new(cache_dir: PathBuf, docker_config: PathBuf) -> Options {
         Options {
             insecure: Vec::new(),
             ca_certs: Vec::new(),
             jobs: 4,
             retries: 5,
             chunk_size: DEFAULT_CHUNK,
-            docker_config: auth::docker_config_dir(),
-            cache_dir: crate::cache::default_dir(),
+            docker_config,
+            cache_dir,
             progress: Progress::Quiet,
             credentials: None,
             ecr: Default::default(),
             endpoints: Vec::new(),
+            ecr_tokens: Default::default(),
         }
     }
 }
@@ -136,11 +146,7 @@ fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest
         // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
         .redirect(reqwest::redirect::Policy::limited(10));
     let mut certs = Vec::new();
-    let mut ca_files = opts.ca_certs.clone();
-    if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-        ca_files.push(PathBuf::from(f));
-    }
-    for f in &ca_files {
+    for f in &opts.ca_certs {
         let pem = std::fs::read(f).at("reading CA certificates from", f)?;
         let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
             Error::Usage(format!(
@@ -183,18 +189,27 @@ async fn credentials(
     }
     match ecr {
         Some(e) if auth::helper_for(&opts.docker_config, registry)?.is_none() => {
-            match ecr::credentials(e, &opts.ecr).await {
+            match ecr::credentials(e, &opts.ecr, &opts.ecr_tokens).await {
                 Ok(c) => Ok(Some(c)),
                 // No usable AWS identity: a `docker login` (e.g. from
                 // `aws ecr get-login-password`) saved in the docker config still works.
-                Err(err) => match auth::lookup(&opts.docker_config, registry)? {
+                Err(err) => match docker_credentials(registry, opts).await? {
                     Some(c) => Ok(Some(c)),
                     None => Err(err),
                 },
             }
         }
-        _ => auth::lookup(&opts.docker_config, registry),
+        _ => docker_credentials(registry, opts).await,
     }
+}
+
+/// [`auth::lookup`] on the blocking pool: it may run a credential helper and wait for it.
+async fn docker_credentials(registry: &str, opts: &Options) -> Result<Option<Credentials>> {
+    let (dir, registry) = (opts.docker_config.clone(), registry.to_owned());
+    crate::task::blocking("running a credential helper", move || {
+        auth::lookup(&dir, &registry)
+    })
+    .await
 }
 
 impl Client {
@@ -606,23 +621,20 @@ impl Client {
 
 /// Check `opts.credentials` against `registry` and, if it accepts them, save them in the docker
 /// config. Returns the config file written.
-pub fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
+pub async fn login(registry: &str, opts: &Options) -> Result<PathBuf> {
     let creds = opts
         .credentials
         .clone()
         .ok_or_else(|| Error::Usage("login needs a user name and password".into()))?;
     let api_host = crate::reference::api_host(registry);
-    block_on(async {
-        let client = Client::connect(registry, api_host, opts).await?;
-        let url = client.url("/v2/");
-        let resp = client
-            .send(&Scopes::none(), true, &|http| Ok(http.get(url.clone())))
-            .await?;
-        if !resp.status().is_success() {
-            return Err(client.unexpected("checking the credentials", resp).await);
-        }
-        Ok(())
-    })?;
+    let client = Client::connect(registry, api_host, opts).await?;
+    let url = client.url("/v2/");
+    let resp = client
+        .send(&Scopes::none(), true, &|http| Ok(http.get(url.clone())))
+        .await?;
+    if !resp.status().is_success() {
+        return Err(client.unexpected("checking the credentials", resp).await);
+    }
     auth::save(&opts.docker_config, registry, &creds)
 }
 
@@ -655,20 +667,6 @@ where
         .into_iter()
         .map(|r| r.expect("every task ran"))
         .collect()
-}
-
-/// The async runtime registry work runs on.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .ctx(|| "starting the async runtime".to_owned())
-}
-
-/// Run a registry operation to completion from synchronous code.
-pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    runtime()?.block_on(f)
 }
 
 #[cfg(test)]

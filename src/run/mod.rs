@@ -160,7 +160,7 @@ fn foreign(reference: &str, os: &str, arch: &str, variant: Option<&str>, host: P
 /// Read `r` for this machine's platform, every layer blob at hand (one read, whether or not
 /// its root file system is cached: a registry's cached blobs are not fetched again), refusing
 /// another architecture with a message that says so.
-fn read_for_host(
+async fn read_for_host(
     r: &ImageRef,
     platform: Option<Platform>,
     host: Platform,
@@ -171,9 +171,9 @@ fn read_for_host(
     {
         return Err(foreign(&r.to_string(), p.os(), p.arch(), None, host));
     }
-    match transport::read(r, Some(host), ReadMode::Blobs, opts) {
+    match transport::read(r, Some(host), ReadMode::Blobs, opts).await {
         Ok(src) => Ok(src),
-        Err(e @ Error::Image { .. }) => Err(not_for_host(r, host, opts, e)),
+        Err(e @ Error::Image { .. }) => Err(not_for_host(r, host, opts, e).await),
         Err(e) => Err(e),
     }
 }
@@ -182,10 +182,10 @@ fn read_for_host(
 /// there for another platform only: a single image for another architecture is refused as
 /// such, and an index without `host` says that `run` does not emulate. Only on this failure
 /// path is the image's metadata read again, to find out which case it is.
-fn not_for_host(r: &ImageRef, host: Platform, opts: &Options, e: Error) -> Error {
+async fn not_for_host(r: &ImageRef, host: Platform, opts: &Options, e: Error) -> Error {
     let metadata = |p: Option<Platform>| transport::read(r, p, ReadMode::Metadata, opts);
     // A single image (or an index of one) is read without naming a platform.
-    if let Ok(s) = metadata(None) {
+    if let Ok(s) = metadata(None).await {
         let c = &s.image.config;
         let (os, arch) = (c.os().to_string(), c.architecture().to_string());
         if !host.matches(&os, &arch, c.variant().as_deref()) {
@@ -193,10 +193,17 @@ fn not_for_host(r: &ImageRef, host: Platform, opts: &Options, e: Error) -> Error
         }
         return e;
     }
-    let lacks_host = metadata(Some(host)).is_err()
-        && Platform::ALL
-            .into_iter()
-            .any(|p| p != host && metadata(Some(p)).is_ok());
+    let mut lacks_host = metadata(Some(host)).await.is_err();
+    if lacks_host {
+        let mut elsewhere = false;
+        for p in Platform::ALL.into_iter().filter(|p| *p != host) {
+            if metadata(Some(p)).await.is_ok() {
+                elsewhere = true;
+                break;
+            }
+        }
+        lacks_host = elsewhere;
+    }
     match e {
         Error::Image { reference, message } if lacks_host => Error::Image {
             reference,
@@ -220,25 +227,30 @@ fn workdir_of(src: &Source) -> String {
 }
 
 /// Read the image `r` for this machine and unpack its root file system into the cache
-/// (`opts.cache_dir`), or find it there. `log` hears what is done.
-pub fn prepare(
+/// (`opts.cache_dir`, unpacked on the blocking pool), or find it there. `log` hears what is
+/// done.
+pub async fn prepare(
     r: &ImageRef,
     platform: Option<Platform>,
     opts: &Options,
-    log: &mut dyn FnMut(String),
+    log: &mut (dyn FnMut(String) + Send),
 ) -> Result<Prepared> {
     let shown = r.to_string();
     let host = host_platform()?;
-    let src = read_for_host(r, platform, host, opts)?;
+    let src = read_for_host(r, platform, host, opts).await?;
     let workdir = workdir_of(&src);
     let started = Instant::now();
-    let unpacked = rootfs::unpack_cached(
-        &opts.cache_dir,
-        &src.manifest_digest,
-        &src.image.layers,
-        &workdir,
-        &shown,
-    )?;
+    let (cache, digest, layers, wd, name) = (
+        opts.cache_dir.clone(),
+        src.manifest_digest.clone(),
+        src.image.layers.clone(),
+        workdir.clone(),
+        shown.clone(),
+    );
+    let unpacked = crate::task::blocking("unpacking the image", move || {
+        rootfs::unpack_cached(&cache, &digest, &layers, &wd, &name)
+    })
+    .await?;
     if unpacked.reused {
         log(format!(
             "reusing the root file system of {} ({})",
@@ -395,14 +407,6 @@ fn resolve_program(root: &Path, name: &str, workdir: &str, env: &[(String, Strin
     name.to_owned()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    // One thread: the sandbox's processes are tied to the thread that starts them.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "starting the async runtime".to_owned())
-}
-
 fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
     let (p, o) = (p.clone(), o.clone());
     Box::new(move |addr: &str| {
@@ -425,62 +429,60 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
     process(p, o, "127.0.0.1:0").map(drop)
 }
 
-/// `lamina invoke`: start the function, run one invocation, stop it.
-pub fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
+/// `lamina invoke`: start the function, run one invocation, stop it. The function's process
+/// is started from a task of the caller's runtime; a multi-thread runtime keeps its worker
+/// threads (which the sandbox's processes are tied to, see [`sandbox`]) until it shuts down.
+pub async fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
-    runtime()?.block_on(async {
-        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
-        let outcome = tokio::select! {
-            outcome = handle.invoke(invoke) => Some(outcome),
-            r = running.finished() => {
-                r?;
-                None
-            }
-        };
-        let stopped = Error::Sandbox("the function's environment stopped before answering".into());
-        match outcome {
-            Some(outcome) => {
-                running.stop().await?;
-                outcome.ok_or(stopped)
-            }
-            None => Err(stopped),
+    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
+    let outcome = tokio::select! {
+        outcome = handle.invoke(invoke) => Some(outcome),
+        r = running.finished() => {
+            r?;
+            None
         }
-    })
+    };
+    let stopped = Error::Sandbox("the function's environment stopped before answering".into());
+    match outcome {
+        Some(outcome) => {
+            running.stop().await?;
+            outcome.ok_or(stopped)
+        }
+        None => Err(stopped),
+    }
 }
 
 /// `lamina run`: start the function and serve the invoke API on `listen` (port 0 picks one)
 /// until interrupted (SIGINT, SIGTERM). `on_listen` hears the address once it is bound.
-pub fn serve(
+pub async fn serve(
     p: &Prepared,
     o: &RunOptions,
     listen: SocketAddr,
-    on_listen: &mut dyn FnMut(SocketAddr),
+    on_listen: &mut (dyn FnMut(SocketAddr) + Send),
 ) -> Result<()> {
     precheck(p, o)?;
-    runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .ctx(|| format!("listening on {listen}"))?;
-        let addr = listener
-            .local_addr()
-            .ctx(|| format!("listening on {listen}"))?;
-        let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
-        let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
-        on_listen(addr);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .ctx(|| "handling SIGTERM".to_owned())?;
-        let result = tokio::select! {
-            r = running.finished() => {
-                server.abort();
-                return r;
-            }
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-        };
-        server.abort();
-        running.stop().await?;
-        result
-    })
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .ctx(|| format!("listening on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .ctx(|| format!("listening on {listen}"))?;
+    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
+    let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
+    on_listen(addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .ctx(|| "handling SIGTERM".to_owned())?;
+    let result = tokio::select! {
+        r = running.finished() => {
+            server.abort();
+            return r;
+        }
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    server.abort();
+    running.stop().await?;
+    result
 }
 
 #[cfg(test)]

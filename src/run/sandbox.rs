@@ -10,7 +10,9 @@
 //! mounts) and hands it to `crun` or `runc`.
 //!
 //! [`launch`] must be called from a thread that lives as long as the function should (lamina
-//! uses its main thread): the intermediate process is killed when that thread exits
+//! calls it from a task of the caller's tokio runtime, whose worker threads last until the
+//! runtime shuts down; never from the blocking pool, whose idle threads exit): the
+//! intermediate process is killed when that thread exits
 //! (`PR_SET_PDEATHSIG`), and the function's pid 1 when the intermediate dies, which takes down
 //! everything in its pid namespace. Nothing outlives lamina.
 

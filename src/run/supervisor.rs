@@ -203,7 +203,7 @@ impl Supervisor {
                 let _ = k.send(());
             }
             // Bounded: a process that will not die within 5 s is left to the kernel (it is
-            // killed with lamina's main thread, see `sandbox`).
+            // killed with the runtime's worker threads, see `sandbox`).
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 while let Some((g, _)) = exit_rx.recv().await {
                     if g == generation {

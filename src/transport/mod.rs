@@ -85,13 +85,13 @@ pub enum ReadMode {
 
 /// Read the image `r` for `platform`, as far as `mode` says.
 /// Without a platform, a single-platform image is read as it is; an index needs one.
-pub fn read(
+pub async fn read(
     r: &ImageRef,
     platform: Option<Platform>,
     mode: ReadMode,
     opts: &Options,
 ) -> Result<Source> {
-    Opened::open(r, opts)?.read_for(platform, mode)
+    Opened::open(r, opts).await?.read_for(platform, mode).await
 }
 
 /// Where the new image's files are assembled before they are moved to the destination: a
@@ -152,7 +152,8 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 /// With a `session` (from [`preflight`]), a registry destination reuses its connection;
 /// `streamed` are the blobs already uploaded over it during the build (see
 /// [`crate::registry::push::push`]).
-pub fn write(
+/// Local destinations are written on the blocking pool (copying and archiving blobs).
+pub async fn write(
     r: &ImageRef,
     img: &Rendered,
     staging: Staging,
@@ -162,29 +163,20 @@ pub fn write(
     streamed: &HashSet<Digest>,
 ) -> Result<Option<PushReport>> {
     match r {
-        ImageRef::Oci { dir, tag } => {
-            layout::write(dir, tag.as_deref(), img, staging).map(|()| None)
-        }
-        ImageRef::OciArchive { file, tag } => {
-            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime).map(|()| None)
-        }
-        ImageRef::DockerArchive { file, name } => {
-            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime).map(|()| None)
+        ImageRef::Oci { .. } | ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } => {
+            let (r, img) = (r.clone(), img.clone());
+            crate::task::blocking("writing the image", move || {
+                write_local(&r, &img, staging, mtime)
+            })
+            .await
+            .map(|()| None)
         }
         ImageRef::Docker(rr) => {
-            let report = match session {
-                Some(s) => s.rt.block_on(crate::registry::push::push(
-                    s.client.clone(),
-                    rr,
-                    img,
-                    streamed,
-                ))?,
-                None => crate::registry::block_on(async {
-                    let client =
-                        Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?);
-                    crate::registry::push::push(client, rr, img, streamed).await
-                })?,
+            let client = match session {
+                Some(s) => s.client.clone(),
+                None => Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?),
             };
+            let report = crate::registry::push::push(client, rr, img, streamed).await?;
             drop(staging);
             Ok(Some(report))
         }
@@ -192,31 +184,55 @@ pub fn write(
     }
 }
 
+/// Write `img` to a local destination `r` (blocking).
+fn write_local(r: &ImageRef, img: &Rendered, staging: Staging, mtime: u64) -> Result<()> {
+    match r {
+        ImageRef::Oci { dir, tag } => layout::write(dir, tag.as_deref(), img, staging),
+        ImageRef::OciArchive { file, tag } => {
+            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime)
+        }
+        ImageRef::DockerArchive { file, name } => {
+            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime)
+        }
+        ImageRef::Docker(_) | ImageRef::Scratch => {
+            Err(Error::Internal(format!("`{r}` is not a local destination")))
+        }
+    }
+}
+
 /// Fail early, before any build work, when a registry destination cannot take the image:
 /// unreachable, credentials refused, or (ECR) a missing repository without `--create-repo`.
 /// Returns the connection, to be used for the rest of the build (streaming and the push).
-pub fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session>> {
+pub async fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session>> {
     let ImageRef::Docker(r) = dest else {
         return Ok(None);
     };
-    let rt = crate::registry::runtime()?;
-    let client = rt.block_on(async {
-        let client = Client::connect(&r.registry, r.api_host(), opts).await?;
-        client.check_push_access(&r.repository).await?;
-        client.ensure_repository(&r.repository).await?;
-        Ok::<_, Error>(client)
-    })?;
-    Ok(Some(Session {
-        rt,
-        client: Arc::new(client),
-    }))
+    let client = Client::connect(&r.registry, r.api_host(), opts).await?;
+    client.check_push_access(&r.repository).await?;
+    client.ensure_repository(&r.repository).await?;
+    Ok(Some(Session::new(Arc::new(client))))
 }
 
-/// A connection to a registry destination and the runtime it lives on: one build connects,
-/// authenticates and checks the repository once.
+/// A connection to a registry and the runtime it lives on (the caller's): one build connects,
+/// authenticates and checks the repository once. Blocking code given a session (a layer
+/// compressed on the blocking pool while it streams into an upload) reaches the network
+/// through `rt`, with `rt.block_on` or `rt.spawn`; async code just awaits. Clones share the
+/// connection.
+#[derive(Clone)]
 pub struct Session {
-    pub rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Handle,
     pub client: Arc<Client>,
+}
+
+impl Session {
+    /// A session for `client` on the current runtime. Must be called from async code (inside
+    /// a tokio runtime).
+    pub fn new(client: Arc<Client>) -> Session {
+        Session {
+            rt: tokio::runtime::Handle::current(),
+            client,
+        }
+    }
 }
 
 /// Replace `dest` by `new` (a directory or file in the same file system) in one step where the

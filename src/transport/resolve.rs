@@ -2,7 +2,8 @@
 //! unpacks an archive), [`Opened::resolve`] says what a reference names — an index, or one
 //! image manifest for a platform — and [`Opened::read`] reads the image. `check`, `pull`,
 //! `build` and `run` all go through here, so a reference is resolved one way and a registry
-//! is connected to once per command.
+//! is connected to once per command. Network work is awaited; unpacking archives and reading
+//! (hashing) layers run on the blocking pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,10 +15,13 @@ use super::{ReadMode, Session, Source, archive, layout};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::image::index::{IndexAt, is_index, is_manifest, parse_index, walk};
+use crate::image::index::{
+    IndexAt, Step, is_index, is_manifest, parse_index, step, too_deep, walk,
+};
 use crate::platform::Platform;
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{Client, Options};
+use crate::task::blocking;
 
 /// What a reference names.
 #[derive(Debug, Clone)]
@@ -60,7 +64,7 @@ enum At {
 
 impl Opened {
     /// Reach `r`: connect and authenticate to a registry, unpack an `oci-archive`.
-    pub fn open(r: &ImageRef, opts: &Options) -> Result<Opened> {
+    pub async fn open(r: &ImageRef, opts: &Options) -> Result<Opened> {
         let shown = r.to_string();
         let at = match r {
             ImageRef::Scratch => At::Scratch,
@@ -70,7 +74,11 @@ impl Opened {
                 keep: None,
             },
             ImageRef::OciArchive { file, tag } => {
-                let tmp = archive::unpack(file, &shown)?;
+                let (file, name) = (file.clone(), shown.clone());
+                let tmp = blocking("unpacking the archive", move || {
+                    archive::unpack(&file, &name)
+                })
+                .await?;
                 At::Layout {
                     dir: tmp.path().to_owned(),
                     tag: tag.clone(),
@@ -82,14 +90,10 @@ impl Opened {
                 name: name.clone(),
             },
             ImageRef::Docker(rr) => {
-                let rt = crate::registry::runtime()?;
-                let client = rt.block_on(Client::connect(&rr.registry, rr.api_host(), opts))?;
+                let client = Client::connect(&rr.registry, rr.api_host(), opts).await?;
                 At::Registry {
                     r: rr.clone(),
-                    session: Session {
-                        rt,
-                        client: Arc::new(client),
-                    },
+                    session: Session::new(Arc::new(client)),
                     blobs: crate::cache::blobs(&opts.cache_dir),
                 }
             }
@@ -103,78 +107,90 @@ impl Opened {
 
     /// What the reference names. With `platform`, always the manifest for it (indexes walked);
     /// without, an index is returned as one, for the caller to judge.
-    pub fn resolve(&self, platform: Option<Platform>) -> Result<Resolved> {
+    pub async fn resolve(&self, platform: Option<Platform>) -> Result<Resolved> {
         match &self.at {
             At::Scratch | At::DockerArchive { .. } => Ok(Resolved::Unindexed),
             At::Layout { dir, tag, .. } => {
+                // A few small JSON files: read in place.
                 layout::resolve(dir, tag.as_deref(), platform, &self.shown)
             }
             At::Registry { r, session, blobs } => {
-                resolve_registry(session, r, platform, blobs, &self.shown)
+                resolve_registry(session, r, platform, blobs, &self.shown).await
             }
         }
     }
 
     /// Read the image `resolved` names (choosing `platform` from an index), as far as `mode`
     /// says. Consumes the source: the image's files may live in it.
-    pub fn read(
+    pub async fn read(
         self,
         resolved: &Resolved,
         platform: Option<Platform>,
         mode: ReadMode,
     ) -> Result<Source> {
-        let shown = self.shown;
+        let (shown, cache) = (self.shown, self.cache);
         match self.at {
             At::Scratch => Ok(Source::rendered(
                 Image::scratch(platform.unwrap_or_default()),
                 None,
             )),
-            At::DockerArchive { file, name } => archive::read_docker_archive(
-                &file,
-                name.as_deref(),
-                platform,
-                mode,
-                &shown,
-                &self.cache,
-            ),
+            At::DockerArchive { file, name } => {
+                blocking("reading the archive", move || {
+                    archive::read_docker_archive(
+                        &file,
+                        name.as_deref(),
+                        platform,
+                        mode,
+                        &shown,
+                        &cache,
+                    )
+                })
+                .await
+            }
             At::Layout { dir, keep, .. } => {
-                let blobs = dir.join("blobs").join("sha256");
-                let desc = manifest_of(resolved, platform, &shown, &mut |d| {
-                    layout::load_index(&blobs, d, &shown)
-                })?;
-                let mut src =
-                    layout::read_manifest(&blobs, &desc, platform, mode, &shown, &self.cache)?;
-                src._keep = keep;
-                Ok(src)
+                let resolved = resolved.clone();
+                blocking("reading the image", move || {
+                    let blobs = dir.join("blobs").join("sha256");
+                    let desc = manifest_of(&resolved, platform, &shown, &mut |d| {
+                        layout::load_index(&blobs, d, &shown)
+                    })?;
+                    let mut src =
+                        layout::read_manifest(&blobs, &desc, platform, mode, &shown, &cache)?;
+                    src._keep = keep;
+                    Ok(src)
+                })
+                .await
             }
             At::Registry { r, session, blobs } => {
-                let desc = manifest_of(resolved, platform, &shown, &mut |d| {
-                    registry_index(&session, &r, d, &blobs, &shown)
-                })?;
-                read_registry(
-                    &session,
-                    &r,
-                    &desc,
-                    platform,
-                    mode,
-                    &blobs,
-                    &shown,
-                    &self.cache,
-                )
+                let desc = match resolved {
+                    Resolved::Index(idx) => {
+                        walk_registry(&session, &r, &idx.manifests, platform, &blobs, &shown)
+                            .await?
+                    }
+                    other => manifest_of(other, platform, &shown, &mut |_| Err(unindexed(&shown)))?,
+                };
+                let at = RegistryAt {
+                    session: &session,
+                    r: &r,
+                    blobs,
+                    shown,
+                    cache,
+                };
+                read_registry(at, desc, platform, mode).await
             }
         }
     }
 
     /// Resolve for `platform` and read: what [`super::read`] does.
-    pub fn read_for(self, platform: Option<Platform>, mode: ReadMode) -> Result<Source> {
-        let resolved = self.resolve(platform)?;
-        self.read(&resolved, platform, mode)
+    pub async fn read_for(self, platform: Option<Platform>, mode: ReadMode) -> Result<Source> {
+        let resolved = self.resolve(platform).await?;
+        self.read(&resolved, platform, mode).await
     }
 }
 
 /// Resolve `r` for `platform` (see [`Opened::resolve`]), reaching it once.
-pub fn resolve(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Resolved> {
-    Opened::open(r, opts)?.resolve(platform)
+pub async fn resolve(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Resolved> {
+    Opened::open(r, opts).await?.resolve(platform).await
 }
 
 /// The manifest descriptor `resolved` leads to for `platform`.
@@ -187,10 +203,14 @@ fn manifest_of(
     match resolved {
         Resolved::Manifest(d) => Ok(d.as_ref().clone()),
         Resolved::Index(idx) => walk(&idx.manifests, platform, shown, load),
-        Resolved::Unindexed => Err(Error::Internal(format!(
-            "{shown}: an unindexed source resolved for a layout or registry"
-        ))),
+        Resolved::Unindexed => Err(unindexed(shown)),
     }
+}
+
+fn unindexed(shown: &str) -> Error {
+    Error::Internal(format!(
+        "{shown}: an unindexed source resolved for a layout or registry"
+    ))
 }
 
 fn digest_of(d: &Descriptor, shown: &str) -> Result<Digest> {
@@ -198,23 +218,20 @@ fn digest_of(d: &Descriptor, shown: &str) -> Result<Digest> {
 }
 
 /// GET the manifest or index `reference` (tag or digest) into the cache.
-fn get_stored(
+async fn get_stored(
     session: &Session,
     r: &RegistryRef,
     reference: &str,
     blobs: &Path,
 ) -> Result<(Vec<u8>, oci_spec::image::MediaType, Digest)> {
-    let got = session.rt.block_on(crate::registry::pull::get_manifest(
-        &session.client,
-        r,
-        reference,
-    ))?;
+    let got = crate::registry::pull::get_manifest(&session.client, r, reference).await?;
+    // One small file, written in place.
     crate::registry::pull::store(blobs, &got.2, &got.0)?;
     Ok(got)
 }
 
 /// A nested index of a registry image, by its descriptor.
-fn registry_index(
+async fn registry_index(
     session: &Session,
     r: &RegistryRef,
     d: &Descriptor,
@@ -222,26 +239,47 @@ fn registry_index(
     shown: &str,
 ) -> Result<IndexAt> {
     let digest = digest_of(d, shown)?;
-    let (bytes, _, digest) = get_stored(session, r, &digest.to_string(), blobs)?;
+    let (bytes, _, digest) = get_stored(session, r, &digest.to_string(), blobs).await?;
     parse_index(&bytes, &digest, shown)
 }
 
-fn resolve_registry(
+/// [`walk`] for a registry index: the same steps, nested indexes fetched.
+async fn walk_registry(
+    session: &Session,
+    r: &RegistryRef,
+    descs: &[Descriptor],
+    platform: Option<Platform>,
+    blobs: &Path,
+    shown: &str,
+) -> Result<Descriptor> {
+    let mut descs = descs.to_vec();
+    for _ in 0..=crate::image::index::MAX_DEPTH {
+        match step(&descs, platform, shown)? {
+            Step::Index(d) => {
+                descs = registry_index(session, r, &d, blobs, shown)
+                    .await?
+                    .manifests
+            }
+            Step::Manifest(d) => return Ok(d),
+        }
+    }
+    Err(too_deep(shown))
+}
+
+async fn resolve_registry(
     session: &Session,
     r: &RegistryRef,
     platform: Option<Platform>,
     blobs: &Path,
     shown: &str,
 ) -> Result<Resolved> {
-    let (bytes, mt, digest) = get_stored(session, r, &r.manifest_reference(), blobs)?;
+    let (bytes, mt, digest) = get_stored(session, r, &r.manifest_reference(), blobs).await?;
     if is_index(&mt) {
         let idx = parse_index(&bytes, &digest, shown)?;
         if platform.is_none() {
             return Ok(Resolved::Index(idx));
         }
-        let desc = walk(&idx.manifests, platform, shown, &mut |d| {
-            registry_index(session, r, d, blobs, shown)
-        })?;
+        let desc = walk_registry(session, r, &idx.manifests, platform, blobs, shown).await?;
         return Ok(Resolved::Manifest(Box::new(desc)));
     }
     if !is_manifest(&mt) {
@@ -257,33 +295,50 @@ fn resolve_registry(
     ))))
 }
 
+/// A registry source being read: its connection, where its blobs are cached, how it is shown.
+struct RegistryAt<'a> {
+    session: &'a Session,
+    r: &'a RegistryRef,
+    blobs: PathBuf,
+    shown: String,
+    cache: PathBuf,
+}
+
 /// Read a registry image by its manifest descriptor: the manifest (if an index named it) and
-/// the blobs `mode` needs fetched into the cache, then read from there like a layout.
-#[allow(clippy::too_many_arguments)] // one private step of `Opened::read`, taking its parts
-fn read_registry(
-    session: &Session,
-    r: &RegistryRef,
-    desc: &Descriptor,
+/// the blobs `mode` needs fetched into the cache, then read from there like a layout (on the
+/// blocking pool: a verified read hashes every layer).
+async fn read_registry(
+    at: RegistryAt<'_>,
+    desc: Descriptor,
     platform: Option<Platform>,
     mode: ReadMode,
-    blobs: &Path,
-    shown: &str,
-    cache: &Path,
 ) -> Result<Source> {
-    let digest = digest_of(desc, shown)?;
+    let RegistryAt {
+        session,
+        r,
+        blobs,
+        shown,
+        cache,
+    } = at;
+    let digest = digest_of(&desc, &shown)?;
     if !blobs.join(digest.hex()).is_file() {
-        get_stored(session, r, &digest.to_string(), blobs)?;
+        get_stored(session, r, &digest.to_string(), &blobs).await?;
     }
-    session.rt.block_on(crate::registry::pull::fetch_blobs(
+    crate::registry::pull::fetch_blobs(
         session.client.clone(),
         r,
-        desc,
-        blobs,
+        &desc,
+        &blobs,
         mode != ReadMode::Metadata,
-    ))?;
-    let mut src = layout::read_manifest(blobs, desc, platform, mode, shown, cache)?;
-    for l in &mut src.image.layers {
-        l.from = Some((r.registry.clone(), r.repository.clone()));
-    }
-    Ok(src)
+    )
+    .await?;
+    let from = (r.registry.clone(), r.repository.clone());
+    blocking("reading the image", move || {
+        let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown, &cache)?;
+        for l in &mut src.image.layers {
+            l.from = Some(from.clone());
+        }
+        Ok(src)
+    })
+    .await
 }

@@ -1,0 +1,41 @@
+//! What the process environment says about where lamina's files are: read here, at the edge,
+//! and passed into the library (which reads no environment variables itself).
+
+use std::path::PathBuf;
+
+/// A variable's value, when set and not empty.
+fn var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The blob, layer and root file system cache: `LAMINA_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/lamina`, else `~/.cache/lamina` (a directory in the system's temporary
+/// directory without a home).
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = var("LAMINA_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("lamina");
+    }
+    match var("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("lamina"),
+        None => std::env::temp_dir().join("lamina-cache"),
+    }
+}
+
+/// The directory of the docker `config.json`: `$DOCKER_CONFIG`, else `~/.docker`.
+pub fn docker_config_dir() -> PathBuf {
+    if let Some(d) = var("DOCKER_CONFIG") {
+        return PathBuf::from(d);
+    }
+    var("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".docker")
+}
+
+/// `SSL_CERT_FILE`: a PEM bundle trusted besides the system's (after any `--ca-cert`).
+pub fn ssl_cert_file() -> Option<PathBuf> {
+    var("SSL_CERT_FILE").map(PathBuf::from)
+}
