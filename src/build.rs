@@ -17,31 +17,47 @@ use crate::transport::{self, ReadMode, Staging};
 #[derive(Serialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The destination as the user wrote it.
     pub reference: String,
+    /// The manifest digest: the image's identity.
     pub digest: Digest,
+    /// The manifest's media type.
     pub media_type: String,
+    /// The manifest's size in bytes.
     pub size: u64,
+    /// `os/arch[/variant]` of the image.
     pub platform: String,
+    /// The config blob.
     pub config: BlobReport,
+    /// The layers, bottom first.
     pub layers: Vec<LayerReport>,
     /// For a registry destination: what happened to each blob.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blobs: Option<Vec<BlobFate>>,
 }
 
+/// A blob by digest and size (the config in a [`Report`]).
 #[derive(Serialize, Debug, Clone)]
 pub struct BlobReport {
+    /// The manifest digest: the image's identity.
     pub digest: Digest,
+    /// The manifest's size in bytes.
     pub size: u64,
 }
 
+/// One layer of a [`Report`].
 #[derive(Serialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerReport {
+    /// The manifest digest: the image's identity.
     pub digest: Digest,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
     pub diff_id: Digest,
+    /// The manifest's size in bytes.
     pub size: u64,
+    /// The manifest's media type.
     pub media_type: String,
+    /// Whether the layer came from the base or was written by this build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
 }
@@ -443,9 +459,12 @@ pub async fn copy(
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct Inspection {
+    /// The same fields a build reports.
     #[serde(flatten)]
     pub report: Report,
+    /// The manifest document, parsed.
     pub manifest: serde_json::Value,
+    /// The image config document, parsed.
     pub image_config: serde_json::Value,
     #[serde(skip)]
     raw: Vec<u8>,
@@ -539,7 +558,7 @@ mod tests {
         send(crate::lambda::check(r, None, opts));
         send(crate::registry::login("r", opts));
         send(transport::read(r, None, ReadMode::Verified, opts));
-        send(transport::resolve(r, None, opts));
+        send(transport::Opened::open(r, opts));
         send(transport::preflight(r, opts));
         let pkg = crate::lambda::package::Package::Function;
         send(crate::lambda::package::from_image(r, None, pkg, opts));

@@ -7,7 +7,6 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lamina::error::IoContext;
 
 use cli::{build, check, copy, exit, init, inspect, invoke, login, run, zip};
 
@@ -75,7 +74,6 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .ctx(|| "starting the async runtime".to_owned())
-        .map_err(anyhow::Error::from);
+        .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"));
     exit::finish(runtime.and_then(|rt| rt.block_on(dispatch(cli.command))))
 }

@@ -5,10 +5,14 @@ use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+/// How transfers are shown.
 #[derive(Clone)]
 pub enum Progress {
+    /// Nothing.
     Quiet,
+    /// One plain line per event (for logs and pipes).
     Lines,
+    /// Progress bars on a terminal.
     Bars(Arc<MultiProgress>),
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use lamina::spec::{BuildSpec, Overrides, flags};
+use lamina::{BuildSpec, Overrides, flags};
 
 use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
 use super::{cwd, print_json, print_line, shown};
@@ -153,7 +153,7 @@ pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
         None => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
     };
     let spec_file = match &file {
-        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        Some(f) => Some((f.as_path(), lamina::read_spec_file(f)?)),
         None => None,
     };
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
@@ -169,7 +169,7 @@ pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     let mut opts = a.network.options(quiet)?;
     a.push.apply(&mut opts)?;
     a.ecr.apply(&mut opts);
-    let report = lamina::build::build(&spec, &opts, &mut log).await?;
+    let report = lamina::build(&spec, &opts, &mut log).await?;
     if a.output.json {
         return print_json(&report);
     }

@@ -26,7 +26,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let r = parse_ref(&a.image, &cwd)?;
     let platform = parse_platform(a.platform.as_deref())?;
-    let report = lamina::lambda::check(&r, platform, &a.network.options(true)?).await?;
+    let report = lamina::check(&r, platform, &a.network.options(true)?).await?;
     if a.json {
         print_json(&report)?;
     } else {

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use lamina::reference::ImageRef;
+use lamina::ImageRef;
 
 use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
 use super::{cwd, parse_platform, parse_ref, print_json, print_line, shown};
@@ -61,7 +61,7 @@ pub async fn push(a: PushArgs) -> anyhow::Result<()> {
     let mut opts = a.network.options(a.output.quiet)?;
     a.push.apply(&mut opts)?;
     a.ecr.apply(&mut opts);
-    let report = lamina::build::copy(&src, &dest, platform, &opts, !a.no_lambda_check).await?;
+    let report = lamina::copy(&src, &dest, platform, &opts, !a.no_lambda_check).await?;
     print_report(&report, &dest, &cwd, &a.output)
 }
 
@@ -80,12 +80,12 @@ pub async fn pull(a: PullArgs) -> anyhow::Result<()> {
     let opts = a.network.options(a.output.quiet)?;
     // The Lambda gate applies only when the destination is a registry, which is `push`'s
     // job; a pull to one keeps the gate on, as it always has.
-    let report = lamina::build::copy(&src, &dest, platform, &opts, true).await?;
+    let report = lamina::copy(&src, &dest, platform, &opts, true).await?;
     print_report(&report, &dest, &cwd, &a.output)
 }
 
 fn print_report(
-    report: &lamina::build::Report,
+    report: &lamina::Report,
     dest: &ImageRef,
     cwd: &std::path::Path,
     output: &OutputFlags,

@@ -4,7 +4,7 @@
 use std::io;
 use std::process::ExitCode;
 
-use lamina::error::ErrorKind;
+use lamina::ErrorKind;
 
 /// The run did what was asked (also when stdout was closed early: a reader that stops reading,
 /// as `head` does, is not a failure).

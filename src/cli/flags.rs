@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use lamina::progress::Progress;
-use lamina::registry::Options;
-use lamina::registry::ecr::EcrOptions;
+use lamina::EcrOptions;
+use lamina::Options;
+use lamina::Progress;
 
 /// Reaching registries: for every command that may read from or write to one.
 #[derive(Args, Clone, Debug)]
@@ -72,18 +72,18 @@ impl NetworkFlags {
 #[command(next_help_heading = "Push options")]
 pub struct PushFlags {
     /// Upload chunk size in bytes (at least 5 MiB).
-    #[arg(long, value_name = "BYTES", default_value_t = lamina::registry::DEFAULT_CHUNK)]
+    #[arg(long, value_name = "BYTES", default_value_t = lamina::DEFAULT_CHUNK)]
     pub chunk_size: u64,
 }
 
 impl PushFlags {
     /// Set the upload options in `opts`; a chunk ECR would refuse is a usage error.
     pub fn apply(&self, opts: &mut Options) -> lamina::Result<()> {
-        if self.chunk_size < lamina::registry::MIN_CHUNK {
+        if self.chunk_size < lamina::MIN_CHUNK {
             return Err(lamina::Error::usage(format!(
                 "--chunk-size {}: chunks must be at least {} bytes (5 MiB), as ECR requires",
                 self.chunk_size,
-                lamina::registry::MIN_CHUNK
+                lamina::MIN_CHUNK
             )));
         }
         opts.chunk_size = self.chunk_size;

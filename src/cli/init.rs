@@ -28,7 +28,7 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let text = lamina::spec::function::starter_spec(a.runtime.as_deref(), &a.dir)?;
+    let text = lamina::starter_spec(a.runtime.as_deref(), &a.dir)?;
     let dir = if a.dir.as_os_str().is_empty() {
         Path::new(".")
     } else {

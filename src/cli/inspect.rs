@@ -29,7 +29,7 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
     let r = parse_ref(&a.image, &cwd)?;
     let platform = parse_platform(a.platform.as_deref())?;
-    let i = lamina::build::inspect(&r, platform, &a.network.options(true)?).await?;
+    let i = lamina::inspect(&r, platform, &a.network.options(true)?).await?;
     if a.raw {
         let mut out = std::io::stdout().lock();
         out.write_all(&i.manifest_bytes())?;
@@ -43,7 +43,7 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
 }
 
 /// The human form of `inspect`, one line per item.
-fn summary(i: &lamina::build::Inspection, shown: &str) -> Vec<String> {
+fn summary(i: &lamina::Inspection, shown: &str) -> Vec<String> {
     let rep = &i.report;
     let mut lines = vec![
         format!("image     {shown}"),

@@ -37,11 +37,11 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
         return Err(lamina::Error::usage("no password on standard input").into());
     }
     let mut opts = a.network.options(true)?;
-    opts.credentials = Some(lamina::registry::auth::Credentials {
+    opts.credentials = Some(lamina::Credentials {
         username: a.username.clone(),
         password,
     });
-    let path = lamina::registry::login(&registry, &opts).await?;
+    let path = lamina::login(&registry, &opts).await?;
     eprintln!(
         "login to {registry} as {} succeeded; saved in {}",
         a.username,

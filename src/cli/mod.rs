@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use lamina::platform::Platform;
-use lamina::reference::ImageRef;
+use lamina::ImageRef;
+use lamina::Platform;
 
 /// The directory relative references and paths are resolved against.
 fn cwd() -> anyhow::Result<PathBuf> {
@@ -40,7 +40,7 @@ fn parse_ref(s: &str, cwd: &Path) -> anyhow::Result<ImageRef> {
 
 /// `--platform`, when given; bad syntax is a usage error.
 fn parse_platform(p: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    Ok(p.map(|p| lamina::spec::flags::platform(p, "--platform"))
+    Ok(p.map(|p| lamina::flags::platform(p, "--platform"))
         .transpose()?)
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use lamina::lambda::package::{self, Package};
-use lamina::spec::{BuildSpec, Overrides, flags};
+use lamina::zip::{self as package, Package};
+use lamina::{BuildSpec, Overrides, flags};
 
 use super::flags::{NetworkFlags, OutputFlags};
 use super::{cwd, parse_platform, parse_ref, print_json, print_line};
@@ -66,7 +66,7 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
         (None, Some(_)) => None,
     };
     let spec_file = match &file {
-        Some(f) => Some((f.as_path(), lamina::spec::read_spec_file(f)?)),
+        Some(f) => Some((f.as_path(), lamina::read_spec_file(f)?)),
         None => None,
     };
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();

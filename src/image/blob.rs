@@ -22,7 +22,9 @@ thread_local! {
     static GUNZIPS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The number of gzip streams this thread has started to decompress.
+/// The number of gzip streams this thread has started to decompress (for tests that prove a
+/// path decompresses nothing).
+#[cfg(test)]
 pub fn gunzips() -> u64 {
     GUNZIPS.with(Cell::get)
 }
@@ -131,22 +133,11 @@ pub struct Uncompressed {
     digest: Digest,
     size: u64,
     diff_id: Digest,
-    gzip: bool,
     /// Set once the end was reached (or decoding failed).
     verdict: Option<Verdict>,
 }
 
 impl Uncompressed {
-    /// The number of uncompressed bytes read so far (the whole layer once it has ended).
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Nothing read yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn finish(&mut self) -> Verdict {
         match self.check_end() {
             Ok(()) => Verdict::Verified,
@@ -284,7 +275,7 @@ impl Layer {
             digest: self.digest.clone(),
             size: self.size,
             diff_id: self.diff_id.clone(),
-            gzip: c == Compression::Gzip,
+
             verdict: None,
         })
     }
@@ -318,13 +309,6 @@ impl Layer {
             )));
         }
         Ok(())
-    }
-}
-
-impl Uncompressed {
-    /// Was the stored form gzip (for messages: "not a readable gzip tar")?
-    pub fn is_gzip(&self) -> bool {
-        self.gzip
     }
 }
 

@@ -43,15 +43,6 @@ impl Compression {
             Compression::None
         }
     }
-
-    /// The word used in messages: "gzip", "zstd", "uncompressed".
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "uncompressed",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
 }
 
 /// The OCI media type for a Docker layer media type (others unchanged).

@@ -26,12 +26,18 @@ pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
 #[derive(Deserialize, Default, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigSpec {
+    /// ENTRYPOINT, as an argv.
     pub entrypoint: Option<Vec<String>>,
+    /// CMD, as an argv (for Lambda: the handler).
     pub cmd: Option<Vec<String>>,
+    /// Environment variables added to (or replacing those of) the base's.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The working directory.
     pub workdir: Option<String>,
+    /// `USER[:GROUP]` the process runs as.
     pub user: Option<String>,
+    /// Labels added to the base's.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -40,7 +46,9 @@ pub struct ConfigSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
+    /// Taken from the base image as it was.
     Base,
+    /// Written by this build.
     New,
 }
 

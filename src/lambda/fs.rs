@@ -49,6 +49,7 @@ impl Node {
     }
 
     /// A regular file whose first bytes are `content` (cut to [`HEAD`]).
+    #[cfg(test)]
     pub fn file(mode: u32, content: &[u8]) -> Node {
         Node {
             kind: Kind::File,
@@ -136,6 +137,7 @@ impl FileSystem {
     }
 
     /// Every path (without its leading `/`) and node, in path order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
         self.nodes.iter().map(|(k, v)| (k.as_str(), v))
     }
@@ -256,11 +258,13 @@ impl FileSystem {
 
     /// Apply one layer (an uncompressed tar stream) over this file system: whiteouts and opaque
     /// markers hide what the lower layers hold, then the layer's entries are added in order.
+    #[cfg(test)]
     pub fn apply_tar<R: Read>(&mut self, r: R) -> io::Result<()> {
         self.apply_tar_keeping(r, &mut |_, _| Ok(None))
     }
 
     /// [`apply_tar`](Self::apply_tar), handing every regular file's content to `keeper`.
+    #[cfg(test)]
     pub fn apply_tar_keeping<R: Read>(&mut self, r: R, keeper: &mut Keeper) -> io::Result<()> {
         self.apply_items(FsIndex::read_keeping(r, keeper)?.items);
         Ok(())
@@ -338,6 +342,7 @@ impl FileSystem {
 /// Apply a layer blob (`gzip`: gzip-compressed, else a plain tar) read from `r`; returns its
 /// uncompressed size. The whole stream is read (past the tar's end-of-archive blocks), so the
 /// size is the size of the layer, not of what the tar reader needed.
+#[cfg(test)]
 pub fn apply_layer<R: Read>(fs: &mut FileSystem, r: R, gzip: bool) -> io::Result<u64> {
     apply_layer_keeping(fs, r, gzip, &mut |_, _| Ok(None))
 }

@@ -6,17 +6,17 @@
 //! The rules themselves are pure functions in [`check`](mod@check); [`fs`] streams the layers
 //! into the merged file system they look at; [`elf`] reads executables' headers.
 
-pub mod check;
 pub mod elf;
 pub mod fs;
 pub mod package;
+pub mod rules;
 
 use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde::Serialize;
 
-pub use check::{Finding, Rule, Severity};
+pub use rules::{Finding, Rule, Severity};
 
 use crate::error::{Error, Result};
 use crate::image::index::IndexAt;
@@ -30,6 +30,7 @@ use crate::transport::{Opened, ReadMode, Resolved, Source};
 /// What `lamina check` reports (and `--json` prints).
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
+    /// The image as the user wrote it.
     pub reference: String,
     /// The manifest checked (or the index, for L001).
     pub digest: Option<String>,
@@ -37,6 +38,7 @@ pub struct Report {
     pub platform: Option<String>,
     /// No error findings (warnings allowed).
     pub ok: bool,
+    /// Every finding, errors first.
     pub findings: Vec<Finding>,
 }
 
@@ -56,12 +58,14 @@ impl Report {
         }
     }
 
+    /// The findings that make Lambda refuse the image.
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
     }
 
+    /// The findings worth a look that do not stop a push.
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
@@ -149,7 +153,7 @@ impl<'a> Candidate<'a> {
 /// remembered index in `cache` (see [`crate::image::fsindex`]), else from one pass over its
 /// verified uncompressed stream, which is then remembered.
 pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<Finding>> {
-    let mut findings = check::media_types(
+    let mut findings = rules::media_types(
         &c.manifest_media_type,
         &c.config_media_type,
         &c.layer_media_types,
@@ -158,7 +162,7 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         c.config.os().to_string(),
         c.config.architecture().to_string(),
     );
-    findings.extend(check::platform(&os, &arch, c.config.variant().as_deref()));
+    findings.extend(rules::platform(&os, &arch, c.config.variant().as_deref()));
 
     // The file system, from the layers lamina can read (gzip or plain tar).
     let readable = |l: &Layer| matches!(l.compression(), Ok(Compression::Gzip | Compression::None));
@@ -193,8 +197,8 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         uncompressed += index.uncompressed;
         fs.apply_items(index.items);
     }
-    let process = check::Process::of(c.config);
-    findings.extend(check::file_system(&fs, uncompressed, &process, &arch));
+    let process = rules::Process::of(c.config);
+    findings.extend(rules::file_system(&fs, uncompressed, &process, &arch));
     Ok(findings)
 }
 
@@ -272,10 +276,10 @@ fn is_attestation(d: &Descriptor) -> bool {
     annotated || unknown
 }
 
-fn entries(idx: &IndexAt) -> Vec<check::IndexEntry> {
+fn entries(idx: &IndexAt) -> Vec<rules::IndexEntry> {
     idx.manifests
         .iter()
-        .map(|d| check::IndexEntry {
+        .map(|d| rules::IndexEntry {
             platform: d
                 .platform()
                 .as_ref()
@@ -304,7 +308,7 @@ pub async fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> 
         let src = opened.read(&resolved, platform, ReadMode::Blobs).await?;
         return check_read(shown, src, opts).await;
     };
-    let mut findings = vec![check::index(&entries(idx))];
+    let mut findings = vec![rules::index(&entries(idx))];
     let images: Vec<&Descriptor> = idx
         .manifests
         .iter()
@@ -345,7 +349,7 @@ async fn check_read(shown: String, src: Source, opts: &Options) -> Result<Report
 /// For `push` without `--platform` of a source that resolved to index `idx` it could not
 /// read: the L001 finding as the refusal, so it names the rule.
 pub fn index_refusal(r: &ImageRef, idx: &IndexAt) -> Error {
-    let f = check::index(&entries(idx));
+    let f = rules::index(&entries(idx));
     Error::image(
         r,
         format!("fails the Lambda checks, so nothing was pushed:\n  {f}"),

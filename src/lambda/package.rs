@@ -95,6 +95,7 @@ impl Contents {
         self.items.len()
     }
 
+    /// No entries at all.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -154,6 +155,8 @@ fn check_dest(l: &LayerSpec, n: usize, package: Package) -> Result<()> {
     Ok(())
 }
 
+/// The contents of a package made of layer inputs (a function's code and dependencies, or a
+/// Lambda layer's directories), with permissions fixed as Lambda needs them.
 pub fn from_layers(
     layers: &[LayerSpec],
     package: Package,
@@ -370,7 +373,7 @@ fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Resul
     )
 }
 
-/// How [`write`] lays the package out.
+/// How [`write()`] lays the package out.
 #[derive(Clone, Debug)]
 pub struct ZipOptions {
     /// Seconds since the Unix epoch for every entry (clamped to 1980..2107, as DOS dates are).
@@ -386,6 +389,7 @@ pub struct ZipOptions {
 #[derive(Serialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The zip file written.
     pub path: PathBuf,
     /// `sha256:<hex>` of the zip.
     pub digest: String,
@@ -397,6 +401,7 @@ pub struct Report {
     pub unzipped: u64,
     /// Bytes of the `with_layers` zips once extracted.
     pub layers_unzipped: u64,
+    /// How many entries it holds.
     pub entries: usize,
     /// Limits crossed that do not stop Lambda from taking the package (the 50 MiB direct
     /// upload limit).
@@ -482,6 +487,8 @@ fn zipped_warnings(size: u64, to: &Path) -> Vec<String> {
     warnings
 }
 
+/// Write `contents` as a zip at `to` (through a temporary file renamed into place), after
+/// checking Lambda's size limits.
 pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report> {
     let unzipped = contents.unzipped();
     let layers_unzipped = check_unzipped(unzipped, to, opts)?;

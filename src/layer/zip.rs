@@ -285,11 +285,6 @@ impl<W: Write + Seek> ZipWriter<W> {
         c.extend_from_slice(name);
     }
 
-    /// Sum of the uncompressed sizes of the entries written so far.
-    pub fn uncompressed(&self) -> u64 {
-        self.uncompressed
-    }
-
     /// Write the central directory and the end records; returns the output and the archive's
     /// size. More than 65535 entries get the zip64 end records (and only them).
     pub fn finish(mut self) -> io::Result<(W, u64)> {

@@ -14,7 +14,9 @@ use crate::error::{Error, IoContext, Result};
 /// A user name and secret. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name (`AWS` for ECR).
     pub username: String,
+    /// The password or token; never printed.
     pub password: String,
 }
 
@@ -25,6 +27,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// The `Authorization: Basic` header value.
     pub fn basic_header(&self) -> String {
         format!(
             "Basic {}",

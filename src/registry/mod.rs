@@ -40,6 +40,7 @@ pub struct Options {
     pub docker_config: PathBuf,
     /// Blob cache directory.
     pub cache_dir: PathBuf,
+    /// How transfers are shown.
     pub progress: Progress,
     /// Credentials to use instead of the docker config (e.g. `login`).
     pub credentials: Option<Credentials>,
@@ -53,7 +54,9 @@ pub struct Options {
     pub ecr_tokens: std::sync::Arc<ecr::TokenCache>,
 }
 
+/// The smallest upload chunk ECR (and S3 behind it) accepts: 5 MiB.
 pub const MIN_CHUNK: u64 = 5 << 20;
+/// The upload chunk size unless one is given: 32 MiB.
 pub const DEFAULT_CHUNK: u64 = 32 << 20;
 
 impl Options {

@@ -21,11 +21,15 @@ use crate::image::Rendered;
 use crate::progress::Blob as Bar;
 use crate::reference::RegistryRef;
 
+/// What happened to one blob of a push.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Fate {
+    /// Uploaded (also while the layer was being built).
     Pushed,
+    /// The registry had it already.
     Skipped,
+    /// Mounted from another repository of the same registry.
     Mounted,
 }
 
@@ -39,10 +43,14 @@ impl Fate {
     }
 }
 
+/// One blob of a push and what happened to it.
 #[derive(Serialize, Clone, Debug)]
 pub struct BlobFate {
+    /// The blob.
     pub digest: Digest,
+    /// Its size in bytes.
     pub size: u64,
+    /// Pushed, skipped or mounted.
     pub fate: Fate,
 }
 

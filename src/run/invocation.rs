@@ -13,13 +13,18 @@ pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 /// The function's configuration, as Lambda would hold it.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// How long one invocation may run before it is stopped, as Lambda's timeout.
     pub timeout: Duration,
+    /// The function's name, as `AWS_LAMBDA_FUNCTION_NAME` shows it.
     pub function_name: String,
+    /// The memory size Lambda would give it, in MB.
     pub memory_mb: u32,
+    /// The AWS region the function pretends to run in.
     pub region: String,
 }
 
 impl Settings {
+    /// The function ARN Lambda would show (a fixed, made-up account).
     pub fn arn(&self) -> String {
         format!(
             "arn:aws:lambda:{}:012345678912:function:{}",
@@ -31,6 +36,7 @@ impl Settings {
 /// One invocation's request.
 #[derive(Clone, Debug, Default)]
 pub struct Invoke {
+    /// The event (JSON), as the function receives it.
     pub payload: Bytes,
     /// `X-Amzn-Trace-Id` of the invoke request (one is made up otherwise).
     pub trace_id: Option<String>,
@@ -41,6 +47,7 @@ pub struct Invoke {
 /// One invocation's result, as Lambda's Invoke API returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The response body, or the error document when the invocation failed.
     pub body: Bytes,
     /// The `errorType` when the invocation failed (the answer then carries
     /// `X-Amz-Function-Error: Unhandled`).

@@ -3,19 +3,19 @@
 //!
 //! [`prepare`] reads the image for this machine's platform (an image for another architecture
 //! is refused: there is no emulation) and unpacks its root file system into the cache
-//! ([`rootfs`]). [`serve`] then starts the function in a sandbox ([`sandbox`]) and serves it
+//! (`rootfs`). [`serve`] then starts the function in a sandbox (`sandbox`) and serves it
 //! the Lambda Runtime API (`runtime_api`) while serving the user the invoke API of AWS's
-//! Runtime Interface Emulator ([`invoke_api`]), with a [`supervisor`] between them running one
+//! Runtime Interface Emulator (`invoke_api`), with a `supervisor` between them running one
 //! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
 mod http;
-pub mod ids;
-pub mod invocation;
-pub mod invoke_api;
-pub mod rootfs;
+mod ids;
+mod invocation;
+mod invoke_api;
+mod rootfs;
 mod runtime_api;
-pub mod sandbox;
-pub mod supervisor;
+mod sandbox;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,18 +113,25 @@ impl std::fmt::Debug for Credentials {
 /// An image ready to run: its root file system unpacked, its process taken from its config.
 #[derive(Clone, Debug)]
 pub struct Prepared {
+    /// The image as the user wrote it.
     pub reference: String,
+    /// The manifest run.
     pub manifest_digest: Digest,
+    /// The image's platform (the host's: lamina does not emulate).
     pub platform: Platform,
+    /// The unpacked root file system (in the cache).
     pub rootfs: PathBuf,
     /// The root file system came from the cache.
     pub reused: bool,
     /// Device nodes of the image not reproduced.
     pub skipped: Vec<String>,
+    /// ENTRYPOINT of the image config.
     pub entrypoint: Vec<String>,
+    /// CMD of the image config (the handler).
     pub cmd: Vec<String>,
     /// `KEY=VALUE` entries of the image config.
     pub env: Vec<String>,
+    /// The working directory (`/` when the config names none).
     pub workdir: String,
     /// The image config's `User`, which is not used (the function runs as root inside the
     /// sandbox, which is the user running lamina outside).
@@ -431,7 +438,7 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
 
 /// `lamina invoke`: start the function, run one invocation, stop it. The function's process
 /// is started from a task of the caller's runtime; a multi-thread runtime keeps its worker
-/// threads (which the sandbox's processes are tied to, see [`sandbox`]) until it shuts down.
+/// threads (which the sandbox's processes are tied to, see `run::sandbox`) until it shuts down.
 pub async fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
     let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);

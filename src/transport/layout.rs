@@ -255,30 +255,6 @@ pub fn verify_layers(layers: &[Layer], reference: &str, cache: &Path) -> Result<
     }
 }
 
-/// Read `oci:DIR[:TAG]` for `platform`.
-pub fn read(
-    dir: &Path,
-    tag: Option<&str>,
-    platform: Option<Platform>,
-    mode: ReadMode,
-    reference: &str,
-    cache: &Path,
-) -> Result<Source> {
-    let blobs = dir.join("blobs").join("sha256");
-    let desc = match resolve(dir, tag, platform, reference)? {
-        Resolved::Manifest(d) => *d,
-        Resolved::Index(idx) => walk(&idx.manifests, platform, reference, &mut |d| {
-            load_index(&blobs, d, reference)
-        })?,
-        Resolved::Unindexed => {
-            return Err(Error::Internal(format!(
-                "{reference}: a layout without index"
-            )));
-        }
-    };
-    read_manifest(&blobs, &desc, platform, mode, reference, cache)
-}
-
 /// The descriptors of `index.json` that `tag` names (all of them without a tag).
 fn candidates(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Vec<Descriptor>> {
     if !dir.join("oci-layout").is_file() {

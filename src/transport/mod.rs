@@ -5,7 +5,7 @@ pub mod archive;
 pub mod layout;
 pub mod resolve;
 
-pub use resolve::{Opened, Resolved, resolve};
+pub use resolve::{Opened, Resolved};
 
 use std::collections::HashSet;
 use std::fs;

@@ -188,11 +188,6 @@ impl Opened {
     }
 }
 
-/// Resolve `r` for `platform` (see [`Opened::resolve`]), reaching it once.
-pub async fn resolve(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Resolved> {
-    Opened::open(r, opts).await?.resolve(platform).await
-}
-
 /// The manifest descriptor `resolved` leads to for `platform`.
 fn manifest_of(
     resolved: &Resolved,

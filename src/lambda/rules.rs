@@ -33,6 +33,7 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Whether the rule stops a push (error) or only warns.
     pub fn severity(self) -> Severity {
         match self {
             Rule::L008 => Severity::Warning,
@@ -47,6 +48,7 @@ impl fmt::Display for Rule {
     }
 }
 
+/// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -68,14 +70,18 @@ impl fmt::Display for Severity {
 /// One problem found, at an image path when it has one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// The rule that found it.
     pub rule: Rule,
+    /// The rule's severity.
     pub severity: Severity,
+    /// What is wrong and how to fix it.
     pub message: String,
     /// The absolute path in the image at fault.
     pub path: Option<String>,
 }
 
 impl Finding {
+    /// A finding about the image as a whole.
     pub fn new(rule: Rule, message: impl Into<String>) -> Finding {
         Finding {
             rule,
@@ -85,6 +91,7 @@ impl Finding {
         }
     }
 
+    /// A finding about one path in the image.
     pub fn at(rule: Rule, path: &str, message: impl Into<String>) -> Finding {
         Finding {
             path: Some(path.to_owned()),
