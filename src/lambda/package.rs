@@ -528,9 +528,10 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
                 }
                 Data::Zip(i) => match input {
                     Input::Zip(z) => {
-                        let mut f = z
-                            .by_index(*i)
-                            .map_err(|e| Error::Usage(format!("zip entry for {}: {e}", at())))?;
+                        let mut f = z.by_index(*i).map_err(|e| Error::Io {
+                            context: format!("zip entry for {}", at()),
+                            cause: io::Error::other(e),
+                        })?;
                         zw.add(&it.path, it.mode, Body::File(&mut f, *size))
                     }
                     Input::Files => Err(io::Error::other("its zip archive is not open")),

@@ -221,7 +221,8 @@ pub fn save(dir: &Path, registry: &str, creds: &Credentials) -> Result<PathBuf> 
         .prefix(".config.json.")
         .tempfile_in(dir)
         .at("creating a temporary file in", dir)?;
-    serde_json::to_writer_pretty(&mut tmp, &cfg).map_err(|e| Error::Usage(e.to_string()))?;
+    serde_json::to_writer_pretty(&mut tmp, &cfg)
+        .map_err(|e| Error::Internal(format!("serializing the docker config: {e}")))?;
     tmp.write_all(b"\n").at("writing", tmp.path())?;
     // tempfile creates it 0600: only the owner may read a file holding passwords.
     tmp.persist(&path)

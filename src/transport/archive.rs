@@ -191,10 +191,14 @@ pub fn write_docker_archive(
         io::copy(&mut tar, &mut w).ctx(|| format!("uncompressing layer {}", l.digest))?;
         let (_, diff, size) = w.finish();
         if diff != l.diff_id {
-            return Err(Error::Usage(format!(
-                "layer {} uncompresses to {diff}, not its diff_id {}",
-                l.digest, l.diff_id
-            )));
+            // The layer changed on disk since it was verified: the image is at fault.
+            return Err(Error::image(
+                format!("docker-archive:{}", file.display()),
+                format!(
+                    "layer {} uncompresses to {diff}, not its diff_id {}",
+                    l.digest, l.diff_id
+                ),
+            ));
         }
         entries.push(file_entry(name, out, size));
     }
