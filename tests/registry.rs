@@ -350,6 +350,65 @@ fn build_json_to_registry_reports_blobs() {
     }
 }
 
+#[test]
+fn a_layer_streamed_during_the_build_is_reported_pushed_with_no_second_head() {
+    let reg = Registry::plain();
+    let proxy = FaultProxy::new(&reg.host);
+    let sb = Sandbox::new(secrets());
+    let dest = proxy.reference("fn:streamed");
+    // Not quiet and not a terminal: one progress line per blob on stderr.
+    let out = sb.ok(&strings(&[
+        "build",
+        "-f",
+        path_str(&fixture_spec()),
+        "--to",
+        &dest,
+        "--json",
+    ]));
+    let v = parse_json(&out);
+    let digest = v["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(reg.manifest_digest("fn:streamed"), digest);
+    let fates = blob_fates(&v);
+    let new_layers: Vec<String> = v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["origin"] == "new")
+        .map(|l| l["digest"].as_str().expect("layer digest").to_owned())
+        .collect();
+    assert!(!new_layers.is_empty(), "{v}");
+    let stderr = stderr_of(&out);
+    for d in &new_layers {
+        assert_eq!(fates[d].1, "pushed", "{d} in --json: {v}");
+        let short = &hex_of(d)[..12];
+        assert!(
+            stderr.contains(&format!("{short} pushed"))
+                && !stderr.contains(&format!("{short} skipped")),
+            "progress for {d} must say pushed, as --json does:\n{stderr}"
+        );
+    }
+    // A blob is never asked about again once its upload is committed; and the layer lamina
+    // streamed while compressing it is not asked about at all.
+    let seen = proxy.requests();
+    let committed = |hex: &str| {
+        seen.iter()
+            .position(|r| r.method == "PUT" && r.target.contains(&format!("digest=sha256%3A{hex}")))
+    };
+    let mut streamed = 0;
+    for d in &new_layers {
+        let put = committed(hex_of(d)).unwrap_or_else(|| panic!("no upload of {d}: {seen:?}"));
+        let heads: Vec<usize> = (0..seen.len())
+            .filter(|&i| seen[i].method == "HEAD" && seen[i].target.ends_with(d.as_str()))
+            .collect();
+        assert!(
+            heads.iter().all(|&i| i < put),
+            "HEAD of {d} after its upload: {seen:?}"
+        );
+        streamed += usize::from(heads.is_empty());
+    }
+    assert!(streamed >= 1, "no layer was streamed: {seen:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // push
 // ---------------------------------------------------------------------------------------------
