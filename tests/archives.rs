@@ -114,7 +114,13 @@ fn docker_archive_loads_and_matches_the_oci_build() {
 
     let archive = t.path().join("fn.tar");
     let archive_ref = format!("docker-archive:{}", archive.display());
-    build_to(t.path(), &archive_ref, &[]);
+    let printed = build_to(t.path(), &archive_ref, &[]);
+    // The same image as the OCI build: its manifest (which names the config below) has the
+    // digest printed.
+    assert_eq!(
+        printed, oci.digest,
+        "printed digest vs the OCI build of the same spec"
+    );
 
     let info: Value = serde_json::from_slice(&skopeo_ok(&["inspect", &archive_ref])).unwrap();
     assert_eq!(info["Architecture"].as_str(), Some("amd64"), "{info}");

@@ -144,8 +144,20 @@ fn explicit_base_and_layers_win_over_the_runtime() {
         &[],
     );
     let (manifest, _, config) = read_layout(&out, "latest");
-    assert_eq!(layer_digests(&manifest).len(), 7);
+    let layers = layer_digests(&manifest);
+    assert_eq!(layers.len(), 7);
     assert_eq!(string_array(&config["config"]["Cmd"]), ["other.handler"]);
+    // The base is the fixture's amd64 image (from lamina.toml), its layers first and unchanged.
+    let (base_manifest, _, _) = base_image("amd64");
+    let base_layers = layer_digests(&base_manifest);
+    assert_eq!(layers[..base_layers.len()], base_layers[..]);
+    // The --layer flag's directory is the top layer, at its destination, with its bytes.
+    let top = tar_entries(&layer_tar(&out, &manifest, layers.len() - 1));
+    let x = top
+        .iter()
+        .find(|e| e.path == b"var/task/extra/x.txt")
+        .unwrap_or_else(|| panic!("no var/task/extra/x.txt in the top layer"));
+    assert_eq!(x.data, b"x");
 }
 
 #[test]

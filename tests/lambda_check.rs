@@ -818,9 +818,13 @@ fn build_to_a_registry_refuses_a_bad_image_before_uploading() {
     let mut forced = args.to_vec();
     forced.push("--no-lambda-check");
     let out = w.ok(&forced);
-    assert!(is_sha256_digest(
-        String::from_utf8_lossy(&out.stdout).trim()
-    ));
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(is_sha256_digest(&printed), "{printed}");
+    assert_eq!(
+        reg.manifest_digest("fn:bad"),
+        printed,
+        "what the registry serves"
+    );
     assert!(reg.blob_count() > 0);
 
     // The fixture passes the gate and is pushed; the check reads it back from the registry.

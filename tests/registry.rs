@@ -1008,24 +1008,14 @@ fn push_recovers_from_a_connection_cut_mid_blob() {
         "--chunk-size",
         CHUNK,
     ]);
-    let first = sb.run(&args, None);
-    eprintln!(
-        "push through a cut mid-blob: {} (a failed push is rerun)",
-        first.status
-    );
+    // One run survives the cut: the upload is retried within the same push.
+    let out = sb.ok(&args);
     assert_eq!(
         proxy.faults_injected(),
         1,
         "the cut never happened (no upload body over 1 MiB?): {:?}",
         proxy.requests()
     );
-    let out = if first.status.success() {
-        first
-    } else {
-        assert!(!stderr_of(&first).trim().is_empty(), "{}", describe(&first));
-        // A failed push may be rerun and then succeeds.
-        sb.ok(&args)
-    };
     assert_eq!(parse_digest(&out), digest);
     assert_eq!(reg.manifest_digest("big:v1"), digest);
     // Nothing corrupt in the registry: every blob reads back with its digest and diff_id.
