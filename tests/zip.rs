@@ -775,3 +775,108 @@ fn bad_zip_sources_fail_naming_the_entry() {
         }
     }
 }
+
+/// `lamina zip --json`: every field against an oracle outside lamina (Python's `zipfile`,
+/// `hashlib` and `base64`), `codeSha256` in the form Lambda reports as `CodeSha256`.
+#[test]
+fn zip_json_fields_match_what_python_reads_from_the_files() {
+    let t = TempDir::new().unwrap();
+    let w = t.path();
+    fs::create_dir_all(w.join("code/pkg")).unwrap();
+    fs::write(w.join("code/app.py"), "def handler(e, c):\n    return e\n").unwrap();
+    fs::write(w.join("code/pkg/__init__.py"), "X = 1\n").unwrap();
+    // A Lambda layer zip shipped beside the function: its extracted size counts too.
+    write_zip(
+        &w.join("layer.zip"),
+        &[
+            ZipItem::File("python/lib.py", 0o644, b"Y = 2\n"),
+            ZipItem::File("bin/tool", 0o755, &[7u8; 3000]),
+        ],
+    );
+    let out = zip_ok(
+        &[
+            "--layer",
+            "code:/var/task",
+            "--with-layer",
+            "layer.zip",
+            "--to",
+            "fn.zip",
+            "--json",
+        ],
+        w,
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let script = r#"
+import base64, hashlib, json, sys, zipfile
+fn, layer = sys.argv[1], sys.argv[2]
+data = open(fn, "rb").read()
+with zipfile.ZipFile(fn) as z:
+    infos = z.infolist()
+with zipfile.ZipFile(layer) as z:
+    layer_unzipped = sum(i.file_size for i in z.infolist())
+print(json.dumps({
+    "codeSha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+    "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+    "size": len(data),
+    "entries": len(infos),
+    "unzipped": sum(i.file_size for i in infos),
+    "layersUnzipped": layer_unzipped,
+}))
+"#;
+    let py = Command::new(require_tool("python3"))
+        .arg("-c")
+        .arg(script)
+        .arg(w.join("fn.zip"))
+        .arg(w.join("layer.zip"))
+        .output()
+        .expect("run python3");
+    assert!(py.status.success(), "{}", describe(&py));
+    let want: Value = serde_json::from_slice(&py.stdout).unwrap();
+    for field in [
+        "codeSha256",
+        "digest",
+        "size",
+        "entries",
+        "unzipped",
+        "layersUnzipped",
+    ] {
+        assert_eq!(report[field], want[field], "{field}: {report} vs {want}");
+    }
+    assert_eq!(
+        report["path"].as_str().map(Path::new),
+        Some(w.join("fn.zip").as_path()),
+        "{report}"
+    );
+    assert_eq!(report["layersUnzipped"], 3006, "{report}");
+}
+
+/// `zip --from docker://…` reads the image from a registry and gives the same bytes as the same
+/// image read from its layout.
+#[test]
+fn zip_from_a_registry_image_equals_zip_from_its_layout() {
+    let t = TempDir::new().unwrap();
+    let w = t.path();
+    let built = build_fixture(w, "fn", &["-q"], &[]);
+    let reg = Registry::plain();
+    let dest = reg.reference("fn:v1");
+    lamina_ok(
+        &["push", "-q", &oci_ref(&built.layout, "latest"), &dest],
+        w,
+        &[],
+    );
+    zip_ok(
+        &[
+            "--from",
+            &oci_ref(&built.layout, "latest"),
+            "--to",
+            "local.zip",
+        ],
+        w,
+        &[],
+    );
+    zip_ok(&["--from", &dest, "--to", "remote.zip"], w, &[]);
+    let local = fs::read(w.join("local.zip")).unwrap();
+    assert!(!python_entries(&w.join("local.zip")).is_empty());
+    assert_eq!(fs::read(w.join("remote.zip")).unwrap(), local);
+}
