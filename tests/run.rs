@@ -20,8 +20,8 @@ use common::*;
 use serde_json::{Value, json};
 
 const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 9] = [
-    "sh", "wget", "grep", "sed", "tr", "cat", "sleep", "id", "ls",
+const APPLETS: [&str; 10] = [
+    "sh", "wget", "grep", "sed", "tr", "cat", "sleep", "id", "ls", "head",
 ];
 
 /// Is `data` an ELF executable without a program interpreter (statically linked)?
@@ -183,9 +183,22 @@ fn lamina_cmd(args: &[&str]) -> Command {
 
 /// `lamina invoke IMAGE --event - ARGS...` with `event` on stdin, bounded to a minute.
 fn invoke(image: &str, event: &str, args: &[&str]) -> Output {
+    invoke_env(image, event, args, &[])
+}
+
+/// [`invoke`] with lamina's environment changed: `(KEY, Some(VALUE))` sets, `(KEY, None)`
+/// removes.
+fn invoke_env(image: &str, event: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
     let mut all = vec!["invoke", image, "--event", "-"];
     all.extend_from_slice(args);
-    let mut child = lamina_cmd(&all)
+    let mut cmd = lamina_cmd(&all);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -756,4 +769,130 @@ fn without_user_namespaces_run_fails_with_a_message_naming_what_is_missing() {
             && err.contains("max_user_namespaces"),
         "{err}"
     );
+}
+
+#[test]
+fn payload_limits_are_lambdas_six_megabytes_both_ways() {
+    let f = fixture();
+    // A response over 6 MB: the function's error, in Lambda's words.
+    let out = invoke(&f.image, r#"{"mode":"big"}"#, &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_no_panic(&out);
+    let body = stdout_json(&out);
+    assert_eq!(body["errorType"], "Function.ResponseSizeTooLarge", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("6291456 bytes"),
+        "{body}"
+    );
+    // An event over 6 MB is refused before anything runs.
+    let big = format!("{{\"pad\":\"{}\"}}", "a".repeat(7_000_000));
+    let out = invoke(&f.image, &big, &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_no_panic(&out);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("too large") && err.contains("6291456"),
+        "{err}"
+    );
+    assert!(!err.contains("START RequestId"), "the function ran:\n{err}");
+}
+
+#[test]
+fn event_file_env_pass_through_and_the_default_region() {
+    let f = fixture();
+    // --event FILE, and --env KEY passing lamina's own value through.
+    let dir = tempfile::TempDir::new().unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, br#"{"mode":"probe"}"#).unwrap();
+    let mut cmd = lamina_cmd(&[
+        "invoke",
+        &f.image,
+        "--event",
+        event.to_str().unwrap(),
+        "--env",
+        "GREETING",
+        "--env",
+        "HOST_MARKER=/nonexistent-on-purpose",
+    ]);
+    let out = cmd.env("GREETING", "from-the-host").output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout_json(&out)["greeting"], "from-the-host");
+
+    // No AWS_REGION nor AWS_DEFAULT_REGION on the host: us-east-1, as the README says.
+    let none = [("AWS_REGION", None), ("AWS_DEFAULT_REGION", None)];
+    let out = invoke_env(&f.image, r#"{"mode":"region"}"#, &[], &none);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout_json(&out),
+        json!({"region": "us-east-1", "default": "us-east-1"})
+    );
+    let set = [
+        ("AWS_REGION", Some("eu-west-3")),
+        ("AWS_DEFAULT_REGION", None),
+    ];
+    let out = invoke_env(&f.image, r#"{"mode":"region"}"#, &[], &set);
+    assert_eq!(
+        stdout_json(&out),
+        json!({"region": "eu-west-3", "default": "eu-west-3"})
+    );
+}
+
+#[test]
+fn a_missing_entrypoint_is_runtime_invalid_entrypoint() {
+    let f = fixture();
+    let to = oci_ref(&f.dir.join("images"), "no-entrypoint");
+    lamina_ok(
+        &[
+            "build",
+            "--base",
+            &f.image,
+            "--entrypoint",
+            r#"["/nope"]"#,
+            "--to",
+            &to,
+            "-q",
+        ],
+        &f.dir,
+        &[],
+    );
+    let out = invoke(&to, "{}", &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_no_panic(&out);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    assert!(
+        all.contains("Runtime.InvalidEntrypoint"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn a_slow_init_times_out_after_ten_seconds_and_is_retried_within_the_invocation() {
+    let f = fixture();
+    let started = Instant::now();
+    let out = invoke(&f.image, "{}", &["--env", "INIT=slow", "--timeout", "2"]);
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_no_panic(&out);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("Phase: init") && err.contains("Status: timeout"),
+        "no init timeout reported:\n{err}"
+    );
+    assert_eq!(
+        stdout_json(&out)["errorType"],
+        "Sandbox.Timedout",
+        "{}",
+        describe(&out)
+    );
+    // Ten seconds of init, then the retry within the 2 s timeout (generous upper bound).
+    assert!(took >= Duration::from_secs(10), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(45), "took {took:?}");
 }
