@@ -254,3 +254,54 @@ fn oci_archive_as_base() {
     skopeo_ok(&["copy", "--override-arch", "arm64", &fixture_base_ref(), &r]);
     check_arm64_build_from(&r, &t);
 }
+
+/// `push` takes a `docker-archive:` source (its layers gzipped on the way) and one platform
+/// of an index (`--platform`); the registry then serves exactly what lamina printed.
+#[test]
+fn push_from_a_docker_archive_and_from_one_platform_of_an_index() {
+    let t = TempDir::new().unwrap();
+    let reg = Registry::plain();
+
+    let archive = t.path().join("fn.tar");
+    let archive_ref = format!("docker-archive:{}", archive.display());
+    build_to(t.path(), &archive_ref, &[]);
+    let dest = reg.reference("fn:from-archive");
+    let printed = parse_digest(&lamina_ok(
+        &["push", "-q", &archive_ref, &dest],
+        t.path(),
+        &[],
+    ));
+    assert_eq!(reg.manifest_digest("fn:from-archive"), printed);
+    // skopeo reads it back whole, and its layers are the archive's tars (by diff_id).
+    let back = t.path().join("back");
+    reg.skopeo_pull("fn:from-archive", &oci_ref(&back, "latest"));
+    verify_layout_blobs(&back);
+    let (manifest, digest, config) = read_layout(&back, "latest");
+    assert_eq!(digest, printed);
+    let files = tar_files(&archive);
+    for (i, id) in diff_ids(&config).iter().enumerate() {
+        assert_eq!(&sha256_digest(&layer_tar(&back, &manifest, i)), id);
+        assert!(
+            files.contains_key(&format!("{}.tar", hex_of(id))),
+            "layer {id} is not in the archive"
+        );
+    }
+
+    // One platform of the fixture's index: the registry gets that image's manifest, as is.
+    let (_, arm64, _) = base_image("arm64");
+    let dest = reg.reference("base:arm64");
+    let printed = parse_digest(&lamina_ok(
+        &[
+            "push",
+            "-q",
+            &fixture_base_ref(),
+            &dest,
+            "--platform",
+            "linux/arm64",
+        ],
+        t.path(),
+        &[],
+    ));
+    assert_eq!(printed, arm64);
+    assert_eq!(reg.manifest_digest("base:arm64"), arm64);
+}
