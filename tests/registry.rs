@@ -948,6 +948,38 @@ fn cross_repository_mount_with_token_auth() {
 /// Size of the noise layer: with 5 MiB chunks, three chunks.
 const BIG: usize = 12 * 1024 * 1024;
 
+/// `--jobs N` bounds the blob uploads in flight at once, counted at a proxy.
+#[test]
+fn jobs_bounds_the_uploads_in_flight() {
+    let sb = Sandbox::new(secrets());
+    // Four layers of incompressible noise, so that their uploads take long enough to overlap.
+    let mut extra = Vec::new();
+    for i in 0..4u64 {
+        let noise = sb.work().join(format!("noise-{i}.bin"));
+        write_noise(&noise, 6 * 1024 * 1024, 0x5eed + i);
+        extra.push("--layer".to_owned());
+        extra.push(format!("{}:/data/{i}.bin", noise.display()));
+    }
+    let (digest, layout) = sb.build_oci("many", &extra);
+    let src = oci_ref(&layout, "latest");
+    let mut most = Vec::new();
+    for jobs in ["1", "4"] {
+        let reg = Registry::plain();
+        let proxy = FaultProxy::new(&reg.host);
+        let dest = proxy.reference("fn:jobs");
+        let out = sb.ok(&strings(&["push", &src, &dest, "--jobs", jobs, "-q"]));
+        assert_eq!(parse_digest(&out), digest);
+        assert_eq!(reg.manifest_digest("fn:jobs"), digest);
+        most.push(proxy.max_concurrent_uploads());
+    }
+    assert_eq!(
+        most[0], 1,
+        "--jobs 1 uploaded several blobs at once: {most:?}"
+    );
+    // The measure can see concurrency: with 4 jobs, uploads overlap.
+    assert!(most[1] >= 2 && most[1] <= 4, "--jobs 4: {most:?}");
+}
+
 #[test]
 fn push_retries_503_and_honours_retry_after() {
     let reg = Registry::plain();

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,51 @@ pub struct Seen {
 struct ProxyState {
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<Vec<Seen>>,
+    /// Upload sessions (by the id in `/blobs/uploads/ID`) with a PATCH or PUT in progress, each
+    /// with its number of such requests; and the most sessions there ever were at once. Counted
+    /// by session, since one session's PUT may start while the proxy still relays the end of
+    /// its PATCH's answer.
+    uploads_now: Mutex<BTreeMap<String, usize>>,
+    uploads_max: AtomicUsize,
+}
+
+/// Counts one upload request in progress, under its session, for as long as it lives.
+struct InFlight<'a> {
+    st: &'a ProxyState,
+    session: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(st: &'a ProxyState, session: &str) -> InFlight<'a> {
+        let mut now = st.uploads_now.lock().unwrap();
+        *now.entry(session.to_owned()).or_insert(0) += 1;
+        st.uploads_max.fetch_max(now.len(), Ordering::SeqCst);
+        InFlight {
+            st,
+            session: session.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut now = self.st.uploads_now.lock().unwrap();
+        if let Some(n) = now.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                now.remove(&self.session);
+            }
+        }
+    }
+}
+
+/// The upload session id of a PATCH or PUT to `/v2/REPO/blobs/uploads/ID[?…]`.
+fn upload_session(head: &RequestHead) -> Option<&str> {
+    if head.method != "PATCH" && head.method != "PUT" {
+        return None;
+    }
+    let (_, rest) = head.path().split_once("/blobs/uploads/")?;
+    Some(rest).filter(|id| !id.is_empty())
 }
 
 /// A loopback HTTP/1.1 proxy in front of a plain-HTTP registry. It handles one request per
@@ -163,6 +209,12 @@ impl FaultProxy {
                     && s.target.contains(path_contains)
             })
             .count()
+    }
+
+    /// The most blob upload sessions that had a request (PATCH or PUT under
+    /// `/blobs/uploads/`) in progress at once, from its request head to the end of its answer.
+    pub fn max_concurrent_uploads(&self) -> usize {
+        self.state.uploads_max.load(Ordering::SeqCst)
     }
 
     /// Forget the requests seen so far (rules stay).
@@ -322,6 +374,7 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         return Ok(());
     };
     let arrived = Instant::now();
+    let _upload = upload_session(&head).map(|id| InFlight::start(st, id));
     let fault = pick_fault(st, &head);
     let record = |outcome: &'static str| {
         st.seen.lock().unwrap().push(Seen {
