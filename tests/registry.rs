@@ -497,6 +497,46 @@ fn check_of_a_remote_index_without_platform_connects_once() {
     assert_eq!(manifests, 1, "the index is fetched once: {seen:?}");
 }
 
+/// A pull survives, in one run, a 503 on a manifest, a 429 whose `Retry-After` is an HTTP
+/// date (and waits until then), a 408, and an answer cut mid-way.
+#[test]
+fn pull_retries_statuses_and_cuts_honouring_an_http_date_retry_after() {
+    let reg = Registry::plain();
+    seed_base(&reg);
+    let proxy = FaultProxy::new(&reg.host);
+    let blobs = Match::new(&["GET"], "/blobs/sha256:");
+    proxy.fail_status(
+        1,
+        503,
+        Match::new(&["GET"], "/manifests/"),
+        Some("1".into()),
+    );
+    let until = std::time::SystemTime::now() + Duration::from_secs(6);
+    proxy.fail_status(1, 429, blobs.clone(), Some(httpdate::fmt_http_date(until)));
+    proxy.fail_status(1, 408, blobs.clone(), None);
+    proxy.cut_response_after(1, 100, blobs);
+    let sb = Sandbox::new(secrets());
+    let p = sb.work().join("p");
+    let started = Instant::now();
+    sb.ok(&strings(&[
+        "pull",
+        &proxy.reference("base:latest"),
+        &oci_ref(&p, "latest"),
+        "--platform",
+        "linux/arm64",
+    ]));
+    let took = started.elapsed();
+    assert_eq!(proxy.faults_injected(), 4, "{:?}", proxy.requests());
+    let (_, want, _) = base_image("arm64");
+    assert_eq!(read_layout(&p, "latest").1, want);
+    verify_layout_blobs(&p);
+    // The HTTP date was 2-3 s ahead (second granularity): lamina waited for it.
+    assert!(
+        took >= Duration::from_millis(1500),
+        "did not wait for Retry-After: {took:?}"
+    );
+}
+
 #[test]
 fn pull_one_platform_of_a_multi_arch_image() {
     let reg = Registry::plain();

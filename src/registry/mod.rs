@@ -120,12 +120,22 @@ fn retriable_status(s: StatusCode) -> bool {
     s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
 }
 
+/// How long a `Retry-After` header asks to wait: delay-seconds or an HTTP date (RFC 9110
+/// 10.2.3), at most a minute; a date in the past means now.
 pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
     let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(60)))
+    retry_after_value(v.trim(), std::time::SystemTime::now())
+}
+
+fn retry_after_value(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(Duration::from_secs(60)))
 }
 
 /// Only the cause chain of a transport error, with no credentials (none are ever in URLs).
@@ -675,6 +685,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after_value("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_value("600", now), Some(Duration::from_secs(60)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        assert_eq!(retry_after_value(&later, now), Some(Duration::from_secs(5)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(retry_after_value(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after_value("soon", now), None);
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -32,10 +32,17 @@ impl Match {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Fault {
-    Fail503 { retry_after: bool },
+    /// Answer with this status (and `Retry-After` when given) instead of forwarding.
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+    },
+    /// Cut the request body after this many bytes.
     CutAfter { bytes: u64 },
+    /// Forward the request, but relay only this many bytes of the answer, then close.
+    CutResponse { bytes: u64 },
 }
 
 #[derive(Debug)]
@@ -153,7 +160,19 @@ impl FaultProxy {
     /// Answer the next `n` matching requests with `503 Service Unavailable` (with
     /// `Retry-After: 1` when `retry_after`), after reading their bodies.
     pub fn fail_503(&self, n: usize, matching: Match, retry_after: bool) {
-        self.add_rule(Fault::Fail503 { retry_after }, matching, n);
+        self.fail_status(n, 503, matching, retry_after.then(|| "1".to_owned()));
+    }
+
+    /// Answer the next `n` matching requests with status `code` (and this `Retry-After` value:
+    /// seconds or an HTTP date), after reading their bodies.
+    pub fn fail_status(&self, n: usize, code: u16, matching: Match, retry_after: Option<String>) {
+        self.add_rule(Fault::Status { code, retry_after }, matching, n);
+    }
+
+    /// For the next `n` matching requests, forward the request but relay only the first
+    /// `bytes` of the answer (head included), then close the connection.
+    pub fn cut_response_after(&self, n: usize, bytes: u64, matching: Match) {
+        self.add_rule(Fault::CutResponse { bytes }, matching, n);
     }
 
     /// For the next `n` matching requests whose body is longer than `bytes`, forward only the
@@ -391,10 +410,21 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         inner: client.try_clone()?,
     };
 
-    if let Some((_, Fault::Fail503 { retry_after })) = fault {
-        record("503");
-        return answer_503(&mut client, &head, &kind, &mut src, retry_after);
+    if let Some((_, Fault::Status { code, retry_after })) = &fault {
+        record(if *code == 503 { "503" } else { "status" });
+        return answer_status(
+            &mut client,
+            &head,
+            &kind,
+            &mut src,
+            *code,
+            retry_after.as_deref(),
+        );
     }
+    let response_limit = match &fault {
+        Some((_, Fault::CutResponse { bytes })) => Some(*bytes),
+        _ => None,
+    };
 
     let mut up = send_head_upstream(upstream, &head)?;
     let (limit, rule_index) = match fault {
@@ -429,6 +459,14 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
     }
     record("forwarded");
     up.flush()?;
+    if let Some(n) = response_limit {
+        // Relay the first bytes of the answer, then drop both connections mid-answer.
+        let _ = io::copy(&mut (&mut up).take(n), &mut client);
+        let _ = client.flush();
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = up.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let _ = io::copy(&mut up, &mut client);
     let _ = client.flush();
     let _ = client.shutdown(Shutdown::Write);
@@ -444,23 +482,24 @@ fn pick_fault(st: &ProxyState, head: &RequestHead) -> Option<(usize, Fault)> {
         if rule.remaining == 0 || !rule.matching.matches(&head.method, path) {
             continue;
         }
-        if let Fault::Fail503 { .. } = rule.fault {
+        if let Fault::Status { .. } | Fault::CutResponse { .. } = rule.fault {
             rule.remaining -= 1;
             rule.fired += 1;
         }
-        return Some((i, rule.fault));
+        return Some((i, rule.fault.clone()));
     }
     None
 }
 
 /// Read the request body to its end, then answer 503 (with `Retry-After: 1` when
 /// `retry_after`).
-fn answer_503(
+fn answer_status(
     client: &mut TcpStream,
     head: &RequestHead,
     kind: &BodyKind,
     src: &mut dyn Read,
-    retry_after: bool,
+    code: u16,
+    retry_after: Option<&str>,
 ) -> io::Result<()> {
     let mut sink = io::sink();
     let mut never = || false;
@@ -473,11 +512,11 @@ fn answer_503(
     };
     forward_body(kind, src, &mut budget)?;
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
-    if retry_after {
-        headers.push(("Retry-After", "1".to_owned()));
+    if let Some(v) = retry_after {
+        headers.push(("Retry-After", v.to_owned()));
     }
     let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultProxy"}]}"#;
-    respond(client, 503, &headers, body, head.method == "HEAD")
+    respond(client, code, &headers, body, head.method == "HEAD")
 }
 
 /// Connect to `upstream` and send it `head` with `Connection: close` instead of the client's
