@@ -289,7 +289,8 @@ pub fn load(cache: &Path, diff_id: &Digest) -> Option<FsIndex> {
 
 /// [`load`] from `path`, refusing a file over `cap` bytes.
 fn load_at_most(path: &Path, cap: u64) -> Option<FsIndex> {
-    let f = fs::File::open(path).ok()?;
+    // Only a regular file: a named pipe planted in the cache would block the open forever.
+    let f = super::blob::open_regular(path).ok()?;
     let mut bytes = Vec::new();
     f.take(cap + 1).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 > cap {
