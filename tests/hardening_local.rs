@@ -35,7 +35,11 @@ fn fails(args: &[&str], cache: &Path, expect: &[&str]) -> String {
     assert_no_panic(&out);
     let err = stderr_of(&out);
     for e in expect {
-        assert!(err.contains(e), "stderr should name {e:?}:\n{}", describe(&out));
+        assert!(
+            err.contains(e),
+            "stderr should name {e:?}:\n{}",
+            describe(&out)
+        );
     }
     err
 }
@@ -271,7 +275,13 @@ fn a_named_pipe_in_a_layout_is_refused_not_waited_on() {
         let shown = fifo.display().to_string();
         let expect = [shown.as_str(), "named pipe", "not a regular file"];
         let build = [
-            "build", "--base", &r, "--platform", "linux/amd64", "--to", &to,
+            "build",
+            "--base",
+            &r,
+            "--platform",
+            "linux/amd64",
+            "--to",
+            &to,
         ];
         fails(&build, &cache, &expect);
         assert!(!out.exists(), "{what}: a destination was written");
@@ -331,7 +341,11 @@ fn check_refuses_a_tampered_layer() {
         &gzip(&other),
         &sha256_digest(&function_tar()),
     );
-    fails(&["check", &img.reference()], &cache, &[&img.layer, "diff_ids"]);
+    fails(
+        &["check", &img.reference()],
+        &cache,
+        &[&img.layer, "diff_ids"],
+    );
 }
 
 /// Item 6: `push --no-lambda-check` of a layout whose layer does not uncompress to its
@@ -369,8 +383,11 @@ fn push_uploads_nothing_of_a_tampered_layout() {
     assert_eq!(reg.blob_count(), 0, "blobs were uploaded");
 }
 
-/// A `docker save` archive at `file` of `entries`: `(name, Some(bytes))` a file,
-/// `(name, None)` with `link` a symbolic link.
+/// A crafted archive: the entry linked out, its files and its links.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, Vec<(&'a str, &'a Path)>);
+
+/// A `docker save` archive at `file` of the files `entries` (name, content) and the symbolic
+/// links `links` (name, target).
 fn docker_archive(file: &Path, entries: &[(&str, &[u8])], links: &[(&str, &Path)]) {
     let mut b = tar::Builder::new(fs::File::create(file).unwrap());
     for (name, data) in entries {
@@ -409,15 +426,21 @@ fn an_archive_link_to_a_host_file_is_never_read() {
     .unwrap();
     let out = t.path().join("out");
     let to = oci_ref(&out, "latest");
-    let cases: [(&str, Vec<(&str, &[u8])>, Vec<(&str, &Path)>); 2] = [
+    let cases: [Case; 2] = [
         (
             "abc/layer.tar",
-            vec![("manifest.json", &manifest[..]), ("config.json", &config[..])],
+            vec![
+                ("manifest.json", &manifest[..]),
+                ("config.json", &config[..]),
+            ],
             vec![("abc/layer.tar", host_tar.as_path())],
         ),
         (
             "config.json",
-            vec![("manifest.json", &manifest[..]), ("abc/layer.tar", &secret[..])],
+            vec![
+                ("manifest.json", &manifest[..]),
+                ("abc/layer.tar", &secret[..]),
+            ],
             vec![("config.json", host_config.as_path())],
         ),
     ];
@@ -425,7 +448,15 @@ fn an_archive_link_to_a_host_file_is_never_read() {
         let file = t.path().join("image.tar");
         docker_archive(&file, &files, &links);
         let r = format!("docker-archive:{}", file.display());
-        let args = ["build", "--base", &r, "--platform", "linux/amd64", "--to", &to];
+        let args = [
+            "build",
+            "--base",
+            &r,
+            "--platform",
+            "linux/amd64",
+            "--to",
+            &to,
+        ];
         fails(&args, &cache, &[linked, "outside the archive"]);
         assert!(!out.exists(), "{linked}: an image was written");
     }
@@ -446,7 +477,15 @@ fn an_archive_link_to_a_host_file_is_never_read() {
         &[("abc/layer.tar", Path::new("../def/layer.tar"))],
     );
     let r = format!("docker-archive:{}", file.display());
-    let args = ["build", "--base", &r, "--platform", "linux/amd64", "--to", &to];
+    let args = [
+        "build",
+        "--base",
+        &r,
+        "--platform",
+        "linux/amd64",
+        "--to",
+        &to,
+    ];
     let ok = run(&args, &cache);
     assert!(ok.status.success(), "{}", describe(&ok));
 }
@@ -500,7 +539,11 @@ fn a_malformed_digest_in_index_json_names_the_field() {
     let err = fails(
         &["inspect", &img.reference()],
         &cache,
-        &[path_str(&index), "manifests[0].digest", "sha256:not-a-digest"],
+        &[
+            path_str(&index),
+            "manifests[0].digest",
+            "sha256:not-a-digest",
+        ],
     );
     assert!(!err.contains("serde failed"), "{err}");
 }

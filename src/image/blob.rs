@@ -435,6 +435,36 @@ mod tests {
         assert!(e.contains("does not match its content"), "{e}");
     }
 
+    /// A named pipe (in a layout, an archive or the cache) is refused at once, never waited
+    /// on; so is a directory. Capped reads stop at the cap.
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = open_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let m = e.to_string();
+        assert!(
+            m.contains("named pipe") && m.contains(&fifo.display().to_string()),
+            "{m}"
+        );
+        let e = open_regular(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        // The file-system index cache refuses it too (as no index).
+        assert!(read_capped(&fifo, 10).is_err());
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(
+            read_capped(&f, 10).unwrap().as_deref(),
+            Some(&b"0123456789"[..])
+        );
+        assert_eq!(read_capped(&f, 9).unwrap(), None);
+        let mut s = String::new();
+        open_regular(&f).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "0123456789");
+    }
+
     #[test]
     fn compression_without_a_media_type_is_sniffed() {
         let dir = tempfile::tempdir().unwrap();

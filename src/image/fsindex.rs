@@ -374,6 +374,17 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// A named pipe planted where an index would be counts as no index (it is not waited on).
+    #[test]
+    fn a_named_pipe_in_the_cache_is_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let diff_id = Digest::of(b"layer");
+        std::fs::create_dir_all(super::dir(dir.path())).unwrap();
+        let p = path_for(dir.path(), &diff_id);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(load(dir.path(), &diff_id).is_none());
+    }
+
     #[test]
     fn an_index_round_trips_through_the_cache() {
         let dir = tempfile::tempdir().unwrap();

@@ -212,7 +212,9 @@ pub fn write_docker_archive(
         }
         // docker-archive layers are uncompressed tars named by their diff_id.
         let out = dir.join(&name);
-        let src = File::open(&l.path).at("opening", &l.path)?;
+        let src = l.compressed().map_err(|e| {
+            Error::image(format!("docker-archive:{}", file.display()), e.to_string())
+        })?;
         let mut w =
             HashingWriter::new(io::BufWriter::new(File::create(&out).at("creating", &out)?));
         let readable = l
@@ -363,7 +365,9 @@ fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
             ),
         ));
     }
-    let t = fs::symlink_metadata(&full).at("reading", &full)?.file_type();
+    let t = fs::symlink_metadata(&full)
+        .at("reading", &full)?
+        .file_type();
     if !t.is_file() {
         return Err(Error::image(
             reference,

@@ -13,8 +13,8 @@ use super::{ReadMode, Resolved, Source, Staging, read_json_blob, replace};
 use crate::cache::link_blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::fsindex;
 use crate::image::blob::read_capped;
+use crate::image::fsindex;
 use crate::image::index::{IndexAt, is_index, parse_doc, parse_index, walk};
 use crate::image::{
     Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor, oci_layer_media_type,
@@ -57,8 +57,8 @@ pub fn read_manifest(
     let cdesc = manifest.config();
     let cdigest = digest_of(cdesc, reference)?;
     let cbytes = read_json_blob(blobs, &cdigest, cdesc.size(), "config", reference)?;
-    let config: ImageConfiguration = parse_doc(&cbytes, &format!("config {cdigest}"))
-        .map_err(|m| Error::image(reference, m))?;
+    let config: ImageConfiguration =
+        parse_doc(&cbytes, &format!("config {cdigest}")).map_err(|m| Error::image(reference, m))?;
     check_platform(&config, platform, reference)?;
     let layers = layers_of(&manifest, &config, |d| blobs.join(d.hex()), reference)?;
     match mode {
