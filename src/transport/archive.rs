@@ -74,7 +74,7 @@ fn refuse_outward_links(root: &Path, file: &Path, reference: &str) -> Result<()>
                     return Err(Error::image(
                         reference,
                         format!(
-                            "{}: the entry `{}` is a symbolic link to `{}`, outside the archive; lamina reads only the archive's own files",
+                            "{}: the entry `{}` is a symbolic link to `{}`, outside the archive (or to nothing); lamina reads only the archive's own files",
                             file.display(),
                             rel.display(),
                             target.display()
