@@ -413,7 +413,9 @@ fn build_layers(
 }
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.
-/// With `lambda_check`, an image going to a registry must pass the Lambda checks first.
+/// Every blob is verified (digest, size, diff_id) before anything is written, so a tampered
+/// image is refused whether or not it is checked. With `lambda_check`, an image going to a
+/// registry must pass the Lambda checks first.
 pub async fn copy(
     src: &ImageRef,
     dest: &ImageRef,
@@ -428,7 +430,7 @@ pub async fn copy(
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
     let opened = transport::Opened::open(src, opts).await?;
     let resolved = opened.resolve(platform).await?;
-    let source = match opened.read(&resolved, platform, ReadMode::Blobs).await {
+    let source = match opened.read(&resolved, platform, ReadMode::Verified).await {
         Ok(s) => s,
         // An index the push cannot choose from: refused under its rule's name.
         Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {

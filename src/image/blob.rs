@@ -35,13 +35,71 @@ fn count_gunzip() {
 
 const BUF: usize = 1 << 20;
 
+/// What a file that is not a regular file is, for messages.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open `path` for reading only if it is a regular file (following symbolic links). Every
+/// file lamina reads from a layout, an archive or its cache is opened here: a named pipe
+/// would block the open (or the read) forever, and a device has no end. The open itself does
+/// not block (`O_NONBLOCK`, which then is cleared), and the type is checked on the opened
+/// descriptor, so a file swapped in between cannot slip through. The error (kind
+/// `InvalidInput`) names the file and what it is.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a regular file", path.display(), kind_of(t)),
+        ));
+    }
+    // Reads of a regular file never block; clear the flag anyway so the file behaves as
+    // `File::open` would have returned it.
+    let fd = std::os::fd::AsFd::as_fd(&f);
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(f)
+}
+
+/// Read at most `cap` bytes of the regular file at `path` (see [`open_regular`]): `Ok(None)`
+/// when it holds more. For small documents (JSON) whose size is bounded or declared: a lying
+/// descriptor or a huge (sparse) file costs at most `cap + 1` bytes of memory.
+pub fn read_capped(path: &Path, cap: u64) -> io::Result<Option<Vec<u8>>> {
+    let f = open_regular(path)?;
+    let mut bytes = Vec::with_capacity(f.metadata()?.len().min(cap + 1) as usize);
+    f.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= cap).then_some(bytes))
+}
+
 /// Open `path` for reading, naming the blob in the error as the verification messages do.
 fn open_blob(path: &Path, digest: &Digest) -> io::Result<File> {
-    File::open(path).map_err(|e| {
+    open_regular(path).map_err(|e| {
         io::Error::new(
             e.kind(),
             if e.kind() == io::ErrorKind::NotFound {
                 format!("blob {digest} is missing ({})", path.display())
+            } else if e.kind() == io::ErrorKind::InvalidInput {
+                format!("blob {digest}: {e}")
             } else {
                 format!("blob {digest}: cannot open {}: {e}", path.display())
             },
@@ -52,7 +110,7 @@ fn open_blob(path: &Path, digest: &Digest) -> io::Result<File> {
 /// The compression of the blob at `path`, from its first bytes (`partial.CompressedToLayer`'s
 /// peek): for stores that name no media type, such as a `docker save` archive.
 pub fn sniff_file(path: &Path) -> io::Result<Compression> {
-    let mut r = BufReader::with_capacity(16, File::open(path)?);
+    let mut r = BufReader::with_capacity(16, open_regular(path)?);
     Ok(Compression::sniff(r.fill_buf()?))
 }
 
@@ -294,6 +352,13 @@ impl Layer {
     /// Check only the stored bytes against digest and size.
     fn verify_stored(&self) -> io::Result<()> {
         let f = self.compressed()?;
+        let actual = f.metadata()?.len();
+        if actual != self.size {
+            return Err(invalid(&format!(
+                "blob {} has {actual} bytes but its descriptor says {}",
+                self.digest, self.size
+            )));
+        }
         let (d, n) = crate::digest::hash_reader(BufReader::with_capacity(BUF, f))
             .map_err(|e| invalid(&format!("reading blob {}: {e}", self.digest)))?;
         if n != self.size {
@@ -368,6 +433,36 @@ mod tests {
         l.digest = Digest::of(b"x");
         let e = l.verify().unwrap_err().to_string();
         assert!(e.contains("does not match its content"), "{e}");
+    }
+
+    /// A named pipe (in a layout, an archive or the cache) is refused at once, never waited
+    /// on; so is a directory. Capped reads stop at the cap.
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = open_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let m = e.to_string();
+        assert!(
+            m.contains("named pipe") && m.contains(&fifo.display().to_string()),
+            "{m}"
+        );
+        let e = open_regular(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        // The file-system index cache refuses it too (as no index).
+        assert!(read_capped(&fifo, 10).is_err());
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(
+            read_capped(&f, 10).unwrap().as_deref(),
+            Some(&b"0123456789"[..])
+        );
+        assert_eq!(read_capped(&f, 9).unwrap(), None);
+        let mut s = String::new();
+        open_regular(&f).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "0123456789");
     }
 
     #[test]

@@ -289,7 +289,8 @@ pub fn load(cache: &Path, diff_id: &Digest) -> Option<FsIndex> {
 
 /// [`load`] from `path`, refusing a file over `cap` bytes.
 fn load_at_most(path: &Path, cap: u64) -> Option<FsIndex> {
-    let f = fs::File::open(path).ok()?;
+    // Only a regular file: a named pipe planted in the cache would block the open forever.
+    let f = super::blob::open_regular(path).ok()?;
     let mut bytes = Vec::new();
     f.take(cap + 1).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 > cap {
@@ -371,6 +372,17 @@ mod tests {
         b.append_data(&mut h, "./bin/tool", &b"\x7fELF"[..])
             .unwrap();
         b.into_inner().unwrap()
+    }
+
+    /// A named pipe planted where an index would be counts as no index (it is not waited on).
+    #[test]
+    fn a_named_pipe_in_the_cache_is_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let diff_id = Digest::of(b"layer");
+        std::fs::create_dir_all(super::dir(dir.path())).unwrap();
+        let p = path_for(dir.path(), &diff_id);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(load(dir.path(), &diff_id).is_none());
     }
 
     #[test]

@@ -87,10 +87,56 @@ pub struct IndexAt {
     pub manifests: Vec<Descriptor>,
 }
 
+/// Parse an OCI document (index, manifest, config) named `what` in messages. The error says
+/// what serde found and where (`oci_spec`'s own readers say only "serde failed") and, for a
+/// descriptor whose digest does not parse, names the field (`manifests[1].digest`).
+pub fn parse_doc<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let field = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| bad_digest(&v, String::new()));
+        match field {
+            Some((field, value, why)) => {
+                format!("{what} is not valid: field {field} is `{value}`, not a digest ({why})")
+            }
+            None => format!("{what} is not valid: {e}"),
+        }
+    })
+}
+
+/// The first `digest` field under `v` (its JSON path, value and the parser's complaint) that
+/// is not a valid OCI digest.
+fn bad_digest(v: &serde_json::Value, at: String) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    const SHOWN: usize = 100;
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k == "digest"
+                && let Some(d) = x.as_str()
+                && let Err(e) = d.parse::<oci_spec::image::Digest>()
+            {
+                let shown: String = d.chars().take(SHOWN).collect();
+                return Some((here, shown, e.to_string()));
+            }
+            bad_digest(x, here)
+        }),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| bad_digest(x, format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// Parse index bytes (digest `digest`, for messages).
 pub fn parse_index(bytes: &[u8], digest: &Digest, reference: &str) -> Result<IndexAt> {
-    let idx = ImageIndex::from_reader(bytes)
-        .map_err(|e| Error::image(reference, format!("index {digest} is not valid: {e}")))?;
+    let idx: ImageIndex =
+        parse_doc(bytes, &format!("index {digest}")).map_err(|m| Error::image(reference, m))?;
     Ok(IndexAt {
         digest: Some(digest.clone()),
         manifests: idx.manifests().clone(),
@@ -188,6 +234,21 @@ mod tests {
         .unwrap();
         assert_eq!(got.digest(), inner[1].digest());
         assert_eq!(loads, 1);
+    }
+
+    #[test]
+    fn a_malformed_digest_is_named_by_its_field() {
+        let ok = Digest::of(b"x").to_oci().to_string();
+        let doc = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{mt}","size":1,"digest":"{ok}"}},{{"mediaType":"{mt}","size":1,"digest":"sha256:nothex"}}]}}"#,
+            mt = "application/vnd.oci.image.manifest.v1+json"
+        );
+        let e = parse_doc::<ImageIndex>(doc.as_bytes(), "index.json").unwrap_err();
+        assert!(e.contains("index.json"), "{e}");
+        assert!(e.contains("manifests[1].digest"), "{e}");
+        assert!(e.contains("sha256:nothex"), "{e}");
+        let e = parse_doc::<ImageIndex>(b"{", "index.json").unwrap_err();
+        assert!(e.contains("EOF"), "{e}");
     }
 
     #[test]

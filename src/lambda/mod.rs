@@ -298,14 +298,15 @@ fn entries(idx: &IndexAt) -> Vec<rules::IndexEntry> {
 
 /// `lamina check`: run every rule on the image `r` refers to. An index without `platform` is
 /// an L001 finding; when it holds a single image (beside attestations) that image is checked
-/// too. With `platform`, the index's image for it is checked. The source is reached once;
-/// its layers are read on the blocking pool.
+/// too. With `platform`, the index's image for it is checked. Every layer is verified
+/// against its digest and diff_id first (a tampered layer is an image error naming it, never a
+/// pass). The source is reached once; its layers are read on the blocking pool.
 pub async fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> Result<Report> {
     let shown = r.to_string();
     let opened = Opened::open(r, opts).await?;
     let resolved = opened.resolve(platform).await?;
     let Resolved::Index(idx) = &resolved else {
-        let src = opened.read(&resolved, platform, ReadMode::Blobs).await?;
+        let src = opened.read(&resolved, platform, ReadMode::Verified).await?;
         return check_read(shown, src, opts).await;
     };
     let mut findings = vec![rules::index(&entries(idx))];
@@ -328,7 +329,7 @@ pub async fn check(r: &ImageRef, platform: Option<Platform>, opts: &Options) -> 
     };
     let mut plat = None;
     if let Some(p) = only {
-        let src = opened.read(&resolved, Some(p), ReadMode::Blobs).await?;
+        let src = opened.read(&resolved, Some(p), ReadMode::Verified).await?;
         let inner = check_read(shown.clone(), src, opts).await?;
         plat = inner.platform;
         findings.extend(inner.findings);

@@ -335,7 +335,7 @@ fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Resul
     let mut next = 0u64;
     for l in &src.image.layers {
         // Verified as it was read: its bytes are streamed without hashing them again.
-        let f = File::open(&l.path).at("opening", &l.path)?;
+        let f = l.compressed().map_err(|e| Error::image(r, e.to_string()))?;
         let tar = l
             .compression()
             .and_then(|c| decompress(BufReader::with_capacity(1 << 20, f), c))

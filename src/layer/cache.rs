@@ -112,8 +112,10 @@ impl LayerCache {
 
     /// The cached layer for `key`, linked into `blobs`, if it is there and whole.
     pub fn get(&self, key: &str, blobs: &Path) -> Option<LayerBlob> {
-        let rec: serde_json::Value =
-            serde_json::from_slice(&fs::read(self.entry_path(key)).ok()?).ok()?;
+        // A record is a few hundred bytes; only a regular file is opened (a named pipe in the
+        // cache would block forever), and at most 64 KiB read.
+        let bytes = crate::image::blob::read_capped(&self.entry_path(key), 64 << 10).ok()??;
+        let rec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let digest: Digest = rec.get("digest")?.as_str()?.parse().ok()?;
         let diff_id: Digest = rec.get("diffId")?.as_str()?.parse().ok()?;
         let size = rec.get("size")?.as_u64()?;

@@ -13,7 +13,8 @@ use super::layout::{self, check_platform, write_file};
 use super::{ReadMode, Source, Staging, absolute};
 use crate::digest::{Digest, HashingWriter, hash_reader};
 use crate::error::{Error, IoContext, Result};
-use crate::image::blob::{decompress, sniff_file};
+use crate::image::blob::{decompress, open_regular, read_capped, sniff_file};
+use crate::image::index::parse_doc;
 use crate::image::media::Compression;
 use crate::image::{Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor};
 use crate::layer::entry::{Data, Entry, Kind};
@@ -23,13 +24,13 @@ use crate::platform::Platform;
 /// Unpack an archive into a fresh temporary directory. The `tar` crate refuses entries that
 /// would land outside it (absolute paths, `..`).
 pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
-    let f = File::open(file).map_err(|e| {
+    let f = open_regular(file).map_err(|e| {
         Error::image(
             reference,
-            if e.kind() == io::ErrorKind::NotFound {
-                format!("{} does not exist", file.display())
-            } else {
-                format!("cannot open {}: {e}", file.display())
+            match e.kind() {
+                io::ErrorKind::NotFound => format!("{} does not exist", file.display()),
+                io::ErrorKind::InvalidInput => e.to_string(),
+                _ => format!("cannot open {}: {e}", file.display()),
             },
         )
     })?;
@@ -46,7 +47,44 @@ pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
             format!("{} is not a readable tar archive: {e}", file.display()),
         )
     })?;
+    refuse_outward_links(tmp.path(), file, reference)?;
     Ok(tmp)
+}
+
+/// Refuse an unpacked archive holding a symbolic link that resolves outside it (an absolute
+/// target, a path that climbs above the root, or a chain of links doing so) or to nothing:
+/// reading through it would read a host file into the image. Links that stay inside (`docker
+/// save` links a repeated layer to its first copy) are kept. The tar reader has already kept
+/// every entry (and hard link) from being written outside.
+fn refuse_outward_links(root: &Path, file: &Path, reference: &str) -> Result<()> {
+    let canon = fs::canonicalize(root).at("resolving", root)?;
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).at("reading", &dir)? {
+            let e = e.at("reading", &dir)?;
+            let t = e.file_type().at("reading", &e.path())?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_symlink() {
+                let out = !fs::canonicalize(e.path()).is_ok_and(|p| p.starts_with(&canon));
+                if out {
+                    let rel = e.path();
+                    let rel = rel.strip_prefix(root).unwrap_or(&rel);
+                    let target = fs::read_link(e.path()).unwrap_or_default();
+                    return Err(Error::image(
+                        reference,
+                        format!(
+                            "{}: the entry `{}` is a symbolic link to `{}`, outside the archive (or to nothing); lamina reads only the archive's own files",
+                            file.display(),
+                            rel.display(),
+                            target.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tar `root` (an OCI layout: `oci-layout`, `index.json`, `blobs/sha256/*`) deterministically.
@@ -174,7 +212,9 @@ pub fn write_docker_archive(
         }
         // docker-archive layers are uncompressed tars named by their diff_id.
         let out = dir.join(&name);
-        let src = File::open(&l.path).at("opening", &l.path)?;
+        let src = l.compressed().map_err(|e| {
+            Error::image(format!("docker-archive:{}", file.display()), e.to_string())
+        })?;
         let mut w =
             HashingWriter::new(io::BufWriter::new(File::create(&out).at("creating", &out)?));
         let readable = l
@@ -241,7 +281,7 @@ fn archive_layer(
 ) -> Result<Layer> {
     let compression = sniff_file(&path).at("reading", &path)?;
     if compression == Compression::Gzip {
-        let (digest, size) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+        let (digest, size) = hash_reader(BufReader::new(open_regular(&path).at("reading", &path)?))
             .at("reading", &path)?;
         let layer = Layer {
             media_type: MediaType::ImageLayerGzip,
@@ -263,7 +303,7 @@ fn archive_layer(
         return Ok(layer);
     }
     // Uncompressed: check it against its diff_id, then gzip it like lamina's own layers.
-    let (d, _) = hash_reader(BufReader::new(File::open(&path).at("reading", &path)?))
+    let (d, _) = hash_reader(BufReader::new(open_regular(&path).at("reading", &path)?))
         .at("reading", &path)?;
     if d != diff_id {
         return Err(Error::image(
@@ -289,7 +329,11 @@ fn archive_layer(
     })
 }
 
-/// Inside an unpacked archive, a path named by its manifest must stay inside.
+/// Inside an unpacked archive, a path named by its manifest must stay inside, and name one of
+/// the archive's regular files. A symbolic link of the archive (`docker save` links repeated
+/// layers to their first copy) is followed only to a file the archive holds: one that leads
+/// out of it (to a host file such as `/etc/shadow`) is refused, never read. The path returned
+/// is the resolved one, free of links.
 fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
     if p.is_absolute()
@@ -301,14 +345,52 @@ fn inside(root: &Path, rel: &str, reference: &str) -> Result<PathBuf> {
             format!("manifest.json names `{rel}`, outside the archive"),
         ));
     }
-    let full = root.join(p);
-    if !full.is_file() {
-        return Err(Error::image(
+    let missing = || {
+        Error::image(
             reference,
             format!("manifest.json names `{rel}`, which the archive does not hold"),
+        )
+    };
+    let root = fs::canonicalize(root).at("resolving", root)?;
+    let full = match fs::canonicalize(root.join(p)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(Error::image(reference, format!("`{rel}`: {e}"))),
+    };
+    if !full.starts_with(&root) {
+        return Err(Error::image(
+            reference,
+            format!(
+                "`{rel}` is a symbolic link that leads out of the archive; lamina reads only the archive's own files"
+            ),
+        ));
+    }
+    let t = fs::symlink_metadata(&full)
+        .at("reading", &full)?
+        .file_type();
+    if !t.is_file() {
+        return Err(Error::image(
+            reference,
+            format!("`{rel}` in the archive is not a regular file"),
         ));
     }
     Ok(full)
+}
+
+/// The largest `manifest.json` or config of a `docker save` archive read.
+const MAX_DOCKER_JSON: u64 = 8 << 20;
+
+/// A JSON document of an unpacked archive (at most [`MAX_DOCKER_JSON`] bytes), by its
+/// resolved path ([`inside`]).
+fn read_archive_json(path: &Path, rel: &str, reference: &str) -> Result<Vec<u8>> {
+    read_capped(path, MAX_DOCKER_JSON)
+        .map_err(|e| Error::image(reference, format!("reading `{rel}`: {e}")))?
+        .ok_or_else(|| {
+            Error::image(
+                reference,
+                format!("`{rel}` is larger than {MAX_DOCKER_JSON} bytes: not a plausible {rel}"),
+            )
+        })
 }
 
 /// The image of a `docker save` archive's `manifest.json` that `name` (a `NAME:TAG` among
@@ -359,20 +441,24 @@ pub fn read_docker_archive(
 ) -> Result<Source> {
     let tmp = unpack(file, reference)?;
     let root = tmp.path();
-    let mpath = root.join("manifest.json");
-    let mbytes = fs::read(&mpath)
-        .map_err(|_| Error::image(reference, "has no manifest.json: not a docker-archive"))?;
+    let mpath = match inside(root, "manifest.json", reference) {
+        Ok(p) => p,
+        Err(_) if fs::symlink_metadata(root.join("manifest.json")).is_err() => {
+            return Err(Error::image(
+                reference,
+                "has no manifest.json: not a docker-archive",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let mbytes = read_archive_json(&mpath, "manifest.json", reference)?;
     let list: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
         .map_err(|e| Error::image(reference, format!("manifest.json is not valid: {e}")))?;
     let entry = select_entry(&list, name, reference)?;
     let cpath = inside(root, &entry.config, reference)?;
-    let cbytes = fs::read(&cpath).at("reading", &cpath)?;
-    let config = ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
-        Error::image(
-            reference,
-            format!("config {} is not valid: {e}", entry.config),
-        )
-    })?;
+    let cbytes = read_archive_json(&cpath, &entry.config, reference)?;
+    let config: ImageConfiguration = parse_doc(&cbytes, &format!("config {}", entry.config))
+        .map_err(|m| Error::image(reference, m))?;
     check_platform(&config, platform, reference)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != entry.layers.len() {

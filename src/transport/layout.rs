@@ -13,8 +13,9 @@ use super::{ReadMode, Resolved, Source, Staging, read_json_blob, replace};
 use crate::cache::link_blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::image::blob::read_capped;
 use crate::image::fsindex;
-use crate::image::index::{IndexAt, is_index, parse_index, walk};
+use crate::image::index::{IndexAt, is_index, parse_doc, parse_index, walk};
 use crate::image::{
     Image, Layer, Origin, Rendered, canonical_json, manifest_descriptor, oci_layer_media_type,
 };
@@ -51,39 +52,20 @@ pub fn read_manifest(
 ) -> Result<Source> {
     let mdigest = digest_of(desc, reference)?;
     let mbytes = read_json_blob(blobs, &mdigest, desc.size(), "manifest", reference)?;
-    let manifest = ImageManifest::from_reader(&mbytes[..])
-        .map_err(|e| Error::image(reference, format!("manifest {mdigest} is not valid: {e}")))?;
+    let manifest: ImageManifest = parse_doc(&mbytes, &format!("manifest {mdigest}"))
+        .map_err(|m| Error::image(reference, m))?;
     let cdesc = manifest.config();
     let cdigest = digest_of(cdesc, reference)?;
     let cbytes = read_json_blob(blobs, &cdigest, cdesc.size(), "config", reference)?;
-    let config = ImageConfiguration::from_reader(&cbytes[..])
-        .map_err(|e| Error::image(reference, format!("config {cdigest} is not valid: {e}")))?;
+    let config: ImageConfiguration =
+        parse_doc(&cbytes, &format!("config {cdigest}")).map_err(|m| Error::image(reference, m))?;
     check_platform(&config, platform, reference)?;
     let layers = layers_of(&manifest, &config, |d| blobs.join(d.hex()), reference)?;
     match mode {
         ReadMode::Verified => verify_layers(&layers, reference, cache)?,
         ReadMode::Blobs => {
             for l in &layers {
-                match fs::metadata(&l.path) {
-                    Ok(m) if m.len() == l.size => {}
-                    Ok(m) => {
-                        return Err(Error::image(
-                            reference,
-                            format!(
-                                "blob {} has {} bytes but its descriptor says {}",
-                                l.digest,
-                                m.len(),
-                                l.size
-                            ),
-                        ));
-                    }
-                    Err(_) => {
-                        return Err(Error::image(
-                            reference,
-                            format!("blob {} is missing ({})", l.digest, l.path.display()),
-                        ));
-                    }
-                }
+                check_blob_size(l, reference)?;
             }
         }
         ReadMode::Metadata => {}
@@ -102,6 +84,25 @@ pub fn read_manifest(
         config_size: cdesc.size(),
         _keep: None,
     })
+}
+
+/// A layer blob is there, a regular file, with the size its descriptor says.
+fn check_blob_size(l: &Layer, reference: &str) -> Result<()> {
+    let len = l
+        .compressed()
+        .and_then(|f| f.metadata())
+        .map_err(|e| Error::image(reference, e.to_string()))?
+        .len();
+    if len != l.size {
+        return Err(Error::image(
+            reference,
+            format!(
+                "blob {} has {len} bytes but its descriptor says {}",
+                l.digest, l.size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The config must describe the platform asked for (a single-platform base of the wrong
@@ -255,6 +256,27 @@ pub fn verify_layers(layers: &[Layer], reference: &str, cache: &Path) -> Result<
     }
 }
 
+/// The largest `index.json` read: about 25,000 descriptors. A larger one is refused unread.
+pub const MAX_INDEX_JSON: u64 = 8 << 20;
+
+/// A layout's `index.json`, read (a regular file, at most [`MAX_INDEX_JSON`] bytes) and parsed;
+/// errors name the file (and the field at fault).
+pub fn read_index_json(path: &Path, reference: &str) -> Result<ImageIndex> {
+    let shown = path.display();
+    let bytes = read_capped(path, MAX_INDEX_JSON)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => Error::image(reference, e.to_string()),
+            _ => Error::image(reference, format!("cannot read {shown}: {e}")),
+        })?
+        .ok_or_else(|| {
+            Error::image(
+                reference,
+                format!("{shown} is larger than {MAX_INDEX_JSON} bytes: not a plausible index"),
+            )
+        })?;
+    parse_doc(&bytes, &shown.to_string()).map_err(|m| Error::image(reference, m))
+}
+
 /// The descriptors of `index.json` that `tag` names (all of them without a tag).
 fn candidates(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Vec<Descriptor>> {
     if !dir.join("oci-layout").is_file() {
@@ -267,13 +289,7 @@ fn candidates(dir: &Path, tag: Option<&str>, reference: &str) -> Result<Vec<Desc
         ));
     }
     let index_path = dir.join("index.json");
-    let bytes = fs::read(&index_path).at("reading", &index_path)?;
-    let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
-        Error::image(
-            reference,
-            format!("{} is not valid: {e}", index_path.display()),
-        )
-    })?;
+    let index = read_index_json(&index_path, reference)?;
     let found: Vec<Descriptor> = index
         .manifests()
         .iter()

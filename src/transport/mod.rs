@@ -75,8 +75,8 @@ impl Source {
 pub enum ReadMode {
     /// Manifest and config only (enough to inspect).
     Metadata,
-    /// Every layer blob present with its size (fetched, for registries). For copies, whose
-    /// destination checks digests itself (a registry verifies every blob it commits).
+    /// Every layer blob present with its size (fetched, for registries). Only for a reader
+    /// that verifies each layer itself as it reads it (`run` unpacking the layers).
     Blobs,
     /// Every layer checked against its digest, size and diff_id: a base for a build, so a broken
     /// one fails before anything is written.
@@ -276,7 +276,9 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     fs::rename(&aside, a)
 }
 
-/// Read a small JSON blob (manifest, config, index), checking its size and digest.
+/// Read a small JSON blob (manifest, config, index), checking its size and digest. At most
+/// `size + 1` bytes are read, so a blob larger than its descriptor says (a huge or sparse file)
+/// is refused without being read whole; only a regular file is opened.
 pub fn read_json_blob(
     blobs: &Path,
     digest: &crate::digest::Digest,
@@ -292,18 +294,37 @@ pub fn read_json_blob(
         ));
     }
     let path = blobs.join(digest.hex());
-    let bytes = fs::read(&path).map_err(|e| {
+    let read = crate::image::blob::read_capped(&path, size).map_err(|e| {
         Error::image(
             reference,
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{what} blob {digest} is missing ({})", path.display())
-            } else {
-                format!("{what} blob {digest}: {e}")
+            match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("{what} blob {digest} is missing ({})", path.display())
+                }
+                _ => format!("{what} blob {digest}: {e}"),
             },
         )
     })?;
+    let Some(bytes) = read else {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{what} blob {digest} ({}) is larger than the {size} bytes its descriptor says: the image is corrupt",
+                path.display()
+            ),
+        ));
+    };
+    if bytes.len() as u64 != size {
+        return Err(Error::image(
+            reference,
+            format!(
+                "{what} blob {digest} has {} bytes but its descriptor says {size}: the image is corrupt",
+                bytes.len()
+            ),
+        ));
+    }
     let actual = crate::digest::Digest::of(&bytes);
-    if &actual != digest || bytes.len() as u64 != size {
+    if &actual != digest {
         return Err(Error::image(
             reference,
             format!(
