@@ -42,6 +42,7 @@ mod reference;
 mod registry;
 pub mod run;
 mod spec;
+mod staging;
 mod task;
 mod transport;
 
@@ -61,6 +62,8 @@ pub use registry::push::{BlobFate, Fate};
 pub use registry::{DEFAULT_CHUNK, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
+/// Remove what this process is staging (for a signal handler, just before exiting).
+pub use staging::remove_all as remove_staging;
 pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 
 /// Lambda .zip deployment packages (and Lambda layer zips): from a spec's layers or from an

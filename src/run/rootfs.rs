@@ -78,11 +78,12 @@ pub fn unpack_cached(
     let entry = cache_entry(cache_dir, manifest);
     let parent = entry.parent().expect("a cache entry has a parent");
     fs::create_dir_all(parent).at("creating", parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(parent)
-        .at("creating a directory in", parent)?;
-    let guard = RemoveOnDrop(tmp.keep());
+    // Owned while it is unpacked: removed on error, on SIGINT/SIGTERM, or by a later lamina
+    // when this one was killed (see crate::staging).
+    let (tmp, _owner) = crate::staging::dir_in(parent, ".unpack-")
+        .at("creating a directory in", parent)?
+        .keep();
+    let guard = RemoveOnDrop(tmp);
     let root = guard.0.join("rootfs");
     fs::DirBuilder::new()
         .mode(0o755)
