@@ -43,13 +43,15 @@ fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Wait (bounded) until `child` has a staging directory in `dir` holding a layer being
-/// written with at least `min` bytes; returns the staging directory.
-fn wait_for_staging(child: &mut Child, dir: &Path, min: u64) -> PathBuf {
+/// Wait (bounded) until `child` has a staging directory in `dir` (not one of `others`)
+/// holding a layer being written with at least `min` bytes; returns the staging directory.
+fn wait_for_staging(child: &mut Child, dir: &Path, others: &[&Path], min: u64) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let pid = child.id();
     loop {
-        for s in entries(dir, &format!(".lamina-{pid}-")) {
+        for s in entries(dir, ".lamina-") {
+            if others.contains(&s.as_path()) {
+                continue;
+            }
             let blobs = s.join("blobs/sha256");
             let big = entries(&blobs, ".layer-")
                 .iter()
@@ -230,7 +232,7 @@ fn sigterm_removes_staging_and_later_runs_sweep_a_killed_runs_staging() {
 
     // SIGTERM mid-way: the staging directory goes, nothing reaches the destination.
     let mut child = big(&cache).spawn().unwrap();
-    let staging = wait_for_staging(&mut child, &out_dir, 1 << 20);
+    let staging = wait_for_staging(&mut child, &out_dir, &[], 1 << 20);
     signal(&child, "TERM");
     let out = finish(child);
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
@@ -241,12 +243,12 @@ fn sigterm_removes_staging_and_later_runs_sweep_a_killed_runs_staging() {
     // kill -9 leaves it; a stopped (live) owner's staging is left alone by another build;
     // once its owner is gone, the next build removes it.
     let mut killed = big(&cache).spawn().unwrap();
-    let stale = wait_for_staging(&mut killed, &out_dir, 1 << 20);
+    let stale = wait_for_staging(&mut killed, &out_dir, &[], 1 << 20);
     signal(&killed, "KILL");
     let _ = finish(killed);
     assert!(stale.exists(), "kill -9 cannot clean up");
     let mut stopped = big(&cache).spawn().unwrap();
-    let live = wait_for_staging(&mut stopped, &out_dir, 1 << 20);
+    let live = wait_for_staging(&mut stopped, &out_dir, &[&stale], 1 << 20);
     signal(&stopped, "STOP");
     // Debris from a pid that cannot exist, and from an older lamina (no pid in the name,
     // young: kept).
@@ -291,21 +293,22 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A full disk without root: a 2 MiB tmpfs mounted in a user and mount namespace
-/// (`unshare -rm`), the destination on it, a 6 MiB incompressible layer.
+/// A full disk without root: a 1 MiB tmpfs mounted in a user and mount namespace
+/// (`unshare -rm`), the destination on it, a 32 MiB incompressible layer (much more than fits,
+/// so the disk fills while the layer is still being tarred).
 #[test]
 fn a_full_disk_is_reported_as_such_naming_the_destination() {
     let t = TempDir::new().unwrap();
     let cache = t.path().join("cache");
     fs::create_dir_all(&cache).unwrap();
     let noise = t.path().join("noise.bin");
-    write_noise(&noise, 6 << 20, 0xf00d);
+    write_noise(&noise, 32 << 20, 0xf00d);
     let small = t.path().join("small");
     fs::create_dir_all(&small).unwrap();
     let dest = oci_ref(&small.join("out"), "latest");
     let layer = format!("{}:/data/noise.bin", noise.display());
     let script = format!(
-        "mount -t tmpfs -o size=2m tmpfs '{}' && exec \"$@\"",
+        "mount -t tmpfs -o size=1m tmpfs '{}' && exec \"$@\"",
         small.display()
     );
     let out = Command::new("unshare")
