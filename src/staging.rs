@@ -13,8 +13,9 @@
 //! - after `kill -9`, the next lamina that stages in the same directory ([`sweep`], called by
 //!   every constructor here) removes entries of the same prefix that nobody holds locked and
 //!   whose owner is gone: the pid in the name is not a live process, or (a reused pid, or
-//!   debris from an older lamina without a pid in the name) it is older than [`STALE_AGE`].
-//!   A live owner's entry is locked and always left alone.
+//!   debris from an older lamina, named `PREFIX` and six random characters) it is older than
+//!   [`STALE_AGE`]. A live owner's entry is locked and always left alone; a name of any other
+//!   form is not lamina's and is never touched.
 
 use std::fs::{self, File};
 use std::io;
@@ -151,6 +152,11 @@ impl TempFile {
         self.file.path()
     }
 
+    /// The open file.
+    pub fn as_file(&self) -> &File {
+        self.file.as_file()
+    }
+
     /// Another handle to the file, for writing.
     pub fn reopen(&self) -> io::Result<File> {
         self.file.reopen()
@@ -213,12 +219,24 @@ pub fn sweep(dir: &Path, prefix: &str) {
             .ok()
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age > STALE_AGE);
-        if owner_gone(rest) || old {
+        if owner_gone(rest) || (old && (has_pid(rest) || legacy_name(rest))) {
             // The lock is held while removing: nobody else takes the entry meanwhile.
             let _ = remove(&path);
         }
         drop(lock);
     }
+}
+
+/// Whether the name after the prefix starts with `<pid>-`.
+fn has_pid(rest: &str) -> bool {
+    rest.split_once('-')
+        .is_some_and(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether the name after the prefix is what lamina gave before names held a pid: six random
+/// letters and digits. (Anything else under a lamina prefix may be someone else's: kept.)
+fn legacy_name(rest: &str) -> bool {
+    rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Whether the name after the prefix starts with `<pid>-` of a process that no longer exists.
@@ -288,10 +306,19 @@ mod tests {
         fs::write(&dead_file, b"x").unwrap();
         let unknown = parent.path().join(".t-legacy");
         fs::create_dir(&unknown).unwrap();
+        let foreign = parent.path().join(".t-notes");
+        fs::create_dir(&foreign).unwrap();
+        let an_hour_ago = SystemTime::now() - STALE_AGE - Duration::from_secs(60);
+        File::open(&foreign).unwrap().set_modified(an_hour_ago).unwrap();
+        let old_legacy = parent.path().join(".t-Ab12Cd");
+        fs::create_dir(&old_legacy).unwrap();
+        File::open(&old_legacy).unwrap().set_modified(an_hour_ago).unwrap();
         let live = dir_in(parent.path(), ".t-").unwrap();
         let live_file = file_in(parent.path(), ".t-").unwrap();
         assert!(!dead.exists() && !dead_file.exists());
         assert!(unknown.exists(), "young, owner unknown: kept");
+        assert!(foreign.exists(), "not a name lamina gives: kept however old");
+        assert!(!old_legacy.exists(), "an old lamina's debris, an hour old: removed");
         assert!(live.path().is_dir() && live_file.path().is_file());
         sweep(parent.path(), ".t-");
         assert!(live.path().is_dir() && live_file.path().is_file());

@@ -24,13 +24,10 @@ pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(blobs).at("creating", blobs)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pull-")
-        .tempfile_in(blobs)
+    let tmp = crate::staging::file_in(blobs, ".pull-")
         .at("creating a temporary file in", blobs)?;
     std::fs::write(tmp.path(), bytes).at("writing", tmp.path())?;
     tmp.persist(&path)
-        .map_err(|e| e.error)
         .at("saving", &path)?;
     Ok(())
 }
@@ -163,9 +160,7 @@ pub async fn fetch_blob(
     let mut attempt = 0;
     loop {
         bar.reset();
-        let tmp = tempfile::Builder::new()
-            .prefix(".pull-")
-            .tempfile_in(blobs)
+        let tmp = crate::staging::file_in(blobs, ".pull-")
             .at("creating a temporary file in", blobs)?;
         let resp = client
             .send(&scope, true, &|http| Ok(http.get(url.clone())))
@@ -217,7 +212,6 @@ pub async fn fetch_blob(
             ));
         }
         tmp.persist(&path)
-            .map_err(|e| e.error)
             .at("saving", &path)?;
         bar.finish("pulled");
         return Ok(path);
