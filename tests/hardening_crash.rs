@@ -330,3 +330,22 @@ fn a_full_disk_is_reported_as_such_naming_the_destination() {
     assert!(err.contains(path_str(&small)), "the destination is named: {err}");
     assert!(!err.contains("compressing thread stopped"), "{err}");
 }
+
+/// The layout lock is never put into a directory lamina refuses to write.
+#[test]
+fn a_directory_that_is_not_a_layout_gets_no_lock_file() {
+    let t = TempDir::new().unwrap();
+    let mine = t.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    fs::write(mine.join("notes.txt"), b"mine").unwrap();
+    let out = lamina(
+        &["build", "-f", path_str(&fixture_spec()), "--to", "oci:mine:latest"],
+        t.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr_of(&out).contains("is not an OCI image layout"), "{}", describe(&out));
+    let names: Vec<_> = fs::read_dir(&mine).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
+    assert!(entries(t.path(), ".lamina-").is_empty());
+}

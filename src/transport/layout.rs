@@ -356,6 +356,8 @@ const LOCK: &str = ".lamina.lock";
 /// taken again on the current one. Returns the lock, and whether `dir` was created.
 fn lock_layout(dir: &Path) -> Result<(fs::File, bool)> {
     use std::os::unix::fs::MetadataExt;
+    // Refuse what `fill` would refuse before putting a lock file into someone's directory.
+    check_destination(dir)?;
     let created = !dir.exists();
     if created {
         fs::create_dir_all(dir).at("creating", dir)?;
@@ -460,22 +462,10 @@ pub fn fill(
 ) -> Result<Option<ImageIndex>> {
     let blobs = root.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).at("creating", &blobs)?;
-    let mut existing = None;
-    if dir.exists() {
-        if !dir.is_dir() {
-            return Err(Error::Usage(format!(
-                "{} exists and is not a directory; an oci: destination is a directory",
-                dir.display()
-            )));
-        }
-        let empty = fs::read_dir(dir)
-            .at("reading", dir)?
-            .flatten()
-            .all(|e| e.file_name() == LOCK);
-        if !empty {
-            existing = Some(take_over(dir, &blobs)?);
-        }
-    }
+    let existing = match check_destination(dir)? {
+        true => Some(take_over(dir, &blobs)?),
+        false => None,
+    };
     for l in &img.layers {
         if linkable.iter().any(|d| l.path.starts_with(d)) {
             link_blob(&l.path, &blobs, l.digest.hex())?;
@@ -489,14 +479,33 @@ pub fn fill(
     Ok(existing)
 }
 
-/// Link the blobs of the existing layout `dir` into `blobs`, and return its index.
-fn take_over(dir: &Path, blobs: &Path) -> Result<ImageIndex> {
-    if !dir.join("oci-layout").is_file() {
+/// Whether `dir` holds a layout to add to (`false`: missing or empty); a usage error when it
+/// is something lamina will not overwrite (a file, a directory that is not a layout).
+fn check_destination(dir: &Path) -> Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} exists and is not a directory; an oci: destination is a directory",
+            dir.display()
+        )));
+    }
+    let empty = fs::read_dir(dir)
+        .at("reading", dir)?
+        .flatten()
+        .all(|e| e.file_name() == LOCK);
+    if !empty && !dir.join("oci-layout").is_file() {
         return Err(Error::Usage(format!(
             "{} exists and is not an OCI image layout; lamina will not overwrite it (choose another path or remove it)",
             dir.display()
         )));
     }
+    Ok(!empty)
+}
+
+/// Link the blobs of the existing layout `dir` into `blobs`, and return its index.
+fn take_over(dir: &Path, blobs: &Path) -> Result<ImageIndex> {
     let ip = dir.join("index.json");
     let bytes = fs::read(&ip).at("reading", &ip)?;
     let index = ImageIndex::from_reader(&bytes[..])
