@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(fs::read(out.join("a")).unwrap(), b"blob bytes");
         fs::write(&src, b"edited!!!!").unwrap();
         assert_eq!(fs::read(out.join("a")).unwrap(), b"blob bytes");
-        let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     }
 }

@@ -62,9 +62,9 @@ pub use registry::push::{BlobFate, Fate};
 pub use registry::{DEFAULT_CHUNK, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
+pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;
-pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 
 /// Lambda .zip deployment packages (and Lambda layer zips): from a spec's layers or from an
 /// image, written byte for byte reproducibly after Lambda's size limits are checked.

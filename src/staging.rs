@@ -309,16 +309,28 @@ mod tests {
         let foreign = parent.path().join(".t-notes");
         fs::create_dir(&foreign).unwrap();
         let an_hour_ago = SystemTime::now() - STALE_AGE - Duration::from_secs(60);
-        File::open(&foreign).unwrap().set_modified(an_hour_ago).unwrap();
+        File::open(&foreign)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
         let old_legacy = parent.path().join(".t-Ab12Cd");
         fs::create_dir(&old_legacy).unwrap();
-        File::open(&old_legacy).unwrap().set_modified(an_hour_ago).unwrap();
+        File::open(&old_legacy)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
         let live = dir_in(parent.path(), ".t-").unwrap();
         let live_file = file_in(parent.path(), ".t-").unwrap();
         assert!(!dead.exists() && !dead_file.exists());
         assert!(unknown.exists(), "young, owner unknown: kept");
-        assert!(foreign.exists(), "not a name lamina gives: kept however old");
-        assert!(!old_legacy.exists(), "an old lamina's debris, an hour old: removed");
+        assert!(
+            foreign.exists(),
+            "not a name lamina gives: kept however old"
+        );
+        assert!(
+            !old_legacy.exists(),
+            "an old lamina's debris, an hour old: removed"
+        );
         assert!(live.path().is_dir() && live_file.path().is_file());
         sweep(parent.path(), ".t-");
         assert!(live.path().is_dir() && live_file.path().is_file());

@@ -86,7 +86,9 @@ fn finish(child: Child) -> std::process::Output {
     match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(out) => out.expect("wait for lamina"),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("lamina {pid} did not end in time");
         }
     }
@@ -99,7 +101,13 @@ fn concurrent_builds_into_one_layout_keep_every_tag_and_blob() {
     fs::create_dir_all(&cache).unwrap();
     let layout = t.path().join("shared");
     lamina_ok(
-        &["build", "-f", path_str(&fixture_spec()), "--to", &oci_ref(&layout, "seed")],
+        &[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            &oci_ref(&layout, "seed"),
+        ],
         t.path(),
         &[("LAMINA_CACHE_DIR", path_str(&cache))],
     );
@@ -152,18 +160,36 @@ fn a_symlinked_layout_is_written_through_to_its_target() {
     let link = t.path().join("linkdest");
     symlink(&real, &link).unwrap();
     lamina_ok(
-        &["build", "-f", path_str(&fixture_spec()), "--to", "oci:linkdest:second", "--label", "x=y"],
+        &[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            "oci:linkdest:second",
+            "--label",
+            "x=y",
+        ],
         t.path(),
         &[],
     );
     assert!(
-        fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the link was replaced"
     );
     assert_eq!(fs::read_link(&link).unwrap(), real);
     let tags = layout_tags(&real);
-    assert_eq!(tags.get("latest"), Some(&first.digest), "old tag kept: {tags:?}");
-    assert!(tags.contains_key("second"), "new tag in the link's target: {tags:?}");
+    assert_eq!(
+        tags.get("latest"),
+        Some(&first.digest),
+        "old tag kept: {tags:?}"
+    );
+    assert!(
+        tags.contains_key("second"),
+        "new tag in the link's target: {tags:?}"
+    );
     verify_layout_blobs(&real);
     assert!(entries(t.path(), ".lamina-").is_empty());
 
@@ -172,26 +198,54 @@ fn a_symlinked_layout_is_written_through_to_its_target() {
     fs::write(&tar, b"old").unwrap();
     symlink(&tar, t.path().join("link.tar")).unwrap();
     lamina_ok(
-        &["build", "-f", path_str(&fixture_spec()), "--to", "oci-archive:link.tar:latest"],
+        &[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            "oci-archive:link.tar:latest",
+        ],
         t.path(),
         &[],
     );
-    assert!(fs::symlink_metadata(t.path().join("link.tar")).unwrap().file_type().is_symlink());
-    assert!(fs::metadata(&tar).unwrap().len() > 1000, "the target holds the archive");
+    assert!(
+        fs::symlink_metadata(t.path().join("link.tar"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        fs::metadata(&tar).unwrap().len() > 1000,
+        "the target holds the archive"
+    );
 
     // A link to nothing is refused, and nothing is created.
     let dangling = t.path().join("dangling");
     symlink(t.path().join("nowhere"), &dangling).unwrap();
     let out = lamina(
-        &["build", "-f", path_str(&fixture_spec()), "--to", "oci:dangling:latest"],
+        &[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            "oci:dangling:latest",
+        ],
         t.path(),
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("dangling") && err.contains("symbolic link"), "{err}");
+    assert!(
+        err.contains("dangling") && err.contains("symbolic link"),
+        "{err}"
+    );
     assert!(!t.path().join("nowhere").exists());
-    assert!(fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -236,8 +290,16 @@ fn sigterm_removes_staging_and_later_runs_sweep_a_killed_runs_staging() {
     signal(&child, "TERM");
     let out = finish(child);
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
-    assert!(!staging.exists(), "staging {} left after SIGTERM", staging.display());
-    assert!(entries(&out_dir, ".").is_empty(), "{:?}", entries(&out_dir, ""));
+    assert!(
+        !staging.exists(),
+        "staging {} left after SIGTERM",
+        staging.display()
+    );
+    assert!(
+        entries(&out_dir, ".").is_empty(),
+        "{:?}",
+        entries(&out_dir, "")
+    );
     assert!(!out_dir.join("img").exists());
 
     // kill -9 leaves it; a stopped (live) owner's staging is left alone by another build;
@@ -255,13 +317,26 @@ fn sigterm_removes_staging_and_later_runs_sweep_a_killed_runs_staging() {
     let ghost = out_dir.join(".lamina-999999999-abcdef");
     fs::create_dir_all(ghost.join("blobs/sha256")).unwrap();
     fs::write(ghost.join("blobs/sha256/.layer-x"), vec![0u8; 4096]).unwrap();
-    let small = build_cmd(t.path(), &cache, &oci_ref(&out_dir.join("small"), "latest"), &[])
-        .output()
-        .unwrap();
+    let small = build_cmd(
+        t.path(),
+        &cache,
+        &oci_ref(&out_dir.join("small"), "latest"),
+        &[],
+    )
+    .output()
+    .unwrap();
     assert!(small.status.success(), "{}", describe(&small));
-    assert!(!stale.exists(), "the killed run's staging {} was not removed", stale.display());
+    assert!(
+        !stale.exists(),
+        "the killed run's staging {} was not removed",
+        stale.display()
+    );
     assert!(!ghost.exists(), "a dead owner's staging was not removed");
-    assert!(live.exists(), "a live owner's staging {} was removed", live.display());
+    assert!(
+        live.exists(),
+        "a live owner's staging {} was removed",
+        live.display()
+    );
     signal(&stopped, "CONT");
     signal(&stopped, "TERM");
     let out = finish(stopped);
@@ -312,7 +387,16 @@ fn a_full_disk_is_reported_as_such_naming_the_destination() {
         small.display()
     );
     let out = Command::new("unshare")
-        .args(["-rm", "sh", "-c", &script, "sh", lamina_bin(), "build", "-f"])
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            lamina_bin(),
+            "build",
+            "-f",
+        ])
         .arg(fixture_spec())
         .args(["--to", &dest, "--layer", &layer, "--no-cache"])
         .current_dir(t.path())
@@ -327,7 +411,10 @@ fn a_full_disk_is_reported_as_such_naming_the_destination() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(err.contains("No space left on device"), "{err}");
-    assert!(err.contains(path_str(&small)), "the destination is named: {err}");
+    assert!(
+        err.contains(path_str(&small)),
+        "the destination is named: {err}"
+    );
     assert!(!err.contains("compressing thread stopped"), "{err}");
 }
 
@@ -339,13 +426,27 @@ fn a_directory_that_is_not_a_layout_gets_no_lock_file() {
     fs::create_dir(&mine).unwrap();
     fs::write(mine.join("notes.txt"), b"mine").unwrap();
     let out = lamina(
-        &["build", "-f", path_str(&fixture_spec()), "--to", "oci:mine:latest"],
+        &[
+            "build",
+            "-f",
+            path_str(&fixture_spec()),
+            "--to",
+            "oci:mine:latest",
+        ],
         t.path(),
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(stderr_of(&out).contains("is not an OCI image layout"), "{}", describe(&out));
-    let names: Vec<_> = fs::read_dir(&mine).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(
+        stderr_of(&out).contains("is not an OCI image layout"),
+        "{}",
+        describe(&out)
+    );
+    let names: Vec<_> = fs::read_dir(&mine)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
     assert!(entries(t.path(), ".lamina-").is_empty());
 }

@@ -324,8 +324,8 @@ pub async fn from_image(
 
 /// What [`from_image`] returns, from the image `src` read from `r`.
 fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Result<Contents> {
-    let tmp = crate::staging::dir("lamina-zip-")
-        .ctx(|| "creating a temporary directory".to_owned())?;
+    let tmp =
+        crate::staging::dir("lamina-zip-").ctx(|| "creating a temporary directory".to_owned())?;
     let root = package.root();
     let prefix = format!("{root}/");
     let mut fs = FileSystem::new();

@@ -190,7 +190,8 @@ fn gzip_blob(
     tee: Option<Tee>,
     produce: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<LayerBlob> {
-    let tmp = crate::staging::file_in(blobs, ".layer-").at("creating a temporary file in", blobs)?;
+    let tmp =
+        crate::staging::file_in(blobs, ".layer-").at("creating a temporary file in", blobs)?;
     let file = tmp.reopen().at("opening", tmp.path())?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
 

@@ -24,11 +24,9 @@ pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(blobs).at("creating", blobs)?;
-    let tmp = crate::staging::file_in(blobs, ".pull-")
-        .at("creating a temporary file in", blobs)?;
+    let tmp = crate::staging::file_in(blobs, ".pull-").at("creating a temporary file in", blobs)?;
     std::fs::write(tmp.path(), bytes).at("writing", tmp.path())?;
-    tmp.persist(&path)
-        .at("saving", &path)?;
+    tmp.persist(&path).at("saving", &path)?;
     Ok(())
 }
 
@@ -160,8 +158,8 @@ pub async fn fetch_blob(
     let mut attempt = 0;
     loop {
         bar.reset();
-        let tmp = crate::staging::file_in(blobs, ".pull-")
-            .at("creating a temporary file in", blobs)?;
+        let tmp =
+            crate::staging::file_in(blobs, ".pull-").at("creating a temporary file in", blobs)?;
         let resp = client
             .send(&scope, true, &|http| Ok(http.get(url.clone())))
             .await?;
@@ -211,8 +209,7 @@ pub async fn fetch_blob(
                 ),
             ));
         }
-        tmp.persist(&path)
-            .at("saving", &path)?;
+        tmp.persist(&path).at("saving", &path)?;
         bar.finish("pulled");
         return Ok(path);
     }

@@ -87,8 +87,8 @@ fn write_tar_file(dest: &Path, entries: &[Entry], mtime: u64) -> Result<()> {
     let dest = absolute(dest)?;
     let parent = dest.parent().unwrap_or(Path::new("/")).to_owned();
     fs::create_dir_all(&parent).at("creating", &parent)?;
-    let tmp = crate::staging::file_in(&parent, ".lamina-")
-        .at("creating a temporary file in", &parent)?;
+    let tmp =
+        crate::staging::file_in(&parent, ".lamina-").at("creating a temporary file in", &parent)?;
     let f = tmp.reopen().at("opening", tmp.path())?;
     let w = crate::layer::tar::write_tar(
         entries,

@@ -12,7 +12,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
@@ -211,7 +210,9 @@ fn write_local(
     cache: &Path,
 ) -> Result<()> {
     match r {
-        ImageRef::Oci { dir, tag } => layout::write(&dest_path(dir)?, tag.as_deref(), img, staging, &[cache]),
+        ImageRef::Oci { dir, tag } => {
+            layout::write(&dest_path(dir)?, tag.as_deref(), img, staging, &[cache])
+        }
         ImageRef::OciArchive { file, tag } => {
             archive::write_oci_archive(&dest_path(file)?, tag.as_deref(), img, staging, mtime)
         }
