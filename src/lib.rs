@@ -10,7 +10,8 @@
 //!
 //! The entry points are async and run on the caller's tokio runtime; CPU-bound work goes to
 //! tokio's blocking pool. Caches, credentials and settings come in through [`Options`]: the
-//! library reads no environment variables and keeps no global state.
+//! library reads no environment variables and keeps no global state (but the list of paths it is
+//! staging, which [`remove_staging`] removes when a signal ends the process).
 //!
 //! ```no_run
 //! # async fn example() -> lamina::Result<()> {
