@@ -10,7 +10,8 @@
 //!
 //! The entry points are async and run on the caller's tokio runtime; CPU-bound work goes to
 //! tokio's blocking pool. Caches, credentials and settings come in through [`Options`]: the
-//! library reads no environment variables and keeps no global state.
+//! library reads no environment variables and keeps no global state (but the list of paths it is
+//! staging, which [`remove_staging`] removes when a signal ends the process).
 //!
 //! ```no_run
 //! # async fn example() -> lamina::Result<()> {
@@ -42,6 +43,7 @@ mod reference;
 mod registry;
 pub mod run;
 mod spec;
+mod staging;
 mod task;
 mod transport;
 
@@ -62,6 +64,8 @@ pub use registry::{DEFAULT_CHUNK, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
 pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
+/// Remove what this process is staging (for a signal handler, just before exiting).
+pub use staging::remove_all as remove_staging;
 
 /// Lambda .zip deployment packages (and Lambda layer zips): from a spec's layers or from an
 /// image, written byte for byte reproducibly after Lambda's size limits are checked.

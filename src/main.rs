@@ -75,5 +75,30 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"));
-    exit::finish(runtime.and_then(|rt| rt.block_on(dispatch(cli.command))))
+    exit::finish(runtime.and_then(|rt| rt.block_on(until_signal(cli.command))))
+}
+
+/// Run `command` unless SIGINT or SIGTERM comes first: then remove what this process is
+/// staging (half-written layouts, archives, unpacked root file systems, temporary files) and
+/// exit with 128 + the signal's number, as a shell reports a process killed by it.
+/// `lamina run` stops its function itself on those signals, and is left to do so.
+async fn until_signal(command: Command) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    if matches!(command, Command::Run(_)) {
+        return dispatch(command).await;
+    }
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return dispatch(command).await;
+    };
+    let (number, name) = tokio::select! {
+        r = dispatch(command) => return r,
+        _ = int.recv() => (libc::SIGINT, "SIGINT"),
+        _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
+    };
+    lamina::remove_staging();
+    eprintln!("lamina: stopped by {name}; its staging files were removed");
+    std::process::exit(128 + number)
 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::Serialize;
-use tempfile::TempDir;
 
 use super::fs::{self as imagefs, FileSystem};
 use crate::digest::hash_reader;
@@ -86,7 +85,7 @@ pub struct Contents {
     /// image reference).
     inputs: Vec<(Input, String)>,
     /// Files taken out of an image's layers live here until the zip is written.
-    _tmp: Option<TempDir>,
+    _tmp: Option<crate::staging::Dir>,
 }
 
 impl Contents {
@@ -237,7 +236,7 @@ fn finish(
     package: Package,
     items: Vec<Item>,
     inputs: Vec<(Input, String)>,
-    tmp: Option<TempDir>,
+    tmp: Option<crate::staging::Dir>,
 ) -> Result<Contents> {
     if items.is_empty() {
         return Err(Error::Usage(format!(
@@ -325,10 +324,8 @@ pub async fn from_image(
 
 /// What [`from_image`] returns, from the image `src` read from `r`.
 fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Result<Contents> {
-    let tmp = tempfile::Builder::new()
-        .prefix("lamina-zip-")
-        .tempdir()
-        .ctx(|| "creating a temporary directory".to_owned())?;
+    let tmp =
+        crate::staging::dir("lamina-zip-").ctx(|| "creating a temporary directory".to_owned())?;
     let root = package.root();
     let prefix = format!("{root}/");
     let mut fs = FileSystem::new();
@@ -490,6 +487,8 @@ fn zipped_warnings(size: u64, to: &Path) -> Vec<String> {
 /// Write `contents` as a zip at `to` (through a temporary file renamed into place), after
 /// checking Lambda's size limits.
 pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report> {
+    // Through a symbolic link to its target: the link stays.
+    let to = &crate::transport::dest_path(to)?;
     let unzipped = contents.unzipped();
     let layers_unzipped = check_unzipped(unzipped, to, opts)?;
 
@@ -498,9 +497,7 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).at("creating", &parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".lamina-zip-")
-        .tempfile_in(&parent)
+    let tmp = crate::staging::file_in(&parent, ".lamina-zip-")
         .at("creating a temporary file in", &parent)?;
     let Contents {
         package,
@@ -552,7 +549,7 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
     let raw = hex::decode(digest.hex()).expect("a digest is hex");
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
         .at("setting permissions of", tmp.path())?;
-    tmp.persist(to).map_err(|e| e.error).at("writing", to)?;
+    tmp.persist(to).at("writing", to)?;
 
     let warnings = zipped_warnings(size, to);
     Ok(Report {

@@ -146,10 +146,8 @@ impl LayerCache {
         crate::cache::link_blob(&b.path, &blobs, b.digest.hex())?;
         let dir = self.dir.join("layers");
         fs::create_dir_all(&dir).at("creating", &dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(&dir)
-            .at("creating a temporary file in", &dir)?;
+        let tmp =
+            crate::staging::file_in(&dir, ".layer-").at("creating a temporary file in", &dir)?;
         let m = fs::metadata(blobs.join(b.digest.hex())).at("reading metadata of", &blobs)?;
         let rec = serde_json::json!({
             "digest": b.digest.to_string(),
@@ -162,8 +160,7 @@ impl LayerCache {
             serde_json::to_vec(&rec).expect("JSON serializes"),
         )
         .at("writing", tmp.path())?;
-        tmp.persist(self.entry_path(key))
-            .map_err(|e| e.error)
+        tmp.persist(&self.entry_path(key))
             .at("saving", &self.entry_path(key))?;
         Ok(())
     }

@@ -169,16 +169,29 @@ impl<W: Write> Write for TeeWriter<W> {
     }
 }
 
+/// The error of writing a layer blob into `blobs`, keeping the operating system's error (a
+/// full disk reads "No space left on device") and naming the directory written to.
+fn write_error(e: io::Error, blobs: &Path) -> Error {
+    // The blob directory is inside the staging directory beside the destination.
+    let dest = blobs
+        .ancestors()
+        .nth(3)
+        .filter(|_| blobs.ends_with("blobs/sha256"))
+        .unwrap_or(blobs);
+    Error::Io {
+        context: format!("writing a layer blob in {}", dest.display()),
+        cause: e,
+    }
+}
+
 fn gzip_blob(
     blobs: &Path,
     level: u32,
     tee: Option<Tee>,
     produce: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<LayerBlob> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".layer-")
-        .tempfile_in(blobs)
-        .at("creating a temporary file in", blobs)?;
+    let tmp =
+        crate::staging::file_in(blobs, ".layer-").at("creating a temporary file in", blobs)?;
     let file = tmp.reopen().at("opening", tmp.path())?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
 
@@ -214,16 +227,16 @@ fn gzip_blob(
     let compressed = compressor
         .join()
         .map_err(|_| Error::Internal("the compressing thread panicked".into()))?
-        .ctx(|| format!("writing layer to {}", tmp.path().display()));
-    let diff_id = produced?;
+        .map_err(|e| write_error(e, blobs));
+    // When the compressor failed (a full disk), the producer only saw it stop: its error is
+    // the cause, and the one to report.
     let (digest, size) = compressed?;
+    let diff_id = produced?;
 
     let path = blobs.join(digest.hex());
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
         .at("setting permissions of", tmp.path())?;
-    tmp.persist(&path)
-        .map_err(|e| e.error)
-        .at("saving layer blob", &path)?;
+    tmp.persist(&path).at("saving layer blob", &path)?;
     Ok(LayerBlob {
         digest,
         diff_id,

@@ -24,14 +24,9 @@ pub(crate) fn store(blobs: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(blobs).at("creating", blobs)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pull-")
-        .tempfile_in(blobs)
-        .at("creating a temporary file in", blobs)?;
+    let tmp = crate::staging::file_in(blobs, ".pull-").at("creating a temporary file in", blobs)?;
     std::fs::write(tmp.path(), bytes).at("writing", tmp.path())?;
-    tmp.persist(&path)
-        .map_err(|e| e.error)
-        .at("saving", &path)?;
+    tmp.persist(&path).at("saving", &path)?;
     Ok(())
 }
 
@@ -163,10 +158,8 @@ pub async fn fetch_blob(
     let mut attempt = 0;
     loop {
         bar.reset();
-        let tmp = tempfile::Builder::new()
-            .prefix(".pull-")
-            .tempfile_in(blobs)
-            .at("creating a temporary file in", blobs)?;
+        let tmp =
+            crate::staging::file_in(blobs, ".pull-").at("creating a temporary file in", blobs)?;
         let resp = client
             .send(&scope, true, &|http| Ok(http.get(url.clone())))
             .await?;
@@ -216,9 +209,7 @@ pub async fn fetch_blob(
                 ),
             ));
         }
-        tmp.persist(&path)
-            .map_err(|e| e.error)
-            .at("saving", &path)?;
+        tmp.persist(&path).at("saving", &path)?;
         bar.finish("pulled");
         return Ok(path);
     }

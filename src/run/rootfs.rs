@@ -78,11 +78,12 @@ pub fn unpack_cached(
     let entry = cache_entry(cache_dir, manifest);
     let parent = entry.parent().expect("a cache entry has a parent");
     fs::create_dir_all(parent).at("creating", parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(parent)
-        .at("creating a directory in", parent)?;
-    let guard = RemoveOnDrop(tmp.keep());
+    // Owned while it is unpacked: removed on error, on SIGINT/SIGTERM, or by a later lamina
+    // when this one was killed (see crate::staging).
+    let (tmp, _owner) = crate::staging::dir_in(parent, ".unpack-")
+        .at("creating a directory in", parent)?
+        .keep();
+    let guard = RemoveOnDrop(tmp);
     let root = guard.0.join("rootfs");
     fs::DirBuilder::new()
         .mode(0o755)
@@ -912,5 +913,34 @@ mod tests {
         assert_eq!(fs::read_to_string(redone.rootfs.join("ro/a")).unwrap(), "a");
         remove_tree(&cache).unwrap();
         assert!(!cache.exists());
+    }
+
+    #[test]
+    fn a_killed_unpacks_staging_is_removed_and_a_failed_one_leaves_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join("cache");
+        let parent = cache.join("rootfs");
+        // What a `kill -9` during an unpack leaves: a read-only tree whose owner is gone.
+        let stale = parent.join(".unpack-999999999-AbCdEf");
+        fs::create_dir_all(stale.join("rootfs/ro")).unwrap();
+        fs::write(stale.join("rootfs/ro/f"), b"x").unwrap();
+        fs::set_permissions(stale.join("rootfs/ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let u = unpack_cached(&cache, &Digest::of(b"m"), &[], "/", "oci:test").unwrap();
+        assert!(!stale.exists(), "the dead owner's staging is removed");
+        assert!(u.rootfs.is_dir());
+        // A layer that fails to verify leaves no staging behind.
+        let bad = Layer {
+            size: 1,
+            ..layer(t.path(), 0, b"not a tar", true)
+        };
+        assert!(unpack_cached(&cache, &Digest::of(b"n"), &[bad], "/", "oci:test").is_err());
+        let left: Vec<_> = fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".unpack-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -32,7 +32,6 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::error::{Error, IoContext};
 
@@ -84,8 +83,8 @@ enum Stop {
     /// `RUNTIME --root STATE kill ID KILL`, then `delete --force`.
     Oci {
         runtime: String,
-        state: TempDir,
-        _bundle: TempDir,
+        state: crate::staging::Dir,
+        _bundle: crate::staging::Dir,
         id: String,
     },
 }
@@ -638,14 +637,10 @@ pub fn oci_config(spec: &Spec, uid: u32, gid: u32) -> Value {
 
 fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
     let sandbox_err = |e: Error| LaunchError::Sandbox(e);
-    let bundle = tempfile::Builder::new()
-        .prefix("lamina-bundle-")
-        .tempdir()
+    let bundle = crate::staging::dir("lamina-bundle-")
         .ctx(|| "creating an OCI bundle directory".to_owned())
         .map_err(sandbox_err)?;
-    let state = tempfile::Builder::new()
-        .prefix("lamina-oci-state-")
-        .tempdir()
+    let state = crate::staging::dir("lamina-oci-state-")
         .ctx(|| "creating an OCI runtime state directory".to_owned())
         .map_err(sandbox_err)?;
     let config = oci_config(

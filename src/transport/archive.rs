@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, MediaType};
 use serde::Deserialize;
-use tempfile::TempDir;
 
 use super::layout::{self, check_platform, write_file};
 use super::{ReadMode, Source, Staging, absolute};
@@ -23,7 +22,7 @@ use crate::platform::Platform;
 
 /// Unpack an archive into a fresh temporary directory. The `tar` crate refuses entries that
 /// would land outside it (absolute paths, `..`).
-pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
+pub(crate) fn unpack(file: &Path, reference: &str) -> Result<crate::staging::Dir> {
     let f = open_regular(file).map_err(|e| {
         Error::image(
             reference,
@@ -34,9 +33,7 @@ pub(crate) fn unpack(file: &Path, reference: &str) -> Result<TempDir> {
             },
         )
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix("lamina-unpack-")
-        .tempdir()
+    let tmp = crate::staging::dir("lamina-unpack-")
         .ctx(|| "creating a temporary directory".to_owned())?;
     let mut a = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
     a.set_preserve_permissions(false);
@@ -128,10 +125,8 @@ fn write_tar_file(dest: &Path, entries: &[Entry], mtime: u64) -> Result<()> {
     let dest = absolute(dest)?;
     let parent = dest.parent().unwrap_or(Path::new("/")).to_owned();
     fs::create_dir_all(&parent).at("creating", &parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".lamina-")
-        .tempfile_in(&parent)
-        .at("creating a temporary file in", &parent)?;
+    let tmp =
+        crate::staging::file_in(&parent, ".lamina-").at("creating a temporary file in", &parent)?;
     let f = tmp.reopen().at("opening", tmp.path())?;
     let w = crate::layer::tar::write_tar(
         entries,
@@ -147,9 +142,7 @@ fn write_tar_file(dest: &Path, entries: &[Entry], mtime: u64) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
         .at("setting permissions of", tmp.path())?;
-    tmp.persist(&dest)
-        .map_err(|e| e.error)
-        .at("saving", &dest)?;
+    tmp.persist(&dest).at("saving", &dest)?;
     Ok(())
 }
 
@@ -162,7 +155,8 @@ pub fn write_oci_archive(
 ) -> Result<()> {
     let root = staging.dir.path().to_owned();
     // An archive is written whole: earlier content of the file is replaced, as skopeo does.
-    layout::fill(&root.join("does-not-exist"), &root, img)?;
+    // Everything is tarred into the archive: links in the staging share nothing with it.
+    layout::fill(&root.join("does-not-exist"), &root, img, &[Path::new("/")])?;
     let index = oci_spec::image::ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)

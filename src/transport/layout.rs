@@ -10,7 +10,7 @@ use oci_spec::image::{
 };
 
 use super::{ReadMode, Resolved, Source, Staging, read_json_blob, replace};
-use crate::cache::link_blob;
+use crate::cache::{clone_blob, link_blob};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::blob::read_capped;
@@ -361,12 +361,85 @@ pub fn resolve(
     }
 }
 
+/// The advisory lock file inside a layout: held for the whole read-modify-swap of
+/// `index.json`, so concurrent writers of one layout (different tags) serialize instead of
+/// losing each other's tags.
+const LOCK: &str = ".lamina.lock";
+
+/// Take the exclusive lock of the layout at `dir` (created empty when missing), waiting for
+/// another lamina that holds it. The swap at the end of [`write`] replaces the directory the
+/// lock file is in, so a lock taken on a file that is no longer the layout's is dropped and
+/// taken again on the current one. Returns the lock, and whether `dir` was created.
+fn lock_layout(dir: &Path) -> Result<(fs::File, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    // Refuse what `fill` would refuse before putting a lock file into someone's directory.
+    check_destination(dir)?;
+    let created = !dir.exists();
+    if created {
+        fs::create_dir_all(dir).at("creating", dir)?;
+    }
+    let path = dir.join(LOCK);
+    for _ in 0..1000 {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("opening the lock file", &path)?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).at("locking", &path);
+        }
+        let held = f.metadata().at("reading metadata of", &path)?;
+        match fs::metadata(&path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok((f, created));
+            }
+            // Another writer swapped the layout while we waited: lock the new one.
+            _ => continue,
+        }
+    }
+    Err(Error::Io {
+        context: format!("locking {}", path.display()),
+        cause: std::io::Error::other("the layout kept being replaced while waiting for it"),
+    })
+}
+
 /// Lay out `img` in the staging directory, taking over the blobs and other images of an
-/// existing layout at `dir`, then swap it into place.
-pub fn write(dir: &Path, tag: Option<&str>, img: &Rendered, staging: Staging) -> Result<()> {
+/// existing layout at `dir`, then swap it into place; all under the layout's lock. Blobs in
+/// `linkable` directories (lamina's cache) are hard-linked, others cloned (see
+/// [`crate::cache`]).
+pub fn write(
+    dir: &Path,
+    tag: Option<&str>,
+    img: &Rendered,
+    staging: Staging,
+    linkable: &[&Path],
+) -> Result<()> {
+    let (lock, created) = lock_layout(dir)?;
+    let r = write_locked(dir, tag, img, &staging, linkable);
+    if r.is_err() && created {
+        // Leave no empty directory where there was nothing (best effort: another writer may
+        // be waiting on the lock, or have written there meanwhile).
+        let _ = fs::remove_file(dir.join(LOCK));
+        let _ = fs::remove_dir(dir);
+    }
+    drop(lock);
+    r
+}
+
+fn write_locked(
+    dir: &Path,
+    tag: Option<&str>,
+    img: &Rendered,
+    staging: &Staging,
+    linkable: &[&Path],
+) -> Result<()> {
     let root = staging.dir.path().to_owned();
     let blobs = staging.blobs();
-    let existing = fill(dir, &root, img)?;
+    let mut linkable = linkable.to_vec();
+    linkable.push(&root);
+    let existing = fill(dir, &root, img, &linkable)?;
     let mut manifests: Vec<Descriptor> = existing
         .map(|i| i.manifests().clone())
         .unwrap_or_default()
@@ -394,52 +467,77 @@ pub fn write(dir: &Path, tag: Option<&str>, img: &Rendered, staging: Staging) ->
 }
 
 /// Write the blobs and `oci-layout` of `img` under `root`; bring over an existing layout's
-/// blobs and return its index.
-pub fn fill(dir: &Path, root: &Path, img: &Rendered) -> Result<Option<ImageIndex>> {
+/// blobs (hard links: lamina wrote them, and the old layout goes away) and return its index.
+/// A layer blob under one of `linkable` is hard-linked, any other cloned, so that a blob the
+/// user may edit in place (in a base layout) is never shared with the output.
+pub fn fill(
+    dir: &Path,
+    root: &Path,
+    img: &Rendered,
+    linkable: &[&Path],
+) -> Result<Option<ImageIndex>> {
     let blobs = root.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).at("creating", &blobs)?;
-    let mut existing = None;
-    if dir.exists() {
-        if !dir.is_dir() {
-            return Err(Error::Usage(format!(
-                "{} exists and is not a directory; an oci: destination is a directory",
-                dir.display()
-            )));
-        }
-        let empty = fs::read_dir(dir).at("reading", dir)?.next().is_none();
-        if !empty {
-            if !dir.join("oci-layout").is_file() {
-                return Err(Error::Usage(format!(
-                    "{} exists and is not an OCI image layout; lamina will not overwrite it (choose another path or remove it)",
-                    dir.display()
-                )));
-            }
-            let ip = dir.join("index.json");
-            let bytes = fs::read(&ip).at("reading", &ip)?;
-            existing = Some(
-                ImageIndex::from_reader(&bytes[..])
-                    .map_err(|e| Error::Usage(format!("{} is not valid: {e}", ip.display())))?,
-            );
-            let old = dir.join("blobs").join("sha256");
-            if old.is_dir() {
-                for e in fs::read_dir(&old).at("reading", &old)? {
-                    let e = e.at("reading", &old)?;
-                    let name = e.file_name();
-                    let Some(hex) = name.to_str().filter(|n| !n.starts_with('.')) else {
-                        continue;
-                    };
-                    link_blob(&e.path(), &blobs, hex)?;
-                }
-            }
-        }
-    }
+    let existing = match check_destination(dir)? {
+        true => Some(take_over(dir, &blobs)?),
+        false => None,
+    };
     for l in &img.layers {
-        link_blob(&l.path, &blobs, l.digest.hex())?;
+        if linkable.iter().any(|d| l.path.starts_with(d)) {
+            link_blob(&l.path, &blobs, l.digest.hex())?;
+        } else {
+            clone_blob(&l.path, &blobs, l.digest.hex())?;
+        }
     }
     write_file(&blobs.join(img.config_digest.hex()), &img.config)?;
     write_file(&blobs.join(img.manifest_digest.hex()), &img.manifest)?;
     write_file(&root.join("oci-layout"), OCI_LAYOUT)?;
     Ok(existing)
+}
+
+/// Whether `dir` holds a layout to add to (`false`: missing or empty); a usage error when it
+/// is something lamina will not overwrite (a file, a directory that is not a layout).
+fn check_destination(dir: &Path) -> Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} exists and is not a directory; an oci: destination is a directory",
+            dir.display()
+        )));
+    }
+    let empty = fs::read_dir(dir)
+        .at("reading", dir)?
+        .flatten()
+        .all(|e| e.file_name() == LOCK);
+    if !empty && !dir.join("oci-layout").is_file() {
+        return Err(Error::Usage(format!(
+            "{} exists and is not an OCI image layout; lamina will not overwrite it (choose another path or remove it)",
+            dir.display()
+        )));
+    }
+    Ok(!empty)
+}
+
+/// Link the blobs of the existing layout `dir` into `blobs`, and return its index.
+fn take_over(dir: &Path, blobs: &Path) -> Result<ImageIndex> {
+    let ip = dir.join("index.json");
+    let bytes = fs::read(&ip).at("reading", &ip)?;
+    let index = ImageIndex::from_reader(&bytes[..])
+        .map_err(|e| Error::Usage(format!("{} is not valid: {e}", ip.display())))?;
+    let old = dir.join("blobs").join("sha256");
+    if old.is_dir() {
+        for e in fs::read_dir(&old).at("reading", &old)? {
+            let e = e.at("reading", &old)?;
+            let name = e.file_name();
+            let Some(hex) = name.to_str().filter(|n| !n.starts_with('.')) else {
+                continue;
+            };
+            link_blob(&e.path(), blobs, hex)?;
+        }
+    }
+    Ok(index)
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

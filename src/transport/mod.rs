@@ -12,8 +12,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tempfile::TempDir;
-
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, Rendered};
@@ -34,12 +32,12 @@ pub struct Source {
     pub manifest_digest: crate::digest::Digest,
     pub config_digest: crate::digest::Digest,
     pub config_size: u64,
-    pub _keep: Option<TempDir>,
+    pub _keep: Option<crate::staging::Dir>,
 }
 
 impl Source {
     /// A source whose manifest lamina renders itself (scratch, docker-archive).
-    pub fn rendered(image: Image, keep: Option<TempDir>) -> Source {
+    pub fn rendered(image: Image, keep: Option<crate::staging::Dir>) -> Source {
         let r = image.render();
         Source {
             media_type: r.media_type,
@@ -95,21 +93,21 @@ pub async fn read(
 }
 
 /// Where the new image's files are assembled before they are moved to the destination: a
-/// temporary directory beside the destination (same file system, so the final step is a
-/// rename), removed on drop whatever happens.
+/// staging directory beside the destination (same file system, so the final step is a
+/// rename), removed on drop whatever happens, on SIGINT/SIGTERM, and by a later lamina when
+/// this one was killed (see [`crate::staging`]).
 pub struct Staging {
-    pub dir: TempDir,
+    pub dir: crate::staging::Dir,
 }
 
 impl Staging {
     /// Staging for destination `r`, in the nearest existing ancestor of its parent directory
-    /// (for a registry, in the system's temporary directory).
+    /// (for a symlinked destination, of the link's target; for a registry, in the system's
+    /// temporary directory).
     pub fn for_dest(r: &ImageRef) -> Result<Staging> {
         if let ImageRef::Docker(_) = r {
-            let dir = tempfile::Builder::new()
-                .prefix("lamina-")
-                .tempdir()
-                .ctx(|| "creating a staging directory".to_owned())?;
+            let dir =
+                crate::staging::dir("lamina-").ctx(|| "creating a staging directory".to_owned())?;
             let s = Staging { dir };
             fs::create_dir_all(s.blobs()).at("creating", &s.blobs())?;
             return Ok(s);
@@ -117,7 +115,7 @@ impl Staging {
         let target = r
             .local_path()
             .ok_or_else(|| Error::Usage(format!("`{r}` cannot be a destination")))?;
-        let mut parent = absolute(target)?
+        let mut parent = dest_path(target)?
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("/"));
@@ -127,9 +125,7 @@ impl Staging {
                 None => break,
             }
         }
-        let dir = tempfile::Builder::new()
-            .prefix(".lamina-")
-            .tempdir_in(&parent)
+        let dir = crate::staging::dir_in(&parent, ".lamina-")
             .at("creating a staging directory in", &parent)?;
         let s = Staging { dir };
         fs::create_dir_all(s.blobs()).at("creating", &s.blobs())?;
@@ -145,6 +141,26 @@ impl Staging {
 /// `path` made absolute against the current directory (without resolving symlinks).
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).at("resolving", path)
+}
+
+/// Where a local destination is really written: `path` made absolute, and when it is a
+/// symbolic link, the link's target (followed to the end), so that the image is written
+/// through the link and the link itself stays. A link to nothing is refused: writing there
+/// would either replace the link or create a path the user did not name.
+pub fn dest_path(path: &Path) -> Result<PathBuf> {
+    let abs = absolute(path)?;
+    match fs::symlink_metadata(&abs) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(&abs).map_err(|e| {
+            Error::Usage(format!(
+                "{} is a symbolic link to {}, which cannot be written through: {e}",
+                abs.display(),
+                fs::read_link(&abs)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "an unreadable target".into()),
+            ))
+        }),
+        _ => Ok(abs),
+    }
 }
 
 /// Write `img` to `r`, using (and consuming) the staging directory its new layers are in.
@@ -164,9 +180,9 @@ pub async fn write(
 ) -> Result<Option<PushReport>> {
     match r {
         ImageRef::Oci { .. } | ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } => {
-            let (r, img) = (r.clone(), img.clone());
+            let (r, img, cache) = (r.clone(), img.clone(), opts.cache_dir.clone());
             crate::task::blocking("writing the image", move || {
-                write_local(&r, &img, staging, mtime)
+                write_local(&r, &img, staging, mtime, &cache)
             })
             .await
             .map(|()| None)
@@ -184,15 +200,24 @@ pub async fn write(
     }
 }
 
-/// Write `img` to a local destination `r` (blocking).
-fn write_local(r: &ImageRef, img: &Rendered, staging: Staging, mtime: u64) -> Result<()> {
+/// Write `img` to a local destination `r` (blocking). Blobs from lamina's `cache` may be
+/// hard-linked into an `oci:` destination; others (a user's base layout) are cloned.
+fn write_local(
+    r: &ImageRef,
+    img: &Rendered,
+    staging: Staging,
+    mtime: u64,
+    cache: &Path,
+) -> Result<()> {
     match r {
-        ImageRef::Oci { dir, tag } => layout::write(dir, tag.as_deref(), img, staging),
+        ImageRef::Oci { dir, tag } => {
+            layout::write(&dest_path(dir)?, tag.as_deref(), img, staging, &[cache])
+        }
         ImageRef::OciArchive { file, tag } => {
-            archive::write_oci_archive(file, tag.as_deref(), img, staging, mtime)
+            archive::write_oci_archive(&dest_path(file)?, tag.as_deref(), img, staging, mtime)
         }
         ImageRef::DockerArchive { file, name } => {
-            archive::write_docker_archive(file, name.as_deref(), img, staging, mtime)
+            archive::write_docker_archive(&dest_path(file)?, name.as_deref(), img, staging, mtime)
         }
         ImageRef::Docker(_) | ImageRef::Scratch => {
             Err(Error::Internal(format!("`{r}` is not a local destination")))

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_spec::image::Descriptor;
-use tempfile::TempDir;
 
 use super::{ReadMode, Session, Source, archive, layout};
 use crate::digest::Digest;
@@ -49,7 +48,7 @@ enum At {
     Layout {
         dir: PathBuf,
         tag: Option<String>,
-        keep: Option<TempDir>,
+        keep: Option<crate::staging::Dir>,
     },
     DockerArchive {
         file: PathBuf,
