@@ -156,7 +156,13 @@ pub fn write_oci_archive(
     let root = staging.dir.path().to_owned();
     // An archive is written whole: earlier content of the file is replaced, as skopeo does.
     // Everything is tarred into the archive: links in the staging share nothing with it.
-    layout::fill(&root.join("does-not-exist"), &root, img, &[Path::new("/")])?;
+    layout::fill(
+        &root.join("does-not-exist"),
+        &root,
+        img,
+        &[Path::new("/")],
+        None,
+    )?;
     let index = oci_spec::image::ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)

@@ -407,17 +407,17 @@ fn lock_layout(dir: &Path) -> Result<(fs::File, bool)> {
 
 /// Lay out `img` in the staging directory, taking over the blobs and other images of an
 /// existing layout at `dir`, then swap it into place; all under the layout's lock. Blobs in
-/// `linkable` directories (lamina's cache) are hard-linked, others cloned (see
-/// [`crate::cache`]).
+/// lamina's `cache` are hard-linked; any other (a blob of the user's base layout) is cloned
+/// into the cache's blob store once, then hard-linked from there (see [`crate::cache`]).
 pub fn write(
     dir: &Path,
     tag: Option<&str>,
     img: &Rendered,
     staging: Staging,
-    linkable: &[&Path],
+    cache: &Path,
 ) -> Result<()> {
     let (lock, created) = lock_layout(dir)?;
-    let r = write_locked(dir, tag, img, &staging, linkable);
+    let r = write_locked(dir, tag, img, &staging, cache);
     if r.is_err() && created {
         // Leave no empty directory where there was nothing (best effort: another writer may
         // be waiting on the lock, or have written there meanwhile).
@@ -433,13 +433,12 @@ fn write_locked(
     tag: Option<&str>,
     img: &Rendered,
     staging: &Staging,
-    linkable: &[&Path],
+    cache: &Path,
 ) -> Result<()> {
     let root = staging.dir.path().to_owned();
     let blobs = staging.blobs();
-    let mut linkable = linkable.to_vec();
-    linkable.push(&root);
-    let existing = fill(dir, &root, img, &linkable)?;
+    let store = crate::cache::blobs(cache);
+    let existing = fill(dir, &root, img, &[cache, &root], Some(&store))?;
     let mut manifests: Vec<Descriptor> = existing
         .map(|i| i.manifests().clone())
         .unwrap_or_default()
@@ -468,13 +467,15 @@ fn write_locked(
 
 /// Write the blobs and `oci-layout` of `img` under `root`; bring over an existing layout's
 /// blobs (hard links: lamina wrote them, and the old layout goes away) and return its index.
-/// A layer blob under one of `linkable` is hard-linked, any other cloned, so that a blob the
-/// user may edit in place (in a base layout) is never shared with the output.
+/// A layer blob under one of `linkable` is hard-linked; any other is cloned — into `store`
+/// once, then hard-linked from there, or straight into the output without a store — so that
+/// a blob the user may edit in place (in a base layout) is never shared with the output.
 pub fn fill(
     dir: &Path,
     root: &Path,
     img: &Rendered,
     linkable: &[&Path],
+    store: Option<&Path>,
 ) -> Result<Option<ImageIndex>> {
     let blobs = root.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).at("creating", &blobs)?;
@@ -483,10 +484,18 @@ pub fn fill(
         false => None,
     };
     for l in &img.layers {
+        let hex = l.digest.hex();
         if linkable.iter().any(|d| l.path.starts_with(d)) {
-            link_blob(&l.path, &blobs, l.digest.hex())?;
+            link_blob(&l.path, &blobs, hex)?;
+        } else if let Some(store) = store {
+            // A blob the user may edit in place: copied (reflinked where the file system can)
+            // into lamina's store once per machine — it was verified by this build's read —
+            // and shared from there, so the next output costs a hard link.
+            fs::create_dir_all(store).at("creating", store)?;
+            clone_blob(&l.path, store, hex)?;
+            link_blob(&store.join(hex), &blobs, hex)?;
         } else {
-            clone_blob(&l.path, &blobs, l.digest.hex())?;
+            clone_blob(&l.path, &blobs, hex)?;
         }
     }
     write_file(&blobs.join(img.config_digest.hex()), &img.config)?;

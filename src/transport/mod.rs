@@ -211,7 +211,7 @@ fn write_local(
 ) -> Result<()> {
     match r {
         ImageRef::Oci { dir, tag } => {
-            layout::write(&dest_path(dir)?, tag.as_deref(), img, staging, &[cache])
+            layout::write(&dest_path(dir)?, tag.as_deref(), img, staging, cache)
         }
         ImageRef::OciArchive { file, tag } => {
             archive::write_oci_archive(&dest_path(file)?, tag.as_deref(), img, staging, mtime)
