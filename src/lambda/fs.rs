@@ -175,6 +175,7 @@ impl FileSystem {
         let follow = Follow {
             last: follow_last,
             lenient,
+            confined: false,
         };
         let shown = |p: Vec<u8>| format!("/{}", String::from_utf8_lossy(&p));
         match rootfs::resolve(&mut Nodes(&self.nodes), path.as_bytes(), follow) {
@@ -184,6 +185,8 @@ impl FileSystem {
                 Err(ResolveError::NotADirectory(shown(p)))
             }
             Err(rootfs::ResolveError::TooManyLinks) => Err(ResolveError::TooManyLinks),
+            // Not confined: `..` stays at the root.
+            Err(rootfs::ResolveError::Escapes) => Err(ResolveError::Missing(shown(Vec::new()))),
             Err(rootfs::ResolveError::Tree(never)) => match never {},
         }
     }

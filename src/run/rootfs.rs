@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Layer;
-use crate::image::fs::{Entry, Follow, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout};
+use crate::image::fs::{
+    Entry, Follow, MAX_LINK_TARGET, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout,
+};
 use crate::image::media::Compression;
 
 /// The file written last into a cache entry: without it the entry is an interrupted unpack.
@@ -183,6 +185,15 @@ fn not_a_dir(p: &[u8]) -> io::Error {
     )
 }
 
+/// `.wh..` / `.wh...`: see [`Whiteout::Invalid`].
+fn invalid_whiteout() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a whiteout of `.` or `..`, which names no file of a lower layer (taken literally it \
+         would delete the directory holding it): the layer is corrupt or hostile",
+    )
+}
+
 fn too_many_links(p: &Path) -> io::Error {
     io::Error::other(format!(
         "/{}: more than {MAX_LINKS} symbolic links",
@@ -225,6 +236,7 @@ pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<P
     let follow = Follow {
         last: true,
         lenient: false,
+        confined: false,
     };
     let tree = &mut OnDisk { root, create };
     match resolve(tree, dir.as_os_str().as_bytes(), follow) {
@@ -233,6 +245,8 @@ pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<P
         Err(ResolveError::Missing(_)) => Ok(None),
         Err(ResolveError::NotADirectory(p)) => Err(not_a_dir(&p)),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(dir)),
+        // Not confined: `..` stays at the root.
+        Err(ResolveError::Escapes) => Ok(None),
         Err(ResolveError::Tree(e)) => Err(e),
     }
 }
@@ -243,6 +257,7 @@ pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
     let follow = Follow {
         last: true,
         lenient: false,
+        confined: false,
     };
     let tree = &mut OnDisk {
         root,
@@ -252,6 +267,8 @@ pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
         Ok(r) => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
         Err(ResolveError::Missing(_) | ResolveError::NotADirectory(_)) => Ok(None),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(path)),
+        // Not confined: `..` stays at the root.
+        Err(ResolveError::Escapes) => Ok(None),
         Err(ResolveError::Tree(e)) => Err(e),
     }
 }
@@ -446,6 +463,7 @@ impl<'a> Unpacker<'a> {
                 Ok(())
             }
             Whiteout::Ignored => Ok(()),
+            Whiteout::Invalid => Err(invalid_whiteout()),
         }
     }
 
@@ -501,6 +519,12 @@ impl<'a> Unpacker<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| invalid("a symbolic link without a target"))?
                     .into_owned();
+                if target.len() > MAX_LINK_TARGET {
+                    return Err(invalid(&format!(
+                        "a symbolic link target of {} bytes, longer than the {MAX_LINK_TARGET} Linux stores",
+                        target.len()
+                    )));
+                }
                 self.remove(&dest)?;
                 symlink(OsStr::from_bytes(&target), &host)?;
                 // Some file systems cannot time a link: its time matters to nothing that runs.
