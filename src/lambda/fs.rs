@@ -205,6 +205,21 @@ impl FileSystem {
         join(&parent, name)
     }
 
+    /// Where a layer's entry at `path` lands in this file system (see [`Self::insert`]).
+    pub fn landing(&self, path: &str) -> String {
+        self.place(path)
+    }
+
+    /// Give the regular file at `key` (a path as [`Self::landing`] returns it) the content a
+    /// keeper kept as `id`.
+    pub fn set_kept(&mut self, key: &str, id: u64) {
+        if let Some(n) = self.nodes.get_mut(key)
+            && n.kind == Kind::File
+        {
+            n.kept = Some(id);
+        }
+    }
+
     /// Make `dir` (normalized) and its ancestors directories where nothing is (mode 0755, as
     /// runtimes do).
     fn make_dirs(&mut self, dir: &str) {
@@ -351,6 +366,7 @@ pub fn apply_layer<R: Read>(fs: &mut FileSystem, r: R, gzip: bool) -> io::Result
 }
 
 /// [`apply_layer`], handing every regular file's content to `keeper`.
+#[cfg(test)]
 pub fn apply_layer_keeping<R: Read>(
     fs: &mut FileSystem,
     r: R,
