@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+#[cfg(test)]
 use std::io::{self, Read};
 
 use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
-use crate::image::fsindex::FsIndex;
-pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Keeper, Op, normalize};
+#[cfg(test)]
+use crate::image::fsindex::{FsIndex, Keeper};
+pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -318,9 +318,12 @@ fn check_zip_link(src: &Path, entry: &[u8], target: &[u8]) -> Result<()> {
         return bad("points outside the archive (absolute target)");
     }
     if target.len() > MAX_LINK_TARGET {
-        return bad(&format!(
-            "has a target of {} bytes, longer than the {MAX_LINK_TARGET} a Linux symbolic link holds",
-            target.len()
+        return Err(Error::source(
+            src,
+            format!(
+                "symlink `{}` has a target longer than the {MAX_LINK_TARGET} bytes a Linux symbolic link holds",
+                String::from_utf8_lossy(entry)
+            ),
         ));
     }
     Ok(())
@@ -483,6 +486,16 @@ fn read_zip_link(
     m: &ZipMeta,
     rel: &[u8],
 ) -> Result<Vec<u8>> {
+    if m.size > MAX_LINK_TARGET as u64 {
+        return Err(Error::source(
+            &l.source,
+            format!(
+                "symlink `{}` has a target of {} bytes, longer than the {MAX_LINK_TARGET} a Linux symbolic link holds",
+                m.shown(),
+                m.size
+            ),
+        ));
+    }
     let mut target = Vec::new();
     zip.by_index(i)
         .map_err(|e| Error::source(&l.source, format!("entry `{}`: {e}", m.shown())))?
@@ -635,7 +648,7 @@ mod tests {
         assert!(links_ok(&[("sub/up", ".."), ("ok", "sub/up/lib/util.sh")]).is_ok());
         let long = "a/".repeat(2048);
         let e = links_ok(&[("long", &long)]).unwrap_err().to_string();
-        assert!(e.contains("`long`") && e.contains("4096 bytes"), "{e}");
+        assert!(e.contains("`long`") && e.contains("4095 bytes"), "{e}");
     }
 
     #[test]

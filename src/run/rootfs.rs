@@ -904,6 +904,24 @@ mod tests {
     }
 
     #[test]
+    fn whiteouts_of_dot_and_dotdot_and_overlong_links_are_refused() {
+        let base = tar_of(&[E::File("var/keep", "k", 0o644), E::Dir("var/task/", 0o755)]);
+        for name in ["var/task/.wh..", "var/task/.wh...", ".wh..."] {
+            let hostile = tar_of(&[E::File(name, "", 0o644)]);
+            let (t, r) = unpack(&[base.clone(), hostile]);
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains(&format!("`{name}`")) && e.contains("whiteout"), "{e}");
+            // Nothing above the root was touched: the cache holds no entry, and no debris.
+            let rootfs = t.path().join("cache/rootfs");
+            assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 0, "{name}");
+        }
+        let long = "d/".repeat(2100);
+        let (_t, r) = unpack(&[tar_of(&[E::Link("far", &long)])]);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("`far`") && e.contains("4200 bytes"), "{e}");
+    }
+
+    #[test]
     fn a_corrupt_layer_is_refused_and_leaves_nothing() {
         let t = tempfile::tempdir().unwrap();
         let tar_bytes = tar_of(&[E::File("a", "a", 0o644)]);
