@@ -137,7 +137,10 @@ fn fails(args: &[&str], cwd: &Path, expect: &[&str]) -> String {
     assert_no_panic(&out);
     let err = stderr_of(&out);
     for e in expect {
-        assert!(err.contains(e), "lamina {args:?}: stderr should name {e:?}:\n{err}");
+        assert!(
+            err.contains(e),
+            "lamina {args:?}: stderr should name {e:?}:\n{err}"
+        );
     }
     err
 }
@@ -211,7 +214,11 @@ fn item5_zip_from_a_1_gib_file_stops_writing_at_the_limit() {
     let work = TempDir::new().unwrap();
     let w = work.path();
     let big = big_zero_layer(1 << 30);
-    assert!(big.blob.len() < 2 << 20, "the layer is about 1 MB: {}", big.blob.len());
+    assert!(
+        big.blob.len() < 2 << 20,
+        "the layer is about 1 MB: {}",
+        big.blob.len()
+    );
     let digest = sha256_digest(&big.blob);
     let r = image(&w.join("img"), &[big]);
     let tmp = w.join("tmp");
@@ -229,7 +236,10 @@ fn item5_zip_from_a_1_gib_file_stops_writing_at_the_limit() {
     let started = Instant::now();
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(120), "lamina zip hangs");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "lamina zip hangs"
+        );
         peak = peak.max(bytes_under(&tmp));
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -237,7 +247,12 @@ fn item5_zip_from_a_1_gib_file_stops_writing_at_the_limit() {
     let err = stderr_of(&out);
     assert!(!out.status.success(), "{}", describe(&out));
     assert_no_panic(&out);
-    for e in ["/var/task/big", "262144000", &digest, "lamina build --to docker://"] {
+    for e in [
+        "/var/task/big",
+        "262144000",
+        &digest,
+        "lamina build --to docker://",
+    ] {
         assert!(err.contains(e), "stderr should name {e:?}:\n{err}");
     }
     let limit = 250 << 20;
@@ -257,7 +272,16 @@ fn item5_a_replaced_file_does_not_count_against_the_limit() {
         &[big_zero_layer(150 << 20), big_zero_layer(150 << 20)],
     );
     let out = lamina_ok(
-        &["zip", "--from", &r, "--to", "fn.zip", "--compression-level", "1", "--json"],
+        &[
+            "zip",
+            "--from",
+            &r,
+            "--to",
+            "fn.zip",
+            "--compression-level",
+            "1",
+            "--json",
+        ],
         w,
         &[("TMPDIR", path_str(w))],
     );
@@ -398,9 +422,17 @@ fn item13_overlong_link_targets_are_refused_not_cut() {
     let shown_len = long.len().to_string();
     let expect = ["`far`", path_str(&zip), &shown_len, "4095"];
     let zip_layer = format!("{}:/var/task", zip.display());
-    fails(&["zip", "--layer", &zip_layer, "--to", "fn.zip"], w, &expect);
+    fails(
+        &["zip", "--layer", &zip_layer, "--to", "fn.zip"],
+        w,
+        &expect,
+    );
     let to = oci_ref(&w.join("img-from-zip"), "latest");
-    fails(&["build", "--from-zip", path_str(&zip), "--to", &to], w, &expect);
+    fails(
+        &["build", "--from-zip", path_str(&zip), "--to", &to],
+        w,
+        &expect,
+    );
 
     // An image layer with such a link: `check` and `zip --from` refuse it, naming it.
     let l = layer(&[

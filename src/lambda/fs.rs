@@ -11,9 +11,9 @@ use std::convert::Infallible;
 use std::io::{self, Read};
 
 use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
+pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
 #[cfg(test)]
 use crate::image::fsindex::{FsIndex, Keeper};
-pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {

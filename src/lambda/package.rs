@@ -320,7 +320,10 @@ fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> 
 
 /// The contents an image has under the package's root, after its whiteouts, for `platform`.
 /// Every layer is streamed once (the files under the root are copied to a temporary
-/// directory as they pass), on the blocking pool.
+/// directory as they pass, counted against [`MAX_UNZIPPED`]: the copy stops at the limit),
+/// on the blocking pool; a layer is read again only for files that land under the root from
+/// elsewhere (hard links, files written through a symbolic link). Files get the zip's modes
+/// (0644, or 0755 with an execute bit; directories 0755).
 pub async fn from_image(
     r: &ImageRef,
     platform: Option<Platform>,

@@ -642,7 +642,10 @@ mod tests {
         // Chained: neither climbs out lexically, both do through `sub/up`, in either order.
         for esc in [("esc", "sub/up/.."), ("pw", "sub/up/../../etc/passwd")] {
             let e = links_ok(&[("sub/up", ".."), esc]).unwrap_err().to_string();
-            assert!(e.contains(&format!("`{}`", esc.0)) && e.contains("l.zip"), "{e}");
+            assert!(
+                e.contains(&format!("`{}`", esc.0)) && e.contains("l.zip"),
+                "{e}"
+            );
             assert!(links_ok(&[esc, ("sub/up", "..")]).is_err());
         }
         assert!(links_ok(&[("sub/up", ".."), ("ok", "sub/up/lib/util.sh")]).is_ok());

@@ -910,7 +910,10 @@ mod tests {
             let hostile = tar_of(&[E::File(name, "", 0o644)]);
             let (t, r) = unpack(&[base.clone(), hostile]);
             let e = r.unwrap_err().to_string();
-            assert!(e.contains(&format!("`{name}`")) && e.contains("whiteout"), "{e}");
+            assert!(
+                e.contains(&format!("`{name}`")) && e.contains("whiteout"),
+                "{e}"
+            );
             // Nothing above the root was touched: the cache holds no entry, and no debris.
             let rootfs = t.path().join("cache/rootfs");
             assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 0, "{name}");
