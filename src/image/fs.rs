@@ -11,6 +11,11 @@ use std::collections::VecDeque;
 /// Symbolic links followed while resolving one path before giving up (Linux's `ELOOP` limit).
 pub const MAX_LINKS: usize = 40;
 
+/// The longest symbolic link target Linux can store (`PATH_MAX` less its NUL): a longer one in
+/// a layer or a zip cannot be reproduced by an unpacker, so every reader refuses it rather than
+/// cut it short.
+pub const MAX_LINK_TARGET: usize = 4095;
+
 /// `PATH` when the image sets none (Lambda's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -24,6 +29,10 @@ pub enum Whiteout<'a> {
     /// Another `.wh.` name (aufs bookkeeping such as `.wh..wh.plnk`, or a bare `.wh.`): no file,
     /// and nothing hidden.
     Ignored,
+    /// `.wh..` or `.wh...`: would hide `.` or `..`, the directory itself or its parent. No tool
+    /// writes them; every reader refuses them (taken literally they delete the layer's parent
+    /// directory, or at the root what holds the root).
+    Invalid,
 }
 
 /// The whiteout meaning of a file name (one path component), or `None` for an ordinary name.
@@ -31,6 +40,8 @@ pub fn whiteout(name: &[u8]) -> Option<Whiteout<'_>> {
     let hidden = name.strip_prefix(b".wh.")?;
     Some(if hidden == b".wh..opq" {
         Whiteout::Opaque
+    } else if hidden == b"." || hidden == b".." {
+        Whiteout::Invalid
     } else if hidden.is_empty() || hidden.starts_with(b".wh.") {
         Whiteout::Ignored
     } else {
@@ -67,6 +78,10 @@ pub struct Follow {
     /// Take a missing component, or a non-directory used as one, literally (where a layer's
     /// entry would create it), and the whole path as written after too many links.
     pub lenient: bool,
+    /// The root is a directory of the host, not `/` (a zip about to be extracted): `..` at the
+    /// root and an absolute link target are [`ResolveError::Escapes`] instead of staying at
+    /// the root.
+    pub confined: bool,
 }
 
 /// A resolved path: relative to the root, `/`-separated (empty for the root itself).
@@ -86,6 +101,8 @@ pub enum ResolveError<E> {
     NotADirectory(Vec<u8>),
     /// More than [`MAX_LINKS`] symbolic links.
     TooManyLinks,
+    /// With [`Follow::confined`]: the walk left the root (a `..` above it, or an absolute link).
+    Escapes,
     /// The tree could not be read.
     Tree(E),
 }
@@ -117,6 +134,9 @@ pub fn resolve<T: Tree + ?Sized>(
     let mut links = 0;
     while let Some(c) = pending.pop_front() {
         if c == b".." {
+            if follow.confined && cur.is_empty() {
+                return Err(ResolveError::Escapes);
+            }
             cur.pop();
             // The parent of something reached through directories is a directory.
             entry = Entry::Dir;
@@ -144,6 +164,9 @@ pub fn resolve<T: Tree + ?Sized>(
                 }
                 cur.pop();
                 if target.starts_with(b"/") {
+                    if follow.confined {
+                        return Err(ResolveError::Escapes);
+                    }
                     cur.clear();
                 }
                 for (i, part) in components(target).enumerate() {
@@ -212,6 +235,7 @@ mod tests {
         let follow = Follow {
             last: true,
             lenient: false,
+            confined: false,
         };
         resolve(t, p.as_bytes(), follow).map(|r| String::from_utf8(r.path).unwrap())
     }
@@ -246,6 +270,7 @@ mod tests {
         let lenient = Follow {
             last: true,
             lenient: true,
+            confined: false,
         };
         let r = resolve(t, b"bin/new/deeper", lenient).unwrap();
         assert_eq!(
@@ -263,5 +288,34 @@ mod tests {
         assert_eq!(whiteout(b".wh..wh.plnk"), Some(Whiteout::Ignored));
         assert_eq!(whiteout(b".wh."), Some(Whiteout::Ignored));
         assert_eq!(whiteout(b"gone.wh."), None);
+        assert_eq!(whiteout(b".wh.."), Some(Whiteout::Invalid));
+        assert_eq!(whiteout(b".wh..."), Some(Whiteout::Invalid));
+        assert_eq!(whiteout(b".wh...."), Some(Whiteout::Hides(b"...")));
+    }
+
+    #[test]
+    fn a_confined_walk_refuses_to_leave_the_root() {
+        let l = |t: &str| Entry::Symlink(t.as_bytes().to_vec());
+        let mut t = Map(BTreeMap::from([
+            ("sub", Entry::Dir),
+            ("sub/up", l("..")),
+            ("esc", l("sub/up/..")),
+            ("pw", l("sub/up/../../etc/passwd")),
+            ("ok", l("sub/up/sub/./up")),
+            ("abs", l("/etc")),
+            ("loop", l("loop")),
+        ]));
+        let confined = Follow {
+            last: true,
+            lenient: true,
+            confined: true,
+        };
+        let r = |t: &mut Map, p: &str| resolve(t, p.as_bytes(), confined).map(|r| r.path);
+        assert_eq!(r(&mut t, "ok").unwrap(), b"".to_vec());
+        assert_eq!(r(&mut t, "sub/up").unwrap(), b"".to_vec());
+        for p in ["esc", "pw", "abs", "sub/../.."] {
+            assert_eq!(r(&mut t, p), Err(ResolveError::Escapes), "{p}");
+        }
+        assert!(r(&mut t, "loop").is_ok());
     }
 }

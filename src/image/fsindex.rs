@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::blob::decompress;
-use super::fs::{Whiteout, whiteout};
+use super::fs::{MAX_LINK_TARGET, Whiteout, whiteout};
 use super::{Layer, Origin};
 use crate::digest::Digest;
 
@@ -29,7 +29,8 @@ pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"
 
 /// Bumped when the format or what is recorded changes: an index of another version is not
 /// remembered (it is read again from the layer and replaced).
-const VERSION: u32 = 2;
+/// (3: whiteouts of `.` and `..` and overlong link targets are refused, no longer recorded.)
+const VERSION: u32 = 3;
 
 /// The largest index file [`load`] reads and [`save`] writes. An entry takes about 100 bytes,
 /// so this holds a layer of several hundred thousand files; a larger layer is simply read
@@ -165,11 +166,36 @@ fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Re
             }));
         }
         Some(Whiteout::Ignored) => return Ok(None),
+        Some(Whiteout::Invalid) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "entry `{}` is a whiteout of `.` or `..`, which names no file of a lower layer \
+                     (taken literally it would delete the directory holding it): the layer is \
+                     corrupt or hostile",
+                    lossy(&entry.path_bytes())
+                ),
+            ));
+        }
         None => {}
     }
     let header = entry.header();
     let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    let target = |e: &tar::Entry<'_, R>| e.link_name_bytes().map(|t| lossy(&t)).unwrap_or_default();
+    let target = |e: &tar::Entry<'_, R>| -> io::Result<String> {
+        let t = e.link_name_bytes().unwrap_or_default();
+        if t.len() > MAX_LINK_TARGET {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "entry `{}` links to a target of {} bytes, longer than the {MAX_LINK_TARGET} \
+                     a Linux symbolic link holds",
+                    lossy(&e.path_bytes()),
+                    t.len()
+                ),
+            ));
+        }
+        Ok(lossy(&t))
+    };
     let special = |what| Op::Special { mode, what };
     let op = match header.entry_type() {
         tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -178,10 +204,10 @@ fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Re
         tar::EntryType::Directory => Op::Dir { mode },
         tar::EntryType::Symlink => Op::Symlink {
             mode,
-            target: target(&entry),
+            target: target(&entry)?,
         },
         tar::EntryType::Link => Op::HardLink {
-            target: target(&entry),
+            target: target(&entry)?,
         },
         tar::EntryType::Char => special(Special::CharDevice),
         tar::EntryType::Block => special(Special::BlockDevice),

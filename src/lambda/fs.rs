@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+#[cfg(test)]
 use std::io::{self, Read};
 
 use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
-use crate::image::fsindex::FsIndex;
-pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Keeper, Op, normalize};
+pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
+#[cfg(test)]
+use crate::image::fsindex::{FsIndex, Keeper};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -175,6 +177,7 @@ impl FileSystem {
         let follow = Follow {
             last: follow_last,
             lenient,
+            confined: false,
         };
         let shown = |p: Vec<u8>| format!("/{}", String::from_utf8_lossy(&p));
         match rootfs::resolve(&mut Nodes(&self.nodes), path.as_bytes(), follow) {
@@ -184,6 +187,8 @@ impl FileSystem {
                 Err(ResolveError::NotADirectory(shown(p)))
             }
             Err(rootfs::ResolveError::TooManyLinks) => Err(ResolveError::TooManyLinks),
+            // Not confined: `..` stays at the root.
+            Err(rootfs::ResolveError::Escapes) => Err(ResolveError::Missing(shown(Vec::new()))),
             Err(rootfs::ResolveError::Tree(never)) => match never {},
         }
     }
@@ -200,6 +205,21 @@ impl FileSystem {
             .walk(parent, true, true)
             .unwrap_or_else(|_| parent.to_owned());
         join(&parent, name)
+    }
+
+    /// Where a layer's entry at `path` lands in this file system (see [`Self::insert`]).
+    pub fn landing(&self, path: &str) -> String {
+        self.place(path)
+    }
+
+    /// Give the regular file at `key` (a path as [`Self::landing`] returns it) the content a
+    /// keeper kept as `id`.
+    pub fn set_kept(&mut self, key: &str, id: u64) {
+        if let Some(n) = self.nodes.get_mut(key)
+            && n.kind == Kind::File
+        {
+            n.kept = Some(id);
+        }
     }
 
     /// Make `dir` (normalized) and its ancestors directories where nothing is (mode 0755, as
@@ -348,6 +368,7 @@ pub fn apply_layer<R: Read>(fs: &mut FileSystem, r: R, gzip: bool) -> io::Result
 }
 
 /// [`apply_layer`], handing every regular file's content to `keeper`.
+#[cfg(test)]
 pub fn apply_layer_keeping<R: Read>(
     fs: &mut FileSystem,
     r: R,

@@ -5,7 +5,7 @@
 //! zip and an image built from one spec hold the same files; [`write`] lays them out with
 //! [`crate::layer::zip::ZipWriter`], byte-for-byte reproducibly, after checking Lambda's size limits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::Serialize;
 
-use super::fs::{self as imagefs, FileSystem};
+use super::fs::{self as imagefs, FileSystem, Item as FsItem, Node, Op};
 use crate::digest::hash_reader;
 use crate::error::{Error, IoContext, Result};
+use crate::image::Layer;
 use crate::image::blob::decompress;
+use crate::image::fsindex::FsIndex;
 use crate::layer::LayerSpec;
-use crate::layer::entry::{Data, Kind};
+use crate::layer::entry::{Data, Kind, file_mode};
 use crate::layer::source::{Input, collect};
 use crate::layer::zip::{Body, ZipWriter};
 use crate::platform::Platform;
@@ -284,7 +286,7 @@ fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> 
                 return Err(Error::image(
                     r,
                     format!(
-                        "/{path} could not be read from the layers (it was put there through a symbolic link)"
+                        "/{path} could not be read from the layers (a hard link to a file no layer holds)"
                     ),
                 ));
             }
@@ -298,9 +300,16 @@ fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> 
                 ));
             }
         };
+        // A zip holds 0644 and 0755 files and 0755 directories, whatever the image's modes
+        // (setuid bits, world-writable files): as `lamina zip` makes them from a spec.
+        let mode = match kind {
+            Kind::Dir => 0o755,
+            Kind::Symlink(_) => 0o777,
+            _ => file_mode(node.mode, None),
+        };
         items.push(Item {
             path: rel.to_vec(),
-            mode: node.mode,
+            mode,
             kind,
             input: 0,
         });
@@ -310,7 +319,10 @@ fn items_under(fs: &FileSystem, r: &ImageRef, package: Package, kept: &Path) -> 
 
 /// The contents an image has under the package's root, after its whiteouts, for `platform`.
 /// Every layer is streamed once (the files under the root are copied to a temporary
-/// directory as they pass), on the blocking pool.
+/// directory as they pass, counted against [`MAX_UNZIPPED`]: the copy stops at the limit),
+/// on the blocking pool; a layer is read again only for files that land under the root from
+/// elsewhere (hard links, files written through a symbolic link). Files get the zip's modes
+/// (0644, or 0755 with an execute bit; directories 0755).
 pub async fn from_image(
     r: &ImageRef,
     platform: Option<Platform>,
@@ -322,42 +334,227 @@ pub async fn from_image(
     crate::task::blocking("reading the image", move || contents_of(&r, &src, package)).await
 }
 
-/// What [`from_image`] returns, from the image `src` read from `r`.
+/// Files kept from an image's layers in a temporary directory, counted against Lambda's
+/// extracted-size limit as they are written: a file that would take what the package may
+/// hold past [`MAX_UNZIPPED`] stops being copied there.
+struct Store<'a> {
+    dir: &'a Path,
+    next: u64,
+    /// Bytes of each kept file.
+    sizes: HashMap<u64, u64>,
+    /// Bytes kept that the file system may still hold.
+    live: u64,
+    /// Bytes of `live` the layer being read replaces (counted once, cleared between layers).
+    freed: u64,
+    /// How many nodes hold each kept file, as of the last layer applied.
+    refs: HashMap<u64, usize>,
+    replaced: HashSet<u64>,
+    /// What crossed the limit, for the error.
+    over: Option<String>,
+}
+
+impl Store<'_> {
+    /// Keep the content of `path` read from `data`; `lower` is what the layers below hold at
+    /// that path (replaced by it).
+    fn keep(&mut self, path: &str, data: &mut dyn Read, lower: Option<&Node>) -> io::Result<u64> {
+        if let Some(k) = lower.and_then(|n| n.kept)
+            && self.refs.get(&k) == Some(&1)
+            && self.replaced.insert(k)
+        {
+            self.freed += self.sizes.get(&k).copied().unwrap_or(0);
+        }
+        let budget = MAX_UNZIPPED.saturating_sub(self.live.saturating_sub(self.freed));
+        self.next += 1;
+        let id = self.next;
+        let at = self.dir.join(id.to_string());
+        let mut out = File::create(&at)?;
+        let n = io::copy(&mut data.take(budget + 1), &mut out)?;
+        if n > budget {
+            drop(out);
+            let _ = fs::remove_file(&at);
+            let msg = format!(
+                "/{path} takes what lies under its package root past the {} ({MAX_UNZIPPED} bytes) Lambda \
+                 allows a function and its layers once extracted",
+                mib(MAX_UNZIPPED)
+            );
+            self.over = Some(msg.clone());
+            return Err(io::Error::other(msg));
+        }
+        self.sizes.insert(id, n);
+        self.live += n;
+        Ok(id)
+    }
+
+    /// After a layer is applied: delete the kept files no node of `fs` under `root` holds.
+    fn collect_garbage(&mut self, fs: &FileSystem, root: &str) {
+        self.refs.clear();
+        for (_, n) in fs.subtree(root) {
+            if let Some(k) = n.kept {
+                *self.refs.entry(k).or_default() += 1;
+            }
+        }
+        let gone: Vec<u64> = self
+            .sizes
+            .keys()
+            .filter(|k| !self.refs.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            let size = self.sizes.remove(&k).unwrap_or(0);
+            self.live -= size;
+            let _ = fs::remove_file(self.dir.join(k.to_string()));
+        }
+        self.freed = 0;
+        self.replaced.clear();
+    }
+
+    /// The error for a layer that failed to apply.
+    fn error(&self, r: &ImageRef, l: &Layer, e: io::Error) -> Error {
+        match &self.over {
+            Some(msg) => Error::Usage(format!(
+                "{r}: layer {}: {msg}; ship it as a container image instead, up to 10 GiB: \
+                 `lamina build --to docker://...`",
+                l.digest
+            )),
+            None => Error::image(r, format!("reading layer {}: {e}", l.digest)),
+        }
+    }
+}
+
+/// The uncompressed tar stream of the verified layer `l` of `r`.
+fn open_tar(r: &ImageRef, l: &Layer) -> Result<Box<dyn Read + Send>> {
+    // Verified as it was read: its bytes are streamed without hashing them again (and only
+    // from a regular file).
+    let f = l.compressed().map_err(|e| Error::image(r, e.to_string()))?;
+    l.compression()
+        .and_then(|c| decompress(BufReader::with_capacity(1 << 20, f), c))
+        .map_err(|_| {
+            Error::image(
+                r,
+                format!(
+                    "layer {} ({}) is neither a tar nor a gzip tar: lamina cannot read it",
+                    l.digest, l.media_type
+                ),
+            )
+        })
+}
+
+/// Files the first pass could not keep: regular files that landed under the package root
+/// without their tar path being there (written through a symbolic link, or hard links to a
+/// file elsewhere in the image). `(layer, tar path)` of each content, and the landings that
+/// take it.
+#[derive(Default)]
+struct Missing {
+    wanted: BTreeMap<usize, HashSet<String>>,
+    landings: Vec<(String, usize, String)>,
+}
+
+impl Missing {
+    /// Note what layer `n`'s `items`, just applied to `fs`, put under the root without content.
+    /// `files` maps each regular file's tar path to the layer that last wrote it.
+    fn note(
+        &mut self,
+        fs: &FileSystem,
+        prefix: &str,
+        n: usize,
+        items: &[FsItem],
+        files: &mut HashMap<String, usize>,
+    ) {
+        for it in items {
+            let source = match &it.op {
+                Op::File { .. } => {
+                    files.insert(it.path.clone(), n);
+                    Some((n, it.path.clone()))
+                }
+                Op::HardLink { target } => {
+                    let t = imagefs::normalize(target);
+                    files.get(&t).map(|&m| (m, t))
+                }
+                _ => None,
+            };
+            let Some((m, path)) = source else { continue };
+            let landing = fs.landing(&it.path);
+            let lacking = fs
+                .get(&landing)
+                .is_some_and(|node| node.kind == imagefs::Kind::File && node.kept.is_none());
+            if landing.starts_with(prefix) && lacking {
+                self.wanted.entry(m).or_default().insert(path.clone());
+                self.landings.push((landing, m, path));
+            }
+        }
+    }
+
+    /// Read again the layers holding what is wanted, keeping exactly that, and give it to
+    /// the nodes that lack it.
+    fn fetch(
+        self,
+        r: &ImageRef,
+        layers: &[Layer],
+        fs: &mut FileSystem,
+        store: &mut Store,
+    ) -> Result<()> {
+        let mut ids: HashMap<(usize, String), u64> = HashMap::new();
+        for (m, paths) in &self.wanted {
+            let l = &layers[*m];
+            let tar = open_tar(r, l)?;
+            let mut keeper = |path: &str, data: &mut dyn Read| -> io::Result<Option<u64>> {
+                if !paths.contains(path) {
+                    return Ok(None);
+                }
+                let id = store.keep(path, data, None)?;
+                ids.insert((*m, path.to_owned()), id);
+                Ok(Some(id))
+            };
+            let res = FsIndex::read_keeping(tar, &mut keeper);
+            res.map_err(|e| store.error(r, l, e))?;
+        }
+        for (landing, m, path) in self.landings {
+            if let Some(&id) = ids.get(&(m, path)) {
+                fs.set_kept(&landing, id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`from_image`] returns, from the image `src` read from `r`. Every layer is read once
+/// (files whose tar path is under the root kept as they pass); a layer is read again only for
+/// files that land under the root from elsewhere (hard links to files outside it).
 fn contents_of(r: &ImageRef, src: &transport::Source, package: Package) -> Result<Contents> {
     let tmp =
         crate::staging::dir("lamina-zip-").ctx(|| "creating a temporary directory".to_owned())?;
     let root = package.root();
     let prefix = format!("{root}/");
     let mut fs = FileSystem::new();
-    let mut next = 0u64;
-    for l in &src.image.layers {
-        // Verified as it was read: its bytes are streamed without hashing them again.
-        let f = l.compressed().map_err(|e| Error::image(r, e.to_string()))?;
-        let tar = l
-            .compression()
-            .and_then(|c| decompress(BufReader::with_capacity(1 << 20, f), c))
-            .map_err(|_| {
-                Error::image(
-                    r,
-                    format!(
-                        "layer {} ({}) is neither a tar nor a gzip tar: lamina cannot read it",
-                        l.digest, l.media_type
-                    ),
-                )
-            })?;
-        let dir = tmp.path();
+    let mut store = Store {
+        dir: tmp.path(),
+        next: 0,
+        sizes: HashMap::new(),
+        live: 0,
+        freed: 0,
+        refs: HashMap::new(),
+        replaced: HashSet::new(),
+        over: None,
+    };
+    let mut missing = Missing::default();
+    let mut files = HashMap::new();
+    let layers = &src.image.layers;
+    for (n, l) in layers.iter().enumerate() {
+        let tar = open_tar(r, l)?;
+        let lower = &fs;
         let mut keeper = |path: &str, data: &mut dyn Read| -> io::Result<Option<u64>> {
             if !path.starts_with(&prefix) {
                 return Ok(None);
             }
-            next += 1;
-            let mut out = File::create(dir.join(next.to_string()))?;
-            io::copy(data, &mut out)?;
-            Ok(Some(next))
+            store.keep(path, data, lower.get(path)).map(Some)
         };
-        imagefs::apply_layer_keeping(&mut fs, tar, false, &mut keeper)
-            .map_err(|e| Error::image(r, format!("reading layer {}: {e}", l.digest)))?;
+        let res = FsIndex::read_keeping(tar, &mut keeper);
+        let index = res.map_err(|e| store.error(r, l, e))?;
+        fs.apply_items(index.items.clone());
+        missing.note(&fs, &prefix, n, &index.items, &mut files);
+        store.collect_garbage(&fs, root);
     }
+    missing.fetch(r, layers, &mut fs, &mut store)?;
     let items = items_under(&fs, r, package, tmp.path())?;
     if items.is_empty() {
         return Err(Error::image(r, format!("has nothing under /{root} to zip")));

@@ -1,7 +1,7 @@
 //! Turning a layer's input — a directory, a single file or a .zip — into sorted tar entries.
 //! Nothing here reads file contents: that happens once, while the tar is written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +12,9 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::entry::{Data, Entry, Kind, ancestors, file_mode, join, sort_and_check};
 use crate::error::{Error, IoContext, Result};
+use crate::image::fs::{
+    Entry as FsEntry, Follow, MAX_LINK_TARGET, ResolveError, Tree as FsTree, resolve,
+};
 use crate::layer::LayerSpec;
 
 /// Where file bytes are read from while the tar is written.
@@ -91,6 +94,7 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
         ));
     };
     add_parents(&mut entries);
+    refuse_whiteout_names(&l.source, &entries)?;
     sort_and_check(&mut entries).map_err(|p| {
         Error::source(
             &l.source,
@@ -99,6 +103,26 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
     })?;
     link_hardlinks(&mut entries, &inodes);
     Ok(Collected { entries, input })
+}
+
+/// Refuse an input file named like an OCI whiteout (`.wh.NAME`): in a layer it would not be a
+/// file but delete `NAME` from the layers below (`.wh..` and `.wh...` even the directory
+/// holding it), in the image and in every runtime that unpacks it.
+fn refuse_whiteout_names(source: &Path, entries: &[Entry]) -> Result<()> {
+    for e in entries {
+        let name = e.path.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        if name.starts_with(b".wh.") {
+            return Err(Error::source(
+                source,
+                format!(
+                    "`/{}` has a whiteout name (`.wh.`): in an image layer it would delete a file \
+                     rather than be one; rename or exclude it",
+                    String::from_utf8_lossy(&e.path)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The source's metadata (following a symlink), with a hint on relative paths when missing.
@@ -273,7 +297,9 @@ fn zip_name(src: &Path, name: &[u8]) -> Result<Vec<u8>> {
     Ok(parts.join(&b'/'))
 }
 
-/// A symlink target must stay inside the archive: relative, and never climbing above its root.
+/// A symlink target must be one Linux can store, and relative (an archive's root is wherever it
+/// is extracted). Whether it climbs out is decided with every link of the archive at hand
+/// ([`check_zip_links`]).
 fn check_zip_link(src: &Path, entry: &[u8], target: &[u8]) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::source(
@@ -291,17 +317,66 @@ fn check_zip_link(src: &Path, entry: &[u8], target: &[u8]) -> Result<()> {
     if target[0] == b'/' {
         return bad("points outside the archive (absolute target)");
     }
-    let mut depth = entry.iter().filter(|&&b| b == b'/').count() as i64;
-    for seg in target.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return bad("points outside the archive");
-                }
-            }
-            _ => depth += 1,
+    if target.len() > MAX_LINK_TARGET {
+        return Err(Error::source(
+            src,
+            format!(
+                "symlink `{}` has a target longer than the {MAX_LINK_TARGET} bytes a Linux symbolic link holds",
+                String::from_utf8_lossy(entry)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A zip's entries (paths relative to its root) as a [`Tree`], ancestors as directories.
+#[derive(Default)]
+struct ZipTree(BTreeMap<Vec<u8>, FsEntry>);
+
+impl ZipTree {
+    fn add(&mut self, rel: &[u8], e: FsEntry) {
+        for a in ancestors(rel) {
+            self.0.entry(a).or_insert(FsEntry::Dir);
+        }
+        self.0.insert(rel.to_vec(), e);
+    }
+}
+
+impl FsTree for ZipTree {
+    type Error = std::convert::Infallible;
+    fn entry(&mut self, path: &[u8]) -> std::result::Result<FsEntry, Self::Error> {
+        Ok(self.0.get(path).cloned().unwrap_or(FsEntry::Missing))
+    }
+}
+
+/// Every symbolic link of the archive must lead somewhere inside it once extracted, following
+/// the archive's other links as `unzip` leaves them on disk (`sub/up -> ..` then `esc ->
+/// sub/up/..` climbs out though neither does lexically): the rule of the rootfs unpacker
+/// ([`resolve`]), with the archive's root as a wall instead of `/`.
+fn check_zip_links(src: &Path, tree: &mut ZipTree) -> Result<()> {
+    let links: Vec<(Vec<u8>, Vec<u8>)> = tree
+        .0
+        .iter()
+        .filter_map(|(p, e)| match e {
+            FsEntry::Symlink(t) => Some((p.clone(), t.clone())),
+            _ => None,
+        })
+        .collect();
+    let follow = Follow {
+        last: true,
+        lenient: true,
+        confined: true,
+    };
+    for (path, target) in links {
+        if let Err(ResolveError::Escapes) = resolve(tree, &path, follow) {
+            return Err(Error::source(
+                src,
+                format!(
+                    "symlink `{}` -> `{}` points outside the archive once the archive's other links are followed",
+                    String::from_utf8_lossy(&path),
+                    String::from_utf8_lossy(&target)
+                ),
+            ));
         }
     }
     Ok(())
@@ -402,7 +477,8 @@ fn zip_excluded(ex: &GlobSet, rel: &[u8]) -> bool {
     m(rel) || ancestors(rel).iter().any(|a| m(a))
 }
 
-/// The target of the symlink entry `i` (at most 4 KiB), checked to stay inside the archive.
+/// The target of the symlink entry `i` (read up to one byte past [`MAX_LINK_TARGET`], so a
+/// longer one is refused, never cut short), checked as [`check_zip_link`] does.
 fn read_zip_link(
     l: &LayerSpec,
     zip: &mut zip::ZipArchive<File>,
@@ -410,10 +486,20 @@ fn read_zip_link(
     m: &ZipMeta,
     rel: &[u8],
 ) -> Result<Vec<u8>> {
+    if m.size > MAX_LINK_TARGET as u64 {
+        return Err(Error::source(
+            &l.source,
+            format!(
+                "symlink `{}` has a target of {} bytes, longer than the {MAX_LINK_TARGET} a Linux symbolic link holds",
+                m.shown(),
+                m.size
+            ),
+        ));
+    }
     let mut target = Vec::new();
     zip.by_index(i)
         .map_err(|e| Error::source(&l.source, format!("entry `{}`: {e}", m.shown())))?
-        .take(4096)
+        .take(MAX_LINK_TARGET as u64 + 1)
         .read_to_end(&mut target)
         .ctx(|| format!("reading entry `{}` of {}", m.shown(), l.source.display()))?;
     check_zip_link(&l.source, rel, &target)?;
@@ -434,6 +520,7 @@ fn read_zip(
     let dir_mode = l.dir_mode.map(|m| m.0).unwrap_or(0o755);
     refuse_duplicates(l, &zip)?;
     let mut total = 0u64;
+    let mut tree = ZipTree::default();
     for i in 0..zip.len() {
         let m = ZipMeta::read(&mut zip, i, &l.source)?;
         let rel = zip_name(&l.source, &m.name)?;
@@ -453,12 +540,15 @@ fn read_zip(
         let path = join(dest, &rel);
         let mode = m.unix.unwrap_or(0);
         let (mode, kind) = if m.is_dir {
+            tree.add(&rel, FsEntry::Dir);
             out.push(Entry::dir(path, dir_mode, l.uid, l.gid));
             continue;
         } else if mode & S_IFMT == S_IFLNK {
             let target = read_zip_link(l, &mut zip, i, &m, &rel)?;
+            tree.add(&rel, FsEntry::Symlink(target.clone()));
             (0o777, Kind::Symlink(target))
         } else {
+            tree.add(&rel, FsEntry::Other);
             // A zip made without Unix modes (e.g. on Windows) gives plain readable files.
             let data = Data::Zip(i);
             let size = m.size;
@@ -475,6 +565,7 @@ fn read_zip(
             kind,
         });
     }
+    check_zip_links(&l.source, &mut tree)?;
     Ok(zip)
 }
 
@@ -529,14 +620,38 @@ mod tests {
         assert!(zip_name(z, b"..\\x").is_err());
     }
 
+    /// Links checked as [`read_zip`] does: each alone, then all together.
+    fn links_ok(links: &[(&str, &str)]) -> Result<()> {
+        let z = Path::new("l.zip");
+        let mut tree = ZipTree::default();
+        tree.add(b"lib/util.sh", FsEntry::Other);
+        for (p, t) in links {
+            check_zip_link(z, p.as_bytes(), t.as_bytes())?;
+            tree.add(p.as_bytes(), FsEntry::Symlink(t.as_bytes().to_vec()));
+        }
+        check_zip_links(z, &mut tree)
+    }
+
     #[test]
     fn zip_symlinks_must_stay_inside() {
-        let z = Path::new("l.zip");
-        assert!(check_zip_link(z, b"lib/latest", b"util.sh").is_ok());
-        assert!(check_zip_link(z, b"lib/latest", b"../bin/x").is_ok());
-        assert!(check_zip_link(z, b"lib/latest", b"../../x").is_err());
-        assert!(check_zip_link(z, b"top", b"../x").is_err());
-        assert!(check_zip_link(z, b"top", b"/etc/passwd").is_err());
+        assert!(links_ok(&[("lib/latest", "util.sh")]).is_ok());
+        assert!(links_ok(&[("lib/latest", "../bin/x")]).is_ok());
+        assert!(links_ok(&[("lib/latest", "../../x")]).is_err());
+        assert!(links_ok(&[("top", "../x")]).is_err());
+        assert!(links_ok(&[("top", "/etc/passwd")]).is_err());
+        // Chained: neither climbs out lexically, both do through `sub/up`, in either order.
+        for esc in [("esc", "sub/up/.."), ("pw", "sub/up/../../etc/passwd")] {
+            let e = links_ok(&[("sub/up", ".."), esc]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{}`", esc.0)) && e.contains("l.zip"),
+                "{e}"
+            );
+            assert!(links_ok(&[esc, ("sub/up", "..")]).is_err());
+        }
+        assert!(links_ok(&[("sub/up", ".."), ("ok", "sub/up/lib/util.sh")]).is_ok());
+        let long = "a/".repeat(2048);
+        let e = links_ok(&[("long", &long)]).unwrap_err().to_string();
+        assert!(e.contains("`long`") && e.contains("4095 bytes"), "{e}");
     }
 
     #[test]

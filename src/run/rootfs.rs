@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Layer;
-use crate::image::fs::{Entry, Follow, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout};
+use crate::image::fs::{
+    Entry, Follow, MAX_LINK_TARGET, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout,
+};
 use crate::image::media::Compression;
 
 /// The file written last into a cache entry: without it the entry is an interrupted unpack.
@@ -184,6 +186,15 @@ fn not_a_dir(p: &[u8]) -> io::Error {
     )
 }
 
+/// `.wh..` / `.wh...`: see [`Whiteout::Invalid`].
+fn invalid_whiteout() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a whiteout of `.` or `..`, which names no file of a lower layer (taken literally it \
+         would delete the directory holding it): the layer is corrupt or hostile",
+    )
+}
+
 fn too_many_links(p: &Path) -> io::Error {
     io::Error::other(format!(
         "/{}: more than {MAX_LINKS} symbolic links",
@@ -226,6 +237,7 @@ pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<P
     let follow = Follow {
         last: true,
         lenient: false,
+        confined: false,
     };
     let tree = &mut OnDisk { root, create };
     match resolve(tree, dir.as_os_str().as_bytes(), follow) {
@@ -234,6 +246,8 @@ pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<P
         Err(ResolveError::Missing(_)) => Ok(None),
         Err(ResolveError::NotADirectory(p)) => Err(not_a_dir(&p)),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(dir)),
+        // Not confined: `..` stays at the root.
+        Err(ResolveError::Escapes) => Ok(None),
         Err(ResolveError::Tree(e)) => Err(e),
     }
 }
@@ -244,6 +258,7 @@ pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
     let follow = Follow {
         last: true,
         lenient: false,
+        confined: false,
     };
     let tree = &mut OnDisk {
         root,
@@ -253,6 +268,8 @@ pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
         Ok(r) => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
         Err(ResolveError::Missing(_) | ResolveError::NotADirectory(_)) => Ok(None),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(path)),
+        // Not confined: `..` stays at the root.
+        Err(ResolveError::Escapes) => Ok(None),
         Err(ResolveError::Tree(e)) => Err(e),
     }
 }
@@ -447,6 +464,7 @@ impl<'a> Unpacker<'a> {
                 Ok(())
             }
             Whiteout::Ignored => Ok(()),
+            Whiteout::Invalid => Err(invalid_whiteout()),
         }
     }
 
@@ -502,6 +520,12 @@ impl<'a> Unpacker<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| invalid("a symbolic link without a target"))?
                     .into_owned();
+                if target.len() > MAX_LINK_TARGET {
+                    return Err(invalid(&format!(
+                        "a symbolic link target of {} bytes, longer than the {MAX_LINK_TARGET} Linux stores",
+                        target.len()
+                    )));
+                }
                 self.remove(&dest)?;
                 symlink(OsStr::from_bytes(&target), &host)?;
                 // Some file systems cannot time a link: its time matters to nothing that runs.
@@ -878,6 +902,27 @@ mod tests {
         let (_t, r) = unpack(&[t2]);
         let e = r.unwrap_err().to_string();
         assert!(e.contains("climbs above the root"), "{e}");
+    }
+
+    #[test]
+    fn whiteouts_of_dot_and_dotdot_and_overlong_links_are_refused() {
+        let base = tar_of(&[E::File("var/keep", "k", 0o644), E::Dir("var/task/", 0o755)]);
+        for name in ["var/task/.wh..", "var/task/.wh...", ".wh..."] {
+            let hostile = tar_of(&[E::File(name, "", 0o644)]);
+            let (t, r) = unpack(&[base.clone(), hostile]);
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{name}`")) && e.contains("whiteout"),
+                "{e}"
+            );
+            // Nothing above the root was touched: the cache holds no entry, and no debris.
+            let rootfs = t.path().join("cache/rootfs");
+            assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 0, "{name}");
+        }
+        let long = "d/".repeat(2100);
+        let (_t, r) = unpack(&[tar_of(&[E::Link("far", &long)])]);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("`far`") && e.contains("4200 bytes"), "{e}");
     }
 
     #[test]
