@@ -3,6 +3,7 @@
 //! command that takes a group (the README and the tests rely on them).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -32,6 +33,13 @@ pub struct NetworkFlags {
     /// AWS profile for ECR (default: AWS_PROFILE, then the default chain).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// Fail a transfer after SECONDS without a byte sent or received (it is retried like a
+    /// dropped connection).
+    #[arg(long = "stall-timeout", value_name = "SECONDS", default_value_t = lamina::DEFAULT_STALL.as_secs())]
+    pub stall_timeout: u64,
+    /// Give up when the whole command has taken SECONDS (default: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 impl NetworkFlags {
@@ -41,6 +49,14 @@ impl NetworkFlags {
         if self.jobs == 0 {
             return Err(lamina::Error::usage("--jobs must be at least 1"));
         }
+        if self.stall_timeout == 0 || self.timeout == Some(0) {
+            return Err(lamina::Error::usage(
+                "--stall-timeout and --timeout must be at least 1 second",
+            ));
+        }
+        let deadline = self
+            .timeout
+            .map(|t| super::set_deadline(Duration::from_secs(t)));
         let endpoints = self
             .registry_endpoint
             .iter()
@@ -62,6 +78,8 @@ impl NetworkFlags {
             jobs: self.jobs,
             retries: self.retries,
             progress: Progress::for_stderr(quiet),
+            stall_timeout: Duration::from_secs(self.stall_timeout),
+            deadline,
             ..Options::new(super::env::cache_dir(), super::env::docker_config_dir())
         })
     }

@@ -1,0 +1,457 @@
+//! Registries that misbehave on purpose (issue 11): endless bodies read under a memory limit,
+//! stalls and trickles against `--stall-timeout` and `--timeout`, and token realms that must
+//! not get credentials. Every peer is a [`FakeRegistry`] on loopback made by the test.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MT: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Virtual memory lamina may use in the endless-body tests (KiB for `ulimit -v`): far less
+/// than an endless body would take, far more than lamina needs.
+const ULIMIT_V_KIB: u64 = 2_000_000;
+
+/// A home, docker config and cache for one lamina run, in a temporary directory.
+struct Home {
+    tmp: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let tmp = tempfile::TempDir::new().expect("tempdir");
+        for d in ["home", "docker", "cache", "bin"] {
+            std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
+        }
+        Home { tmp }
+    }
+
+    fn path(&self, d: &str) -> PathBuf {
+        self.tmp.path().join(d)
+    }
+
+    /// Run `lamina ARGS` (under `ulimit -v` with `ulimit`), bounded to two minutes.
+    fn run(&self, args: &[String], ulimit: bool) -> Output {
+        let mut cmd = if ulimit {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -v {ULIMIT_V_KIB} && exec \"$0\" \"$@\""))
+                .arg(lamina_bin());
+            c
+        } else {
+            Command::new(lamina_bin())
+        };
+        let mut path = self.path("bin").into_os_string();
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        cmd.args(args)
+            .current_dir(self.tmp.path())
+            .env("PATH", path)
+            .env("HOME", self.path("home"))
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("LAMINA_CACHE_DIR", self.path("cache"))
+            .env_remove("SSL_CERT_FILE");
+        clear_aws_env(&mut cmd);
+        let out = run_bounded(&mut cmd, None, Duration::from_secs(120));
+        assert_no_panic(&out);
+        out
+    }
+}
+
+/// `lamina pull REF oci:DEST:latest EXTRA...`
+fn pull(reference: &str, dest: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = strings(&["pull", reference, &oci_ref(dest, "latest")]);
+    a.extend(extra.iter().map(|s| (*s).to_owned()));
+    a
+}
+
+/// A failed run: exit status 1 with every one of `needles` in its message.
+fn assert_fails_with(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a clean failure (exit 1):\n{}",
+        describe(out)
+    );
+    let err = stderr_of(out);
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "the message lacks `{n}`:\n{}",
+            describe(out)
+        );
+    }
+}
+
+/// Wait (up to 10 s) for a server thread to report what it wrote.
+fn wait_for(written: &Mutex<Option<u64>>) -> u64 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(n) = *written.lock().unwrap() {
+            return n;
+        }
+        assert!(Instant::now() < until, "the fake registry never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A registry answering every manifest GET with `status` and an endless body; the second
+/// value is how much it wrote before lamina hung up.
+fn endless_manifest_registry(status: u16) -> (FakeRegistry, Arc<Mutex<Option<u64>>>) {
+    let written = Arc::new(Mutex::new(None));
+    let w = written.clone();
+    let reg = FakeRegistry::start(move |head, s| {
+        if answer_ping(head, s)? {
+            return Ok(());
+        }
+        open_head(s, status, MT)?;
+        *w.lock().unwrap() = Some(endless_body(s, 64 << 30));
+        Ok(())
+    });
+    (reg, written)
+}
+
+#[test]
+fn pull_of_an_endless_manifest_stops_at_the_4_mib_cap_under_a_memory_limit() {
+    let (reg, written) = endless_manifest_registry(200);
+    let home = Home::new();
+    let dest = home.path("out");
+    let reference = reg.reference("fn:latest");
+    let out = home.run(&pull(&reference, &dest, &["--retries", "0"]), true);
+    assert_fails_with(&out, &[&reference, "4 MiB", &reg.host]);
+    // lamina hung up after its cap: the registry got to send little more than 4 MiB.
+    let sent = wait_for(&written);
+    assert!(
+        sent < 64 << 20,
+        "lamina read {sent} bytes of an endless manifest"
+    );
+    assert!(!dest.exists(), "a failed pull left {}", dest.display());
+}
+
+#[test]
+fn inspect_of_an_endless_manifest_stops_at_the_cap() {
+    let (reg, written) = endless_manifest_registry(200);
+    let home = Home::new();
+    let reference = reg.reference("fn:latest");
+    let out = home.run(&strings(&["inspect", &reference, "--retries", "0"]), true);
+    assert_fails_with(&out, &[&reference, "4 MiB"]);
+    assert!(wait_for(&written) < 64 << 20);
+}
+
+#[test]
+fn an_endless_error_body_is_not_read_past_its_cap() {
+    let (reg, written) = endless_manifest_registry(400);
+    let home = Home::new();
+    let dest = home.path("out");
+    let out = home.run(
+        &pull(&reg.reference("fn:latest"), &dest, &["--retries", "0"]),
+        true,
+    );
+    assert_fails_with(&out, &[&reg.host, "400", "64 KiB"]);
+    assert!(wait_for(&written) < 64 << 20);
+}
+
+#[test]
+fn an_endless_token_answer_is_not_read_past_its_cap() {
+    let written = Arc::new(Mutex::new(None));
+    let w = written.clone();
+    let port = Arc::new(AtomicU64::new(0));
+    let p = port.clone();
+    let reg = FakeRegistry::start(move |head, s| {
+        if head.path() == "/token" {
+            open_head(s, 200, "application/json")?;
+            *w.lock().unwrap() = Some(endless_body(s, 64 << 30));
+            return Ok(());
+        }
+        let realm = format!(
+            "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake\"",
+            p.load(Ordering::SeqCst)
+        );
+        respond(s, 401, &[("WWW-Authenticate", realm)], b"{}", false)
+    });
+    port.store(
+        u64::from(reg.host.rsplit(':').next().unwrap().parse::<u16>().unwrap()),
+        Ordering::SeqCst,
+    );
+    let home = Home::new();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--retries", "0"],
+        ),
+        true,
+    );
+    assert_fails_with(&out, &[&reg.host, "/token", "256 KiB"]);
+    assert!(wait_for(&written) < 64 << 20);
+}
+
+#[test]
+fn an_endless_credential_helper_is_stopped_at_its_cap() {
+    let reg = FakeRegistry::start(|head, s| {
+        answer_ping(head, s)?;
+        Ok(())
+    });
+    let home = Home::new();
+    write_file(
+        &home.path("bin").join("docker-credential-endless"),
+        b"#!/bin/sh\nexec yes '{\"Username\":\"u\",\"Secret\":\"s\"}'\n",
+        0o755,
+    );
+    std::fs::write(
+        home.path("docker").join("config.json"),
+        format!("{{\"credHelpers\":{{\"{}\":\"endless\"}}}}", reg.host),
+    )
+    .unwrap();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--retries", "0"],
+        ),
+        true,
+    );
+    assert_fails_with(&out, &["docker-credential-endless", "64 KiB", &reg.host]);
+}
+
+/// A registry that answers `GET /v2/` and then calls `manifest` for every other request.
+fn registry_with_manifest<F>(manifest: F) -> FakeRegistry
+where
+    F: Fn(&mut TcpStream) + Send + Sync + 'static,
+{
+    FakeRegistry::start(move |head, s| {
+        if !answer_ping(head, s)? {
+            manifest(s);
+        }
+        Ok(())
+    })
+}
+
+fn manifest_requests(reg: &FakeRegistry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|h| h.path().contains("/manifests/"))
+        .count()
+}
+
+#[test]
+fn a_registry_that_never_answers_fails_at_the_stall_limit_and_is_retried() {
+    let reg = registry_with_manifest(|s| hold_silent(s, Duration::from_secs(60)));
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--stall-timeout", "1", "--retries", "1"],
+        ),
+        false,
+    );
+    let took = started.elapsed();
+    assert_fails_with(
+        &out,
+        &[
+            &reg.host,
+            "GET /v2/fn/manifests/latest",
+            "--stall-timeout",
+            "1 s",
+        ],
+    );
+    assert_eq!(
+        manifest_requests(&reg),
+        2,
+        "a stall is retried like a dropped connection"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn a_body_that_stops_midway_fails_at_the_stall_limit() {
+    let reg = registry_with_manifest(|s| {
+        let _ = std::io::Write::write_all(
+            s,
+            format!("HTTP/1.1 200 OK\r\nContent-Type: {MT}\r\nContent-Length: 5000\r\n\r\n{{\"schemaVersion\"")
+                .as_bytes(),
+        );
+        hold_silent(s, Duration::from_secs(60));
+    });
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--stall-timeout", "1", "--retries", "0"],
+        ),
+        false,
+    );
+    assert_fails_with(
+        &out,
+        &[&reg.host, "reading manifest latest", "--stall-timeout"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn a_trickling_registry_is_cut_off_at_the_timeout() {
+    // One byte every 200 ms never stalls, and would take 20000 s to send the body.
+    let reg = registry_with_manifest(|s| {
+        let _ = std::io::Write::write_all(
+            s,
+            format!("HTTP/1.1 200 OK\r\nContent-Type: {MT}\r\nContent-Length: 100000\r\n\r\n")
+                .as_bytes(),
+        );
+        trickle(
+            s,
+            &[b' '; 100_000],
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        );
+    });
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--timeout", "2"],
+        ),
+        false,
+    );
+    let took = started.elapsed();
+    assert_fails_with(&out, &[&reg.host, "--timeout", "2 s"]);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn a_registry_silent_from_the_start_is_cut_off_at_the_timeout() {
+    let reg = FakeRegistry::start(|_, s| {
+        hold_silent(s, Duration::from_secs(60));
+        Ok(())
+    });
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.run(
+        &strings(&["inspect", &reg.reference("fn:latest"), "--timeout", "2"]),
+        false,
+    );
+    assert_fails_with(&out, &[&reg.host, "--timeout"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn timeouts_of_zero_are_usage_errors() {
+    let home = Home::new();
+    for flag in ["--timeout", "--stall-timeout"] {
+        let out = home.run(
+            &strings(&["inspect", "docker://127.0.0.1:9/x:y", flag, "0"]),
+            false,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert!(stderr_of(&out).contains(flag), "{}", describe(&out));
+    }
+}
+
+/// A registry on loopback asking for Bearer tokens at `realm(token_port)`, a token server
+/// recording what it got, and a docker config holding credentials for the registry.
+fn bearer_setup(realm: fn(u16) -> String) -> (FakeRegistry, FakeRegistry, Home) {
+    let tokens = FakeRegistry::start(|_, s| {
+        respond(
+            s,
+            200,
+            &[("Content-Type", "application/json".into())],
+            b"{\"token\":\"t0k\"}",
+            false,
+        )
+    });
+    let port: u16 = tokens.host.rsplit(':').next().unwrap().parse().unwrap();
+    let challenge = format!("Bearer realm=\"{}\",service=\"fake\"", realm(port));
+    let reg = FakeRegistry::start(move |head, s| {
+        if head.header("authorization") == Some("Bearer t0k") {
+            return respond(
+                s,
+                404,
+                &[],
+                b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\"}]}",
+                false,
+            );
+        }
+        respond(
+            s,
+            401,
+            &[("WWW-Authenticate", challenge.clone())],
+            b"{}",
+            false,
+        )
+    });
+    let home = Home::new();
+    write_docker_auths(
+        &home.path("docker"),
+        &[(&reg.host, &basic_b64("user", "s3cret"))],
+    );
+    (reg, tokens, home)
+}
+
+fn basic_b64(user: &str, password: &str) -> String {
+    base64(format!("{user}:{password}").as_bytes())
+}
+
+#[test]
+fn credentials_are_not_sent_to_a_plain_http_realm_on_another_host() {
+    // 0.0.0.0 reaches this machine's loopback on Linux, but is not a loopback address:
+    // for lamina it is another host, over plain HTTP.
+    let (reg, tokens, home) = bearer_setup(|port| format!("http://0.0.0.0:{port}/token"));
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--retries", "0"],
+        ),
+        false,
+    );
+    assert_fails_with(&out, &[&reg.host, "0.0.0.0", "HTTPS"]);
+    let leaked: Vec<_> = tokens
+        .requests()
+        .into_iter()
+        .filter(|h| h.header("authorization").is_some())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "credentials reached the realm: {leaked:?}"
+    );
+    assert!(!stderr_of(&out).contains("s3cret"));
+}
+
+#[test]
+fn credentials_still_reach_a_loopback_realm_of_a_loopback_registry() {
+    let (reg, tokens, home) = bearer_setup(|port| format!("http://127.0.0.1:{port}/token"));
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--retries", "0"],
+        ),
+        false,
+    );
+    // The registry accepted the token and said the image is not there.
+    assert_fails_with(&out, &["not found"]);
+    let sent: Vec<_> = tokens
+        .requests()
+        .iter()
+        .filter_map(|h| h.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(sent, vec![format!("Basic {}", basic_b64("user", "s3cret"))]);
+}
