@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,7 +222,7 @@ fn an_endless_credential_helper_is_stopped_at_its_cap() {
 /// A registry that answers `GET /v2/` and then calls `manifest` for every other request.
 fn registry_with_manifest<F>(manifest: F) -> FakeRegistry
 where
-    F: Fn(&mut TcpStream) + Send + Sync + 'static,
+    F: Fn(&mut Conn) + Send + Sync + 'static,
 {
     FakeRegistry::start(move |head, s| {
         if !answer_ping(head, s)? {
@@ -275,7 +274,7 @@ fn a_registry_that_never_answers_fails_at_the_stall_limit_and_is_retried() {
 fn a_body_that_stops_midway_fails_at_the_stall_limit() {
     let reg = registry_with_manifest(|s| {
         let _ = std::io::Write::write_all(
-            s,
+            &mut **s,
             format!("HTTP/1.1 200 OK\r\nContent-Type: {MT}\r\nContent-Length: 5000\r\n\r\n{{\"schemaVersion\"")
                 .as_bytes(),
         );
@@ -303,7 +302,7 @@ fn a_trickling_registry_is_cut_off_at_the_timeout() {
     // One byte every 200 ms never stalls, and would take 20000 s to send the body.
     let reg = registry_with_manifest(|s| {
         let _ = std::io::Write::write_all(
-            s,
+            &mut **s,
             format!("HTTP/1.1 200 OK\r\nContent-Type: {MT}\r\nContent-Length: 100000\r\n\r\n")
                 .as_bytes(),
         );
@@ -454,4 +453,102 @@ fn credentials_still_reach_a_loopback_realm_of_a_loopback_registry() {
         .filter_map(|h| h.header("authorization").map(str::to_owned))
         .collect();
     assert_eq!(sent, vec![format!("Basic {}", basic_b64("user", "s3cret"))]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECR's uploads: every chunk kept, `Range` stuck at the first (aws/containers-roadmap#2831)
+// ---------------------------------------------------------------------------------------------
+
+/// 5 MiB, the smallest chunk.
+const CHUNK: &str = "5242880";
+
+/// Push a layout with a 12 MiB noise layer to an [`EcrLikeRegistry`] in 5 MiB chunks: the
+/// layout's digest, the registry, and the push's output.
+fn push_to_ecr_like(cut_over: Option<u64>) -> (String, PathBuf, EcrLikeRegistry, Output) {
+    let sb = Sandbox::new(Vec::new());
+    let (digest, layout) = sb.build_big("big", 12 << 20);
+    let ecr = EcrLikeRegistry::start(cut_over);
+    let out = sb.run(
+        &strings(&[
+            "push",
+            &oci_ref(&layout, "latest"),
+            &ecr.reg.reference("big:v1"),
+            "--chunk-size",
+            CHUNK,
+            "--retries",
+            "2",
+        ]),
+        None,
+    );
+    let keep = sb.work();
+    // The sandbox goes away with this function: keep the layout for the caller.
+    let copy = tempfile::TempDir::new().unwrap().keep();
+    copy_tree(&keep.join("big"), &copy.join("big"));
+    (digest, copy.join("big"), ecr, out)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Every blob of the layout's manifest is in the registry with exactly its bytes.
+fn assert_blobs_intact(layout: &Path, ecr: &EcrLikeRegistry) {
+    let (manifest, _, _) = read_layout(layout, "latest");
+    for (digest, _) in manifest_blobs(&manifest) {
+        let want = std::fs::read(layout.join("blobs/sha256").join(hex_of(&digest))).unwrap();
+        let got = ecr
+            .blob(&digest)
+            .unwrap_or_else(|| panic!("blob {digest} was never committed"));
+        assert!(got == want, "blob {digest} differs in the registry");
+    }
+}
+
+#[test]
+fn a_stuck_range_is_not_taken_for_the_upload_offset() {
+    let (digest, layout, ecr, out) = push_to_ecr_like(None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(parse_digest(&out), digest);
+    assert!(ecr.manifest("v1").is_some());
+    assert_blobs_intact(&layout, &ecr);
+    // Every PATCH starts where the bytes sent in its session end, never where `Range` says.
+    for p in ecr.patches() {
+        if let Some(cr) = &p.content_range {
+            let start: u64 = cr.split('-').next().unwrap().parse().unwrap();
+            assert_eq!(start, p.held_before, "a PATCH resumed from Range: {p:?}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_upload_to_a_registry_with_a_stuck_range_starts_over() {
+    // The first PATCH longer than a chunk (the whole blob, sent once `Range` stopped
+    // advancing) is cut after 1 MiB.
+    let (digest, layout, ecr, out) = push_to_ecr_like(Some(5 << 20));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(parse_digest(&out), digest);
+    let patches = ecr.patches();
+    assert!(
+        patches.iter().any(|p| p.cut),
+        "no PATCH was cut: {patches:?}"
+    );
+    assert_eq!(
+        ecr.status_gets(),
+        0,
+        "lamina asked a registry whose Range is stuck where to resume: {patches:?}"
+    );
+    for p in &patches {
+        if let Some(cr) = &p.content_range {
+            let start: u64 = cr.split('-').next().unwrap().parse().unwrap();
+            assert_eq!(start, p.held_before, "a PATCH resumed from Range: {p:?}");
+        }
+    }
+    assert_blobs_intact(&layout, &ecr);
 }
