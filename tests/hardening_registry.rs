@@ -37,6 +37,11 @@ impl Home {
 
     /// Run `lamina ARGS` (under `ulimit -v` with `ulimit`), bounded to two minutes.
     fn run(&self, args: &[String], ulimit: bool) -> Output {
+        self.run_env(args, ulimit, &[])
+    }
+
+    /// [`Home::run`] with `env` added.
+    fn run_env(&self, args: &[String], ulimit: bool, env: &[(&str, &str)]) -> Output {
         let mut cmd = if ulimit {
             let mut c = Command::new("sh");
             c.arg("-c")
@@ -57,6 +62,7 @@ impl Home {
             .env("LAMINA_CACHE_DIR", self.path("cache"))
             .env_remove("SSL_CERT_FILE");
         clear_aws_env(&mut cmd);
+        cmd.envs(env.iter().copied());
         let out = run_bounded(&mut cmd, None, Duration::from_secs(120));
         assert_no_panic(&out);
         out
@@ -349,6 +355,56 @@ fn a_registry_silent_from_the_start_is_cut_off_at_the_timeout() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn the_timeout_also_ends_what_is_not_a_registry_request() {
+    // ECR's API (through the AWS SDK, which lamina's registry client does not time) never
+    // answers: the command still ends at its --timeout.
+    let api = FakeRegistry::start(|_, s| {
+        hold_silent(s, Duration::from_secs(60));
+        Ok(())
+    });
+    let endpoint = format!("http://{}", api.host);
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.run_env(
+        &strings(&[
+            "inspect",
+            "docker://123456789012.dkr.ecr.us-east-1.amazonaws.com/fn:latest",
+            "--timeout",
+            "2",
+        ]),
+        false,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "not-a-secret"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let took = started.elapsed();
+    assert_fails_with(&out, &["--timeout", "2 s"]);
+    assert!(!api.requests().is_empty(), "the ECR API was never asked");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn run_and_invoke_keep_their_own_timeout_and_take_the_stall_limit() {
+    let home = Home::new();
+    for cmd in ["run", "invoke"] {
+        let out = home.run(&strings(&[cmd, "--help"]), false);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--stall-timeout"), "{cmd}:\n{help}");
+        assert!(help.contains("Lambda timeout"), "{cmd}:\n{help}");
+    }
+    for cmd in ["build", "pull", "push", "inspect", "check", "zip", "login"] {
+        let out = home.run(&strings(&[cmd, "--help"]), false);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--timeout <SECONDS>"), "{cmd}:\n{help}");
+        assert!(help.contains("--stall-timeout"), "{cmd}:\n{help}");
+    }
 }
 
 #[test]

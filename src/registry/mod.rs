@@ -87,9 +87,9 @@ pub(crate) struct Capped {
 
 /// Show a byte count as lamina's caps are written: `4 MiB`, `64 KiB`.
 pub(crate) fn show_cap(cap: usize) -> String {
-    if cap >= 1 << 20 && cap % (1 << 20) == 0 {
+    if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
         format!("{} MiB", cap >> 20)
-    } else if cap >= 1 << 10 && cap % (1 << 10) == 0 {
+    } else if cap >= 1 << 10 && cap.is_multiple_of(1 << 10) {
         format!("{} KiB", cap >> 10)
     } else {
         format!("{cap} bytes")
