@@ -521,21 +521,25 @@ const CHUNK: &str = "5242880";
 /// Push a layout with a 12 MiB noise layer to an [`EcrLikeRegistry`] in 5 MiB chunks: the
 /// layout's digest, the registry, and the push's output.
 fn push_to_ecr_like(cut_over: Option<u64>) -> (String, PathBuf, EcrLikeRegistry, Output) {
+    push_to(EcrLikeRegistry::start(cut_over), &[])
+}
+
+/// Push the 12 MiB layout to `ecr` with `extra` flags.
+fn push_to(ecr: EcrLikeRegistry, extra: &[&str]) -> (String, PathBuf, EcrLikeRegistry, Output) {
     let sb = Sandbox::new(Vec::new());
     let (digest, layout) = sb.build_big("big", 12 << 20);
-    let ecr = EcrLikeRegistry::start(cut_over);
-    let out = sb.run(
-        &strings(&[
-            "push",
-            &oci_ref(&layout, "latest"),
-            &ecr.reg.reference("big:v1"),
-            "--chunk-size",
-            CHUNK,
-            "--retries",
-            "2",
-        ]),
-        None,
-    );
+    let mut args = strings(&[
+        "push",
+        &oci_ref(&layout, "latest"),
+        &ecr.reg.reference("big:v1"),
+        "--chunk-size",
+        CHUNK,
+    ]);
+    if !extra.contains(&"--retries") {
+        args.extend(strings(&["--retries", "2"]));
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let out = sb.run(&args, None);
     let keep = sb.work();
     // The sandbox goes away with this function: keep the layout for the caller.
     let copy = tempfile::TempDir::new().unwrap().keep();
@@ -606,5 +610,22 @@ fn a_failed_upload_to_a_registry_with_a_stuck_range_starts_over() {
             assert_eq!(start, p.held_before, "a PATCH resumed from Range: {p:?}");
         }
     }
+    assert_blobs_intact(&layout, &ecr);
+}
+
+#[test]
+fn an_upload_slower_than_the_stall_limit_is_not_a_stall_while_it_makes_progress() {
+    // 1 MiB every 400 ms: a 5 MiB chunk takes 2 s to go, the stall limit is 1 s. Retries off,
+    // so one stall would fail the push.
+    let ecr = EcrLikeRegistry::with(None, Some(Duration::from_millis(400)));
+    let started = Instant::now();
+    let (digest, layout, ecr, out) = push_to(ecr, &["--stall-timeout", "1", "--retries", "0"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(parse_digest(&out), digest);
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the upload was not slow: {:?}",
+        started.elapsed()
+    );
     assert_blobs_intact(&layout, &ecr);
 }

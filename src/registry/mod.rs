@@ -218,7 +218,9 @@ fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15).min(opts.stall_timeout))
-        // No read timeout: `timing` watches for stalls, counting upload progress too.
+        // No read timeout: `timing` watches for stalls, counting upload progress too. Sent
+        // bytes the peer stops acknowledging fail the connection at the stall limit.
+        .tcp_user_timeout(opts.stall_timeout)
         // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
         .redirect(reqwest::redirect::Policy::limited(10));
     let mut certs = Vec::new();

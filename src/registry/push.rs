@@ -291,20 +291,30 @@ fn body(
     activity: &Activity,
 ) -> Result<reqwest::Body> {
     match data {
-        Data::Bytes(b) => Ok(reqwest::Body::from(
-            b[offset as usize..(offset + len) as usize].to_vec(),
-        )),
+        Data::Bytes(b) => {
+            // Small (a config): handed over at once.
+            activity.body_sent();
+            Ok(reqwest::Body::from(
+                b[offset as usize..(offset + len) as usize].to_vec(),
+            ))
+        }
         Data::File(p) => {
             let mut f = std::fs::File::open(p).at("opening", p)?;
             f.seek(SeekFrom::Start(offset)).at("reading", p)?;
             let reader = tokio::fs::File::from_std(f).take(len);
             let bar_inc = bar.incrementer();
             let activity = activity.clone();
+            let mut left = len;
             let stream =
                 tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |c| {
                     if let Ok(c) = &c {
                         bar_inc(c.len() as u64);
-                        activity.touch();
+                        left = left.saturating_sub(c.len() as u64);
+                        if left == 0 {
+                            activity.body_sent();
+                        } else {
+                            activity.touch();
+                        }
                     }
                     c
                 });
@@ -508,8 +518,11 @@ async fn commit_upload(
     let mut url = loc.clone();
     url.query_pairs_mut()
         .append_pair("digest", &job.digest.to_string());
+    // The registry may check the whole blob before it answers: the time an answer after an
+    // upload gets.
     let put = client
-        .send(scope, true, &|http| {
+        .send_tracked(scope, true, &|http, activity| {
+            activity.body_sent();
             Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0))
         })
         .await;
@@ -578,7 +591,8 @@ pub async fn stream_blob(
                 .take()
                 .ok_or_else(|| Error::Internal("a streamed upload cannot be retried".into()))?;
             let (counter, activity) = (counter.clone(), activity.clone());
-            let stream = tokio_stream_from(rx).map(move |c| {
+            let done = activity.clone();
+            let stream = tokio_stream_from(rx, move || done.body_sent()).map(move |c| {
                 counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 activity.touch();
                 Ok::<_, std::io::Error>(c)
@@ -611,7 +625,8 @@ pub async fn stream_blob(
             put.query_pairs_mut()
                 .append_pair("digest", &digest.to_string());
             match client
-                .send(&scope, true, &|http| {
+                .send_tracked(&scope, true, &|http, activity| {
+                    activity.body_sent();
                     Ok(http.put(put.clone()).header(CONTENT_LENGTH, 0))
                 })
                 .await
@@ -627,9 +642,18 @@ pub async fn stream_blob(
     }
 }
 
-/// A stream of the chunks a channel receives.
+/// A stream of the chunks a channel receives; `ended` runs when the channel closes.
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ended: impl Fn() + Send + Sync + 'static,
 ) -> impl futures_util::Stream<Item = Vec<u8>> {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    futures_util::stream::unfold((rx, ended), |(mut rx, ended)| async move {
+        match rx.recv().await {
+            Some(c) => Some((c, (rx, ended))),
+            None => {
+                ended();
+                None
+            }
+        }
+    })
 }

@@ -36,7 +36,15 @@ pub(crate) struct Activity {
     base: Instant,
     /// Milliseconds after `base` of the last progress.
     last: Arc<AtomicU64>,
+    /// The request's body has all been handed to the connection.
+    sent: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How many stall limits a registry has to answer once a request's whole body has gone out:
+/// its last bytes may still sit in socket buffers (where lamina cannot see them move; the
+/// kernel's `TCP_USER_TIMEOUT` catches a peer that stopped acknowledging them), and the
+/// registry may be checking them.
+pub(crate) const ANSWER_AFTER_UPLOAD: u32 = 4;
 
 impl Activity {
     /// Progress "now": a new wait starts its stall clock here.
@@ -44,6 +52,23 @@ impl Activity {
         Activity {
             base: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            sent: Default::default(),
+        }
+    }
+
+    /// Record that the request's body has all been handed over (and progress now).
+    pub(crate) fn body_sent(&self) {
+        self.touch();
+        self.sent.store(true, Ordering::Relaxed);
+    }
+
+    /// The stall limit in force: `stall`, or [`ANSWER_AFTER_UPLOAD`] times it once a body
+    /// has gone out.
+    fn limit(&self, stall: Duration) -> Duration {
+        if self.sent.load(Ordering::Relaxed) {
+            stall * ANSWER_AFTER_UPLOAD
+        } else {
+            stall
         }
     }
 
@@ -92,7 +117,7 @@ pub(crate) async fn watch<F: Future>(
 ) -> Result<F::Output, Expired> {
     tokio::pin!(fut);
     loop {
-        let stall_at = activity.last() + stall;
+        let stall_at = activity.last() + activity.limit(stall);
         let wake = deadline.map_or(stall_at, |d| d.at.min(stall_at));
         tokio::select! {
             biased;
@@ -102,8 +127,8 @@ pub(crate) async fn watch<F: Future>(
                 if let Some(d) = deadline.filter(|d| now >= d.at) {
                     return Err(Expired::Deadline(d.limit));
                 }
-                if now >= activity.last() + stall {
-                    return Err(Expired::Stall(stall));
+                if now >= activity.last() + activity.limit(stall) {
+                    return Err(Expired::Stall(activity.limit(stall)));
                 }
             }
         }
@@ -146,6 +171,17 @@ mod tests {
             7
         };
         assert_eq!(watch(work, &a, stall, None).await, Ok(7));
+
+        // Once a body has gone out, the answer gets more time, but not forever.
+        let a = Activity::new();
+        a.body_sent();
+        let answer = async {
+            tokio::time::sleep(stall * 2).await;
+            1
+        };
+        assert_eq!(watch(answer, &a, stall, None).await, Ok(1));
+        let got = watch(std::future::pending::<()>(), &a, stall, None).await;
+        assert_eq!(got, Err(Expired::Stall(stall * ANSWER_AFTER_UPLOAD)));
     }
 
     #[tokio::test]

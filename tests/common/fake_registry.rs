@@ -190,6 +190,8 @@ struct EcrState {
     patches: Vec<Patch>,
     status_gets: usize,
     cut_over: Option<u64>,
+    /// Read PATCH bodies 1 MiB at a time, pausing this long after each.
+    slow: Option<Duration>,
 }
 
 /// An open registry that takes uploads the way ECR does (aws/containers-roadmap#2831): it keeps
@@ -203,8 +205,15 @@ pub struct EcrLikeRegistry {
 
 impl EcrLikeRegistry {
     pub fn start(cut_over: Option<u64>) -> EcrLikeRegistry {
+        EcrLikeRegistry::with(cut_over, None)
+    }
+
+    /// [`EcrLikeRegistry::start`], reading upload bodies 1 MiB at a time with a pause of
+    /// `slow` after each (a slow link).
+    pub fn with(cut_over: Option<u64>, slow: Option<Duration>) -> EcrLikeRegistry {
         let state = Arc::new(Mutex::new(EcrState {
             cut_over,
+            slow,
             ..EcrState::default()
         }));
         let st = state.clone();
@@ -350,7 +359,23 @@ fn ecr_like_patch(
         });
         (held, cut)
     };
-    let body = s.body_up_to(if cut { 1 << 20 } else { len })?;
+    let want = if cut { 1 << 20 } else { len };
+    let slow = st.lock().unwrap().slow;
+    let body = match slow {
+        None => s.body_up_to(want)?,
+        Some(pause) => {
+            let mut body = Vec::new();
+            while (body.len() as u64) < want {
+                let step = s.body_up_to((want - body.len() as u64).min(1 << 20))?;
+                if step.is_empty() {
+                    break;
+                }
+                body.extend_from_slice(&step);
+                thread::sleep(pause);
+            }
+            body
+        }
+    };
     let range = {
         let mut g = st.lock().unwrap();
         let sess = g.sessions.entry(id.to_owned()).or_default();
