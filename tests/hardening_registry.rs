@@ -629,3 +629,42 @@ fn an_upload_slower_than_the_stall_limit_is_not_a_stall_while_it_makes_progress(
     );
     assert_blobs_intact(&layout, &ecr);
 }
+
+#[test]
+fn a_manifest_naming_a_huge_config_is_refused_before_any_download() {
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{MT}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:{}\",\"size\":1099511627776}},\"layers\":[]}}",
+        "a".repeat(64)
+    );
+    let reg = FakeRegistry::start(move |head, s| {
+        if answer_ping(head, s)? {
+            return Ok(());
+        }
+        if head.path().contains("/manifests/") {
+            let ct = ("Content-Type", MT.to_owned());
+            return respond(s, 200, &[ct], manifest.as_bytes(), head.method == "HEAD");
+        }
+        open_head(s, 200, "application/octet-stream")?;
+        endless_body(s, 64 << 30);
+        Ok(())
+    });
+    let home = Home::new();
+    let out = home.run(
+        &pull(
+            &reg.reference("fn:latest"),
+            &home.path("out"),
+            &["--retries", "0"],
+        ),
+        false,
+    );
+    assert_fails_with(
+        &out,
+        &[&reg.reference("fn:latest"), "1099511627776", "8 MiB"],
+    );
+    let blob_gets = reg
+        .requests()
+        .iter()
+        .filter(|h| h.path().contains("/blobs/"))
+        .count();
+    assert_eq!(blob_gets, 0, "a config of 1 TiB was downloaded");
+}

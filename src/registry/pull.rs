@@ -135,6 +135,17 @@ pub async fn fetch_blobs(
     let bytes = std::fs::read(blobs.join(digest.hex())).at("reading", &blobs.join(digest.hex()))?;
     let m = ImageManifest::from_reader(&bytes[..])
         .map_err(|e| Error::image(&shown, format!("manifest {digest} is not valid: {e}")))?;
+    // A config is read into memory later (capped at 8 MiB there): do not download more.
+    const CONFIG_CAP: u64 = 8 << 20;
+    if m.config().size() > CONFIG_CAP {
+        return Err(Error::image(
+            &shown,
+            format!(
+                "manifest {digest} names a config of {} bytes: more than 8 MiB is not a plausible config, not downloaded",
+                m.config().size()
+            ),
+        ));
+    }
     let mut wanted = vec![m.config().clone()];
     if layers {
         wanted.extend(m.layers().iter().cloned());
