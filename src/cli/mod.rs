@@ -37,10 +37,15 @@ pub fn mark_start() {
     STARTED.get_or_init(Instant::now);
 }
 
+/// Wakes [`within_deadline`] when a deadline is set (a permit is kept if it is not waiting).
+static DEADLINE_SET: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// The deadline `limit` after the start of the process, remembered for [`within_deadline`].
 fn set_deadline(limit: Duration) -> lamina::Deadline {
     let start = *STARTED.get_or_init(Instant::now);
-    *DEADLINE.get_or_init(|| lamina::Deadline::after(start, limit))
+    let d = *DEADLINE.get_or_init(|| lamina::Deadline::after(start, limit));
+    DEADLINE_SET.notify_one();
+    d
 }
 
 /// Run `command`, ending it at its `--timeout` if it set one. The library fails its own
@@ -53,7 +58,7 @@ pub async fn within_deadline(
         let d = loop {
             match DEADLINE.get() {
                 Some(d) => break *d,
-                None => tokio::time::sleep(Duration::from_millis(50)).await,
+                None => DEADLINE_SET.notified().await,
             }
         };
         tokio::time::sleep_until((d.at + Duration::from_millis(500)).into()).await;
