@@ -66,6 +66,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    cli::mark_start();
     // Usage errors from clap exit with status 2 (exit::USAGE) here, before any work.
     let cli = Cli::parse();
     // The one tokio runtime of the process: the library's async entry points run on it, its
@@ -75,7 +76,18 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"));
-    exit::finish(runtime.and_then(|rt| rt.block_on(until_signal(cli.command))))
+    exit::finish(runtime.and_then(|rt| {
+        let result = rt.block_on(cli::within_deadline(until_signal(cli.command)));
+        // A command ended by its deadline may leave blocking work running: do not wait for
+        // it, and remove what it was staging.
+        if let Err(e) = &result
+            && e.is::<cli::DeadlinePassed>()
+        {
+            lamina::remove_staging();
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+        result
+    }))
 }
 
 /// Run `command` unless SIGINT or SIGTERM comes first: then remove what this process is

@@ -3,6 +3,7 @@
 //! command that takes a group (the README and the tests rely on them).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -10,10 +11,38 @@ use lamina::EcrOptions;
 use lamina::Options;
 use lamina::Progress;
 
-/// Reaching registries: for every command that may read from or write to one.
+/// Reaching registries, with a time limit on the whole command (`--timeout`): for every
+/// command that may read from or write to one, except `run` and `invoke`, whose `--timeout`
+/// is the function's (they take [`RegistryFlags`]).
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Registry options")]
 pub struct NetworkFlags {
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Give up when the whole command has taken SECONDS (default: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+impl NetworkFlags {
+    /// The registry options these flags describe, the deadline included (see
+    /// [`RegistryFlags::options`]).
+    pub fn options(&self, quiet: bool) -> lamina::Result<Options> {
+        if self.timeout == Some(0) {
+            return Err(lamina::Error::usage("--timeout must be at least 1 second"));
+        }
+        let mut opts = self.registry.options(quiet)?;
+        opts.deadline = self
+            .timeout
+            .map(|t| super::set_deadline(Duration::from_secs(t)));
+        Ok(opts)
+    }
+}
+
+/// Reaching registries: the flags of [`NetworkFlags`] but `--timeout`.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Registry options")]
+pub struct RegistryFlags {
     /// Allow plain HTTP and unverified TLS for this registry (HOST[:PORT]). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
@@ -23,7 +52,7 @@ pub struct NetworkFlags {
     /// Blobs transferred in parallel.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub jobs: usize,
-    /// Attempts after the first on connection errors, 408, 429 and 5xx.
+    /// Attempts after the first on connection errors, stalls, 408, 429 and 5xx.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
     /// Reach a registry's API at URL instead ([REGISTRY=]URL; without REGISTRY, every ECR registry).
@@ -32,14 +61,23 @@ pub struct NetworkFlags {
     /// AWS profile for ECR (default: AWS_PROFILE, then the default chain).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// Fail a transfer after SECONDS without a byte sent or received (it is retried like a
+    /// dropped connection).
+    #[arg(long = "stall-timeout", value_name = "SECONDS", default_value_t = lamina::DEFAULT_STALL.as_secs())]
+    pub stall_timeout: u64,
 }
 
-impl NetworkFlags {
+impl RegistryFlags {
     /// The registry options these flags describe; progress goes to stderr unless `quiet`.
     /// A flag value the library would reject later is refused here as a usage error.
     pub fn options(&self, quiet: bool) -> lamina::Result<Options> {
         if self.jobs == 0 {
             return Err(lamina::Error::usage("--jobs must be at least 1"));
+        }
+        if self.stall_timeout == 0 {
+            return Err(lamina::Error::usage(
+                "--stall-timeout must be at least 1 second",
+            ));
         }
         let endpoints = self
             .registry_endpoint
@@ -62,6 +100,7 @@ impl NetworkFlags {
             jobs: self.jobs,
             retries: self.retries,
             progress: Progress::for_stderr(quiet),
+            stall_timeout: Duration::from_secs(self.stall_timeout),
             ..Options::new(super::env::cache_dir(), super::env::docker_config_dir())
         })
     }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::flags::NetworkFlags;
+use super::flags::RegistryFlags;
 use super::{cwd, parse_platform, parse_ref};
 
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ impl FunctionArgs {
     /// every invocation runs under.
     pub async fn prepare(
         &self,
-        network: &NetworkFlags,
+        network: &RegistryFlags,
     ) -> anyhow::Result<(lamina::run::Prepared, lamina::run::RunOptions)> {
         let cwd = cwd()?;
         let r = parse_ref(&self.image, &cwd)?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::flags::NetworkFlags;
+use super::flags::RegistryFlags;
 use super::function::FunctionArgs;
 
 #[derive(Args, Debug)]
@@ -18,7 +18,7 @@ pub struct InvokeArgs {
     event: Option<PathBuf>,
     // Last, so that the group's help heading does not take in the command's own flags.
     #[command(flatten)]
-    network: NetworkFlags,
+    network: RegistryFlags,
 }
 
 /// Invoke once and print the response body on stdout; a function error fails the run after

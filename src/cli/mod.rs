@@ -18,12 +18,63 @@ pub mod zip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
 use lamina::ImageRef;
 use lamina::Platform;
+
+/// When the process started: `--timeout` counts from here.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+/// The command's `--timeout`, once its flags are read.
+static DEADLINE: OnceLock<lamina::Deadline> = OnceLock::new();
+
+/// Note the start of the process (call first thing in `main`).
+pub fn mark_start() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Wakes [`within_deadline`] when a deadline is set (a permit is kept if it is not waiting).
+static DEADLINE_SET: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The deadline `limit` after the start of the process, remembered for [`within_deadline`].
+fn set_deadline(limit: Duration) -> lamina::Deadline {
+    let start = *STARTED.get_or_init(Instant::now);
+    let d = *DEADLINE.get_or_init(|| lamina::Deadline::after(start, limit));
+    DEADLINE_SET.notify_one();
+    d
+}
+
+/// Run `command`, ending it at its `--timeout` if it set one. The library fails its own
+/// registry waits at the deadline with a message naming the registry; this is the backstop
+/// for the rest (ECR's API, local work), a moment later so the library's error comes first.
+pub async fn within_deadline(
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let backstop = async {
+        let d = loop {
+            match DEADLINE.get() {
+                Some(d) => break *d,
+                None => DEADLINE_SET.notified().await,
+            }
+        };
+        tokio::time::sleep_until((d.at + Duration::from_millis(500)).into()).await;
+        d
+    };
+    tokio::select! {
+        biased;
+        r = command => r,
+        d = backstop => Err(DeadlinePassed(d.limit).into()),
+    }
+}
+
+/// The command was ended by its `--timeout` (a failure, exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("gave up: the command's time limit of {} s (--timeout) ran out", .0.as_secs_f64())]
+pub struct DeadlinePassed(pub Duration);
 
 /// The directory relative references and paths are resolved against.
 fn cwd() -> anyhow::Result<PathBuf> {

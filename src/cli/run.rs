@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::flags::NetworkFlags;
+use super::flags::RegistryFlags;
 use super::function::FunctionArgs;
 
 #[derive(Args, Debug)]
@@ -14,7 +14,7 @@ pub struct RunArgs {
     port: u16,
     // Last, so that the group's help heading does not take in the command's own flags.
     #[command(flatten)]
-    network: NetworkFlags,
+    network: RegistryFlags,
 }
 
 /// Serve the invoke API until interrupted.

@@ -76,6 +76,52 @@ fn read_config(dir: &Path) -> Result<Option<serde_json::Value>> {
     }
 }
 
+/// The most lamina reads of a credential helper's stdout (its JSON answer is a few hundred
+/// bytes) and of its stderr.
+const HELPER_CAP: u64 = 64 << 10;
+
+/// What a credential helper printed, each stream read up to [`HELPER_CAP`].
+struct HelperOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    /// The helper wrote more than the cap on stdout: it was killed.
+    stdout_over: bool,
+    stderr: Vec<u8>,
+}
+
+/// Read `child`'s stdout and stderr, neither past [`HELPER_CAP`], and wait for it. More on
+/// stdout kills the helper; more on stderr is read and dropped, so the helper is not blocked.
+fn helper_output(child: &mut std::process::Child) -> std::io::Result<HelperOutput> {
+    use std::io::Read;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut e).take(HELPER_CAP).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut e, &mut std::io::sink());
+            kept
+        })
+    });
+    let mut stdout = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        o.take(HELPER_CAP + 1).read_to_end(&mut stdout)?;
+    }
+    let stdout_over = stdout.len() as u64 > HELPER_CAP;
+    if stdout_over {
+        stdout.truncate(HELPER_CAP as usize);
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let stderr = stderr
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    Ok(HelperOutput {
+        status,
+        stdout,
+        stdout_over,
+        stderr,
+    })
+}
+
 /// Ask `docker-credential-NAME get` for the registry's credentials.
 fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
     let prog = format!("docker-credential-{name}");
@@ -97,7 +143,13 @@ fn from_helper(name: &str, registry: &str) -> Result<Option<Credentials>> {
         // A helper that stops reading early fails below with its own message.
         let _ = stdin.write_all(helper_server(registry).as_bytes());
     }
-    let out = child.wait_with_output().ctx(|| format!("running {prog}"))?;
+    let out = helper_output(&mut child).ctx(|| format!("running {prog}"))?;
+    if out.stdout_over {
+        return Err(Error::Auth(format!(
+            "credential helper {prog} wrote more than {} for {registry}, the most lamina reads of a helper's answer: stopped",
+            crate::registry::show_cap(HELPER_CAP as usize)
+        )));
+    }
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);

@@ -6,6 +6,7 @@ pub mod ecr;
 pub mod pull;
 pub mod push;
 pub mod scope;
+pub mod timing;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use auth::{Challenge, Credentials};
 use scope::Scopes;
+use timing::{Activity, Deadline, Expired};
 
 /// Settings for talking to registries, and the caches and credentials the library uses: it
 /// reads no environment variables itself, so the caller (the CLI) says where things are.
@@ -52,12 +54,47 @@ pub struct Options {
     /// ECR registry passwords, reused until five minutes before they expire: one cache for
     /// every client made from these options (and their clones).
     pub ecr_tokens: std::sync::Arc<ecr::TokenCache>,
+    /// A transfer that sends and receives nothing for this long fails (and is retried like a
+    /// dropped connection): a registry that stopped answering.
+    pub stall_timeout: Duration,
+    /// When every registry request of the command must be done (`--timeout`); `None`, no
+    /// limit. A registry trickling bytes never stalls, but still meets this.
+    pub deadline: Option<Deadline>,
 }
 
 /// The smallest upload chunk ECR (and S3 behind it) accepts: 5 MiB.
 pub const MIN_CHUNK: u64 = 5 << 20;
 /// The upload chunk size unless one is given: 32 MiB.
 pub const DEFAULT_CHUNK: u64 = 32 << 20;
+/// The stall limit unless one is given: 30 s without a byte.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
+/// The most lamina reads of a manifest or index: 4 MiB, as the distribution spec suggests
+/// registries accept.
+pub(crate) const MANIFEST_CAP: usize = 4 << 20;
+/// The most lamina reads of a token server's answer (tokens are a few KiB).
+pub(crate) const TOKEN_CAP: usize = 256 << 10;
+/// The most lamina reads of an error answer's body (only its first errors are shown).
+pub(crate) const ERROR_CAP: usize = 64 << 10;
+
+/// A response body read into memory up to a cap.
+pub(crate) struct Capped {
+    /// The bytes read: all of the body, or its first `cap` bytes.
+    pub bytes: Vec<u8>,
+    /// The body was longer than the cap (the rest was not read).
+    pub over: bool,
+}
+
+/// Show a byte count as lamina's caps are written: `4 MiB`, `64 KiB`.
+pub(crate) fn show_cap(cap: usize) -> String {
+    if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
+        format!("{} MiB", cap >> 20)
+    } else if cap >= 1 << 10 && cap.is_multiple_of(1 << 10) {
+        format!("{} KiB", cap >> 10)
+    } else {
+        format!("{cap} bytes")
+    }
+}
 
 impl Options {
     /// Options with lamina's defaults (4 jobs, 5 retries, 32 MiB chunks, no progress, a new
@@ -78,6 +115,8 @@ impl Options {
             ecr: Default::default(),
             endpoints: Vec::new(),
             ecr_tokens: Default::default(),
+            stall_timeout: DEFAULT_STALL,
+            deadline: None,
         }
     }
 }
@@ -92,6 +131,40 @@ pub fn is_loopback(host: &str) -> bool {
             .map_or(host, |(h, _)| h)
     };
     h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `host[:port]` of a URL, the port always shown (for comparisons with `--insecure-registry`).
+fn authority(u: &reqwest::Url) -> String {
+    let host = u.host_str().unwrap_or("");
+    match u.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
+/// May Basic credentials for the registry at `registry` go to the token server at `realm`?
+/// Over TLS, yes. Over plain HTTP only where nobody else can read them: a loopback realm of a
+/// loopback registry, or a realm the user allowed plain HTTP for (`insecure`) when the
+/// registry is plain HTTP too. Never from an HTTPS registry to a plain-HTTP realm elsewhere.
+pub(crate) fn realm_may_get_credentials(
+    registry: &reqwest::Url,
+    realm: &reqwest::Url,
+    insecure: &[String],
+) -> bool {
+    match realm.scheme() {
+        "https" => true,
+        "http" => {
+            let at = authority(realm);
+            if is_loopback(&at) && is_loopback(&authority(registry)) {
+                return true;
+            }
+            let named = insecure
+                .iter()
+                .any(|h| h == &at || realm.port().is_none() && h == realm.host_str().unwrap_or(""));
+            registry.scheme() == "http" && named
+        }
+        _ => false,
+    }
 }
 
 /// The manifest media types lamina reads, in the order it prefers them.
@@ -154,8 +227,10 @@ fn net_message(e: &reqwest::Error) -> String {
 fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(15).min(opts.stall_timeout))
+        // No read timeout: `timing` watches for stalls, counting upload progress too. Sent
+        // bytes the peer stops acknowledging fail the connection at the stall limit.
+        .tcp_user_timeout(opts.stall_timeout)
         // Redirects to storage (S3 for ECR): reqwest drops Authorization across hosts.
         .redirect(reqwest::redirect::Policy::limited(10));
     let mut certs = Vec::new();
@@ -286,28 +361,36 @@ impl Client {
     }
 
     /// Try `candidates` (the same address by scheme) once: the first that answers like a
-    /// server (becoming the base), else every failure.
-    async fn ping_once(&mut self, candidates: &[reqwest::Url]) -> Result<Response, String> {
+    /// server (becoming the base), else every failure. Only the deadline is an error here.
+    async fn ping_once(
+        &mut self,
+        candidates: &[reqwest::Url],
+    ) -> Result<std::result::Result<Response, String>> {
         let mut errors = Vec::new();
         for c in candidates {
             let url = c.join("/v2/").expect("valid path");
-            match self.http.get(url).send().await {
+            let sent = self
+                .timed(self.http.get(url).send(), &Activity::new())
+                .await;
+            match sent {
                 // A TLS server's answer to plain HTTP: try the next scheme.
-                Ok(r)
+                Ok(Ok(r))
                     if c.scheme() == "http"
                         && r.status() == StatusCode::BAD_REQUEST
                         && candidates.len() > 1 =>
                 {
                     errors.push(format!("{c} speaks TLS"));
                 }
-                Ok(r) => {
+                Ok(Ok(r)) => {
                     self.base = c.clone();
-                    return Ok(r);
+                    return Ok(Ok(r));
                 }
-                Err(e) => errors.push(format!("{c}: {}", net_message(&e))),
+                Ok(Err(e)) => errors.push(format!("{c}: {}", net_message(&e))),
+                Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, "GET /v2/")),
+                Err(e) => errors.push(format!("{c}: {}", e.describe())),
             }
         }
-        Err(errors.join("; "))
+        Ok(Err(errors.join("; ")))
     }
 
     /// Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
@@ -315,7 +398,7 @@ impl Client {
         let registry = self.registry.clone();
         let mut attempt = 0;
         loop {
-            match self.ping_once(candidates).await {
+            match self.ping_once(candidates).await? {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let ch = r
                         .headers()
@@ -348,7 +431,7 @@ impl Client {
                     );
                 }
             }
-            tokio::time::sleep(backoff(attempt)).await;
+            self.pause(backoff(attempt), "GET /v2/").await?;
             attempt += 1;
         }
     }
@@ -422,32 +505,57 @@ impl Client {
                 q.append_pair("scope", &sc.to_string());
             }
         }
+        let creds = self.creds_for_realm(&url)?;
         let mut attempt = 0;
+        let what = format!("getting a token from {realm}");
         let resp = loop {
             let mut rb = self.http.get(url.clone());
-            if let Some(c) = &self.creds {
+            if let Some(c) = creds {
                 rb = rb.header(AUTHORIZATION, c.basic_header());
             }
-            match rb.send().await {
-                Ok(r) if retriable_status(r.status()) && attempt < self.opts.retries => {
-                    tokio::time::sleep(retry_after(&r).unwrap_or(backoff(attempt))).await;
+            let failure = match self.timed(rb.send(), &Activity::new()).await {
+                Ok(Ok(r)) if retriable_status(r.status()) && attempt < self.opts.retries => {
+                    self.pause(retry_after(&r).unwrap_or(backoff(attempt)), &what)
+                        .await?;
+                    attempt += 1;
+                    continue;
                 }
-                Ok(r) => break r,
-                Err(_) if attempt < self.opts.retries => tokio::time::sleep(backoff(attempt)).await,
-                Err(e) => {
-                    return Err(self.fail(
-                        None,
-                        format!(
-                            "getting a token for {} from {realm}: {}",
-                            self.registry,
-                            net_message(&e)
-                        ),
-                    ));
-                }
+                Ok(Ok(r)) => break r,
+                Ok(Err(e)) => net_message(&e),
+                Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, &what)),
+                Err(e) => e.describe(),
+            };
+            if attempt >= self.opts.retries {
+                return Err(self.fail(
+                    None,
+                    format!(
+                        "getting a token for {} from {realm}: {failure}",
+                        self.registry
+                    ),
+                ));
             }
+            self.pause(backoff(attempt), &what).await?;
             attempt += 1;
         };
         self.read_token(realm, resp).await
+    }
+
+    /// The credentials to send to the token realm `realm`, if any: see
+    /// [`realm_may_get_credentials`]. A realm that may not have them is an error rather than
+    /// an anonymous request, which would only fail later and less clearly.
+    fn creds_for_realm(&self, realm: &reqwest::Url) -> Result<Option<&Credentials>> {
+        let Some(c) = &self.creds else {
+            return Ok(None);
+        };
+        if realm_may_get_credentials(&self.base, realm, &self.opts.insecure) {
+            return Ok(Some(c));
+        }
+        let mut shown = realm.clone();
+        shown.set_query(None);
+        Err(Error::Auth(format!(
+            "registry {} (at {}) names the token server {shown}: lamina sends credentials to a token server only over HTTPS (plain HTTP only within loopback), so it does not send them there",
+            self.registry, self.base
+        )))
     }
 
     /// The token in a token server's answer.
@@ -470,12 +578,20 @@ impl Client {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = resp.bytes().await.map_err(|e| {
-            self.fail(
+        let body = self
+            .read_capped(resp, TOKEN_CAP, &format!("reading the token from {realm}"))
+            .await?;
+        if body.over {
+            return Err(self.fail(
                 None,
-                format!("reading the token from {realm}: {}", net_message(&e)),
-            )
-        })?;
+                format!(
+                    "token server {realm} for {} sent an answer larger than {}, the most lamina reads of a token",
+                    self.registry,
+                    show_cap(TOKEN_CAP)
+                ),
+            ));
+        }
+        let body = body.bytes;
         let t: Tok = serde_json::from_slice(&body).map_err(|e| {
             self.fail(
                 None,
@@ -531,7 +647,7 @@ impl Client {
     }
 
     /// Send a request built by `build` (called again for each attempt) with auth for `scope`;
-    /// with `retry`, retry connection errors, 408, 429 and 5xx with backoff (honouring
+    /// with `retry`, retry connection errors, stalls, 408, 429 and 5xx with backoff (honouring
     /// `Retry-After`). A 401 refreshes the credentials once.
     pub async fn send(
         &self,
@@ -539,48 +655,141 @@ impl Client {
         retry: bool,
         build: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Sync),
     ) -> Result<Response> {
+        self.send_tracked(scope, retry, &|http, _| build(http))
+            .await
+    }
+
+    /// [`Client::send`] for requests whose body streams: `build` gets the attempt's
+    /// [`Activity`] to touch as the body is sent, so a long upload is not taken for a stall.
+    pub(crate) async fn send_tracked(
+        &self,
+        scope: &Scopes,
+        retry: bool,
+        build: &(dyn Fn(&reqwest::Client, &Activity) -> Result<RequestBuilder> + Sync),
+    ) -> Result<Response> {
         let mut attempt = 0;
         let mut reauthed = false;
         let max = if retry { self.opts.retries } else { 0 };
         loop {
-            let mut rb = build(&self.http)?;
+            let activity = Activity::new();
+            let mut rb = build(&self.http, &activity)?;
             if let Some(h) = self.auth_header(scope, false).await? {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            match rb.send().await {
+            let (http, req) = rb.build_split();
+            let req = req.map_err(|e| {
+                Error::Internal(format!(
+                    "a request to {}: {}",
+                    self.registry,
+                    net_message(&e)
+                ))
+            })?;
+            let what = format!("{} {}", req.method(), req.url().path());
+            // (retriable, message) when no answer came.
+            let sent = match self.timed(http.execute(req), &activity).await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(format!("registry {}: {}", self.registry, net_message(&e))),
+                Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, &what)),
+                Err(e) => Err(self.expired_message(e, &what)),
+            };
+            match sent {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
                     reauthed = true;
-                    let ch = resp
-                        .headers()
-                        .get(WWW_AUTHENTICATE)
-                        .and_then(|h| h.to_str().ok())
-                        .and_then(auth::parse_challenge);
-                    let known = self.challenge.lock().expect("lock").clone();
-                    if ch.is_none() || (ch == known && matches!(ch, Some(Challenge::Basic))) {
-                        return Err(self.denied(resp.status()));
-                    }
-                    *self.challenge.lock().expect("lock") = ch;
-                    self.auth_header(scope, true).await?;
+                    self.reauthenticate(scope, &resp).await?;
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     return Err(self.denied(resp.status()));
                 }
                 Ok(resp) if retriable_status(resp.status()) && attempt < max => {
-                    tokio::time::sleep(retry_after(&resp).unwrap_or(backoff(attempt))).await;
+                    let wait = retry_after(&resp).unwrap_or(backoff(attempt));
+                    self.pause(wait, &what).await?;
                     attempt += 1;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt < max && !e.is_builder() => {
-                    tokio::time::sleep(backoff(attempt)).await;
+                Err(_) if attempt < max => {
+                    self.pause(backoff(attempt), &what).await?;
                     attempt += 1;
                 }
-                Err(e) => {
-                    return Err(self.fail(
-                        None,
-                        format!("registry {}: {}", self.registry, net_message(&e)),
-                    ));
-                }
+                Err(message) => return Err(self.fail(None, message)),
             }
+        }
+    }
+
+    /// After a 401: take the challenge it carries and fetch new credentials for `scope`; the
+    /// same Basic challenge again (or none) means the credentials were refused.
+    async fn reauthenticate(&self, scope: &Scopes, resp: &Response) -> Result<()> {
+        let ch = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(auth::parse_challenge);
+        let known = self.challenge.lock().expect("lock").clone();
+        if ch.is_none() || (ch == known && matches!(ch, Some(Challenge::Basic))) {
+            return Err(self.denied(resp.status()));
+        }
+        *self.challenge.lock().expect("lock") = ch;
+        self.auth_header(scope, true).await?;
+        Ok(())
+    }
+
+    /// Await `fut` (a request to this registry, or a read of its answer) within the stall
+    /// limit (counted from `activity`'s last progress) and the command's deadline.
+    pub(crate) async fn timed<F: std::future::Future>(
+        &self,
+        fut: F,
+        activity: &Activity,
+    ) -> std::result::Result<F::Output, Expired> {
+        timing::watch(fut, activity, self.opts.stall_timeout, self.opts.deadline).await
+    }
+
+    /// What a wait that expired during `what` means, naming this registry.
+    fn expired_message(&self, e: Expired, what: &str) -> String {
+        format!("registry {}: {what}: {}", self.registry, e.describe())
+    }
+
+    /// The error for a wait that expired during `what`.
+    pub(crate) fn expired(&self, e: Expired, what: &str) -> Error {
+        self.fail(None, self.expired_message(e, what))
+    }
+
+    /// Sleep `d` before another attempt at `what`, unless the deadline comes first.
+    pub(crate) async fn pause(&self, d: Duration, what: &str) -> Result<()> {
+        timing::pause(d, self.opts.deadline)
+            .await
+            .map_err(|e| self.expired(e, what))
+    }
+
+    /// Read `resp`'s body into memory, at most `cap` bytes of it (a longer body is cut off
+    /// there, unread, and flagged), each chunk within the stall limit and the deadline.
+    /// `what` names the read in errors.
+    pub(crate) async fn read_capped(
+        &self,
+        mut resp: Response,
+        cap: usize,
+        what: &str,
+    ) -> Result<Capped> {
+        let activity = Activity::new();
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = match self.timed(resp.chunk(), &activity).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    let message =
+                        format!("registry {}: {what}: {}", self.registry, net_message(&e));
+                    return Err(self.fail(None, message));
+                }
+                Err(e) => return Err(self.expired(e, what)),
+            };
+            let Some(c) = chunk else {
+                return Ok(Capped { bytes, over: false });
+            };
+            activity.touch();
+            if bytes.len() + c.len() > cap {
+                let room = cap - bytes.len();
+                bytes.extend_from_slice(&c[..room]);
+                return Ok(Capped { bytes, over: true });
+            }
+            bytes.extend_from_slice(&c);
         }
     }
 
@@ -598,7 +807,11 @@ impl Client {
     /// (its first error code becomes the error's `code`).
     pub async fn unexpected(&self, what: &str, resp: Response) -> Error {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        // The body only explains the status: what cannot be read is left out.
+        let (body, over) = match self.read_capped(resp, ERROR_CAP, what).await {
+            Ok(c) => (String::from_utf8_lossy(&c.bytes).into_owned(), c.over),
+            Err(_) => (String::new(), false),
+        };
         let errors: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
@@ -617,7 +830,12 @@ impl Client {
                 )
             })
             .unwrap_or_default();
-        let detail = if errors.is_empty() {
+        let detail = if over {
+            format!(
+                "(an error body larger than {}, the most lamina reads of one: not shown)",
+                show_cap(ERROR_CAP)
+            )
+        } else if errors.is_empty() {
             body.chars().take(200).collect()
         } else {
             let parts: Vec<String> = errors.iter().map(|(c, m)| format!("{c}: {m}")).collect();
@@ -717,5 +935,52 @@ mod tests {
         ] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[test]
+    fn credentials_go_to_realms_over_tls_or_within_loopback_only() {
+        let u = |s: &str| s.parse::<reqwest::Url>().unwrap();
+        let none: &[String] = &[];
+        let may = |reg: &str, realm: &str| realm_may_get_credentials(&u(reg), &u(realm), none);
+        // TLS anywhere: another port, another host.
+        assert!(may(
+            "https://reg.example.com",
+            "https://auth.example.com/token"
+        ));
+        assert!(may(
+            "https://reg.example.com",
+            "https://reg.example.com:8443/token"
+        ));
+        // Plain HTTP: never from an HTTPS registry, never to another host.
+        assert!(!may(
+            "https://reg.example.com",
+            "http://reg.example.com/token"
+        ));
+        assert!(!may(
+            "https://reg.example.com",
+            "http://127.0.0.1:5001/token"
+        ));
+        assert!(!may(
+            "http://reg.example.com",
+            "http://auth.example.com/token"
+        ));
+        assert!(!may(
+            "http://127.0.0.1:5000",
+            "http://auth.example.com/token"
+        ));
+        assert!(!may("https://127.0.0.1:5000", "http://0.0.0.0:5001/token"));
+        assert!(!may(
+            "https://reg.example.com",
+            "ftp://reg.example.com/token"
+        ));
+        // Within loopback, the bytes never leave the machine.
+        assert!(may("http://127.0.0.1:5000", "http://127.0.0.1:5001/token"));
+        assert!(may("https://localhost:5000", "http://[::1]:5001/token"));
+        // A plain-HTTP realm the user allowed, for a plain-HTTP registry.
+        let insecure = vec!["auth.lan:8080".to_owned()];
+        let lan = |reg: &str, realm: &str| realm_may_get_credentials(&u(reg), &u(realm), &insecure);
+        assert!(lan("http://reg.lan:5000", "http://auth.lan:8080/token"));
+        assert!(!lan("https://reg.lan:5000", "http://auth.lan:8080/token"));
+        assert!(!lan("http://reg.lan:5000", "http://auth.lan:8081/token"));
     }
 }

@@ -12,7 +12,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::scope::Scopes;
-use super::{Client, MANIFEST_ACCEPT};
+use super::timing::{Activity, Expired};
+use super::{Client, MANIFEST_ACCEPT, MANIFEST_CAP, show_cap};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::reference::RegistryRef;
@@ -60,34 +61,39 @@ pub async fn get_manifest(
             )
             .await);
     }
-    const MAX: usize = 8 << 20;
-    if resp.content_length().is_some_and(|l| l > MAX as u64) {
-        return Err(Error::image(
+    // Capped while read, not after: a registry sending an endless body must not fill memory.
+    let too_large = || {
+        Error::image(
             format!("docker://{r}"),
-            "the manifest is larger than 8 MiB",
-        ));
+            format!(
+                "registry {} sent a manifest `{reference}` larger than {}, the most lamina reads of a manifest or index",
+                client.registry(),
+                show_cap(MANIFEST_CAP)
+            ),
+        )
+    };
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MANIFEST_CAP as u64)
+    {
+        return Err(too_large());
     }
     let ct = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| {
-            Error::image(
-                format!("docker://{r}"),
-                format!("reading the manifest: {e}"),
-            )
-        })?
-        .to_vec();
-    if bytes.len() > MAX {
-        return Err(Error::image(
-            format!("docker://{r}"),
-            "the manifest is larger than 8 MiB",
-        ));
+    let body = client
+        .read_capped(
+            resp,
+            MANIFEST_CAP,
+            &format!("reading manifest {reference} of {}", r.repository),
+        )
+        .await?;
+    if body.over {
+        return Err(too_large());
     }
+    let bytes = body.bytes;
     let digest = Digest::of(&bytes);
     if let Ok(want) = reference.parse::<Digest>()
         && want != digest
@@ -124,6 +130,17 @@ pub async fn fetch_blobs(
     let bytes = std::fs::read(blobs.join(digest.hex())).at("reading", &blobs.join(digest.hex()))?;
     let m = ImageManifest::from_reader(&bytes[..])
         .map_err(|e| Error::image(&shown, format!("manifest {digest} is not valid: {e}")))?;
+    // A config is read into memory later (capped at 8 MiB there): do not download more.
+    const CONFIG_CAP: u64 = 8 << 20;
+    if m.config().size() > CONFIG_CAP {
+        return Err(Error::image(
+            &shown,
+            format!(
+                "manifest {digest} names a config of {} bytes: more than 8 MiB is not a plausible config, not downloaded",
+                m.config().size()
+            ),
+        ));
+    }
     let mut wanted = vec![m.config().clone()];
     if layers {
         wanted.extend(m.layers().iter().cloned());
@@ -173,7 +190,19 @@ pub async fn fetch_blob(
         let mut len = 0u64;
         let mut stream = resp.bytes_stream();
         let mut failed = None;
-        while let Some(chunk) = stream.next().await {
+        let activity = Activity::new();
+        let what = format!("downloading blob {digest} of {repo}");
+        loop {
+            let chunk = match client.timed(stream.next(), &activity).await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e @ Expired::Deadline(_)) => return Err(client.expired(e, &what)),
+                Err(e) => {
+                    failed = Some(e.describe());
+                    break;
+                }
+            };
+            activity.touch();
             match chunk {
                 Ok(c) => {
                     hasher.update(&c);
@@ -193,10 +222,10 @@ pub async fn fetch_blob(
         if let Some(e) = failed {
             if attempt < client.opts.retries {
                 attempt += 1;
-                tokio::time::sleep(super::backoff(attempt)).await;
+                client.pause(super::backoff(attempt), &what).await?;
                 continue;
             }
-            return Err(client.fail(None, format!("downloading blob {digest} of {repo}: {e}")));
+            return Err(client.fail(None, format!("registry {}: {what}: {e}", client.registry())));
         }
         file.flush().await.at("writing", tmp.path())?;
         let got = Digest::of_hasher(hasher);

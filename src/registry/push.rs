@@ -1,6 +1,7 @@
 //! Pushing: every blob HEAD-checked first, mounted from another repository when lamina knows
-//! where it lives, else uploaded in chunks (POST, PATCH…, PUT ?digest=) that resume from the
-//! registry's `Range` after a failure; the manifest goes last, with the exact bytes hashed.
+//! where it lives, else uploaded in chunks (POST, PATCH…, PUT ?digest=) whose offsets come from
+//! the bytes sent; after a failure they resume from the registry's `Range` where that can be
+//! trusted. The manifest goes last, with the exact bytes hashed.
 
 use std::collections::HashSet;
 use std::io::{Seek, SeekFrom};
@@ -15,6 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use super::Client;
 use super::scope::{Scope, Scopes};
+use super::timing::Activity;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Rendered;
@@ -250,8 +252,10 @@ async fn push_blob(
             _ => {}
         }
     }
-    // ECR drops the bodies of PATCH chunks after the first (aws/containers-roadmap#2831):
-    // stream the whole blob in one PATCH there, as docker and crane do.
+    // ECR keeps every PATCH chunk but its `Range` stops advancing after the first, and it
+    // answers 201 to each (aws/containers-roadmap#2831): offsets come from the bytes sent,
+    // never from its `Range`, and there the whole blob goes in one streamed PATCH, as docker
+    // and crane send it.
     let mut whole = crate::registry::ecr::parse_host(client.registry()).is_some();
     let mut attempt = 0;
     loop {
@@ -260,32 +264,57 @@ async fn push_blob(
             Err((Next::Whole, _)) if !whole => whole = true,
             Err((Next::Retry(after), _)) if attempt < client.opts.retries => {
                 attempt += 1;
-                tokio::time::sleep(after.unwrap_or(super::backoff(attempt))).await;
+                let wait = after.unwrap_or(super::backoff(attempt));
+                client
+                    .pause(wait, &format!("uploading blob {}", job.digest))
+                    .await?;
             }
             Err((Next::Whole, _)) if attempt < client.opts.retries => {
                 attempt += 1;
-                tokio::time::sleep(super::backoff(attempt)).await;
+                let wait = super::backoff(attempt);
+                client
+                    .pause(wait, &format!("uploading blob {}", job.digest))
+                    .await?;
             }
             Err((_, e)) => return Err(e),
         }
     }
 }
 
-/// A request body of `len` bytes of the blob from `offset`, streamed from disk.
-fn body(data: &Data, offset: u64, len: u64, bar: &Bar) -> Result<reqwest::Body> {
+/// A request body of `len` bytes of the blob from `offset`, streamed from disk; every chunk
+/// sent is progress for the stall limit (`activity`) and the bar.
+fn body(
+    data: &Data,
+    offset: u64,
+    len: u64,
+    bar: &Bar,
+    activity: &Activity,
+) -> Result<reqwest::Body> {
     match data {
-        Data::Bytes(b) => Ok(reqwest::Body::from(
-            b[offset as usize..(offset + len) as usize].to_vec(),
-        )),
+        Data::Bytes(b) => {
+            // Small (a config): handed over at once.
+            activity.body_sent();
+            Ok(reqwest::Body::from(
+                b[offset as usize..(offset + len) as usize].to_vec(),
+            ))
+        }
         Data::File(p) => {
             let mut f = std::fs::File::open(p).at("opening", p)?;
             f.seek(SeekFrom::Start(offset)).at("reading", p)?;
             let reader = tokio::fs::File::from_std(f).take(len);
             let bar_inc = bar.incrementer();
+            let activity = activity.clone();
+            let mut left = len;
             let stream =
                 tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |c| {
                     if let Ok(c) = &c {
                         bar_inc(c.len() as u64);
+                        left = left.saturating_sub(c.len() as u64);
+                        if left == 0 {
+                            activity.body_sent();
+                        } else {
+                            activity.touch();
+                        }
                     }
                     c
                 });
@@ -370,23 +399,24 @@ async fn upload(
                 ));
             }
             failed => {
-                // Ask the registry how much it has, and go on from there.
                 recoveries += 1;
-                if recoveries > client.opts.retries {
+                // Resume from what the registry says it has, unless its `Range` cannot be
+                // trusted (ECR's, or one that misreported a chunk: `whole` then): start over.
+                if whole || recoveries > client.opts.retries {
                     let e = match failed {
                         Ok(resp) => {
-                            client
-                                .unexpected(
-                                    &format!("uploading blob {} to {repo}", job.digest),
-                                    resp,
-                                )
-                                .await
+                            let what = format!("uploading blob {} to {repo}", job.digest);
+                            client.unexpected(&what, resp).await
                         }
                         Err(e) => e,
                     };
                     return Err(retriable(e));
                 }
-                tokio::time::sleep(super::backoff(recoveries)).await;
+                let what = format!("uploading blob {} to {repo}", job.digest);
+                client
+                    .pause(super::backoff(recoveries), &what)
+                    .await
+                    .map_err(|e| (Next::Fatal, e))?;
                 (offset, loc) = upload_status(client, scope, loc).await.map_err(retriable)?;
                 bar.reset();
                 bar.inc(offset);
@@ -407,13 +437,13 @@ async fn send_chunk(
     bar: &Bar,
 ) -> Result<reqwest::Response> {
     client
-        .send(scope, false, &|http| {
+        .send_tracked(scope, false, &|http, activity| {
             Ok(http
                 .patch(loc.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, len)
                 .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                .body(body(data, offset, len, bar)?))
+                .body(body(data, offset, len, bar, activity)?))
         })
         .await
 }
@@ -488,8 +518,11 @@ async fn commit_upload(
     let mut url = loc.clone();
     url.query_pairs_mut()
         .append_pair("digest", &job.digest.to_string());
+    // The registry may check the whole blob before it answers: the time an answer after an
+    // upload gets.
     let put = client
-        .send(scope, true, &|http| {
+        .send_tracked(scope, true, &|http, activity| {
+            activity.body_sent();
             Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0))
         })
         .await;
@@ -550,16 +583,18 @@ pub async fn stream_blob(
     let counter = sent.clone();
     let chunks = std::sync::Mutex::new(Some(chunks));
     let patched = client
-        .send(&scope, false, &|http| {
+        .send_tracked(&scope, false, &|http, activity| {
             // The body can be sent once; a retry would have nothing to send.
             let rx = chunks
                 .lock()
                 .expect("lock")
                 .take()
                 .ok_or_else(|| Error::Internal("a streamed upload cannot be retried".into()))?;
-            let counter = counter.clone();
-            let stream = tokio_stream_from(rx).map(move |c| {
+            let (counter, activity) = (counter.clone(), activity.clone());
+            let done = activity.clone();
+            let stream = tokio_stream_from(rx, move || done.body_sent()).map(move |c| {
                 counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                activity.touch();
                 Ok::<_, std::io::Error>(c)
             });
             Ok(http
@@ -590,7 +625,8 @@ pub async fn stream_blob(
             put.query_pairs_mut()
                 .append_pair("digest", &digest.to_string());
             match client
-                .send(&scope, true, &|http| {
+                .send_tracked(&scope, true, &|http, activity| {
+                    activity.body_sent();
                     Ok(http.put(put.clone()).header(CONTENT_LENGTH, 0))
                 })
                 .await
@@ -606,9 +642,18 @@ pub async fn stream_blob(
     }
 }
 
-/// A stream of the chunks a channel receives.
+/// A stream of the chunks a channel receives; `ended` runs when the channel closes.
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ended: impl Fn() + Send + Sync + 'static,
 ) -> impl futures_util::Stream<Item = Vec<u8>> {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    futures_util::stream::unfold((rx, ended), |(mut rx, ended)| async move {
+        match rx.recv().await {
+            Some(c) => Some((c, (rx, ended))),
+            None => {
+                ended();
+                None
+            }
+        }
+    })
 }

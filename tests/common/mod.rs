@@ -8,12 +8,14 @@
 //!   [`tars`], [`trees`] (file trees on disk), [`zips`].
 //! - Registry peers, all on loopback with state in temporary directories, every wait bounded
 //!   and everything stopped on drop: [`distribution`] (`docker-registry`), [`token_server`],
-//!   [`tls`], [`credentials`], [`fault_proxy`], [`redirect_registry`], over the small HTTP/1.1
+//!   [`tls`], [`credentials`], [`fault_proxy`], [`redirect_registry`], [`fake_registry`] (answers
+//!   written by the test: endless, trickling, silent), over the small HTTP/1.1
 //!   of [`loopback_http`].
 #![allow(dead_code)]
 
 pub mod credentials;
 pub mod distribution;
+pub mod fake_registry;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod lamina_cli;
@@ -32,9 +34,9 @@ pub mod zips;
 // Each test binary compiles this module on its own and uses only part of it.
 #[allow(unused_imports)]
 pub use self::{
-    credentials::*, distribution::*, fault_proxy::*, fixtures::*, lamina_cli::*, layout::*,
-    loopback_http::*, oci_tools::*, process::*, redirect_registry::*, sandbox::*, tars::*, tls::*,
-    token_server::*, trees::*, zips::*,
+    credentials::*, distribution::*, fake_registry::*, fault_proxy::*, fixtures::*, lamina_cli::*,
+    layout::*, loopback_http::*, oci_tools::*, process::*, redirect_registry::*, sandbox::*,
+    tars::*, tls::*, token_server::*, trees::*, zips::*,
 };
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
