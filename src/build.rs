@@ -247,6 +247,9 @@ pub async fn build(
         .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
         .collect();
     add_layers(&mut image, built, what, &created, log);
+    for l in image.layers.iter().filter(|l| l.origin == Origin::New) {
+        crate::transport::layout::remember_written(l, &opts.cache_dir);
+    }
     image.apply_config(&spec.config, &created);
     crate::image::set_platform(&mut image.config, spec.platform);
     image.annotations = spec.annotations.clone();

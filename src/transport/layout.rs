@@ -202,6 +202,19 @@ fn verified_marker(l: &Layer, cache: &Path) -> Option<std::path::PathBuf> {
     Some(cache.join("verified").join(hex::encode(h.finalize())))
 }
 
+/// Remember as verified a layer blob lamina itself just wrote, whose digest and diff_id it
+/// computed from the very bytes it wrote: a later `push` or `check` of an output holding that
+/// file (a hard link of it) does not decompress it again to verify it. Best effort.
+pub(crate) fn remember_written(l: &Layer, cache: &Path) {
+    if let Some(m) = verified_marker(l, cache)
+        && let Some(dir) = m.parent()
+        && fs::create_dir_all(dir).is_ok()
+    {
+        // Without the marker the blob is only verified again later: nothing is lost.
+        let _ = fs::write(&m, b"");
+    }
+}
+
 /// Verify one layer unless its marker says it was, remembering (best effort) that it was and
 /// what its tar holds (the Lambda gate replays that instead of decompressing it again).
 fn verify_layer(l: &Layer, cache: &Path) -> std::io::Result<()> {
