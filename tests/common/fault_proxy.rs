@@ -1,5 +1,6 @@
 //! [`FaultProxy`]: an HTTP/1.1 proxy in front of a plain registry, one request per
-//! connection, that can answer 503 or cut a request body mid-way, and counts what it saw.
+//! connection, that can answer 503 or cut a request body mid-way, and counts what it saw
+//! (method, target and request headers).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -63,6 +64,18 @@ pub struct Seen {
     pub outcome: &'static str,
     /// When its head arrived.
     pub at: Instant,
+    /// Its request headers, as sent by the client.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -205,6 +218,18 @@ impl FaultProxy {
     /// Every request seen, in arrival order.
     pub fn requests(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Requests seen whose header `name` has a value ending with `suffix` (the AWS SDK names
+    /// its operation in `X-Amz-Target: SERVICE.OPERATION`).
+    pub fn count_header(&self, name: &str, suffix: &str) -> usize {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.header(name).is_some_and(|v| v.ends_with(suffix)))
+            .count()
     }
 
     /// Requests seen by method.
@@ -401,6 +426,7 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
             target: head.target.clone(),
             outcome,
             at: arrived,
+            headers: head.headers.clone(),
         })
     };
     let kind = body_kind(&head);
