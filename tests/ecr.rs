@@ -3,6 +3,9 @@
 //! registry (`docker-registry`, TLS + htpasswd with moto's `AWS` password) is the registry data
 //! plane, reached through `--registry-endpoint`. The image references name the real-looking ECR
 //! host `123456789012.dkr.ecr.us-east-1.amazonaws.com`, so lamina takes its ECR paths.
+//! Counting [`FaultProxy`]s stand in front of the registry (PATCHes per upload session) and of
+//! the ECR API (`X-Amz-Target` per call); the token tests answer GetAuthorizationToken with an
+//! expiry of their choosing ([`TokenApi`]), since moto's says its tokens expired in 2015.
 //!
 //! Every test starts its own moto and registry on 127.0.0.1 and runs lamina with `HOME`,
 //! `DOCKER_CONFIG`, `XDG_CACHE_HOME`, `LAMINA_CACHE_DIR`, `AWS_CONFIG_FILE` and
@@ -802,4 +805,309 @@ fn registry_endpoint_over_plain_http() {
     ));
     assert_eq!(parse_digest(&out), digest);
     verify_layout_blobs(&back);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the README promises about ECR: one PATCH per blob, one token per command
+// ---------------------------------------------------------------------------------------------
+
+/// 5 MiB, the smallest `--chunk-size`.
+const CHUNK: u64 = 5 << 20;
+
+/// The noise layer of the big image: more than two chunks once compressed (noise does not
+/// shrink).
+const BIG: usize = 12 << 20;
+
+/// PATCH requests per committed blob, from what `proxy` saw: each upload session (the id in
+/// `/blobs/uploads/ID`) is tied to the digest its `PUT ?digest=` committed. Panics if a
+/// session got PATCHes but was never committed (this helper is for clean pushes).
+fn patches_per_blob(proxy: &FaultProxy) -> BTreeMap<String, usize> {
+    let seen = proxy.requests();
+    let session = |target: &str| -> Option<String> {
+        let (_, rest) = target.split_once("/blobs/uploads/")?;
+        let id = rest.split('?').next().unwrap_or("");
+        (!id.is_empty()).then(|| id.to_owned())
+    };
+    let mut patches: BTreeMap<String, usize> = BTreeMap::new();
+    let mut committed: BTreeMap<String, String> = BTreeMap::new();
+    for s in &seen {
+        let Some(id) = session(&s.target) else {
+            continue;
+        };
+        match s.method.as_str() {
+            "PATCH" => *patches.entry(id).or_default() += 1,
+            "PUT" => {
+                let query = s.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let digest = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("digest="))
+                    .unwrap_or_else(|| panic!("a PUT without ?digest=: {}", s.target))
+                    .replace("%3A", ":")
+                    .replace("%3a", ":");
+                committed.insert(id, digest);
+            }
+            _ => {}
+        }
+    }
+    for id in patches.keys() {
+        assert!(
+            committed.contains_key(id),
+            "upload session {id} got PATCHes but was never committed: {seen:?}"
+        );
+    }
+    committed
+        .into_iter()
+        .map(|(id, digest)| (digest, patches.get(&id).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// On an ECR registry (named like one, reached through `--registry-endpoint`) every blob goes
+/// up in one streamed PATCH, whatever `--chunk-size` says: ECR's `Range` cannot be trusted
+/// after the first chunk (aws/containers-roadmap#2831). Control: the same image pushed with the
+/// same `--chunk-size` to a registry not named like ECR is sent in 5 MiB chunks, several
+/// PATCHes for its big layer.
+#[test]
+fn ecr_push_sends_each_blob_in_one_patch_whatever_the_chunk_size() {
+    let moto = Moto::start();
+    let (user, password) = moto.registry_credentials();
+    let ecr = Ecr {
+        reg: Registry::plain(),
+        moto,
+        user,
+        password,
+    };
+    let proxy = FaultProxy::new(&ecr.reg.host);
+    let sb = ecr.sandbox();
+    let (digest, layout) = sb.build_big("big", BIG);
+    let (manifest, _, _) = read_layout(&layout, "latest");
+    let blobs = manifest_blobs(&manifest);
+    let (big, big_size) = blobs
+        .iter()
+        .max_by_key(|(_, size)| **size)
+        .map(|(d, s)| (d.clone(), *s))
+        .expect("a blob");
+    assert!(
+        big_size > 2 * CHUNK,
+        "the big layer ({big_size} bytes) should span three chunks"
+    );
+    let chunk = CHUNK.to_string();
+
+    let out = sb.ok(&strings(&[
+        "push",
+        &oci_ref(&layout, "latest"),
+        &ecr_ref("big:v1"),
+        "--registry-endpoint",
+        &format!("http://{}", proxy.addr()),
+        "--chunk-size",
+        &chunk,
+        "--create-repo",
+    ]));
+    assert_eq!(parse_digest(&out), digest);
+    assert_eq!(ecr.reg.manifest_digest("big:v1"), digest);
+    let one_each: BTreeMap<String, usize> = blobs
+        .iter()
+        .map(|(d, size)| (d.clone(), usize::from(*size > 0)))
+        .collect();
+    assert_eq!(
+        patches_per_blob(&proxy),
+        one_each,
+        "PATCHes per blob on ECR (one each expected): {:?}",
+        proxy.requests()
+    );
+
+    // Control: a registry not named like ECR, the same image and --chunk-size.
+    let plain = Registry::plain();
+    let plain_proxy = FaultProxy::new(&plain.host);
+    let out = sb.ok(&strings(&[
+        "push",
+        &oci_ref(&layout, "latest"),
+        &plain_proxy.reference("big:v1"),
+        "--chunk-size",
+        &chunk,
+    ]));
+    assert_eq!(parse_digest(&out), digest);
+    let chunked: BTreeMap<String, usize> = blobs
+        .iter()
+        .map(|(d, size)| (d.clone(), size.div_ceil(CHUNK) as usize))
+        .collect();
+    let seen = patches_per_blob(&plain_proxy);
+    assert_eq!(
+        seen, chunked,
+        "PATCHes per blob on a plain registry ({CHUNK}-byte chunks expected)"
+    );
+    assert!(seen[&big] >= 3, "{seen:?}");
+}
+
+/// GetAuthorizationToken calls seen by `api` (a counting proxy on the ECR API's path): the AWS
+/// SDK names the operation in `X-Amz-Target`.
+fn token_calls(api: &FaultProxy) -> usize {
+    api.count_header("x-amz-target", ".GetAuthorizationToken")
+}
+
+/// The ECR API for the token tests: GetAuthorizationToken answered here, with moto's registry
+/// password and an expiry `ttl` after the call (moto's own answer says the token expired in
+/// 2015, so lamina rightly never reuses it); every other operation relayed to moto. Stopped on
+/// drop.
+struct TokenApi {
+    server: LoopServer,
+}
+
+impl TokenApi {
+    fn new(moto: &Moto, password: &str, ttl: Duration) -> TokenApi {
+        let upstream = moto.host.clone();
+        let token = base64(format!("AWS:{password}").as_bytes());
+        let server = LoopServer::start(bind_loopback(), move |mut client| {
+            let _ = token_api_conn(&mut client, &upstream, &token, ttl);
+        });
+        TokenApi { server }
+    }
+
+    /// `127.0.0.1:PORT`
+    fn addr(&self) -> String {
+        self.server.host()
+    }
+}
+
+/// One request to [`TokenApi`]: answer GetAuthorizationToken, relay the rest to `upstream`.
+fn token_api_conn(
+    client: &mut std::net::TcpStream,
+    upstream: &str,
+    token: &str,
+    ttl: Duration,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let Some((head, leftover)) = read_head(client)? else {
+        return Ok(());
+    };
+    let body = read_simple_body(client, &head, leftover)?;
+    let op = head.header("x-amz-target").unwrap_or("");
+    if op.ends_with(".GetAuthorizationToken") {
+        let expires = std::time::SystemTime::now() + ttl;
+        let secs = expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let answer = serde_json::json!({ "authorizationData": [{
+            "authorizationToken": token,
+            "expiresAt": secs,
+            "proxyEndpoint": format!("https://{ECR_HOST}"),
+        }]});
+        let ct = ("Content-Type", "application/x-amz-json-1.1".to_owned());
+        return respond(client, 200, &[ct], answer.to_string().as_bytes(), false);
+    }
+    let mut up = std::net::TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
+    for (k, v) in &head.headers {
+        if !k.eq_ignore_ascii_case("connection") && !k.eq_ignore_ascii_case("keep-alive") {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    up.write_all(&body)?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    client.write_all(&answer)?;
+    client.flush()?;
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+/// moto and a TLS registry taking its password, with the ECR API reached through a counting
+/// [`FaultProxy`] in front of a [`TokenApi`] whose tokens live `ttl`, and the fixture base on
+/// the registry as `base/al2023:latest`. Returns the sandbox pointed at the proxy.
+fn token_setup(ttl: Duration) -> (Ecr, TokenApi, FaultProxy, Sandbox) {
+    let ecr = Ecr::start();
+    let tokens = TokenApi::new(&ecr.moto, &ecr.password, ttl);
+    let api = FaultProxy::new(&tokens.addr());
+    let mut sb = ecr.sandbox();
+    sb.set("AWS_ENDPOINT_URL", format!("http://{}", api.addr()));
+    ecr.reg
+        .skopeo_push(&fixture_base_ref(), "base/al2023:latest", true);
+    (ecr, tokens, api, sb)
+}
+
+/// `build --base docker://ECR/base/al2023:latest --to docker://ECR/REPO_TAG --create-repo
+/// --json`: a build that connects to the ECR registry twice (reading the base, pushing).
+fn build_on_ecr(ecr: &Ecr, sb: &Sandbox, repo_tag: &str) -> Value {
+    let base = ecr_ref("base/al2023:latest");
+    let out = sb.ok(&Sandbox::build_args(
+        &ecr_ref(repo_tag),
+        &cat(
+            &endpoint_flags(&ecr.reg),
+            &["--base", &base, "--create-repo", "--json"],
+        ),
+    ));
+    let v = parse_json(&out);
+    let digest = v["digest"].as_str().expect("digest");
+    assert_eq!(ecr.reg.manifest_digest(repo_tag), digest);
+    v
+}
+
+/// One command asks ECR for a registry password once and reuses it for every connection it
+/// makes: a build whose base and destination are both on the ECR registry connects twice
+/// (reading the base, pushing) and pushes several blobs, with one GetAuthorizationToken. The
+/// cache lives in the process: a second command asks again, exactly once.
+#[test]
+fn one_authorization_token_per_command() {
+    let (ecr, _tokens, api, sb) = token_setup(Duration::from_secs(12 * 3600));
+    let v = build_on_ecr(&ecr, &sb, "team/fn:v1");
+    let digest = v["digest"].as_str().expect("digest").to_owned();
+    let pushed = blob_fates(&v)
+        .values()
+        .filter(|(_, fate)| fate != "skipped")
+        .count();
+    assert!(pushed >= 2, "the build should push several blobs: {v}");
+    // The proxy is on the ECR API's path: it saw the repository calls too.
+    assert!(
+        api.count_header("x-amz-target", ".DescribeRepositories") >= 1,
+        "the ECR API calls did not go through the counting proxy: {:?}",
+        api.requests()
+    );
+    assert_eq!(
+        token_calls(&api),
+        1,
+        "GetAuthorizationToken calls during one build: {:?}",
+        api.requests()
+    );
+
+    // A second command (a registry-to-registry push: two connections again) is its own
+    // process with its own cache: one more call, not zero, not two.
+    let flags = endpoint_flags(&ecr.reg);
+    sb.ok(&cat(
+        &strings(&["push", &ecr_ref("team/fn:v1"), &ecr_ref("team/fn:v2")]),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert_eq!(ecr.reg.manifest_digest("team/fn:v2"), digest);
+    assert_eq!(
+        token_calls(&api),
+        2,
+        "GetAuthorizationToken calls after a second command: {:?}",
+        api.requests()
+    );
+}
+
+/// A token is reused until five minutes before it expires: one that expires in six minutes
+/// serves both connections of a build; one that expires in four is asked for again by the
+/// build's second connection.
+#[test]
+fn a_token_is_not_reused_within_five_minutes_of_its_expiry() {
+    let (ecr, _tokens, api, sb) = token_setup(Duration::from_secs(6 * 60));
+    build_on_ecr(&ecr, &sb, "team/fn:v1");
+    assert_eq!(
+        token_calls(&api),
+        1,
+        "a token valid for six more minutes should be reused: {:?}",
+        api.requests()
+    );
+
+    let (ecr, _tokens, api, sb) = token_setup(Duration::from_secs(4 * 60));
+    build_on_ecr(&ecr, &sb, "team/fn:v1");
+    assert_eq!(
+        token_calls(&api),
+        2,
+        "a token valid for four more minutes should be asked for again by each connection: {:?}",
+        api.requests()
+    );
 }
