@@ -4,8 +4,10 @@
 //! lamina wrote is checked with skopeo and umoci. The `harness_*` tests check the test peers
 //! themselves with skopeo alone.
 //!
-//! Every test starts its own registry on 127.0.0.1 and runs lamina with `HOME`,
-//! `DOCKER_CONFIG`, `XDG_CACHE_HOME` and `LAMINA_CACHE_DIR` inside a temporary directory.
+//! Every test starts its own registry on 127.0.0.1 (one, on 10.200.0.1 inside a network
+//! namespace of its own: an address that is not loopback, yet reachable only there) and runs
+//! lamina with `HOME`, `DOCKER_CONFIG`, `XDG_CACHE_HOME` and `LAMINA_CACHE_DIR` inside a
+//! temporary directory.
 
 mod common;
 
@@ -222,7 +224,8 @@ fn harness_fault_proxy_forwards_fails_and_cuts() {
 #[test]
 fn harness_redirect_registry_serves_blobs_from_another_host() {
     let rr = redirect_registry(USER, PASSWORD);
-    rr.registry.skopeo_push(&fixture_base_ref(), "fn:latest", true);
+    rr.registry
+        .skopeo_push(&fixture_base_ref(), "fn:latest", true);
     let t = TempDir::new().unwrap();
     let back = t.path().join("back");
     rr.registry
@@ -1102,7 +1105,8 @@ fn push_recovers_from_a_connection_cut_mid_blob() {
 #[test]
 fn credentials_are_not_sent_to_a_redirected_storage_host() {
     let rr = redirect_registry(USER, PASSWORD);
-    rr.registry.skopeo_push(&fixture_base_ref(), "fn:latest", true);
+    rr.registry
+        .skopeo_push(&fixture_base_ref(), "fn:latest", true);
     let (storage_before, redirected_before) = (rr.storage_requests(), rr.redirected_gets());
     let sb = Sandbox::new(secrets());
     rr.registry.write_docker_config(&sb.docker_dir());
@@ -1253,6 +1257,19 @@ fn plain_http_off_loopback_needs_insecure_registry() {
             "a refused push reached the registry: {:?}",
             list_dir(&repos)
         );
+        // So is the same address given as an endpoint (no scheme) for another registry name.
+        let mut via = strings(&["push", &src, "docker://registry.example/fn:latest"]);
+        via.extend(strings(&retries));
+        via.extend(strings(&[
+            "--registry-endpoint",
+            &format!("registry.example={}", reg.host),
+        ]));
+        let err = stderr_of(&sb.fail(&via));
+        assert!(
+            err.contains("registry.example") && err.contains("--insecure-registry"),
+            "{err}"
+        );
+        assert!(!repos.exists(), "a refused push reached the registry");
         // A pull is refused the same way.
         let back = sb.work().join("back");
         let mut pull = strings(&["pull", &dest, &oci_ref(&back, "latest")]);

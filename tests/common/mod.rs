@@ -37,8 +37,8 @@ pub mod zips;
 #[allow(unused_imports)]
 pub use self::{
     credentials::*, distribution::*, fake_registry::*, fault_proxy::*, fixtures::*, lamina_cli::*,
-    layout::*, loopback_http::*, netns::*, oci_tools::*, process::*, redirect_registry::*, sandbox::*,
-    tars::*, tls::*, token_server::*, trees::*, zips::*,
+    layout::*, loopback_http::*, netns::*, oci_tools::*, process::*, redirect_registry::*,
+    sandbox::*, tars::*, tls::*, token_server::*, trees::*, zips::*,
 };
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";

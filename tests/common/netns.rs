@@ -36,5 +36,9 @@ fn ip_ok(args: &[&str]) {
         None,
         std::time::Duration::from_secs(10),
     );
-    assert!(out.status.success(), "ip {args:?} failed:\n{}", describe(&out));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed:\n{}",
+        describe(&out)
+    );
 }
