@@ -4,8 +4,10 @@
 //! lamina wrote is checked with skopeo and umoci. The `harness_*` tests check the test peers
 //! themselves with skopeo alone.
 //!
-//! Every test starts its own registry on 127.0.0.1 and runs lamina with `HOME`,
-//! `DOCKER_CONFIG`, `XDG_CACHE_HOME` and `LAMINA_CACHE_DIR` inside a temporary directory.
+//! Every test starts its own registry on 127.0.0.1 (one, on 10.200.0.1 inside a network
+//! namespace of its own: an address that is not loopback, yet reachable only there) and runs
+//! lamina with `HOME`, `DOCKER_CONFIG`, `XDG_CACHE_HOME` and `LAMINA_CACHE_DIR` inside a
+//! temporary directory.
 
 mod common;
 
@@ -220,29 +222,28 @@ fn harness_fault_proxy_forwards_fails_and_cuts() {
 }
 
 #[test]
-fn harness_redirect_server_serves_blobs_from_another_host() {
-    let rr = redirect_server(&fixture_base(), USER, PASSWORD);
+fn harness_redirect_registry_serves_blobs_from_another_host() {
+    let rr = redirect_registry(USER, PASSWORD);
+    rr.registry
+        .skopeo_push(&fixture_base_ref(), "fn:latest", true);
     let t = TempDir::new().unwrap();
-    let creds = format!("{USER}:{PASSWORD}");
     let back = t.path().join("back");
-    skopeo_ok(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &creds,
-        &rr.reference("fn:latest"),
-        &oci_ref(&back, "latest"),
-    ]);
+    rr.registry
+        .skopeo_pull("fn:latest", &oci_ref(&back, "latest"));
     verify_layout_blobs(&back);
-    assert!(rr.redirects() >= 2, "redirects: {}", rr.redirects());
+    assert!(
+        rr.redirected_gets() >= 2,
+        "docker-registry redirected no blob GETs:\n{}",
+        rr.registry.log()
+    );
     assert!(rr.storage_requests() >= 2);
     assert_eq!(rr.storage_with_auth(), 0, "Go strips Authorization too");
-    assert!(rr.front_authorized() >= 1);
     // Without credentials the registry refuses.
     let out = skopeo(&[
         "inspect",
         "--raw",
-        "--tls-verify=false",
+        "--cert-dir",
+        path_str(rr.registry.cert_dir.as_ref().expect("TLS")),
         "--no-creds",
         &rr.reference("fn:latest"),
     ]);
@@ -1103,29 +1104,34 @@ fn push_recovers_from_a_connection_cut_mid_blob() {
 
 #[test]
 fn credentials_are_not_sent_to_a_redirected_storage_host() {
-    let rr = redirect_server(&fixture_base(), USER, PASSWORD);
+    let rr = redirect_registry(USER, PASSWORD);
+    rr.registry
+        .skopeo_push(&fixture_base_ref(), "fn:latest", true);
+    let (storage_before, redirected_before) = (rr.storage_requests(), rr.redirected_gets());
     let sb = Sandbox::new(secrets());
-    write_docker_auths(&sb.docker_dir(), &[(&rr.host, &rr.auth_b64())]);
+    rr.registry.write_docker_config(&sb.docker_dir());
     let p = sb.work().join("p");
-    sb.ok(&strings(&[
-        "pull",
-        &rr.reference("fn:latest"),
-        &oci_ref(&p, "latest"),
-        "--platform",
-        "linux/arm64",
-    ]));
+    sb.ok(&with_flags(
+        strings(&[
+            "pull",
+            &rr.reference("fn:latest"),
+            &oci_ref(&p, "latest"),
+            "--platform",
+            "linux/arm64",
+        ]),
+        &rr.registry,
+    ));
     assert_eq!(read_layout(&p, "latest").1, base_image("arm64").1);
     verify_layout_blobs(&p);
+    // The registry needs credentials (htpasswd) for every read: the pull proves lamina sent
+    // them there.
     assert!(
-        rr.front_authorized() >= 1,
-        "lamina never sent credentials to the registry"
+        rr.redirected_gets() - redirected_before >= 3,
+        "blob GETs redirected: {}\n{}",
+        rr.redirected_gets() - redirected_before,
+        rr.registry.log()
     );
-    assert!(
-        rr.redirects() >= 3,
-        "blob GETs redirected: {}",
-        rr.redirects()
-    );
-    assert!(rr.storage_requests() >= 3);
+    assert!(rr.storage_requests() - storage_before >= 3);
     assert_eq!(
         rr.storage_with_auth(),
         0,
@@ -1218,6 +1224,65 @@ fn pulling_a_missing_image_fails_naming_it() {
 // ---------------------------------------------------------------------------------------------
 // Trust, retries, credential helpers
 // ---------------------------------------------------------------------------------------------
+
+/// An address outside 127.0.0.0/8, on the loopback interface of a test's own network namespace.
+const PRIVATE_IP: &str = "10.200.0.1";
+
+/// The README: "Registries on loopback (localhost, 127.0.0.0/8, [::1]) may always use plain
+/// HTTP"; any other needs `--insecure-registry`. The registry listens on 10.200.0.1 in a network
+/// namespace of the test's own (the traffic never leaves it), which lamina must treat as any
+/// network address.
+#[test]
+fn plain_http_off_loopback_needs_insecure_registry() {
+    in_private_network(PRIVATE_IP, || {
+        let reg = Registry::plain_on(PRIVATE_IP);
+        let sb = Sandbox::new(secrets());
+        let (digest, layout) = sb.build_oci("out", &[]);
+        let src = oci_ref(&layout, "latest");
+        let dest = reg.reference("fn:latest");
+        let retries = ["--retries", "0"];
+        let mut push = strings(&["push", &src, &dest]);
+        push.extend(strings(&retries));
+        let out = sb.fail(&push);
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&reg.host) && err.contains("--insecure-registry"),
+            "the refusal should name {} and --insecure-registry:\n{}",
+            reg.host,
+            describe(&out)
+        );
+        let repos = reg.dir.join("data/docker/registry/v2/repositories");
+        assert!(
+            !repos.exists(),
+            "a refused push reached the registry: {:?}",
+            list_dir(&repos)
+        );
+        // So is the same address given as an endpoint (no scheme) for another registry name.
+        let mut via = strings(&["push", &src, "docker://registry.example/fn:latest"]);
+        via.extend(strings(&retries));
+        via.extend(strings(&[
+            "--registry-endpoint",
+            &format!("registry.example={}", reg.host),
+        ]));
+        let err = stderr_of(&sb.fail(&via));
+        assert!(
+            err.contains("registry.example") && err.contains("--insecure-registry"),
+            "{err}"
+        );
+        assert!(!repos.exists(), "a refused push reached the registry");
+        // A pull is refused the same way.
+        let back = sb.work().join("back");
+        let mut pull = strings(&["pull", &dest, &oci_ref(&back, "latest")]);
+        pull.extend(strings(&retries));
+        assert!(stderr_of(&sb.fail(&pull)).contains("--insecure-registry"));
+        assert!(!back.exists(), "a refused pull created {}", back.display());
+        // Declared insecure: pushed, and the registry serves the printed digest.
+        push.extend(strings(&["--insecure-registry", &reg.host]));
+        let out = sb.ok(&push);
+        assert_eq!(parse_digest(&out), digest);
+        assert_eq!(reg.manifest_digest("fn:latest"), digest);
+    });
+}
 
 #[test]
 fn tls_registry_needs_its_ca_unless_declared_insecure() {

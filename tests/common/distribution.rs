@@ -26,10 +26,20 @@ enum Flavour {
     TlsToken,
 }
 
-/// A `docker-registry serve` on 127.0.0.1 with all its state in a temporary directory; killed
-/// on drop.
+/// Where and how a registry runs, beyond its flavour.
+#[derive(Default)]
+struct Setup {
+    /// The address it listens on; `127.0.0.1` when `None`.
+    ip: Option<String>,
+    /// Blob reads answered with a 307 to this base URL plus the blob's storage path
+    /// (distribution's `redirect` storage middleware).
+    redirect_to: Option<String>,
+}
+
+/// A `docker-registry serve` on 127.0.0.1 (unless told otherwise) with all its state in a
+/// temporary directory; killed on drop.
 pub struct Registry {
-    /// `127.0.0.1:PORT`
+    /// `IP:PORT`, `127.0.0.1:PORT` unless told otherwise
     pub host: String,
     /// The CA certificate (PEM) when the registry speaks TLS.
     pub ca: Option<PathBuf>,
@@ -50,20 +60,42 @@ pub struct Registry {
 impl Registry {
     /// Plain HTTP, no authentication.
     pub fn plain() -> Registry {
-        Registry::start(Flavour::Plain, None)
+        Registry::start(Flavour::Plain, None, Setup::default())
+    }
+
+    /// Plain HTTP, no authentication, listening on `ip` (which the caller has put on an
+    /// interface, e.g. in a network namespace of its own: see `netns`).
+    pub fn plain_on(ip: &str) -> Registry {
+        let setup = Setup {
+            ip: Some(ip.to_owned()),
+            ..Setup::default()
+        };
+        Registry::start(Flavour::Plain, None, setup)
+    }
+
+    /// TLS and htpasswd basic authentication, with every blob read (GET or HEAD) answered by a
+    /// `307` to `base_url` + the blob's path in the registry's storage
+    /// (`/docker/registry/v2/blobs/sha256/XX/HEX/data`): distribution's own `redirect` storage
+    /// middleware, as a registry backed by S3 or a CDN does.
+    pub fn tls_basic_redirecting(user: &str, password: &str, base_url: &str) -> Registry {
+        let setup = Setup {
+            redirect_to: Some(base_url.to_owned()),
+            ..Setup::default()
+        };
+        Registry::start(Flavour::TlsBasic, Some((user, password)), setup)
     }
 
     /// TLS (a CA generated for the test) and htpasswd basic authentication.
     pub fn tls_basic(user: &str, password: &str) -> Registry {
-        Registry::start(Flavour::TlsBasic, Some((user, password)))
+        Registry::start(Flavour::TlsBasic, Some((user, password)), Setup::default())
     }
 
     /// TLS and bearer tokens from a [`TokenServer`] that knows `user`/`password`.
     pub fn token(user: &str, password: &str) -> Registry {
-        Registry::start(Flavour::TlsToken, Some((user, password)))
+        Registry::start(Flavour::TlsToken, Some((user, password)), Setup::default())
     }
 
-    fn start(flavour: Flavour, creds: Option<(&str, &str)>) -> Registry {
+    fn start(flavour: Flavour, creds: Option<(&str, &str)>, setup: Setup) -> Registry {
         let bin = require_tool("docker-registry");
         let tmp = TempDir::new().expect("tempdir");
         let dir = tmp.path().to_path_buf();
@@ -81,16 +113,26 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let middleware = match &setup.redirect_to {
+            Some(url) => format!(
+                "middleware:\n  storage:\n    - name: redirect\n      options:\n        \
+                 baseurl: {}\n",
+                serde_json::to_string(url).expect("JSON string")
+            ),
+            None => String::new(),
+        };
+        let ip = setup.ip.as_deref().unwrap_or("127.0.0.1");
         let log = dir.join("registry.log");
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let host = format!("127.0.0.1:{port}");
+            let host = format!("{ip}:{port}");
             let config = format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  formatter: text\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
+                 {middleware}\
                  http:\n  addr: \"{host}\"\n  secret: \"lamina-test-http-secret\"\n{tls_cfg}\
                  {auth}",
                 yaml_path(&data)

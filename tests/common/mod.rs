@@ -6,6 +6,7 @@
 //!   a temporary home, for the network tests).
 //! - What the tests build from and check: [`fixtures`], [`layout`] (OCI layouts, digests),
 //!   [`tars`], [`trees`] (file trees on disk), [`zips`].
+//! - [`netns`]: a private network namespace, for an address that is not loopback.
 //! - Registry peers, all on loopback with state in temporary directories, every wait bounded
 //!   and everything stopped on drop: [`distribution`] (`docker-registry`), [`token_server`],
 //!   [`tls`], [`credentials`], [`fault_proxy`], [`redirect_registry`], [`fake_registry`] (answers
@@ -21,6 +22,7 @@ pub mod fixtures;
 pub mod lamina_cli;
 pub mod layout;
 pub mod loopback_http;
+pub mod netns;
 pub mod oci_tools;
 pub mod process;
 pub mod redirect_registry;
@@ -35,8 +37,8 @@ pub mod zips;
 #[allow(unused_imports)]
 pub use self::{
     credentials::*, distribution::*, fake_registry::*, fault_proxy::*, fixtures::*, lamina_cli::*,
-    layout::*, loopback_http::*, oci_tools::*, process::*, redirect_registry::*, sandbox::*,
-    tars::*, tls::*, token_server::*, trees::*, zips::*,
+    layout::*, loopback_http::*, netns::*, oci_tools::*, process::*, redirect_registry::*,
+    sandbox::*, tars::*, tls::*, token_server::*, trees::*, zips::*,
 };
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
