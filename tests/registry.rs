@@ -1228,14 +1228,24 @@ fn pulling_a_missing_image_fails_naming_it() {
 /// An address outside 127.0.0.0/8, on the loopback interface of a test's own network namespace.
 const PRIVATE_IP: &str = "10.200.0.1";
 
+/// Run `body` with a plain-HTTP registry whose address is not a loopback one, with traffic
+/// that never leaves the machine: as root, in a network namespace of its own at
+/// [`PRIVATE_IP`]; otherwise reached at `0.0.0.0`, which Linux delivers to 127.0.0.1.
+fn off_loopback(body: impl FnOnce(Registry) + Send) {
+    if nix::unistd::geteuid().is_root() {
+        in_private_network(PRIVATE_IP, || body(Registry::plain_on(PRIVATE_IP)));
+    } else {
+        body(Registry::plain_reached_as("0.0.0.0"));
+    }
+}
+
 /// The README: "Registries on loopback (localhost, 127.0.0.0/8, [::1]) may always use plain
 /// HTTP"; any other needs `--insecure-registry`. The registry listens on 10.200.0.1 in a network
 /// namespace of the test's own (the traffic never leaves it), which lamina must treat as any
 /// network address.
 #[test]
 fn plain_http_off_loopback_needs_insecure_registry() {
-    in_private_network(PRIVATE_IP, || {
-        let reg = Registry::plain_on(PRIVATE_IP);
+    off_loopback(|reg| {
         let sb = Sandbox::new(secrets());
         let (digest, layout) = sb.build_oci("out", &[]);
         let src = oci_ref(&layout, "latest");

@@ -31,6 +31,10 @@ enum Flavour {
 struct Setup {
     /// The address it listens on; `127.0.0.1` when `None`.
     ip: Option<String>,
+    /// The address clients are told to reach it at (its `host`), when not the one it listens
+    /// on: `0.0.0.0` reaches a registry listening on 127.0.0.1, through an address that is
+    /// not a loopback one.
+    reached_as: Option<String>,
     /// Blob reads answered with a 307 to this base URL plus the blob's storage path
     /// (distribution's `redirect` storage middleware).
     redirect_to: Option<String>,
@@ -65,6 +69,16 @@ impl Registry {
 
     /// Plain HTTP, no authentication, listening on `ip` (which the caller has put on an
     /// interface, e.g. in a network namespace of its own: see `netns`).
+    /// Plain HTTP on 127.0.0.1, reached at `ip:PORT` (e.g. `0.0.0.0`, which Linux delivers to
+    /// the local host but which is not a loopback address).
+    pub fn plain_reached_as(ip: &str) -> Registry {
+        let setup = Setup {
+            reached_as: Some(ip.to_owned()),
+            ..Setup::default()
+        };
+        Registry::start(Flavour::Plain, None, setup)
+    }
+
     pub fn plain_on(ip: &str) -> Registry {
         let setup = Setup {
             ip: Some(ip.to_owned()),
@@ -126,14 +140,15 @@ impl Registry {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let host = format!("{ip}:{port}");
+            let host = format!("{}:{port}", setup.reached_as.as_deref().unwrap_or(ip));
+            let bind = format!("{ip}:{port}");
             let config = format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  formatter: text\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  {middleware}\
-                 http:\n  addr: \"{host}\"\n  secret: \"lamina-test-http-secret\"\n{tls_cfg}\
+                 http:\n  addr: \"{bind}\"\n  secret: \"lamina-test-http-secret\"\n{tls_cfg}\
                  {auth}",
                 yaml_path(&data)
             );
