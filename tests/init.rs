@@ -1,0 +1,453 @@
+//! `lamina init` end to end for every runtime family lamina knows: a project laid out as a user
+//! would have it, `lamina init`, `lamina build` and `lamina check`, which must pass with no
+//! finding at all. The handler `init` wrote must be the image's CMD and the code must be under
+//! /var/task.
+//!
+//! There is no network here, so AWS's base images (public.ecr.aws/lambda/...) cannot be pulled:
+//! every build gets `--base oci:STANDIN`, a stand-in built once by lamina from a staged
+//! directory with what matters to `check` in AWS's bases — Debian's static busybox (`sh`) and an
+//! ENTRYPOINT `/lambda-entrypoint.sh` that is a `#!/bin/sh` script. These tests need
+//! `/bin/busybox` from `busybox-static` and fail loudly without it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The stand-in's one file-system layer: a statically linked sh and AWS's entry point.
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: [&str; 4] = ["sh", "cat", "ls", "env"];
+const ENTRYPOINT: &str = "/lambda-entrypoint.sh";
+
+/// This machine's platform: busybox runs only there, so the stand-in (and every build from it)
+/// is labelled with it. On amd64, as here, it is the starter spec's own `linux/amd64`.
+fn host_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        other => panic!("the stand-in base needs an amd64 or arm64 machine, not {other}"),
+    }
+}
+
+/// `oci:DIR:base`, the stand-in for AWS's base images, built once per test binary. Its
+/// directory lives under cargo's target/tmp, named for this process.
+fn stand_in() -> &'static str {
+    static REF: OnceLock<String> = OnceLock::new();
+    REF.get_or_init(|| {
+        let busybox = fs::read(BUSYBOX).unwrap_or_else(|e| {
+            panic!(
+                "{BUSYBOX} is missing ({e}): the init tests put a static busybox in a stand-in base \
+                 image. Install Debian's busybox-static (`apt-get install busybox-static`)"
+            )
+        });
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-tests");
+        fs::create_dir_all(&base).unwrap();
+        for e in fs::read_dir(&base).unwrap().flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !Path::new("/proc").join(&pid).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = base.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        let stage = dir.join("stage");
+        for d in ["bin", "var/runtime", "var/task", "opt", "tmp"] {
+            fs::create_dir_all(stage.join(d)).unwrap();
+        }
+        write_file(&stage.join("bin/busybox"), &busybox, 0o755);
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", stage.join("bin").join(a)).unwrap();
+        }
+        write_file(
+            &stage.join("lambda-entrypoint.sh"),
+            b"#!/bin/sh\n# Stands in for AWS's entry point: the handler is its argument.\nexec /var/runtime/bootstrap \"$@\"\n",
+            0o755,
+        );
+        write_file(
+            &stage.join("var/runtime/bootstrap"),
+            b"#!/bin/sh\n# Stands in for the managed runtime's bootstrap.\nexit 0\n",
+            0o755,
+        );
+        let to = oci_ref(&dir.join("standin"), "base");
+        let layer = format!("{}:/", stage.display());
+        lamina_ok(
+            &[
+                "build",
+                "--base",
+                "scratch",
+                "--platform",
+                host_platform(),
+                "--layer",
+                &layer,
+                "--entrypoint",
+                &json!([ENTRYPOINT]).to_string(),
+                "--workdir",
+                "/var/task",
+                "--env",
+                "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+                "--env",
+                "LAMBDA_TASK_ROOT=/var/task",
+                "--env",
+                "LAMBDA_RUNTIME_DIR=/var/runtime",
+                "--to",
+                &to,
+            ],
+            &dir,
+            &[],
+        );
+        to
+    })
+}
+
+/// A project: files relative to its directory, with content and mode.
+type Files<'a> = &'a [(&'a str, &'a [u8], u32)];
+
+fn project(files: Files) -> TempDir {
+    let t = TempDir::new().unwrap();
+    for (path, data, mode) in files {
+        write_file(&t.path().join(path), data, *mode);
+    }
+    t
+}
+
+/// `[function] runtime` and `handler` of the lamina.toml `init` wrote in `dir`.
+fn written_function(dir: &Path) -> (String, String) {
+    let path = dir.join("lamina.toml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let f = doc["function"].as_table().expect("[function]");
+    let s = |k: &str| {
+        f[k].as_str()
+            .unwrap_or_else(|| panic!("{k}: {text}"))
+            .to_owned()
+    };
+    assert_eq!(f["code"].as_str(), Some("."), "{text}");
+    (s("runtime"), s("handler"))
+}
+
+/// The built image, read back.
+struct Built {
+    _out: TempDir,
+    config: Value,
+    /// Entries of the layers this build added on top of the stand-in, bottom first.
+    added: Vec<Vec<TarEntry>>,
+}
+
+impl Built {
+    /// The last added entry at `path` (a later layer wins).
+    fn file(&self, path: &str) -> Option<&TarEntry> {
+        self.added.iter().rev().find_map(|l| find_entry(l, path))
+    }
+}
+
+/// `lamina init INIT_ARGS` in the project, the runtime and handler it wrote asserted; then
+/// `lamina build --base STANDIN` and `lamina check`, which must report nothing.
+fn init_build_check(dir: &Path, init_args: &[&str], runtime: &str, handler: &str) -> Built {
+    let mut args = vec!["init"];
+    args.extend_from_slice(init_args);
+    lamina_ok(&args, dir, &[]);
+    assert_eq!(
+        written_function(dir),
+        (runtime.to_owned(), handler.to_owned()),
+        "runtime and handler in lamina.toml"
+    );
+
+    let out = TempDir::new().unwrap();
+    let image = oci_ref(out.path(), "latest");
+    let built = lamina_ok(
+        &[
+            "build",
+            "--base",
+            stand_in(),
+            "--platform",
+            host_platform(),
+            "--to",
+            &image,
+        ],
+        dir,
+        &[],
+    );
+    parse_digest(&built);
+
+    let check = lamina(&["check", "--json", &image], dir, &[]);
+    assert_no_panic(&check);
+    assert_eq!(check.status.code(), Some(0), "{}", describe(&check));
+    let report = parse_json(&check);
+    assert_eq!(report["findings"], json!([]), "{report}");
+    assert!(
+        stderr_of(&check).contains("passes the Lambda checks (0 warnings)"),
+        "{}",
+        describe(&check)
+    );
+
+    verify_layout_blobs(out.path());
+    let (manifest, _, config) = read_layout(out.path(), "latest");
+    let standin_dir = stand_in()
+        .strip_prefix("oci:")
+        .and_then(|r| r.strip_suffix(":base"))
+        .map(PathBuf::from)
+        .unwrap();
+    let (base_manifest, _, _) = read_layout(&standin_dir, "base");
+    let base_layers = layer_digests(&base_manifest);
+    let layers = layer_digests(&manifest);
+    assert_eq!(
+        layers[..base_layers.len()],
+        base_layers[..],
+        "the stand-in's layers come first, unchanged"
+    );
+    let added = (base_layers.len()..layers.len())
+        .map(|i| tar_entries(&layer_tar(out.path(), &manifest, i)))
+        .collect::<Vec<_>>();
+    assert!(!added.is_empty(), "the build added no layer");
+    let c = &config["config"];
+    assert_eq!(c["Cmd"], json!([handler]), "the handler is CMD: {config}");
+    assert_eq!(c["Entrypoint"], json!([ENTRYPOINT]), "{config}");
+    assert_eq!(c["WorkingDir"], json!("/var/task"), "{config}");
+    Built {
+        _out: out,
+        config,
+        added,
+    }
+}
+
+/// Every `(path, content)` is a regular file at `/var/task/PATH` in the added layers, readable
+/// by anyone; the spec and the layers that are not code stay out.
+fn assert_code(b: &Built, files: Files) {
+    for (path, data, mode) in files {
+        let at = format!("var/task/{path}");
+        let e = b.file(&at).unwrap_or_else(|| {
+            panic!(
+                "{at} is not in the added layers: {:?}",
+                b.added
+                    .iter()
+                    .flatten()
+                    .map(TarEntry::path_str)
+                    .collect::<Vec<_>>()
+            )
+        });
+        assert!(e.is_file(), "{at} is not a regular file");
+        assert_eq!(&e.data, data, "{at}");
+        assert_eq!(e.mode & 0o444, 0o444, "{at} mode {:o}", e.mode);
+        assert_eq!(e.mode & 0o111, mode & 0o111, "{at} mode {:o}", e.mode);
+    }
+    assert!(
+        b.file("var/task/lamina.toml").is_none(),
+        "lamina.toml is excluded from the code"
+    );
+}
+
+#[test]
+fn python_control() {
+    let files: Files = &[
+        ("requirements.txt", b"requests==2.32.3\n", 0o644),
+        (
+            "app.py",
+            b"def handler(event, context):\n    return {'ok': True}\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let b = init_build_check(p.path(), &[], "python3.13", "app.handler");
+    assert_code(&b, files);
+}
+
+#[test]
+fn nodejs_commonjs_with_node_modules() {
+    let files: Files = &[
+        (
+            "package.json",
+            br#"{"name": "fn", "version": "1.0.0", "main": "index.js"}"#,
+            0o644,
+        ),
+        (
+            "index.js",
+            b"const pad = require('left-pad');\nexports.handler = async (event) => ({ ok: pad('x', 3) });\n",
+            0o644,
+        ),
+        (
+            "node_modules/left-pad/package.json",
+            br#"{"name": "left-pad", "version": "1.3.0", "main": "index.js"}"#,
+            0o644,
+        ),
+        (
+            "node_modules/left-pad/index.js",
+            b"module.exports = (s, n) => s.padStart(n);\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let b = init_build_check(p.path(), &[], "nodejs22.x", "index.handler");
+    assert_code(&b, files);
+    // node_modules has a layer of its own, below the code's, which leaves it out.
+    let files_in = |l: &[TarEntry]| -> Vec<String> {
+        l.iter()
+            .filter(|e| e.is_file())
+            .map(TarEntry::path_str)
+            .collect()
+    };
+    let deps = b
+        .added
+        .iter()
+        .position(|l| {
+            let f = files_in(l);
+            !f.is_empty() && f.iter().all(|p| p.starts_with("var/task/node_modules/"))
+        })
+        .unwrap_or_else(|| panic!("no node_modules layer: {:?}", b.config["rootfs"]));
+    let code = b
+        .added
+        .iter()
+        .position(|l| find_entry(l, "var/task/index.js").is_some())
+        .unwrap();
+    assert!(deps < code, "node_modules lies below the code");
+    assert!(
+        files_in(&b.added[code])
+            .iter()
+            .all(|p| !p.contains("node_modules")),
+        "the code layer leaves node_modules out"
+    );
+}
+
+#[test]
+fn nodejs_es_module() {
+    let files: Files = &[
+        (
+            "package.json",
+            br#"{"name": "fn", "version": "1.0.0", "type": "module"}"#,
+            0o644,
+        ),
+        (
+            "index.mjs",
+            b"export const handler = async (event) => ({ ok: true });\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let b = init_build_check(p.path(), &[], "nodejs22.x", "index.handler");
+    assert_code(&b, files);
+}
+
+/// A jar as a zip archive: a manifest and the handler's (stand-in) class.
+fn jar() -> Vec<u8> {
+    let t = TempDir::new().unwrap();
+    let path = t.path().join("function.jar");
+    write_zip(
+        &path,
+        &[
+            ZipItem::File(
+                "META-INF/MANIFEST.MF",
+                0o644,
+                b"Manifest-Version: 1.0\r\nCreated-By: test\r\n\r\n",
+            ),
+            ZipItem::File(
+                "example/Handler.class",
+                0o644,
+                b"\xca\xfe\xba\xbe\x00\x00\x00\x41",
+            ),
+        ],
+    );
+    fs::read(&path).unwrap()
+}
+
+/// `init` guesses only Python and Node.js from the files; a Java project needs `--runtime`.
+/// The built jar goes where Lambda's Java runtime puts jars on the class path: /var/task/lib.
+#[test]
+fn java_built_jar() {
+    let jar = jar();
+    let files: Files = &[("lib/function.jar", &jar, 0o644)];
+    let p = project(files);
+    let b = init_build_check(
+        p.path(),
+        &["--runtime", "java21"],
+        "java21",
+        "example.Handler::handleRequest",
+    );
+    assert_code(&b, files);
+}
+
+#[test]
+fn ruby_gemfile_project() {
+    let files: Files = &[
+        ("Gemfile", b"source 'https://rubygems.org'\n", 0o644),
+        (
+            "Gemfile.lock",
+            b"GEM\n  remote: https://rubygems.org/\n  specs:\n\nPLATFORMS\n  ruby\n",
+            0o644,
+        ),
+        (
+            "app.rb",
+            b"def handler(event:, context:)\n  { ok: true }\nend\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let b = init_build_check(
+        p.path(),
+        &["--runtime", "ruby3.4"],
+        "ruby3.4",
+        "app.handler",
+    );
+    assert_code(&b, files);
+}
+
+/// `dotnet publish` output: the assembly the default handler names (`Function`), its deps and
+/// runtime config.
+#[test]
+fn dotnet_publish_dir() {
+    let files: Files = &[
+        (
+            "Function.dll",
+            b"MZ\x90\x00\x03\x00\x00\x00stand-in assembly",
+            0o644,
+        ),
+        (
+            "Function.deps.json",
+            br#"{"runtimeTarget": {"name": ".NETCoreApp,Version=v8.0"}}"#,
+            0o644,
+        ),
+        (
+            "Function.runtimeconfig.json",
+            br#"{"runtimeOptions": {"tfm": "net8.0"}}"#,
+            0o644,
+        ),
+        (
+            "Amazon.Lambda.Core.dll",
+            b"MZ\x90\x00\x03\x00\x00\x00stand-in library",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let b = init_build_check(
+        p.path(),
+        &["--runtime", "dotnet8"],
+        "dotnet8",
+        "Function::Function.Function::FunctionHandler",
+    );
+    assert_code(&b, files);
+}
+
+/// An OS-only runtime: nothing `init` recognises, so `provided.al2023` with a `bootstrap`, which
+/// lands executable at /var/runtime/bootstrap (where `check` runs its L007).
+#[test]
+fn provided_bootstrap() {
+    let files: Files = &[
+        (
+            "bootstrap",
+            b"#!/bin/sh\n# a custom runtime\nexec cat\n",
+            0o755,
+        ),
+        ("function.sh", b"handler() { echo ok; }\n", 0o644),
+    ];
+    let p = project(files);
+    let b = init_build_check(p.path(), &[], "provided.al2023", "function.handler");
+    assert_code(&b, files);
+    let e = b
+        .file("var/runtime/bootstrap")
+        .expect("the bootstrap at /var/runtime/bootstrap");
+    assert_eq!(e.data, files[0].1);
+    assert_eq!(e.mode, 0o755);
+}
