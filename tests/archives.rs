@@ -1,4 +1,5 @@
-//! `oci-archive:` and `docker-archive:` as destinations and as bases, checked with skopeo/umoci.
+//! `oci-archive:` and `docker-archive:` as destinations and as bases, checked with skopeo/umoci,
+//! and `docker-archive:` loaded into a second consumer, podman.
 
 mod common;
 
@@ -304,4 +305,124 @@ fn push_from_a_docker_archive_and_from_one_platform_of_an_index() {
     ));
     assert_eq!(printed, arm64);
     assert_eq!(reg.manifest_digest("base:arm64"), arm64);
+}
+
+/// podman (Debian's, 4.x) with a private store: vfs storage, its graph root, run root, libpod
+/// tmp dir and events log all inside one temporary directory, and the host's
+/// `containers.conf`/`storage.conf` replaced by the test's own, so no daemon, no privileges
+/// beyond the test's and no shared state (podman, as root, still updates containers/image's
+/// blob-info cache in /var/lib/containers/cache, as skopeo does).
+struct Podman {
+    bin: std::path::PathBuf,
+    dir: TempDir,
+}
+
+impl Podman {
+    fn private() -> Self {
+        let bin = require_tool("podman");
+        let dir = TempDir::new().unwrap();
+        let root = dir.path();
+        fs::write(root.join("containers.conf"), "").unwrap();
+        fs::write(
+            root.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                root.join("graph").display(),
+                root.join("run").display()
+            ),
+        )
+        .unwrap();
+        Podman { bin, dir }
+    }
+
+    /// `podman ARGS` against the private store; panics with podman's output on failure.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let root = self.dir.path();
+        let tmp = root.join("tmp");
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.env("CONTAINERS_CONF", root.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", root.join("storage.conf"))
+            .args(["--tmpdir", path_str(&tmp), "--events-backend", "file"])
+            .args(args)
+            .current_dir(root);
+        let out = run_bounded(&mut cmd, None, std::time::Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed:\n{}",
+            describe(&out)
+        );
+        out.stdout
+    }
+}
+
+/// A second consumer of `docker-archive:` besides skopeo: `podman load` takes lamina's archive
+/// into its own storage, keeps the config lamina wrote (its image ID is lamina's config digest),
+/// the diff_ids and the Cmd, and `podman save` of the loaded image gives back the same config
+/// bytes and layer tars byte for byte (so the stored file systems are exactly lamina's layers).
+#[test]
+fn docker_archive_loads_into_podman() {
+    let t = TempDir::new().unwrap();
+    let archive = t.path().join("fn.tar");
+    build_to(
+        t.path(),
+        &format!("docker-archive:{}", archive.display()),
+        &[],
+    );
+    let files = tar_files(&archive);
+    let dm: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config_bytes = &files[dm[0]["Config"].as_str().expect("Config")];
+    let config_digest = sha256_digest(config_bytes);
+    let config: Value = serde_json::from_slice(config_bytes).unwrap();
+    let ids = diff_ids(&config);
+    assert_eq!(ids.len(), 4, "{config}");
+
+    let podman = Podman::private();
+    let loaded = String::from_utf8(podman.ok(&["load", "-q", "-i", path_str(&archive)])).unwrap();
+    assert!(
+        loaded.contains(&config_digest),
+        "podman load reports the image {loaded:?}, not lamina's config {config_digest}"
+    );
+    let id = hex_of(&config_digest);
+
+    let inspected: Value = serde_json::from_slice(&podman.ok(&["image", "inspect", id])).unwrap();
+    let image = &inspected[0];
+    assert_eq!(image["Id"].as_str(), Some(id), "{image}");
+    assert_eq!(string_array(&image["RootFS"]["Layers"]), ids, "{image}");
+    assert_eq!(
+        string_array(&image["Config"]["Cmd"]),
+        ["handler.handle"],
+        "{image}"
+    );
+    assert!(
+        string_array(&image["Config"]["Env"]).contains(&"FUNCTION_NAME=fixture".to_owned()),
+        "{image}"
+    );
+    assert_eq!(image["Architecture"].as_str(), Some("amd64"), "{image}");
+    assert_eq!(image["Os"].as_str(), Some("linux"), "{image}");
+
+    let again = t.path().join("again.tar");
+    podman.ok(&[
+        "save",
+        "-q",
+        "--format",
+        "docker-archive",
+        "-o",
+        path_str(&again),
+        id,
+    ]);
+    let saved = tar_files(&again);
+    let sm: Value = serde_json::from_slice(&saved["manifest.json"]).unwrap();
+    assert_eq!(
+        &saved[sm[0]["Config"].as_str().expect("Config")],
+        config_bytes,
+        "podman keeps lamina's config bytes"
+    );
+    let saved_layers: Vec<String> = string_array(&sm[0]["Layers"])
+        .iter()
+        .map(|f| sha256_digest(&saved[f.as_str()]))
+        .collect();
+    assert_eq!(
+        saved_layers, ids,
+        "the layers podman stored re-export as lamina's tars"
+    );
 }
