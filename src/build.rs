@@ -374,9 +374,12 @@ fn build_layers(
         fix_permissions: spec.fix_permissions,
     };
     let blobs = staging.blobs();
-    let cache = spec
-        .layer_cache
-        .then(|| layer::cache::LayerCache::new(&opts.cache_dir));
+    // `--no-cache` rebuilds every layer but still records them: the next build is fast again.
+    let cache = Some(if spec.layer_cache {
+        layer::cache::LayerCache::new(&opts.cache_dir)
+    } else {
+        layer::cache::LayerCache::refreshing(&opts.cache_dir)
+    });
     let skip = own_output(staging, spec);
     type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
     let mut jobs: Vec<Job> = Vec::new();

@@ -73,6 +73,6 @@ pub use staging::remove_all as remove_staging;
 pub mod zip {
     pub use crate::lambda::package::{
         Contents, MAX_UNZIPPED, MAX_ZIPPED, Package, Report, ZipOptions, from_image, from_layers,
-        write,
+        from_layers_excluding, write,
     };
 }

@@ -145,6 +145,21 @@ impl BuildArgs {
     }
 }
 
+/// A build with no spec, no layer, no deletion and no base would write an empty image: that is
+/// never what was meant (usually `lamina build` in the wrong directory), so it is a usage error
+/// that says what is missing.
+fn nothing_to_build(has_spec: bool, ov: &Overrides, cwd: &Path) -> anyhow::Result<()> {
+    if has_spec || ov.base.is_some() || !ov.layers.is_empty() || !ov.deletes.is_empty() {
+        return Ok(());
+    }
+    Err(lamina::Error::usage(format!(
+        "nothing to build: no lamina.toml in {} and no -f FILE, --layer SOURCE:DEST, --from-zip, \
+         --lambda-layer-zip or --base given (`lamina init` writes a lamina.toml)",
+        cwd.display()
+    ))
+    .into())
+}
+
 /// Build, write to the destination, and print the digest (or the JSON report).
 pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     let cwd = cwd()?;
@@ -158,6 +173,7 @@ pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     };
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let ov = a.overrides(&cwd, sde.as_deref())?;
+    nothing_to_build(file.is_some(), &ov, &cwd)?;
     let spec = BuildSpec::resolve(spec_file, &ov, &cwd)?;
     let quiet = a.output.quiet;
     let mut log = |s: String| {

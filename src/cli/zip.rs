@@ -82,7 +82,6 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let spec = BuildSpec::resolve(spec_file, &ov, &cwd)?;
-    let contents = contents(&a, &spec, pkg, &cwd).await?;
     let name = match pkg {
         Package::Function => "function.zip",
         Package::Layer => "layer.zip",
@@ -92,6 +91,7 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
         .and_then(Path::parent)
         .unwrap_or(Path::new(""));
     let to = cwd.join(a.to.clone().unwrap_or_else(|| spec_dir.join(name)));
+    let contents = contents(&a, &spec, pkg, &cwd, &to).await?;
     let opts = package::ZipOptions {
         mtime: spec.timestamp,
         compression_level: spec.compression_level,
@@ -118,12 +118,14 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
     print_line(&report.digest)
 }
 
-/// What goes into the zip: an image's files with `--from`, else the spec's layers.
+/// What goes into the zip: an image's files with `--from`, else the spec's layers, never the
+/// zip being written (`to`), wherever it sits.
 async fn contents(
     a: &ZipArgs,
     spec: &BuildSpec,
     pkg: Package,
     cwd: &Path,
+    to: &Path,
 ) -> anyhow::Result<package::Contents> {
     Ok(match &a.from {
         Some(image) => {
@@ -136,7 +138,7 @@ async fn contents(
                 Package::Function => &spec.zip_layers,
                 Package::Layer => &spec.layers,
             };
-            package::from_layers(layers, pkg, spec.fix_permissions)?
+            package::from_layers_excluding(layers, pkg, spec.fix_permissions, &[to])?
         }
     })
 }

@@ -22,7 +22,7 @@ use crate::image::blob::decompress;
 use crate::image::fsindex::FsIndex;
 use crate::layer::LayerSpec;
 use crate::layer::entry::{Data, Kind, file_mode};
-use crate::layer::source::{Input, collect};
+use crate::layer::source::{Input, collect, collect_skipping};
 use crate::layer::zip::{Body, ZipWriter};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
@@ -163,6 +163,24 @@ pub fn from_layers(
     package: Package,
     fix_permissions: bool,
 ) -> Result<Contents> {
+    from_layers_excluding(layers, package, fix_permissions, &[])
+}
+
+/// [`from_layers`], leaving out the files at `exclude` wherever a source directory holds them:
+/// the zip being written (`--to`), which may sit inside the code it is made from. (Zips lamina
+/// wrote earlier are always left out: they carry its mark.)
+pub fn from_layers_excluding(
+    layers: &[LayerSpec],
+    package: Package,
+    fix_permissions: bool,
+    exclude: &[&Path],
+) -> Result<Contents> {
+    use std::os::unix::fs::MetadataExt;
+    let skip: Vec<(u64, u64)> = exclude
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
     if layers.is_empty() {
         return Err(Error::Usage(format!(
             "nothing to zip: give a spec whose [[layer]]s go to /{} (-f lamina.toml) or --layer SOURCE:/{}",
@@ -175,7 +193,7 @@ pub fn from_layers(
     for (n, l) in layers.iter().enumerate() {
         check_dest(l, n, package)?;
         let root = package.root();
-        let mut c = collect(l)?;
+        let mut c = collect_skipping(l, &skip)?;
         if fix_permissions {
             crate::layer::fix::fix_permissions(&mut c.entries);
         }

@@ -22,6 +22,9 @@ pub const FORMAT: &str = "lamina-layer-v2";
 /// reused only while its file is untouched.
 pub struct LayerCache {
     dir: PathBuf,
+    /// `--no-cache`: never reuse a record, but still write one for every layer built, so the
+    /// next unchanged build is fast again.
+    refresh: bool,
 }
 
 fn stamp(h: &mut Sha256, p: &Path) -> Result<()> {
@@ -50,6 +53,16 @@ impl LayerCache {
     pub fn new(dir: &Path) -> LayerCache {
         LayerCache {
             dir: dir.to_owned(),
+            refresh: false,
+        }
+    }
+
+    /// The cache under `dir` for a build that reuses nothing (`--no-cache`) but refreshes every
+    /// record it builds: `get` always misses, `put` writes.
+    pub fn refreshing(dir: &Path) -> LayerCache {
+        LayerCache {
+            dir: dir.to_owned(),
+            refresh: true,
         }
     }
 
@@ -112,6 +125,9 @@ impl LayerCache {
 
     /// The cached layer for `key`, linked into `blobs`, if it is there and whole.
     pub fn get(&self, key: &str, blobs: &Path) -> Option<LayerBlob> {
+        if self.refresh {
+            return None;
+        }
         // A record is a few hundred bytes; only a regular file is opened (a named pipe in the
         // cache would block forever), and at most 64 KiB read.
         let bytes = crate::image::blob::read_capped(&self.entry_path(key), 64 << 10).ok()??;

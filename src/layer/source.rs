@@ -201,7 +201,10 @@ fn walk_dir(
             }
             let abs = root.join(&rel);
             let meta = fs::symlink_metadata(&abs).at("reading metadata of", &abs)?;
-            if skip.contains(&(meta.dev(), meta.ino())) {
+            // lamina never reads its own output: this command's, and any zip it wrote before
+            // (a `function.zip` beside the code it was made from).
+            if skip.contains(&(meta.dev(), meta.ino())) || super::zip::written_by_lamina(&abs, &meta)
+            {
                 continue;
             }
             let path = join(dest, rel.as_os_str().as_bytes());

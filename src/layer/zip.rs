@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
@@ -321,11 +322,38 @@ impl<W: Write + Seek> ZipWriter<W> {
         e.extend_from_slice(&count.to_le_bytes());
         e.extend_from_slice(&(cd_size as u32).to_le_bytes());
         e.extend_from_slice(&(cd_start as u32).to_le_bytes());
-        e.extend_from_slice(&0u16.to_le_bytes()); // comment length
+        e.extend_from_slice(&(MARK.len() as u16).to_le_bytes()); // comment length
+        e.extend_from_slice(MARK);
         self.out.write_all(&e)?;
         self.out.flush()?;
         Ok((self.out, cd_end + e.len() as u64))
     }
+}
+
+/// The archive comment of every zip lamina writes: how a later run recognizes its own output
+/// inside a source directory and leaves it out ([`written_by_lamina`]).
+pub const MARK: &[u8] = b"written by lamina";
+
+/// Is the file at `path` a zip lamina wrote (its end record carries [`MARK`] as the archive
+/// comment)? Only a regular file whose name ends in `.zip` is opened, and only its last bytes
+/// read; anything unreadable is not lamina's.
+pub fn written_by_lamina(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let tail = 22 + MARK.len() as u64;
+    let named_zip = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    if !named_zip || !meta.is_file() || meta.len() < tail {
+        return false;
+    }
+    let mut buf = vec![0u8; tail as usize];
+    let read = crate::image::blob::open_regular(path).and_then(|mut f| {
+        f.seek(SeekFrom::End(-(tail as i64)))?;
+        f.read_exact(&mut buf)
+    });
+    read.is_ok()
+        && buf[..4] == END_SIG.to_le_bytes()
+        && buf[20..22] == (MARK.len() as u16).to_le_bytes()
+        && &buf[22..] == MARK
 }
 
 /// "Version made by" in the zip64 end record: Unix, 4.5.
