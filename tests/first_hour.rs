@@ -23,7 +23,10 @@ fn project(files: &[(&str, &str)]) -> TempDir {
 const PYTHON: &[(&str, &str)] = &[("app.py", "def handler(event, context):\n    return 1\n")];
 const NODE: &[(&str, &str)] = &[
     ("index.js", "exports.handler = async () => 1;\n"),
-    ("package.json", "{\"name\": \"f\", \"version\": \"1.0.0\"}\n"),
+    (
+        "package.json",
+        "{\"name\": \"f\", \"version\": \"1.0.0\"}\n",
+    ),
 ];
 
 /// The entry names of a zip, as Python's `zipfile` reads them.
@@ -36,7 +39,11 @@ fn zip_names(zip: &Path) -> Vec<String> {
         .arg(zip)
         .output()
         .expect("python3 is needed to read zips");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -87,7 +94,10 @@ fn zip_to_a_custom_destination_inside_the_code_leaves_it_out() {
     let a = parse_digest(&lamina_ok(&["zip", "--to", "dist/pkg.zip"], p.path(), &[]));
     let b = parse_digest(&lamina_ok(&["zip", "--to", "dist/pkg.zip"], p.path(), &[]));
     assert_eq!(a, b);
-    assert_eq!(zip_names(&p.path().join("dist/pkg.zip")), ["app.py", "dist/"]);
+    assert_eq!(
+        zip_names(&p.path().join("dist/pkg.zip")),
+        ["app.py", "dist/"]
+    );
 }
 
 #[test]
@@ -97,7 +107,11 @@ fn build_after_zip_ships_no_function_zip() {
     lamina_ok(&["zip"], p.path(), &[]);
     let out = TempDir::new().unwrap();
     let image = oci_ref(out.path(), "latest");
-    lamina_ok(&["build", "--base", "scratch", "--to", &image], p.path(), &[]);
+    lamina_ok(
+        &["build", "--base", "scratch", "--to", &image],
+        p.path(),
+        &[],
+    );
     let (manifest, _, _) = read_layout(out.path(), "latest");
     let layers = layer_digests(&manifest);
     let paths: Vec<String> = (0..layers.len())
@@ -121,7 +135,13 @@ fn build_with_no_spec_and_no_flags_is_a_usage_error_naming_what_is_missing() {
     assert_no_panic(&out);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let err = stderr_of(&out);
-    for want in ["nothing to build", "lamina.toml", "--layer", "--base", "lamina init"] {
+    for want in [
+        "nothing to build",
+        "lamina.toml",
+        "--layer",
+        "--base",
+        "lamina init",
+    ] {
         assert!(err.contains(want), "stderr should mention {want:?}:\n{err}");
     }
     assert!(

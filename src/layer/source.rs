@@ -203,7 +203,8 @@ fn walk_dir(
             let meta = fs::symlink_metadata(&abs).at("reading metadata of", &abs)?;
             // lamina never reads its own output: this command's, and any zip it wrote before
             // (a `function.zip` beside the code it was made from).
-            if skip.contains(&(meta.dev(), meta.ino())) || super::zip::written_by_lamina(&abs, &meta)
+            if skip.contains(&(meta.dev(), meta.ino()))
+                || super::zip::written_by_lamina(&abs, &meta)
             {
                 continue;
             }
