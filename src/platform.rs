@@ -64,12 +64,20 @@ impl Platform {
     }
 }
 
-/// `os/arch[/variant]` of any platform, for messages about what a base offers.
+/// `os/arch[/variant]` of any platform: the one way every command prints a platform
+/// (`check`, `inspect`, `build`'s report, messages about what a base offers). A variant that is
+/// the architecture's default (`arm64/v8`, `amd64/v1`) is left out, so an image whose config
+/// says `arm64` + `v8` prints as `linux/arm64`, as [`Platform`]'s `Display` does.
 pub fn describe(os: &str, arch: &str, variant: Option<&str>) -> String {
     match variant {
-        Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+        Some(v) if !v.is_empty() && !is_default_variant(arch, v) => format!("{os}/{arch}/{v}"),
         _ => format!("{os}/{arch}"),
     }
+}
+
+/// The variant an architecture has when none is named (OCI image spec: `arm64` is `v8`).
+fn is_default_variant(arch: &str, variant: &str) -> bool {
+    matches!((arch, variant), ("arm64", "v8") | ("amd64", "v1"))
 }
 
 impl fmt::Display for Platform {

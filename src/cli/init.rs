@@ -18,7 +18,7 @@ pub struct InitArgs {
     force: bool,
 }
 
-/// Write the starter spec atomically (a temporary file renamed into place).
+/// Write the starter spec atomically (a temporary file renamed into place), mode 0644.
 pub fn run(a: InitArgs) -> anyhow::Result<()> {
     let path = a.dir.join("lamina.toml");
     if path.exists() && !a.force {
@@ -38,6 +38,10 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // A temporary file is created 0600; lamina.toml is a source file like any other: 0644.
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
     tmp.persist(&path)
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -26,9 +26,12 @@ pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
 #[derive(Deserialize, Default, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigSpec {
-    /// ENTRYPOINT, as an argv.
+    /// ENTRYPOINT, as an argv: in lamina.toml an array of strings, or a string read as the
+    /// command line reads it ([`argv_from_str`]).
+    #[serde(default, deserialize_with = "argv_field")]
     pub entrypoint: Option<Vec<String>>,
-    /// CMD, as an argv (for Lambda: the handler).
+    /// CMD, as an argv (for Lambda: the handler); written as `entrypoint` is.
+    #[serde(default, deserialize_with = "argv_field")]
     pub cmd: Option<Vec<String>>,
     /// Environment variables added to (or replacing those of) the base's.
     #[serde(default)]
@@ -40,6 +43,39 @@ pub struct ConfigSpec {
     /// Labels added to the base's.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// An argv as one string, the same way in lamina.toml and on the command line: a JSON array of
+/// strings when it starts with `[` (`["python", "-m", "app"]`), else the string as one word
+/// (`app.handler`).
+pub fn argv_from_str(s: &str) -> std::result::Result<Vec<String>, serde_json::Error> {
+    if s.trim_start().starts_with('[') {
+        serde_json::from_str(s)
+    } else {
+        Ok(vec![s.to_owned()])
+    }
+}
+
+/// `cmd`/`entrypoint` in a spec: an array of strings or a string ([`argv_from_str`]).
+fn argv_field<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Str(String),
+    }
+    match Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "expected an array of strings ([\"python\", \"-m\", \"app\"]) or a string (\"app.handler\")",
+        )
+    })? {
+        Raw::List(v) => Ok(Some(v)),
+        Raw::Str(s) => argv_from_str(&s).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a JSON array of strings: {e}"))
+        }),
+    }
 }
 
 /// Where a layer came from, for reports.

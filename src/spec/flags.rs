@@ -74,12 +74,8 @@ pub fn key_values<S: AsRef<str>>(items: &[S], flag: &str) -> Result<BTreeMap<Str
 
 /// `--entrypoint`/`--cmd`: a JSON array of strings, or one string taken as a single element.
 pub fn argv(s: &str, flag: &str) -> Result<Vec<String>> {
-    if s.trim_start().starts_with('[') {
-        serde_json::from_str(s)
-            .map_err(|e| Error::Usage(format!("{flag} `{s}` is not a JSON array of strings: {e}")))
-    } else {
-        Ok(vec![s.to_owned()])
-    }
+    crate::image::argv_from_str(s)
+        .map_err(|e| Error::Usage(format!("{flag} `{s}` is not a JSON array of strings: {e}")))
 }
 
 /// `now`, or seconds since the epoch; `what` names the source (`--timestamp`,

@@ -13,12 +13,23 @@ use super::runtime::{self, Family, UnknownRuntime};
 use crate::error::{Error, Result};
 use crate::layer::{LayerSpec, Mode};
 
+/// `runtime` in a spec: a name [`runtime::find`] knows.
+fn known_runtime<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    runtime::find(&name).map_err(serde::de::Error::custom)?;
+    Ok(Some(name))
+}
+
 /// `[function]` as written in lamina.toml; relative paths are relative to the spec's directory.
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpec {
     /// Lambda runtime name (`python3.12`, `nodejs20.x`, `provided.al2023`, ...): picks the AWS
-    /// base image unless `base` is set.
+    /// base image unless `base` is set. An unknown name is refused while the spec is read, so
+    /// the error points at its line.
+    #[serde(default, deserialize_with = "known_runtime")]
     pub runtime: Option<String>,
     /// Becomes CMD unless `[config] cmd` is set.
     pub handler: Option<String>,
@@ -227,7 +238,8 @@ mod tests {
 
 /// A commented starter `lamina.toml` for the function in `dir`. Without `runtime`, one is
 /// guessed from the files there (requirements.txt or .py → Python, package.json → Node.js,
-/// else an OS-only runtime with a `bootstrap`). An unknown `runtime` is a usage error (it is the
+/// pom.xml, build.gradle(.kts) or .jar → Java, Gemfile or .rb → Ruby, .csproj or
+/// .runtimeconfig.json → .NET, else an OS-only runtime with a `bootstrap`). An unknown `runtime` is a usage error (it is the
 /// caller's `--runtime`).
 pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
     let has = |n: &str| dir.join(n).exists();
@@ -239,10 +251,27 @@ pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
             })
             .unwrap_or(false)
     };
+    let any_name_ends = |suffix: &str| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            })
+            .unwrap_or(false)
+    };
     let name = match runtime {
         Some(r) => r,
         None if has("requirements.txt") || has("pyproject.toml") || any_ext("py") => "python3.13",
         None if has("package.json") || any_ext("js") || any_ext("mjs") => "nodejs22.x",
+        None if has("pom.xml")
+            || has("build.gradle")
+            || has("build.gradle.kts")
+            || any_ext("jar") =>
+        {
+            "java21"
+        }
+        None if has("Gemfile") || any_ext("rb") => "ruby3.4",
+        None if any_ext("csproj") || any_name_ends(".runtimeconfig.json") => "dotnet8",
         None => "provided.al2023",
     };
     let rt = runtime::find(name).map_err(|e| Error::Usage(e.to_string()))?;
@@ -308,5 +337,23 @@ mod starter_tests {
             assert!(b.config.cmd.is_some());
         }
         assert!(starter_spec(Some("cobol"), Path::new("/")).is_err());
+        for (file, rt) in [
+            ("pom.xml", "java21"),
+            ("build.gradle.kts", "java21"),
+            ("app.jar", "java21"),
+            ("Gemfile", "ruby3.4"),
+            ("app.rb", "ruby3.4"),
+            ("Fn.csproj", "dotnet8"),
+            ("Fn.runtimeconfig.json", "dotnet8"),
+            ("bootstrap", "provided.al2023"),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(file), "").unwrap();
+            let text = starter_spec(None, d.path()).unwrap();
+            assert!(
+                text.contains(&format!("runtime = \"{rt}\"")),
+                "{file}: {text}"
+            );
+        }
     }
 }

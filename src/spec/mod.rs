@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod function;
+mod modes;
 pub mod runtime;
 
 use std::collections::BTreeMap;
@@ -169,10 +170,12 @@ pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
 /// Read and parse a spec file; errors name the file, line and field.
 pub fn read_spec_file(path: &Path) -> Result<SpecFile> {
     let text = std::fs::read_to_string(path).at("reading build spec", path)?;
-    toml::from_str(&text).map_err(|e| Error::Spec {
+    let sf = toml::from_str(&text).map_err(|e| Error::Spec {
         file: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
-    })
+    })?;
+    modes::refuse_decimal_modes(&text, path)?;
+    Ok(sf)
 }
 
 impl BuildSpec {

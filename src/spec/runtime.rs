@@ -65,12 +65,52 @@ pub const RUNTIMES: &[Runtime] = &[
     rt!("ruby3.2", "ruby:3.2", Ruby),
 ];
 
-/// A runtime name lamina does not know; the message lists the known ones.
+/// A runtime name lamina does not know; the message offers the nearest known name and lists
+/// the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown Lambda runtime `{name}`; known: {}", known())]
+#[error(
+    "unknown Lambda runtime `{name}`{}; known: {}",
+    did_you_mean(name),
+    known()
+)]
 pub struct UnknownRuntime {
     /// The name as given.
     pub name: String,
+}
+
+fn did_you_mean(name: &str) -> String {
+    nearest(name)
+        .map(|n| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default()
+}
+
+/// The known runtime nearest to `name` (edit distance, case ignored), when it is near enough
+/// to be a slip: at most a third of the longer name's characters away (`nodejs20` is
+/// `nodejs20.x`, `python3.21` is `python3.12`, `Python3.12` is `python3.12`).
+pub fn nearest(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    RUNTIMES
+        .iter()
+        .map(|r| (distance(&lower, r.name), r.name))
+        .filter(|(d, n)| *d * 3 <= n.len().max(lower.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance between two short strings.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn known() -> String {
@@ -121,6 +161,12 @@ mod tests {
         assert_eq!(find("java21").unwrap().family, Family::Java);
         let e = find("cobol1").unwrap_err().to_string();
         assert!(e.contains("cobol1") && e.contains("python3.12"), "{e}");
+        assert!(!e.contains("did you mean"), "{e}");
+        let e = find("nodejs20").unwrap_err().to_string();
+        assert!(e.contains("did you mean `nodejs20.x`?"), "{e}");
+        assert_eq!(nearest("Python3.12"), Some("python3.12"));
+        assert_eq!(nearest("go1.x"), None);
+        assert_eq!(nearest("provided"), Some("provided.al2"));
         for r in RUNTIMES {
             let reference = format!("docker://{}", r.image);
             assert!(
