@@ -63,7 +63,11 @@ pub struct LayerReport {
 }
 
 pub fn platform_string(p: &oci_spec::image::Platform) -> String {
-    crate::platform::describe(&p.os().to_string(), &p.architecture().to_string(), None)
+    crate::platform::describe(
+        &p.os().to_string(),
+        &p.architecture().to_string(),
+        p.variant().as_deref(),
+    )
 }
 
 pub fn layer_reports(layers: &[Layer], with_origin: bool) -> Vec<LayerReport> {
