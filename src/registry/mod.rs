@@ -603,16 +603,19 @@ impl Client {
                     continue;
                 }
                 Ok(Ok(r)) => break r,
-                Ok(Err(e)) => net_message(&e),
+                Ok(Err(e)) => (net_message(&e), Cause::of(&e)),
                 Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, &what)),
-                Err(e) => e.describe(),
+                Err(e) => (e.describe(), Cause::Other),
             };
-            if attempt >= self.opts.retries {
+            let (failure, cause) = failure;
+            // As for the registry itself: a name that does not resolve is retried once.
+            if attempt >= cause.retries(self.opts.retries) {
                 return Err(self.fail(
                     None,
                     format!(
-                        "getting a token for {} from {realm}: {failure}",
-                        self.registry
+                        "getting a token for {} from {realm}: {}: {failure}",
+                        self.registry,
+                        cause.what()
                     ),
                 ));
             }
