@@ -185,3 +185,30 @@ fn pull_of_a_missing_platform_downloads_no_layer() {
         1,
     );
 }
+
+/// The sibling for token realms: a registry whose Bearer realm does not resolve fails within
+/// seconds (one retry, not five with backoff), naming DNS and the realm.
+#[test]
+fn unresolvable_token_realm_is_fast_and_named() {
+    let realm = "http://no-such-realm.invalid/token";
+    let reg = FakeRegistry::start(move |_, s| {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"fake\"");
+        respond(s, 401, &[("WWW-Authenticate", challenge)], b"{}", false)
+    });
+    let sb = Sandbox::new(Vec::new());
+    let dest = oci_ref(&sb.work().join("out"), "latest");
+    let started = Instant::now();
+    let out = sb.fail(&strings(&["pull", &reg.reference("x:y"), &dest]));
+    let took = started.elapsed();
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(realm) && err.contains("DNS"),
+        "the realm and cause are not named:\n{}",
+        describe(&out)
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?}:\n{}",
+        describe(&out)
+    );
+}
