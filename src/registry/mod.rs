@@ -223,6 +223,83 @@ fn net_message(e: &reqwest::Error) -> String {
     s
 }
 
+/// Why a registry could not be reached, judged from the error chain of the connection, so
+/// the message says the real cause and retries suit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The host name did not resolve (offline, or a misspelt name).
+    Dns,
+    /// Nothing listens on the port.
+    Refused,
+    /// The TLS handshake failed because the server answered in plain HTTP.
+    PlainHttp,
+    /// The TLS handshake failed otherwise (an untrusted or wrong certificate).
+    Tls,
+    /// A timeout, a reset, anything else.
+    Other,
+}
+
+impl Cause {
+    fn of(e: &reqwest::Error) -> Cause {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut text = String::new();
+        while let Some(c) = src {
+            if let Some(io) = c.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return Cause::Refused;
+            }
+            text.push_str(&c.to_string().to_ascii_lowercase());
+            text.push('\n');
+            src = c.source();
+        }
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            Cause::Dns
+        } else if text.contains("connection refused") {
+            Cause::Refused
+        } else if text.contains("invalidcontenttype") || text.contains("corrupt message") {
+            Cause::PlainHttp
+        } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake")
+        {
+            Cause::Tls
+        } else {
+            Cause::Other
+        }
+    }
+
+    /// How many retries this cause deserves, of the `configured` number.
+    fn retries(self, configured: u32) -> u32 {
+        match self {
+            Cause::Dns | Cause::PlainHttp | Cause::Tls => configured.min(1),
+            Cause::Refused | Cause::Other => configured,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Cause::Dns => "its name does not resolve (DNS; offline, or a misspelt host?)",
+            Cause::Refused => "connection refused (nothing listens there)",
+            Cause::PlainHttp => "the TLS handshake failed: the server speaks plain HTTP",
+            Cause::Tls => "the TLS handshake failed",
+            Cause::Other => "no answer",
+        }
+    }
+
+    /// A hint that applies to this cause only.
+    fn hint(self, allow_http: bool) -> &'static str {
+        match self {
+            Cause::PlainHttp if !allow_http => {
+                " (a registry serving plain HTTP needs --insecure-registry HOST)"
+            }
+            Cause::Tls if !allow_http => {
+                " (a registry with a private CA needs --ca-cert FILE; one serving plain HTTP, --insecure-registry HOST)"
+            }
+            Cause::Tls => " (a registry with a private CA needs --ca-cert FILE)",
+            _ => "",
+        }
+    }
+}
+
 /// The HTTP client for `registry`: timeouts, redirects, extra trusted certificates.
 fn http_client(registry: &str, insecure: bool, opts: &Options) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
@@ -361,36 +438,40 @@ impl Client {
     }
 
     /// Try `candidates` (the same address by scheme) once: the first that answers like a
-    /// server (becoming the base), else every failure. Only the deadline is an error here.
+    /// server (becoming the base), else every failure and the cause of the first (the
+    /// scheme lamina would use). Only the deadline is an error here.
     async fn ping_once(
         &mut self,
         candidates: &[reqwest::Url],
-    ) -> Result<std::result::Result<Response, String>> {
+    ) -> Result<std::result::Result<Response, (String, Cause)>> {
         let mut errors = Vec::new();
+        let mut cause = None;
         for c in candidates {
             let url = c.join("/v2/").expect("valid path");
             let sent = self
                 .timed(self.http.get(url).send(), &Activity::new())
                 .await;
-            match sent {
+            let (message, why) = match sent {
                 // A TLS server's answer to plain HTTP: try the next scheme.
                 Ok(Ok(r))
                     if c.scheme() == "http"
                         && r.status() == StatusCode::BAD_REQUEST
                         && candidates.len() > 1 =>
                 {
-                    errors.push(format!("{c} speaks TLS"));
+                    (format!("{c} speaks TLS"), Cause::Other)
                 }
                 Ok(Ok(r)) => {
                     self.base = c.clone();
                     return Ok(Ok(r));
                 }
-                Ok(Err(e)) => errors.push(format!("{c}: {}", net_message(&e))),
+                Ok(Err(e)) => (format!("{c}: {}", net_message(&e)), Cause::of(&e)),
                 Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, "GET /v2/")),
-                Err(e) => errors.push(format!("{c}: {}", e.describe())),
-            }
+                Err(e) => (format!("{c}: {}", e.describe()), Cause::Other),
+            };
+            errors.push(message);
+            cause.get_or_insert(why);
         }
-        Ok(Err(errors.join("; ")))
+        Ok(Err((errors.join("; "), cause.unwrap_or(Cause::Other))))
     }
 
     /// Ping /v2/ to choose the scheme and learn the challenge, retrying while it is down.
@@ -419,16 +500,17 @@ impl Client {
                         ),
                     ));
                 }
-                Err(_) if attempt < self.opts.retries => {}
-                Err(e) => {
-                    let hint = if allow_http {
-                        ""
-                    } else {
-                        " (a registry serving plain HTTP needs --insecure-registry)"
-                    };
-                    return Err(
-                        self.fail(None, format!("cannot reach registry {registry}: {e}{hint}"))
-                    );
+                // A name that does not resolve will not within seconds: one retry, not five.
+                Err((_, cause)) if attempt < cause.retries(self.opts.retries) => {}
+                Err((e, cause)) => {
+                    let hint = cause.hint(allow_http);
+                    return Err(self.fail(
+                        None,
+                        format!(
+                            "cannot reach registry {registry}: {}: {e}{hint}",
+                            cause.what()
+                        ),
+                    ));
                 }
             }
             self.pause(backoff(attempt), "GET /v2/").await?;
@@ -521,16 +603,19 @@ impl Client {
                     continue;
                 }
                 Ok(Ok(r)) => break r,
-                Ok(Err(e)) => net_message(&e),
+                Ok(Err(e)) => (net_message(&e), Cause::of(&e)),
                 Err(e @ Expired::Deadline(_)) => return Err(self.expired(e, &what)),
-                Err(e) => e.describe(),
+                Err(e) => (e.describe(), Cause::Other),
             };
-            if attempt >= self.opts.retries {
+            let (failure, cause) = failure;
+            // As for the registry itself: a name that does not resolve is retried once.
+            if attempt >= cause.retries(self.opts.retries) {
                 return Err(self.fail(
                     None,
                     format!(
-                        "getting a token for {} from {realm}: {failure}",
-                        self.registry
+                        "getting a token for {} from {realm}: {}: {failure}",
+                        self.registry,
+                        cause.what()
                     ),
                 ));
             }

@@ -89,7 +89,9 @@ impl Opened {
                 name: name.clone(),
             },
             ImageRef::Docker(rr) => {
-                let client = Client::connect(&rr.registry, rr.api_host(), opts).await?;
+                let client = Client::connect(&rr.registry, rr.api_host(), opts)
+                    .await
+                    .map_err(|e| unreachable_image(e, &shown))?;
                 At::Registry {
                     r: rr.clone(),
                     session: Session::new(Arc::new(client)),
@@ -184,6 +186,29 @@ impl Opened {
     pub async fn read_for(self, platform: Option<Platform>, mode: ReadMode) -> Result<Source> {
         let resolved = self.resolve(platform).await?;
         self.read(&resolved, platform, mode).await
+    }
+}
+
+/// A registry that could not be reached (no HTTP status): the message also names the image
+/// and the way to work without the registry — a copy pulled where it is reachable.
+fn unreachable_image(e: Error, shown: &str) -> Error {
+    match e {
+        Error::Registry {
+            registry,
+            status: None,
+            code,
+            message,
+        } => Error::Registry {
+            registry,
+            status: None,
+            code,
+            message: format!(
+                "{shown}: {message}. To use it without reaching the registry, copy it once where \
+                 the registry is reachable: `lamina pull {shown} oci:DIR`, then name `oci:DIR` \
+                 instead (`base = \"oci:DIR\"` in lamina.toml)"
+            ),
+        },
+        other => other,
     }
 }
 
@@ -318,14 +343,16 @@ async fn read_registry(
     if !blobs.join(digest.hex()).is_file() {
         get_stored(session, r, &digest.to_string(), &blobs).await?;
     }
-    crate::registry::pull::fetch_blobs(
-        session.client.clone(),
-        r,
-        &desc,
-        &blobs,
-        mode != ReadMode::Metadata,
-    )
-    .await?;
+    let layers = mode != ReadMode::Metadata;
+    // The config first: a single-platform image of another platform is refused before a
+    // layer is downloaded (an index lacking the platform was refused when walked).
+    crate::registry::pull::fetch_blobs(session.client.clone(), r, &desc, &blobs, false).await?;
+    if platform.is_some() {
+        check_cached_platform(&blobs, &desc, platform, &shown)?;
+    }
+    if layers {
+        crate::registry::pull::fetch_blobs(session.client.clone(), r, &desc, &blobs, true).await?;
+    }
     let from = (r.registry.clone(), r.repository.clone());
     blocking("reading the image", move || {
         let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown, &cache)?;
@@ -335,4 +362,26 @@ async fn read_registry(
         Ok(src)
     })
     .await
+}
+
+/// Refuse a cached manifest whose config describes another platform than `platform`: read
+/// from the cache (two small files, capped), before any layer is fetched.
+fn check_cached_platform(
+    blobs: &Path,
+    desc: &Descriptor,
+    platform: Option<Platform>,
+    shown: &str,
+) -> Result<()> {
+    use crate::error::IoContext;
+    let read = |d: &Digest| {
+        let path = blobs.join(d.hex());
+        std::fs::read(&path).at("reading", &path)
+    };
+    let bytes = read(&digest_of(desc, shown)?)?;
+    let m = oci_spec::image::ImageManifest::from_reader(&bytes[..])
+        .map_err(|e| Error::image(shown, format!("its manifest is not valid: {e}")))?;
+    let config = read(&digest_of(m.config(), shown)?)?;
+    let config = oci_spec::image::ImageConfiguration::from_reader(&config[..])
+        .map_err(|e| Error::image(shown, format!("its config is not valid: {e}")))?;
+    layout::check_platform(&config, platform, shown)
 }
