@@ -896,3 +896,33 @@ fn a_slow_init_times_out_after_ten_seconds_and_is_retried_within_the_invocation(
     assert!(took >= Duration::from_secs(10), "gave up after {took:?}");
     assert!(took < Duration::from_secs(45), "took {took:?}");
 }
+
+/// The invoke API refuses an event over Lambda's 6 MB as Lambda does (413,
+/// `RequestEntityTooLargeException`, the size in the message), without holding the body, and
+/// keeps serving.
+#[test]
+fn the_invoke_api_refuses_an_event_over_six_megabytes() {
+    let server = Server::start(&[]);
+    let big = format!("{{\"pad\":\"{}\"}}", "a".repeat(7_000_000));
+    let r = http(
+        &server.addr,
+        "POST",
+        "/2015-03-31/functions/function/invocations",
+        big.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(
+        r.header("X-Amzn-ErrorType"),
+        Some("RequestEntityTooLargeException"),
+        "{r:?}"
+    );
+    let j = r.json();
+    assert_eq!(j["Type"], "User", "{j}");
+    let m = j["message"].as_str().unwrap();
+    assert!(
+        m.contains(&format!("{} byte payload", big.len())) && m.contains("6291456"),
+        "{m}"
+    );
+    let ok = server.invoke(&json!({"mode": "ok", "n": 1}));
+    assert_eq!(ok.json(), json!({"mode": "ok", "n": 1}), "{ok:?}");
+}

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -68,3 +68,29 @@ where
         }
     }
 }
+
+/// A request body read with a cap: what was read (at most `cap + 1` bytes, so a caller can
+/// tell it was over), and the body's length — exact up to [`COUNT_LIMIT`] times `cap`, past
+/// which the rest is not read. Memory stays bounded whatever the client sends; `None` when the
+/// body could not be read.
+pub(super) async fn read_capped(body: Incoming, cap: usize) -> Option<(Bytes, u64)> {
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut len = 0u64;
+    let stop = (cap as u64).saturating_mul(COUNT_LIMIT);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue;
+        };
+        len += data.len() as u64;
+        let room = (cap + 1).saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..data.len().min(room)]);
+        if len > stop {
+            break;
+        }
+    }
+    Some((Bytes::from(kept), len))
+}
+
+/// How far past the cap a body is still counted (to report its size as Lambda does).
+const COUNT_LIMIT: u64 = 16;

@@ -2,14 +2,13 @@
 //! it: `POST /2015-03-31/functions/{name}/invocations`, the body the event, the answer the
 //! function's response, or its error with `X-Amz-Function-Error: Unhandled`.
 
-use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::http::{Body, accept_loop, header, respond};
+use super::http::{Body, accept_loop, header, read_capped, respond};
 use super::invocation::{Invoke, MAX_PAYLOAD};
 use super::supervisor::Handle;
 use crate::error::{Error, Result};
@@ -111,13 +110,22 @@ async fn invocation_of(
             .and_then(|b| String::from_utf8(b).ok())
     });
     let asynchronous = header(&req, "x-amz-invocation-type").as_deref() == Some("Event");
-    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+    let Some((body, len)) = read_capped(req.into_body(), MAX_PAYLOAD).await else {
         return Err(user_error(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContentException",
             "unreadable body",
         ));
     };
+    if len > MAX_PAYLOAD as u64 {
+        return Err(user_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLargeException",
+            &format!(
+                "{len} byte payload is too large for the RequestResponse invocation type ({MAX_PAYLOAD})"
+            ),
+        ));
+    }
     let payload = event_payload(&body).map_err(|e| {
         let (status, error_type) = if body.len() > MAX_PAYLOAD {
             (

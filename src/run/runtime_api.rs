@@ -3,7 +3,6 @@
 //! `GET /2018-06-01/runtime/invocation/next`, `POST .../invocation/{id}/response`,
 //! `POST .../invocation/{id}/error`, `POST /2018-06-01/runtime/init/error`.
 
-use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -11,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::http::{Body, accept_loop, api_error, header, respond};
+use super::http::{Body, accept_loop, api_error, header, read_capped, respond};
 use super::invocation::MAX_PAYLOAD;
 
 /// What the Runtime API hands the runtime for one invocation.
@@ -119,7 +118,8 @@ async fn runtime_api(
     match (method, rest) {
         (Method::GET, "invocation/next") => next_invocation(generation, &events).await,
         (Method::POST, "init/error") => {
-            let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+            // At most one byte over Lambda's limit is kept: the supervisor refuses what is over.
+            let Some((body, _)) = read_capped(req.into_body(), MAX_PAYLOAD).await else {
                 return api_error(StatusCode::BAD_REQUEST, "InvalidRequest", "unreadable body");
             };
             let (ack, rx) = oneshot::channel();
@@ -137,7 +137,8 @@ async fn runtime_api(
                 ["invocation", id, what @ ("response" | "error")] => (id.to_string(), *what),
                 _ => return not_found(),
             };
-            let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+            // At most one byte over Lambda's limit is kept: the supervisor refuses what is over.
+            let Some((body, _)) = read_capped(req.into_body(), MAX_PAYLOAD).await else {
                 return api_error(StatusCode::BAD_REQUEST, "InvalidRequest", "unreadable body");
             };
             let (ack, rx) = oneshot::channel();
