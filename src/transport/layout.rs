@@ -206,11 +206,16 @@ fn verified_marker(l: &Layer, cache: &Path) -> Option<std::path::PathBuf> {
 /// computed from the very bytes it wrote: a later `push` or `check` of an output holding that
 /// file (a hard link of it) does not decompress it again to verify it. Best effort.
 pub(crate) fn remember_written(l: &Layer, cache: &Path) {
-    if let Some(m) = verified_marker(l, cache)
+    write_marker(verified_marker(l, cache));
+}
+
+/// Leave a verified marker (best effort: without it the blob is only verified again later).
+fn write_marker(marker: Option<std::path::PathBuf>) {
+    if let Some(m) = marker
         && let Some(dir) = m.parent()
         && fs::create_dir_all(dir).is_ok()
     {
-        // Without the marker the blob is only verified again later: nothing is lost.
+        // Ignored for the same reason: nothing is lost but a later re-check.
         let _ = fs::write(&m, b"");
     }
 }
@@ -226,13 +231,9 @@ fn verify_layer(l: &Layer, cache: &Path) -> std::io::Result<()> {
     if let Some(i) = index {
         fsindex::save(cache, &l.diff_id, &i);
     }
-    // Remembering is best effort: without the marker the blob is checked again.
-    if let Some(m) = marker
-        && let Some(dir) = m.parent()
-        && fs::create_dir_all(dir).is_ok()
-    {
-        let _ = fs::write(&m, b"");
-    }
+    // The marker names the file as it was before it was read, so a file changed meanwhile
+    // gets none.
+    write_marker(marker);
     Ok(())
 }
 
