@@ -64,6 +64,7 @@ pub use registry::timing::Deadline;
 pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
+pub use spec::schema::{SCHEMA_FILE, spec_schema};
 pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;

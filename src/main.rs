@@ -6,14 +6,15 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use cli::{build, check, copy, exit, init, inspect, invoke, login, run, zip};
+use cli::{build, check, copy, exit, init, inspect, invoke, login, run, toolbox, zip};
 
 #[derive(Parser)]
 #[command(
     name = "lamina",
-    version,
+    // The version and the commit it was built from (build.rs).
+    version = env!("LAMINA_VERSION"),
     about = "Daemonless, reproducible OCI images for AWS Lambda",
     after_help = exit::TABLE
 )]
@@ -47,6 +48,12 @@ enum Command {
     /// Run a function image for one invocation and print its response; non-zero exit when
     /// the invocation fails.
     Invoke(Box<invoke::InvokeArgs>),
+    /// Print the shell completion script for bash, zsh, fish, powershell or elvish.
+    Completions(toolbox::CompletionsArgs),
+    /// Print the manual page lamina(1), or write one page per command with --dir.
+    Man(toolbox::ManArgs),
+    /// Print the JSON Schema of lamina.toml (for editors: see `#:schema` in lamina init's file).
+    Schema(toolbox::SchemaArgs),
 }
 
 /// Run one command, on `main`'s runtime.
@@ -62,6 +69,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Zip(a) => zip::run(*a).await,
         Command::Run(a) => run::run(*a).await,
         Command::Invoke(a) => invoke::run(*a).await,
+        Command::Completions(a) => toolbox::completions(a, Cli::command()),
+        Command::Man(a) => toolbox::man(a, Cli::command()),
+        Command::Schema(a) => toolbox::schema(a),
     }
 }
 

@@ -46,5 +46,9 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
+    // The schema its `#:schema` comment names, for TOML-aware editors (taplo, Even Better TOML).
+    let schema = a.dir.join(lamina::SCHEMA_FILE);
+    super::toolbox::write_atomically(&schema, lamina::spec_schema().as_bytes())?;
+    eprintln!("wrote {}", schema.display());
     Ok(())
 }

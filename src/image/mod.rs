@@ -23,15 +23,17 @@ use crate::platform::Platform;
 pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
 
 /// `[config]`: every field optional, unset ones inherit from the base image's config.
-#[derive(Deserialize, Default, Clone, Debug)]
+#[derive(Deserialize, Default, Clone, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigSpec {
     /// ENTRYPOINT, as an argv: in lamina.toml an array of strings, or a string read as the
     /// command line reads it ([`argv_from_str`]).
     #[serde(default, deserialize_with = "argv_field")]
+    #[schemars(schema_with = "crate::spec::schema::argv")]
     pub entrypoint: Option<Vec<String>>,
     /// CMD, as an argv (for Lambda: the handler); written as `entrypoint` is.
     #[serde(default, deserialize_with = "argv_field")]
+    #[schemars(schema_with = "crate::spec::schema::argv")]
     pub cmd: Option<Vec<String>>,
     /// Environment variables added to (or replacing those of) the base's.
     #[serde(default)]

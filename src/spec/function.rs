@@ -23,13 +23,14 @@ fn known_runtime<'de, D: serde::Deserializer<'de>>(
 }
 
 /// `[function]` as written in lamina.toml; relative paths are relative to the spec's directory.
-#[derive(Deserialize, Clone, Debug, Default)]
+#[derive(Deserialize, Clone, Debug, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpec {
     /// Lambda runtime name (`python3.12`, `nodejs20.x`, `provided.al2023`, ...): picks the AWS
     /// base image unless `base` is set. An unknown name is refused while the spec is read, so
     /// the error points at its line.
     #[serde(default, deserialize_with = "known_runtime")]
+    #[schemars(schema_with = "super::schema::runtime_name")]
     pub runtime: Option<String>,
     /// Becomes CMD unless `[config] cmd` is set.
     pub handler: Option<String>,
@@ -277,9 +278,13 @@ pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
     let rt = runtime::find(name).map_err(|e| Error::Usage(e.to_string()))?;
     let handler = runtime::default_handler(rt.family);
     let excludes = match rt.family {
-        Family::Python => r#"["lamina.toml", "out", ".git", "**/__pycache__", "**/*.pyc"]"#,
-        Family::Node => r#"["lamina.toml", "out", ".git", "**/*.ts", "**/*.map"]"#,
-        _ => r#"["lamina.toml", "out", ".git"]"#,
+        Family::Python => {
+            r#"["lamina.toml", "lamina.schema.json", "out", ".git", "**/__pycache__", "**/*.pyc"]"#
+        }
+        Family::Node => {
+            r#"["lamina.toml", "lamina.schema.json", "out", ".git", "**/*.ts", "**/*.map"]"#
+        }
+        _ => r#"["lamina.toml", "lamina.schema.json", "out", ".git"]"#,
     };
     let bootstrap = if rt.family == Family::Provided {
         "bootstrap = \"bootstrap\"     # the custom runtime's executable, into /var/runtime/bootstrap"
@@ -287,7 +292,8 @@ pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
         "# bootstrap = \"bootstrap\"   # a custom runtime's executable, into /var/runtime/bootstrap"
     };
     Ok(format!(
-        r#"# lamina.toml: build this function as a Lambda container image with `lamina build`.
+        r#"#:schema ./lamina.schema.json
+# lamina.toml: build this function as a Lambda container image with `lamina build`.
 # Paths are relative to this file. Every field can also be set by a flag (`lamina build --help`).
 
 platform = "linux/amd64"       # or "linux/arm64" (Lambda's arm64); x86_64 and aarch64 work too

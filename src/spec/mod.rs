@@ -5,6 +5,7 @@ pub mod flags;
 pub mod function;
 mod modes;
 pub mod runtime;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use crate::platform::{ParsePlatformError, Platform};
 use crate::reference::{ImageRef, ParseReferenceError};
 
 /// `lamina.toml` as written.
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Default, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
     /// The image to build on (a reference; `scratch` for none).
@@ -46,7 +47,7 @@ pub struct SpecFile {
 }
 
 /// One `[[delete]]`: a path of the base to hide with a whiteout.
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteSpec {
     /// Absolute in-image path (not `/`).

@@ -27,6 +27,7 @@ pub mod oci_tools;
 pub mod process;
 pub mod redirect_registry;
 pub mod sandbox;
+pub mod schema_check;
 pub mod tars;
 pub mod tls;
 pub mod token_server;
@@ -38,7 +39,7 @@ pub mod zips;
 pub use self::{
     credentials::*, distribution::*, fake_registry::*, fault_proxy::*, fixtures::*, lamina_cli::*,
     layout::*, loopback_http::*, netns::*, oci_tools::*, process::*, redirect_registry::*,
-    sandbox::*, tars::*, tls::*, token_server::*, trees::*, zips::*,
+    sandbox::*, schema_check::*, tars::*, tls::*, token_server::*, trees::*, zips::*,
 };
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
