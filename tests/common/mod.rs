@@ -16,12 +16,14 @@
 
 pub mod credentials;
 pub mod distribution;
+pub mod doc_examples;
 pub mod fake_registry;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod lamina_cli;
 pub mod layout;
 pub mod loopback_http;
+pub mod moto;
 pub mod netns;
 pub mod oci_tools;
 pub mod process;
@@ -37,9 +39,10 @@ pub mod zips;
 // Each test binary compiles this module on its own and uses only part of it.
 #[allow(unused_imports)]
 pub use self::{
-    credentials::*, distribution::*, fake_registry::*, fault_proxy::*, fixtures::*, lamina_cli::*,
-    layout::*, loopback_http::*, netns::*, oci_tools::*, process::*, redirect_registry::*,
-    sandbox::*, schema_check::*, tars::*, tls::*, token_server::*, trees::*, zips::*,
+    credentials::*, distribution::*, doc_examples::*, fake_registry::*, fault_proxy::*,
+    fixtures::*, lamina_cli::*, layout::*, loopback_http::*, moto::*, netns::*, oci_tools::*,
+    process::*, redirect_registry::*, sandbox::*, schema_check::*, tars::*, tls::*,
+    token_server::*, trees::*, zips::*,
 };
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
