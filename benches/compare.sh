@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lamina against its peers on the standard workload, in one run; see "Benchmarks" in README.md.
+# lamina against its peers on the standard workload, in one run; see docs/benchmarks.md.
 #
 #   benches/compare.sh [RUNS]        RUNS measurements of each command (default 5), medians shown
 #
