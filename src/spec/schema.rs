@@ -109,3 +109,28 @@ impl JsonSchema for Mode {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_lists_every_runtime_and_no_null() {
+        let text = spec_schema();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let names = &v["definitions"]["FunctionSpec"]["properties"]["runtime"]["enum"];
+        for r in RUNTIMES {
+            assert!(
+                names.as_array().unwrap().iter().any(|n| n == r.name),
+                "{}",
+                r.name
+            );
+        }
+        assert!(!text.contains("null"), "TOML has no null:\n{text}");
+        assert_eq!(
+            v["additionalProperties"], false,
+            "unknown fields are refused"
+        );
+        assert!(text.ends_with("}\n"));
+    }
+}
