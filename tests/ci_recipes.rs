@@ -1,7 +1,8 @@
 //! The CI recipes of docs/ci/ (tracker issue 18), run as written: each page's YAML is parsed
 //! (Python's `yaml`), and its shell steps run with `bash` in a copy of lamina's fixture
 //! function, in the order and with the variables the CI service would give them. The AWS APIs
-//! are moto (ECR, and STS for GitLab's web identity exchange) and ECR's registry is a loopback
+//! are moto (ECR, and STS for GitLab's web identity exchange) and, for CodeBuild, a container
+//! credentials endpoint written here; ECR's registry is a loopback
 //! `docker-registry` with TLS and moto's ECR password. The one stand-in for DNS: a `lamina`
 //! wrapper first in `PATH` adds `--registry-endpoint` and `--ca-cert` to the commands that talk
 //! to registries, so the recipes' real ECR host name reaches the loopback registry.
@@ -15,8 +16,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::loopback_http::{LoopServer, bind_loopback, read_head, respond};
 use common::*;
 use serde_json::Value;
 
@@ -318,25 +322,79 @@ fn the_gitlab_recipe_gets_credentials_by_web_identity_and_pushes_to_ecr() {
     assert_deploy_step(&recipe, "deploy");
 }
 
+/// CodeBuild's container credentials endpoint: the service role's temporary keys, as JSON,
+/// to a GET carrying the `Authorization` token CodeBuild gives the build. Counts its answers.
+struct ContainerCredentials {
+    server: LoopServer,
+    answered: Arc<AtomicUsize>,
+}
+
+impl ContainerCredentials {
+    const TOKEN: &str = "codebuild-credentials-token";
+
+    fn start() -> ContainerCredentials {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        let server = LoopServer::start(bind_loopback(), move |mut stream| {
+            let Ok(Some((head, _))) = read_head(&mut stream) else {
+                return;
+            };
+            if head.header("authorization") != Some(Self::TOKEN) {
+                let _ = respond(&mut stream, 401, &[], b"{}", false);
+                return;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let body = serde_json::json!({
+                "AccessKeyId": "ASIALAMINACODEBUILD1",
+                "SecretAccessKey": "codebuild-role-secret",
+                "Token": "codebuild-role-session",
+                "Expiration": "2099-01-01T00:00:00Z",
+            });
+            let _ = respond(
+                &mut stream,
+                200,
+                &[("Content-Type", "application/json".to_owned())],
+                body.to_string().as_bytes(),
+                head.method == "HEAD",
+            );
+        });
+        ContainerCredentials { server, answered }
+    }
+}
+
 #[test]
 fn the_codebuild_recipe_builds_checks_and_pushes_to_ecr() {
     let recipe = recipe("codebuild.md", Service::CodeBuild);
     let stage = Stage::new();
-    // What CodeBuild sets; the service role's keys as static stand-ins.
-    let mut ci = vec![
+    let creds = ContainerCredentials::start();
+    // What CodeBuild sets, its credentials endpoint included (CodeBuild names it with
+    // AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on 169.254.170.2; the full URI form reaches the
+    // loopback stand-in). No AWS keys: the SDK's container provider fetches the role's.
+    let ci = vec![
         (
             "CODEBUILD_RESOLVED_SOURCE_VERSION",
             "89abcdef0123456789abcdef0123456789abcdef".to_owned(),
         ),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v2/credentials/build", creds.server.host()),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            ContainerCredentials::TOKEN.to_owned(),
+        ),
     ];
-    ci.extend(role_keys());
     let out = stage.run(&recipe, "install+build", &ci);
     assert!(
         out.status.success(),
         "install and build:\n{}",
         describe(&out)
+    );
+    assert!(
+        creds.answered.load(Ordering::SeqCst) >= 1,
+        "the service role's credentials came from the container endpoint"
     );
     stage.assert_pushed("89abcdef0123");
     let cache = stage.sandbox.dir.path().join("home/.cache/lamina");
