@@ -293,6 +293,7 @@ pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
     };
     Ok(format!(
         r#"#:schema ./lamina.schema.json
+
 # lamina.toml: build this function as a Lambda container image with `lamina build`.
 # Paths are relative to this file. Every field can also be set by a flag (`lamina build --help`).
 

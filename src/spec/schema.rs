@@ -39,12 +39,18 @@ pub fn spec_schema() -> String {
 
 /// TOML has no null: an optional field is one left out, so `"null"` is taken out of every
 /// `type` list and `anyOf` that schemars adds for `Option<T>`, and a `null` default dropped.
+/// Descriptions are made plain text for editors.
 fn strip_null(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Object(map) => {
             if map.get("default") == Some(&Value::Null) {
                 map.remove("default");
+            }
+            // Doc comments become the hover text of editors: one flowing paragraph, without
+            // rustdoc's link brackets.
+            if let Some(Value::String(d)) = map.get_mut("description") {
+                *d = d.replace('\n', " ").replace("[`", "`").replace("`]", "`");
             }
             if let Some(Value::Array(types)) = map.get_mut("type") {
                 types.retain(|t| t != "null");
