@@ -224,11 +224,21 @@ pub async fn build(
     opts: &Options,
     log: &mut (dyn FnMut(String) + Send),
 ) -> Result<Report> {
+    if spec.base_lock.offline && matches!(spec.to, ImageRef::Docker(_)) {
+        return Err(Error::Usage(format!(
+            "--offline cannot push to {}: build to oci:DIR and `lamina push` it later",
+            spec.to
+        )));
+    }
     let session = transport::preflight(&spec.to, opts).await?;
     let staging = Staging::for_dest(&spec.to)?;
-    let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts).await?;
+    let crate::base::Base {
+        source: base,
+        pinned,
+        how,
+    } = crate::base::read(spec, opts).await?;
     log(format!(
-        "base {} ({}, {} layers)",
+        "base {} ({}, {} layers, {how})",
         spec.base,
         base.manifest_digest,
         base.image.layers.len()
@@ -257,6 +267,13 @@ pub async fn build(
     image.apply_config(&spec.config, &created);
     crate::image::set_platform(&mut image.config, spec.platform);
     image.annotations = spec.annotations.clone();
+    if let Some((name, digest)) = pinned {
+        // What ko and BuildKit record: which base, and exactly which bytes of it.
+        let a = &mut image.annotations;
+        a.entry(crate::base::BASE_NAME.into()).or_insert(name);
+        a.entry(crate::base::BASE_DIGEST.into())
+            .or_insert_with(|| digest.to_string());
+    }
     let rendered = image.render();
     if rendered
         .layers

@@ -30,6 +30,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod base;
 mod build;
 mod cache;
 mod digest;
@@ -37,6 +38,7 @@ mod error;
 mod image;
 mod lambda;
 mod layer;
+mod lock;
 mod platform;
 mod progress;
 mod reference;
@@ -64,7 +66,7 @@ pub use registry::timing::Deadline;
 pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
-pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
+pub use spec::{BaseLock, BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;
 
