@@ -84,7 +84,12 @@ pub async fn read(spec: &BuildSpec, opts: &Options) -> Result<Base> {
         }
     }
     Ok(Base {
-        pinned: Some((name, source.manifest_digest.clone())),
+        // Recorded for the base the spec names (an ad-hoc `--base` builds the same image as
+        // the same base read from a layout).
+        pinned: spec
+            .lock_file
+            .is_some()
+            .then(|| (name, source.manifest_digest.clone())),
         source,
         how,
     })

@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod function;
+pub mod init;
 mod modes;
 pub mod runtime;
 
@@ -179,8 +180,9 @@ pub struct BuildSpec {
     /// What chose the base, for messages: `` `--base` ``, `` `base = "…"` in lamina.toml line
     /// 2 ``, `` `runtime = "python3.12"` in lamina.toml line 5 ``.
     pub base_from: String,
-    /// `lamina.lock` beside the spec file, where a registry base's digest is pinned (none
-    /// without a spec file).
+    /// `lamina.lock` beside the spec file, where a registry base's digest is pinned: none
+    /// without a spec file or with `--base` (the lock and the base annotations are for the
+    /// base the spec names).
     pub lock_file: Option<PathBuf>,
     /// How the base is pinned and fetched.
     pub base_lock: BaseLock,
@@ -260,7 +262,11 @@ impl BuildSpec {
             lambda_check: !ov.no_lambda_check,
             layer_cache: !ov.no_cache,
             base_from,
-            lock_file: path.as_ref().map(|_| spec_dir.join(crate::lock::LOCK_FILE)),
+            // The lock pins the base lamina.toml names; an ad-hoc `--base` is not pinned.
+            lock_file: path
+                .as_ref()
+                .filter(|_| ov.base.is_none())
+                .map(|_| spec_dir.join(crate::lock::LOCK_FILE)),
             base_lock: ov.base_lock.clone(),
             file: path,
         })
