@@ -414,7 +414,7 @@ fn build_layers(
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
     let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
-    for l in &spec.layers {
+    for (i, l) in spec.layers.iter().enumerate() {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
         let (tee, stream) = match streamer {
             Some(s) => {
@@ -424,16 +424,25 @@ fn build_layers(
             None => (None, None),
         };
         streams.push(stream);
-        jobs.push(Box::new(move || {
-            layer::build(l, lopts, blobs, cache, skip, tee)
-        }));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        what.push(format!("lamina: layer {name} -> {}", l.dest));
+        let role = spec.layer_roles.get(i).map_or("layer", String::as_str);
+        let shown = format!("{role} {name} -> {}", l.dest);
+        let bar = opts.progress.layer(&shown);
+        let tee = Some(bar.counting(tee));
+        jobs.push(Box::new(move || {
+            let built = layer::build(l, lopts, blobs, cache, skip, tee);
+            match &built {
+                Ok(b) => bar.finish(b.size),
+                Err(_) => bar.abandon(),
+            }
+            built
+        }));
+        what.push(format!("lamina: {shown}"));
     }
     let built = parallel(jobs)?;
     Ok((built, what, streams))

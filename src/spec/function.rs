@@ -64,6 +64,9 @@ pub struct Expanded {
     pub cmd: Option<Vec<String>>,
     /// `[function] env`, below `[config] env`.
     pub env: BTreeMap<String, String>,
+    /// What each of `layers` is, for progress and history: `Lambda layer`, `dependencies`,
+    /// `code`, `bootstrap`.
+    pub roles: Vec<&'static str>,
 }
 
 /// Top-level names in `dir` that pip installed (listed in a `*.dist-info/RECORD` there), with
@@ -148,6 +151,17 @@ pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> 
         out.layers.push(code_layer);
     }
     out.zip_layers = out.layers[f.layers.len()..].to_vec();
+    let n = out.layers.len();
+    out.roles = (0..n)
+        .map(|i| match i {
+            i if i < f.layers.len() => "Lambda layer",
+            i if i + 1 == n && f.code.is_some() => "code",
+            _ => "dependencies",
+        })
+        .collect();
+    if f.bootstrap.is_some() {
+        out.roles.push("bootstrap");
+    }
     if let Some(b) = &f.bootstrap {
         let mut l = layer(dir.join(b), "/var/runtime/bootstrap");
         l.mode = Some(Mode(0o755));

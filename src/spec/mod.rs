@@ -186,6 +186,9 @@ pub struct BuildSpec {
     pub lock_file: Option<PathBuf>,
     /// How the base is pinned and fetched.
     pub base_lock: BaseLock,
+    /// What each of `layers` is (`code`, `dependencies`, `Lambda layer`, `bootstrap`, or
+    /// `layer` for a `[[layer]]` or `--layer`): named in progress and in the image history.
+    pub layer_roles: Vec<String>,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -233,7 +236,9 @@ impl BuildSpec {
         let base_from = r.base_from(ov, &sf, &spec_dir);
         let to = r.to(ov, &sf)?;
         let platform = r.platform(ov, &sf)?;
+        let mut layer_roles: Vec<String> = function.roles.iter().map(|r| r.to_string()).collect();
         let (layers, zip_layers) = r.layers(ov, sf.layer, function.layers, function.zip_layers)?;
+        layer_roles.resize(layers.len(), "layer".into());
         let deletes = r.deletes(ov, &sf.delete)?;
         let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
@@ -262,6 +267,7 @@ impl BuildSpec {
             lambda_check: !ov.no_lambda_check,
             layer_cache: !ov.no_cache,
             base_from,
+            layer_roles,
             // The lock pins the base lamina.toml names; an ad-hoc `--base` is not pinned.
             lock_file: path
                 .as_ref()
