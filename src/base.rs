@@ -24,8 +24,11 @@ pub struct Base {
     pub source: Source,
     /// `(name, manifest digest)` of a registry base, for the annotations.
     pub pinned: Option<(String, Digest)>,
-    /// How it was found (`locked`, `cached`, `resolved`), for the log line.
+    /// How it was found (`locked, from the cache`, `resolved`, ...), for the log line.
     pub how: &'static str,
+    /// The lock entry this build wrote, and the digest it had before (if any): what
+    /// `lamina update` reports.
+    pub locked: Option<(Entry, Option<Digest>)>,
 }
 
 /// Read `spec`'s base for its platform. A registry base: its digest from the reference, else
@@ -40,6 +43,7 @@ pub async fn read(spec: &BuildSpec, opts: &Options) -> Result<Base> {
             source,
             pinned: None,
             how: "local",
+            locked: None,
         });
     };
     let name = rr.to_string();
@@ -58,8 +62,13 @@ pub async fn read(spec: &BuildSpec, opts: &Options) -> Result<Base> {
         .or(rr.digest.clone());
     let (source, index, how) = match want {
         Some(d) => {
-            let how = if locked.is_some() { "locked" } else { "pinned" };
-            let (s, i) = by_digest(spec, rr, &d, opts).await?;
+            let (s, i, cached) = by_digest(spec, rr, &d, opts).await?;
+            let how = match (locked.is_some(), cached) {
+                (true, true) => "locked, from the cache",
+                (true, false) => "locked, fetched by digest",
+                (false, true) => "pinned, from the cache",
+                (false, false) => "pinned, fetched",
+            };
             (s, i.or(locked.as_ref().and_then(|e| e.index.clone())), how)
         }
         None if spec.base_lock.offline => return Err(not_locked(spec)),
@@ -74,16 +83,21 @@ pub async fn read(spec: &BuildSpec, opts: &Options) -> Result<Base> {
         digest: source.manifest_digest.clone(),
         index,
     };
+    let mut wrote = None;
     if let Some(path) = &spec.lock_file {
         let before = lock.get(&name, &entry.platform).cloned();
         if lock.set(entry.clone()) {
             if spec.base_lock.locked {
                 return Err(would_change(spec, path, before.as_ref(), &entry));
             }
+            // Like Cargo.lock: only what the spec uses now (other platforms of this base).
+            lock.base.retain(|e| e.name == name);
             lock.write(path)?;
         }
+        wrote = Some((entry, before.map(|b| b.digest)));
     }
     Ok(Base {
+        locked: wrote,
         // Recorded for the base the spec names (an ad-hoc `--base` builds the same image as
         // the same base read from a layout).
         pinned: spec
@@ -95,13 +109,14 @@ pub async fn read(spec: &BuildSpec, opts: &Options) -> Result<Base> {
     })
 }
 
-/// The image `digest` names: from the cache when it is all there, else fetched by digest.
+/// The image `digest` names: from the cache when it is all there (then `true`), else fetched
+/// by digest.
 async fn by_digest(
     spec: &BuildSpec,
     rr: &RegistryRef,
     digest: &Digest,
     opts: &Options,
-) -> Result<(Source, Option<Digest>)> {
+) -> Result<(Source, Option<Digest>, bool)> {
     let shown = spec.base.to_string();
     let cache = &opts.cache_dir;
     let (c, p) = (cache.clone(), spec.platform);
@@ -110,7 +125,7 @@ async fn by_digest(
     match found {
         Cached::Ready(desc, index) => {
             let src = read_cached(cache, rr, *desc, spec.platform, &shown).await?;
-            Ok((src, index))
+            Ok((src, index, true))
         }
         Cached::Missing(missing) if spec.base_lock.offline => Err(Error::image(
             &shown,
@@ -130,7 +145,7 @@ async fn by_digest(
                 .await
                 .map_err(|e| explain(e, spec, Some(digest)))?;
             let index = (&src.manifest_digest != digest).then(|| digest.clone());
-            Ok((src, index))
+            Ok((src, index, false))
         }
     }
 }
@@ -241,4 +256,45 @@ fn explain(e: Error, spec: &BuildSpec, digest: Option<&Digest>) -> Error {
         },
         other => other,
     }
+}
+
+/// What `lamina update` did to `lamina.lock`.
+#[derive(Debug, Clone)]
+pub struct BaseUpdate {
+    /// The lock file.
+    pub lock_file: std::path::PathBuf,
+    /// The base reference as locked.
+    pub name: String,
+    /// The platform.
+    pub platform: String,
+    /// The manifest digest the lock had, if any.
+    pub before: Option<Digest>,
+    /// The manifest digest the tag names now (and the lock has now).
+    pub after: Digest,
+}
+
+/// Resolve the registry base `spec` names again and move `lamina.lock` to it, fetching what
+/// the cache lacks (so a later `--offline` build has it all). A spec without a file, with an
+/// ad-hoc `--base`, or whose base is not in a registry has nothing to lock: a usage error.
+pub async fn update(spec: &BuildSpec, opts: &Options) -> Result<BaseUpdate> {
+    let (Some(lock_file), ImageRef::Docker(_)) = (&spec.lock_file, &spec.base) else {
+        return Err(Error::Usage(format!(
+            "nothing to update: lamina.lock pins a registry base named in lamina.toml (`base = \
+             \"docker://…\"` or `[function] runtime`); the base here is {} ({})",
+            spec.base, spec.base_from
+        )));
+    };
+    let mut spec = spec.clone();
+    spec.base_lock.update = true;
+    let base = read(&spec, opts).await?;
+    let (entry, before) = base
+        .locked
+        .ok_or_else(|| Error::Internal("a registry base was read without its lock".into()))?;
+    Ok(BaseUpdate {
+        lock_file: lock_file.clone(),
+        name: entry.name,
+        platform: entry.platform,
+        before,
+        after: entry.digest,
+    })
 }

@@ -236,6 +236,7 @@ pub async fn build(
         source: base,
         pinned,
         how,
+        ..
     } = crate::base::read(spec, opts).await?;
     log(format!(
         "base {} ({}, {} layers, {how})",

@@ -49,6 +49,7 @@ mod staging;
 mod task;
 mod transport;
 
+pub use base::{BaseUpdate, update as update_base};
 pub use build::{BlobReport, Inspection, LayerReport, Report, build, copy, inspect};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};

@@ -17,7 +17,7 @@ pub const LOCK_FILE: &str = "lamina.lock";
 const MAX_LOCK: u64 = 1 << 20;
 
 const HEADER: &str = "# Written by lamina: the digest each base image resolved to, per platform.\n\
-# Commit it. `lamina build --update-base` moves it.\n";
+# Commit it. `lamina update` (or `lamina build --update-base`) moves it.\n";
 
 /// One pinned base.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

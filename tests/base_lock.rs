@@ -195,6 +195,45 @@ fn locked_refuses_a_moved_tag_and_update_base_moves_it() {
     assert_eq!(base_annotations(&sb, "four").1, new);
     let moved = fs::read_to_string(&lock_path).unwrap();
     assert!(moved.contains(&new) && !moved.contains(&old), "{moved}");
+
+    // `lamina update` moves it too, without building: the tag moved once more.
+    fs::write(sb.work().join("extra/moved.txt"), "moved again").unwrap();
+    sb.ok(&args);
+    let newer = reg.manifest_digest("base:latest");
+    assert_ne!(newer, new);
+    let out = sb.ok(&strings(&["update", "-f", "proj/lamina.toml"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), newer);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("{new} -> {newer}")),
+        "{}",
+        describe(&out)
+    );
+    let updated = fs::read_to_string(&lock_path).unwrap();
+    assert!(
+        updated.contains(&newer) && !updated.contains(&new),
+        "{updated}"
+    );
+    // And the cache now holds it all: an offline build uses it.
+    drop(reg);
+    ok(build_to(&sb, "five", &["--offline"]));
+    assert_eq!(base_annotations(&sb, "five").1, newer);
+}
+
+/// `lamina update` where nothing is locked: a usage error naming the base.
+#[test]
+fn update_without_a_registry_base_is_a_usage_error() {
+    let sb = Sandbox::new(Vec::new());
+    let proj = sb.work().join("proj");
+    project(&proj, &fixture_base_ref());
+    let out = sb.run(&strings(&["update", "-f", "proj/lamina.toml"]), None);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("nothing to update") && stderr_of(&out).contains("line 1"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!proj.join("lamina.lock").exists());
 }
 
 /// A base that cannot be fetched: the image, the spec line that chose it, the cause and the

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod invoke;
 pub mod login;
 pub mod run;
+pub mod update;
 pub mod zip;
 
 use std::io::Write;
