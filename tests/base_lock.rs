@@ -95,6 +95,30 @@ fn a_locked_base_builds_offline_from_the_cache_with_the_registry_stopped() {
     assert_eq!(plain, first, "a locked, cached base needs no registry");
     assert_eq!(fs::read_to_string(&lock_path).unwrap(), lock);
 
+    // A reference pinned by digest (the index the tag named), no lock entry for it: the
+    // index, manifest, config and layers all come from the cache, with no registry.
+    let index = tagged_descriptor(&fixture_base(), "latest")["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pinned = format!("{base}@{index}");
+    let text = fs::read_to_string(proj.join("lamina.toml")).unwrap();
+    fs::write(proj.join("lamina.toml"), text.replace(&base, &pinned)).unwrap();
+    let by_digest = build_to(&sb, "pinned", &["--offline"]);
+    assert!(by_digest.status.success(), "{}", describe(&by_digest));
+    assert_eq!(
+        base_annotations(&sb, "pinned"),
+        (
+            pinned.trim_start_matches("docker://").to_owned(),
+            amd64.clone()
+        ),
+        "the same base manifest, named as written"
+    );
+    let layers = |out: &str| layer_digests(&read_layout(&sb.work().join(out), "latest").0);
+    assert_eq!(layers("pinned"), layers("one"), "the same layers");
+    fs::write(proj.join("lamina.toml"), text).unwrap();
+    fs::write(&lock_path, &lock).unwrap();
+
     // A cold cache offline: the image and what is missing are named.
     let cold = sb.root().join("cold-cache");
     let mut args = strings(&["build", "-f", "proj/lamina.toml", "--offline", "--to"]);
