@@ -288,3 +288,25 @@ fn an_unfetchable_base_names_the_spec_line_and_the_fix() {
         describe(&out)
     );
 }
+
+/// A registry that wants credentials the build does not have: the base, the spec line and
+/// `lamina login` are named.
+#[test]
+fn a_base_behind_credentials_names_login() {
+    let reg = Registry::tls_basic("alice", "s3cret-pw");
+    let sb = Sandbox::new(vec!["s3cret-pw".into()]);
+    let proj = sb.work().join("proj");
+    let base = reg.reference("base:latest");
+    project(&proj, &base);
+    let mut extra: Vec<String> = reg.lamina_flags();
+    extra.extend(strings(&["--retries", "0"]));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let out = build_to(&sb, "out", &extra);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&base) && err.contains("line 1") && err.contains("lamina login"),
+        "{}",
+        describe(&out)
+    );
+}
