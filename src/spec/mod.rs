@@ -336,7 +336,8 @@ impl Resolver<'_> {
         let text = self
             .path
             .and_then(|p| p.file_name().map(|n| spec_dir.join(n)))
-            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|p| crate::image::blob::read_capped(&p, 1 << 20).ok().flatten())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let at = |key: &str, value: &str| match key_line(&text, key) {
             Some(n) => format!("`{key} = \"{value}\"` in {file} line {n}"),
