@@ -224,11 +224,22 @@ pub async fn build(
     opts: &Options,
     log: &mut (dyn FnMut(String) + Send),
 ) -> Result<Report> {
+    if spec.base_lock.offline && matches!(spec.to, ImageRef::Docker(_)) {
+        return Err(Error::Usage(format!(
+            "--offline cannot push to {}: build to oci:DIR and `lamina push` it later",
+            spec.to
+        )));
+    }
     let session = transport::preflight(&spec.to, opts).await?;
     let staging = Staging::for_dest(&spec.to)?;
-    let base = transport::read(&spec.base, Some(spec.platform), ReadMode::Verified, opts).await?;
+    let crate::base::Base {
+        source: base,
+        pinned,
+        how,
+        ..
+    } = crate::base::read(spec, opts).await?;
     log(format!(
-        "base {} ({}, {} layers)",
+        "base {} ({}, {} layers, {how})",
         spec.base,
         base.manifest_digest,
         base.image.layers.len()
@@ -257,6 +268,13 @@ pub async fn build(
     image.apply_config(&spec.config, &created);
     crate::image::set_platform(&mut image.config, spec.platform);
     image.annotations = spec.annotations.clone();
+    if let Some((name, digest)) = pinned {
+        // What ko and BuildKit record: which base, and exactly which bytes of it.
+        let a = &mut image.annotations;
+        a.entry(crate::base::BASE_NAME.into()).or_insert(name);
+        a.entry(crate::base::BASE_DIGEST.into())
+            .or_insert_with(|| digest.to_string());
+    }
     let rendered = image.render();
     if rendered
         .layers
@@ -397,7 +415,7 @@ fn build_layers(
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
     let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
-    for l in &spec.layers {
+    for (i, l) in spec.layers.iter().enumerate() {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
         let (tee, stream) = match streamer {
             Some(s) => {
@@ -407,16 +425,25 @@ fn build_layers(
             None => (None, None),
         };
         streams.push(stream);
-        jobs.push(Box::new(move || {
-            layer::build(l, lopts, blobs, cache, skip, tee)
-        }));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        what.push(format!("lamina: layer {name} -> {}", l.dest));
+        let role = spec.layer_roles.get(i).map_or("layer", String::as_str);
+        let shown = format!("{role} {name} -> {}", l.dest);
+        let bar = opts.progress.layer(&shown);
+        let tee = Some(bar.counting(tee));
+        jobs.push(Box::new(move || {
+            let built = layer::build(l, lopts, blobs, cache, skip, tee);
+            match &built {
+                Ok(b) => bar.finish(b.size),
+                Err(_) => bar.abandon(),
+            }
+            built
+        }));
+        what.push(format!("lamina: {shown}"));
     }
     let built = parallel(jobs)?;
     Ok((built, what, streams))

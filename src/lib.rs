@@ -30,6 +30,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod base;
 mod build;
 mod cache;
 mod digest;
@@ -37,6 +38,7 @@ mod error;
 mod image;
 mod lambda;
 mod layer;
+mod lock;
 mod platform;
 mod progress;
 mod reference;
@@ -47,6 +49,7 @@ mod staging;
 mod task;
 mod transport;
 
+pub use base::{BaseUpdate, update as update_base};
 pub use build::{BlobReport, Inspection, LayerReport, Report, build, copy, inspect};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
@@ -64,8 +67,9 @@ pub use registry::timing::Deadline;
 pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
+pub use spec::init::{Detected, detect as detect_project, render as render_starter};
 pub use spec::schema::{SCHEMA_FILE, spec_schema};
-pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
+pub use spec::{BaseLock, BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;
 

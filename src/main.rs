@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use cli::{build, check, copy, exit, init, inspect, invoke, login, run, toolbox, zip};
+use cli::{build, check, copy, exit, init, inspect, invoke, login, run, toolbox, update, zip};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,9 @@ enum Command {
     Login(login::LoginArgs),
     /// Write a commented starter lamina.toml for the function in a directory.
     Init(init::InitArgs),
+    /// Resolve the base lamina.toml names again and move lamina.lock to it (fetching what the
+    /// cache lacks, for later --offline builds).
+    Update(Box<update::UpdateArgs>),
     /// Check an image against what Lambda accepts (rules L001-L008); exit status 3 on errors.
     Check(check::CheckArgs),
     /// Write a Lambda .zip deployment package (or Lambda layer zip) from lamina.toml, flags or
@@ -65,6 +68,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Pull(a) => copy::pull(a).await,
         Command::Login(a) => login::run(a).await,
         Command::Init(a) => init::run(a),
+        Command::Update(a) => update::run(*a).await,
         Command::Check(a) => check::run(a).await,
         Command::Zip(a) => zip::run(*a).await,
         Command::Run(a) => run::run(*a).await,

@@ -69,6 +69,99 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Start showing one layer being written, named by its role and source (`code src ->
+    /// /var/task`): on a terminal a bar of the compressed bytes written and their rate; as
+    /// plain lines, one line when it is done.
+    pub fn layer(&self, name: &str) -> LayerBar {
+        let bar = match self {
+            Progress::Bars(m) => {
+                let b = m.add(ProgressBar::new_spinner());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} layer {prefix} {msg} {bytes} {bytes_per_sec} {elapsed}",
+                    )
+                    .expect("the template is valid"),
+                );
+                b.set_prefix(name.to_owned());
+                b.set_message("compressing");
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                Some(b)
+            }
+            _ => None,
+        };
+        LayerBar {
+            progress: self.clone(),
+            bar,
+            name: name.to_owned(),
+            written: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Receives bytes as they are written (the layer builder's tee).
+pub type ByteSink = Box<dyn FnMut(&[u8]) + Send>;
+
+/// One layer being written (see [`Progress::layer`]).
+pub struct LayerBar {
+    progress: Progress,
+    bar: Option<ProgressBar>,
+    name: String,
+    written: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+}
+
+impl LayerBar {
+    /// A tee counting the compressed bytes into the bar, then handing them to `next`.
+    pub fn counting(&self, mut next: Option<ByteSink>) -> ByteSink {
+        let (bar, written) = (self.bar.clone(), self.written.clone());
+        Box::new(move |b: &[u8]| {
+            written.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(bar) = &bar {
+                bar.inc(b.len() as u64);
+            }
+            if let Some(n) = &mut next {
+                n(b);
+            }
+        })
+    }
+
+    /// Whether no byte was compressed: the layer came from the cache.
+    pub fn was_cached(&self) -> bool {
+        self.written.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+
+    /// The layer is written (`size` compressed bytes): "cached" if nothing was compressed.
+    pub fn finish(&self, size: u64) {
+        let how = if self.was_cached() {
+            "cached".to_owned()
+        } else {
+            format!(
+                "built, {size} bytes in {:.2}s",
+                self.started.elapsed().as_secs_f64()
+            )
+        };
+        match (&self.progress, &self.bar) {
+            (_, Some(b)) => {
+                if let Ok(style) = ProgressStyle::with_template("  layer {prefix}: {msg}") {
+                    b.set_style(style);
+                }
+                b.finish_with_message(how)
+            }
+            (Progress::Lines, None) => eprintln!("layer {}: {how}", self.name),
+            _ => {}
+        }
+    }
+
+    /// The layer failed: its bar is taken away.
+    pub fn abandon(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 pub struct Blob {
     progress: Progress,
     bar: Option<ProgressBar>,

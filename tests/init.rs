@@ -451,3 +451,292 @@ fn provided_bootstrap() {
     assert_eq!(e.data, files[0].1);
     assert_eq!(e.mode, 0o755);
 }
+
+// ---- Real layouts (issue 13): what `init` detects, and what lands where after `lamina build`.
+
+/// `lamina init` in `dir`, then `lamina build --base STANDIN` into a fresh layout: init's
+/// stderr and the layers this build added. (No `check` here: some layouts are not done yet.)
+fn init_then_build(dir: &Path, init_args: &[&str]) -> (String, Built) {
+    let mut args = vec!["init"];
+    args.extend_from_slice(init_args);
+    let said = stderr_of(&lamina_ok(&args, dir, &[]));
+    (said, build_standin(dir))
+}
+
+/// `lamina build --base STANDIN` of the lamina.toml in `dir`, read back.
+fn build_standin(dir: &Path) -> Built {
+    let out = TempDir::new().unwrap();
+    let image = oci_ref(out.path(), "latest");
+    let args = ["build", "--base", stand_in(), "--platform", host_platform()];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--to", &image]);
+    parse_digest(&lamina_ok(&args, dir, &[]));
+    verify_layout_blobs(out.path());
+    let (manifest, _, config) = read_layout(out.path(), "latest");
+    let standin_dir = stand_in()
+        .strip_prefix("oci:")
+        .and_then(|r| r.strip_suffix(":base"))
+        .map(PathBuf::from)
+        .unwrap();
+    let base_layers = layer_digests(&read_layout(&standin_dir, "base").0).len();
+    let added = (base_layers..layer_digests(&manifest).len())
+        .map(|i| tar_entries(&layer_tar(out.path(), &manifest, i)))
+        .collect::<Vec<_>>();
+    Built {
+        _out: out,
+        config,
+        added,
+    }
+}
+
+/// Every file path in the added layers.
+fn added_files(b: &Built) -> Vec<String> {
+    b.added
+        .iter()
+        .flatten()
+        .filter(|e| e.is_file())
+        .map(TarEntry::path_str)
+        .collect()
+}
+
+/// The printed digest of `lamina build --base STANDIN --to oci:DIR` in `dir`.
+fn digest_of_build(dir: &Path, out: &Path) -> String {
+    let image = oci_ref(out, "latest");
+    let args = [
+        "build",
+        "--base",
+        stand_in(),
+        "--platform",
+        host_platform(),
+        "--to",
+        &image,
+    ];
+    parse_digest(&lamina_ok(&args, dir, &[]))
+}
+
+/// `app.py` at the root and `requests` from `pip install --target src -r requirements.txt`
+/// (an installed package by hand: the module and its `*.dist-info` with a RECORD), as AWS's
+/// guide lays it out. `init` makes `src` the dependencies, so `requests` lands at
+/// /var/task/requests beside app.py (not /var/task/src/requests, where `import` would miss
+/// it); repeated zips and builds give the same bytes, and the zip is never read back.
+#[test]
+fn python_dependencies_installed_into_src() {
+    let files: Files = &[
+        ("requirements.txt", b"requests==2.32.3\n", 0o644),
+        (
+            "app.py",
+            b"import requests\n\ndef lambda_handler(event, context):\n    return {'ok': True}\n",
+            0o644,
+        ),
+        (
+            "src/requests/__init__.py",
+            b"__version__ = '2.32.3'\n",
+            0o644,
+        ),
+        (
+            "src/requests-2.32.3.dist-info/RECORD",
+            b"requests/__init__.py,,\nrequests-2.32.3.dist-info/RECORD,,\n",
+            0o644,
+        ),
+        (
+            "src/requests-2.32.3.dist-info/METADATA",
+            b"Name: requests\nVersion: 2.32.3\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let (said, b) = init_then_build(p.path(), &[]);
+    assert!(
+        said.contains("app.lambda_handler") && said.contains("dist-info"),
+        "init says what it found and why:\n{said}"
+    );
+    assert!(
+        said.contains("lamina build"),
+        "and what to run next:\n{said}"
+    );
+    assert_eq!(b.config["config"]["Cmd"], json!(["app.lambda_handler"]));
+    let files_in = added_files(&b);
+    for want in [
+        "var/task/app.py",
+        "var/task/requests/__init__.py",
+        "var/task/requests-2.32.3.dist-info/RECORD",
+    ] {
+        assert!(files_in.contains(&want.to_owned()), "{want}: {files_in:?}");
+    }
+    assert!(
+        files_in.iter().all(|f| !f.starts_with("var/task/src/")),
+        "the dependencies are not shipped under src/: {files_in:?}"
+    );
+    assert!(!files_in.contains(&"var/task/lamina.toml".to_owned()));
+
+    // Repeated zips: the same bytes, and the first zip is not in the second.
+    lamina_ok(&["zip"], p.path(), &[]);
+    let first = fs::read(p.path().join("function.zip")).unwrap();
+    lamina_ok(&["zip"], p.path(), &[]);
+    assert_eq!(fs::read(p.path().join("function.zip")).unwrap(), first);
+    // Repeated builds (the zip and the earlier layout lying in the project): one digest.
+    let one = digest_of_build(p.path(), &p.path().join("out"));
+    let two = digest_of_build(p.path(), &p.path().join("out"));
+    assert_eq!(one, two);
+    let b2 = build_standin(p.path());
+    assert!(
+        added_files(&b2)
+            .iter()
+            .all(|f| !f.contains("function.zip") && !f.starts_with("var/task/out/")),
+        "lamina's own outputs stay out: {:?}",
+        added_files(&b2)
+    );
+}
+
+/// The handler in `src/` (`code = "src"`) and packages pip installed into a `package/`
+/// directory beside it: both land at /var/task's root.
+#[test]
+fn python_handler_in_src_with_a_package_dir() {
+    let files: Files = &[
+        (
+            "src/app.py",
+            b"def handler(event, context):\n    return 1\n",
+            0o644,
+        ),
+        ("package/six.py", b"# six\n", 0o644),
+        ("package/six-1.16.0.dist-info/RECORD", b"six.py,,\n", 0o644),
+    ];
+    let p = project(files);
+    let (said, b) = init_then_build(p.path(), &[]);
+    let text = fs::read_to_string(p.path().join("lamina.toml")).unwrap();
+    assert!(
+        text.contains("code = \"src\"") && text.contains("dependencies = \"package\""),
+        "{text}\n{said}"
+    );
+    assert_eq!(b.config["config"]["Cmd"], json!(["app.handler"]));
+    let files_in = added_files(&b);
+    for want in ["var/task/app.py", "var/task/six.py"] {
+        assert!(files_in.contains(&want.to_owned()), "{want}: {files_in:?}");
+    }
+}
+
+/// requirements.txt and nothing installed: init prints the pip command for Lambda's platform.
+#[test]
+fn python_requirements_without_packages_prints_the_pip_command() {
+    let p = project(&[
+        ("requirements.txt", b"requests\n", 0o644),
+        ("app.py", b"def handler(e, c):\n    return 1\n", 0o644),
+    ]);
+    let said = stderr_of(&lamina_ok(&["init"], p.path(), &[]));
+    for want in [
+        "pip install -r requirements.txt --target package",
+        "--platform manylinux2014_x86_64",
+        "--only-binary=:all:",
+        "--python-version 3.13",
+    ] {
+        assert!(said.contains(want), "{want}:\n{said}");
+    }
+}
+
+/// Node.js: `main` in a subdirectory and `"type": "module"`; node_modules made by hand.
+#[test]
+fn nodejs_main_in_a_subdirectory() {
+    let files: Files = &[
+        (
+            "package.json",
+            br#"{"name": "fn", "type": "module", "main": "lib/handler.mjs"}"#,
+            0o644,
+        ),
+        (
+            "lib/handler.mjs",
+            b"export const handler = async () => 1;\n",
+            0o644,
+        ),
+        (
+            "node_modules/tiny/index.js",
+            b"module.exports = 1;\n",
+            0o644,
+        ),
+    ];
+    let p = project(files);
+    let (said, b) = init_then_build(p.path(), &[]);
+    assert!(said.contains("ES module"), "{said}");
+    assert_eq!(b.config["config"]["Cmd"], json!(["lib/handler.handler"]));
+    let files_in = added_files(&b);
+    for want in [
+        "var/task/lib/handler.mjs",
+        "var/task/node_modules/tiny/index.js",
+    ] {
+        assert!(files_in.contains(&want.to_owned()), "{want}: {files_in:?}");
+    }
+}
+
+/// cargo-lambda: `Cargo.toml` → provided.al2023 with `target/lambda/<bin>/bootstrap`, placed
+/// once, at /var/runtime/bootstrap; Cargo.*, src/ and target/ are not code.
+#[test]
+fn cargo_lambda_bootstrap_placed_once() {
+    let script: &[u8] = b"#!/bin/sh\n# stands in for the Rust binary\nexec cat\n";
+    let files: Files = &[
+        (
+            "Cargo.toml",
+            b"[package]\nname = \"hello-fn\"\nversion = \"0.1.0\"\n",
+            0o644,
+        ),
+        ("Cargo.lock", b"version = 4\n", 0o644),
+        ("src/main.rs", b"fn main() {}\n", 0o644),
+        ("target/lambda/hello-fn/bootstrap", script, 0o755),
+        ("target/release/hello-fn", b"\x7fELF", 0o755),
+        ("config.json", b"{}\n", 0o644),
+    ];
+    let p = project(files);
+    let (said, b) = init_then_build(p.path(), &[]);
+    assert!(
+        said.contains("cargo-lambda") && said.contains("hello-fn"),
+        "{said}"
+    );
+    let e = b
+        .file("var/runtime/bootstrap")
+        .expect("the bootstrap at /var/runtime/bootstrap");
+    assert_eq!(e.data, script);
+    assert_eq!(e.mode, 0o755);
+    let files_in = added_files(&b);
+    assert!(
+        files_in.contains(&"var/task/config.json".to_owned()),
+        "{files_in:?}"
+    );
+    for f in &files_in {
+        assert!(
+            !f.starts_with("var/task/target")
+                && !f.starts_with("var/task/src")
+                && !f.starts_with("var/task/Cargo")
+                && f != "var/task/bootstrap",
+            "{f} should not be shipped: {files_in:?}"
+        );
+    }
+}
+
+/// Go: `go.mod` → provided.al2023 with `bootstrap`, the command to build it printed.
+#[test]
+fn go_module_gets_the_build_command() {
+    let p = project(&[("go.mod", b"module example.com/fn\n", 0o644)]);
+    let said = stderr_of(&lamina_ok(&["init"], p.path(), &[]));
+    assert!(
+        said.contains("go build -tags lambda.norpc -o bootstrap") && said.contains("GOOS=linux"),
+        "{said}"
+    );
+    let text = fs::read_to_string(p.path().join("lamina.toml")).unwrap();
+    assert!(
+        text.contains("runtime = \"provided.al2023\"")
+            && text.contains("bootstrap = \"bootstrap\""),
+        "{text}"
+    );
+}
+
+/// An empty directory: an error naming the runtimes and `--runtime`; nothing written.
+#[test]
+fn empty_directory_is_an_error() {
+    let p = TempDir::new().unwrap();
+    let out = lamina(&["init"], p.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("--runtime") && err.contains("nodejs22.x"),
+        "{err}"
+    );
+    assert!(!p.path().join("lamina.toml").exists());
+}

@@ -74,6 +74,15 @@ pub struct BuildArgs {
     /// Rebuild every layer instead of reusing those whose inputs did not change.
     #[arg(long)]
     no_cache: bool,
+    /// Fail if lamina.lock would change (a base not in it, or one that moved with --update-base).
+    #[arg(long)]
+    locked: bool,
+    /// Never reach a registry: a registry base comes from lamina.lock and the blob cache.
+    #[arg(long, conflicts_with = "update_base")]
+    offline: bool,
+    /// Resolve the base's tag at its registry again and move lamina.lock to what it names now.
+    #[arg(long)]
+    update_base: bool,
     #[command(flatten)]
     output: OutputFlags,
     #[command(flatten)]
@@ -141,6 +150,11 @@ impl BuildArgs {
             fix_permissions: self.fix_permissions,
             no_lambda_check: self.no_lambda_check,
             no_cache: self.no_cache,
+            base_lock: lamina::BaseLock {
+                locked: self.locked,
+                offline: self.offline,
+                update: self.update_base,
+            },
         })
     }
 }

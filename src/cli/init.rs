@@ -28,7 +28,8 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let text = lamina::starter_spec(a.runtime.as_deref(), &a.dir)?;
+    let found = lamina::detect_project(a.runtime.as_deref(), &a.dir)?;
+    let text = lamina::render_starter(&found)?;
     let dir = if a.dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -50,5 +51,14 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
     let schema = a.dir.join(lamina::SCHEMA_FILE);
     super::toolbox::write_atomically(&schema, lamina::spec_schema().as_bytes())?;
     eprintln!("wrote {}", schema.display());
+    for r in &found.reasons {
+        eprintln!("  {r}");
+    }
+    let mut next: Vec<String> = found.todo.clone();
+    next.push("lamina build   (an image in oci:out; `lamina zip` for a .zip package)".into());
+    eprintln!("next:");
+    for (i, n) in next.iter().enumerate() {
+        eprintln!("  {}. {n}", i + 1);
+    }
     Ok(())
 }

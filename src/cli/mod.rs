@@ -15,6 +15,7 @@ pub mod invoke;
 pub mod login;
 pub mod run;
 pub mod toolbox;
+pub mod update;
 pub mod zip;
 
 use std::io::Write;

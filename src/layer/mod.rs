@@ -6,6 +6,7 @@ pub mod compress;
 mod deflate_scan;
 pub mod entry;
 pub mod fix;
+pub mod own;
 pub mod source;
 pub mod spec;
 pub mod tar;

@@ -201,10 +201,11 @@ fn walk_dir(
             }
             let abs = root.join(&rel);
             let meta = fs::symlink_metadata(&abs).at("reading metadata of", &abs)?;
-            // lamina never reads its own output: this command's, and any zip it wrote before
-            // (a `function.zip` beside the code it was made from).
+            // lamina never reads its own output: this command's, and any zip, layout, archive
+            // or lamina.lock it wrote before (a `function.zip` beside the code it was made
+            // from, an `out` layout inside `code = "."`).
             if skip.contains(&(meta.dev(), meta.ino()))
-                || super::zip::written_by_lamina(&abs, &meta)
+                || super::own::written_by_lamina(&abs, &meta)
             {
                 continue;
             }

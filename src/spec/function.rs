@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::flags::plain_layer as layer;
 use super::runtime::{self, Family, UnknownRuntime};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layer::{LayerSpec, Mode};
 
 /// `runtime` in a spec: a name [`runtime::find`] knows.
@@ -65,6 +65,9 @@ pub struct Expanded {
     pub cmd: Option<Vec<String>>,
     /// `[function] env`, below `[config] env`.
     pub env: BTreeMap<String, String>,
+    /// What each of `layers` is, for progress and history: `Lambda layer`, `dependencies`,
+    /// `code`, `bootstrap`.
+    pub roles: Vec<&'static str>,
 }
 
 /// Top-level names in `dir` that pip installed (listed in a `*.dist-info/RECORD` there), with
@@ -149,6 +152,17 @@ pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> 
         out.layers.push(code_layer);
     }
     out.zip_layers = out.layers[f.layers.len()..].to_vec();
+    let n = out.layers.len();
+    out.roles = (0..n)
+        .map(|i| match i {
+            i if i < f.layers.len() => "Lambda layer",
+            i if i + 1 == n && f.code.is_some() => "code",
+            _ => "dependencies",
+        })
+        .collect();
+    if f.bootstrap.is_some() {
+        out.roles.push("bootstrap");
+    }
     if let Some(b) = &f.bootstrap {
         let mut l = layer(dir.join(b), "/var/runtime/bootstrap");
         l.mode = Some(Mode(0o755));
@@ -237,86 +251,12 @@ mod tests {
     }
 }
 
-/// A commented starter `lamina.toml` for the function in `dir`. Without `runtime`, one is
-/// guessed from the files there (requirements.txt or .py → Python, package.json → Node.js,
-/// pom.xml, build.gradle(.kts) or .jar → Java, Gemfile or .rb → Ruby, .csproj or
-/// .runtimeconfig.json → .NET, else an OS-only runtime with a `bootstrap`). An unknown `runtime` is a usage error (it is the
+/// A commented starter `lamina.toml` for the function in `dir`: the project detected as
+/// [`super::init::detect`] does (an empty or unrecognised directory is a usage error listing
+/// the runtimes), or laid out for `runtime`. An unknown `runtime` is a usage error (it is the
 /// caller's `--runtime`).
 pub fn starter_spec(runtime: Option<&str>, dir: &Path) -> Result<String> {
-    let has = |n: &str| dir.join(n).exists();
-    let any_ext = |ext: &str| {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == ext))
-            })
-            .unwrap_or(false)
-    };
-    let any_name_ends = |suffix: &str| {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with(suffix))
-            })
-            .unwrap_or(false)
-    };
-    let name = match runtime {
-        Some(r) => r,
-        None if has("requirements.txt") || has("pyproject.toml") || any_ext("py") => "python3.13",
-        None if has("package.json") || any_ext("js") || any_ext("mjs") => "nodejs22.x",
-        None if has("pom.xml")
-            || has("build.gradle")
-            || has("build.gradle.kts")
-            || any_ext("jar") =>
-        {
-            "java21"
-        }
-        None if has("Gemfile") || any_ext("rb") => "ruby3.4",
-        None if any_ext("csproj") || any_name_ends(".runtimeconfig.json") => "dotnet8",
-        None => "provided.al2023",
-    };
-    let rt = runtime::find(name).map_err(|e| Error::Usage(e.to_string()))?;
-    let handler = runtime::default_handler(rt.family);
-    let excludes = match rt.family {
-        Family::Python => {
-            r#"["lamina.toml", "lamina.schema.json", "out", ".git", "**/__pycache__", "**/*.pyc"]"#
-        }
-        Family::Node => {
-            r#"["lamina.toml", "lamina.schema.json", "out", ".git", "**/*.ts", "**/*.map"]"#
-        }
-        _ => r#"["lamina.toml", "lamina.schema.json", "out", ".git"]"#,
-    };
-    let bootstrap = if rt.family == Family::Provided {
-        "bootstrap = \"bootstrap\"     # the custom runtime's executable, into /var/runtime/bootstrap"
-    } else {
-        "# bootstrap = \"bootstrap\"   # a custom runtime's executable, into /var/runtime/bootstrap"
-    };
-    Ok(format!(
-        r#"#:schema ./lamina.schema.json
-
-# lamina.toml: build this function as a Lambda container image with `lamina build`.
-# Paths are relative to this file. Every field can also be set by a flag (`lamina build --help`).
-
-platform = "linux/amd64"       # or "linux/arm64" (Lambda's arm64); x86_64 and aarch64 work too
-to = "oci:out:latest"          # or docker://<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>
-
-[function]
-runtime = "{name}"{pad}# base image {image}
-handler = "{handler}"{hpad}# becomes CMD
-code = "."                     # this directory, into /var/task
-exclude = {excludes}
-# dependencies = "vendor"      # a directory of dependencies: its own layer, below the code
-# layers = ["layer.zip"]       # Lambda layers (.zip or directories), into /opt in order
-{bootstrap}
-# env = {{ LOG_LEVEL = "info" }}
-
-# [config]                     # wins over [function]: entrypoint, cmd, env, workdir, user, labels
-# [annotations]                # manifest annotations
-"#,
-        pad = " ".repeat(21usize.saturating_sub(name.len())),
-        image = rt.image,
-        hpad = " ".repeat(21usize.saturating_sub(handler.len())),
-    ))
+    super::init::render(&super::init::detect(runtime, dir)?)
 }
 
 #[cfg(test)]

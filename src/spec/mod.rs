@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod function;
+pub mod init;
 mod modes;
 pub mod runtime;
 pub mod schema;
@@ -130,6 +131,19 @@ pub struct Overrides {
     pub no_lambda_check: bool,
     /// Rebuild every layer (`--no-cache`).
     pub no_cache: bool,
+    /// How the base is pinned and fetched (`--locked`, `--offline`, `--update-base`).
+    pub base_lock: BaseLock,
+}
+
+/// How a registry base is pinned in `lamina.lock` and fetched: see `docs/offline-and-lock.md`.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct BaseLock {
+    /// Fail rather than change the lock (`--locked`).
+    pub locked: bool,
+    /// Never reach a registry: the base comes from the lock and the blob cache (`--offline`).
+    pub offline: bool,
+    /// Resolve the base's tag again and move the lock (`--update-base`, `lamina update`).
+    pub update: bool,
 }
 
 /// A validated build: absolute paths, parsed references, resolved timestamp.
@@ -164,6 +178,18 @@ pub struct BuildSpec {
     pub lambda_check: bool,
     /// Reuse layers whose inputs did not change (the layer cache).
     pub layer_cache: bool,
+    /// What chose the base, for messages: `` `--base` ``, `` `base = "…"` in lamina.toml line
+    /// 2 ``, `` `runtime = "python3.12"` in lamina.toml line 5 ``.
+    pub base_from: String,
+    /// `lamina.lock` beside the spec file, where a registry base's digest is pinned: none
+    /// without a spec file or with `--base` (the lock and the base annotations are for the
+    /// base the spec names).
+    pub lock_file: Option<PathBuf>,
+    /// How the base is pinned and fetched.
+    pub base_lock: BaseLock,
+    /// What each of `layers` is (`code`, `dependencies`, `Lambda layer`, `bootstrap`, or
+    /// `layer` for a `[[layer]]` or `--layer`): named in progress and in the image history.
+    pub layer_roles: Vec<String>,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -208,9 +234,12 @@ impl BuildSpec {
             None => Default::default(),
         };
         let base = r.base(ov, &sf, &function)?;
+        let base_from = r.base_from(ov, &sf, &spec_dir);
         let to = r.to(ov, &sf)?;
         let platform = r.platform(ov, &sf)?;
+        let mut layer_roles: Vec<String> = function.roles.iter().map(|r| r.to_string()).collect();
         let (layers, zip_layers) = r.layers(ov, sf.layer, function.layers, function.zip_layers)?;
+        layer_roles.resize(layers.len(), "layer".into());
         let deletes = r.deletes(ov, &sf.delete)?;
         let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
@@ -225,7 +254,6 @@ impl BuildSpec {
         let timestamp = ov.timestamp.unwrap_or(Timestamp::Fixed(0)).seconds()?;
 
         Ok(BuildSpec {
-            file: path,
             base,
             platform,
             to,
@@ -239,8 +267,28 @@ impl BuildSpec {
             fix_permissions: ov.fix_permissions || sf.fix_permissions.unwrap_or(false),
             lambda_check: !ov.no_lambda_check,
             layer_cache: !ov.no_cache,
+            base_from,
+            layer_roles,
+            // The lock pins the base lamina.toml names; an ad-hoc `--base` is not pinned.
+            lock_file: path
+                .as_ref()
+                .filter(|_| ov.base.is_none())
+                .map(|_| spec_dir.join(crate::lock::LOCK_FILE)),
+            base_lock: ov.base_lock.clone(),
+            file: path,
         })
     }
+}
+
+/// The 1-based line where `key = …` is first set in a spec's text.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Where the spec's values came from: its fields are relative to its directory and their
@@ -278,6 +326,31 @@ impl Resolver<'_> {
             (None, None, Some(b)) => self.image_ref(b, "function.runtime")?,
             (None, None, None) => ImageRef::Scratch,
         })
+    }
+
+    /// What chose the base (the same order as [`Resolver::base`]), with the spec line.
+    fn base_from(&self, ov: &Overrides, sf: &SpecFile, spec_dir: &Path) -> String {
+        let file = self.path.and_then(Path::file_name).map_or_else(
+            || "lamina.toml".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let text = self
+            .path
+            .and_then(|p| p.file_name().map(|n| spec_dir.join(n)))
+            .and_then(|p| crate::image::blob::read_capped(&p, 1 << 20).ok().flatten())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let at = |key: &str, value: &str| match key_line(&text, key) {
+            Some(n) => format!("`{key} = \"{value}\"` in {file} line {n}"),
+            None => format!("`{key} = \"{value}\"` in {file}"),
+        };
+        let runtime = sf.function.as_ref().and_then(|f| f.runtime.as_deref());
+        match (&ov.base, &sf.base, runtime) {
+            (Some(_), _, _) => "`--base`".to_owned(),
+            (None, Some(b), _) => at("base", b),
+            (None, None, Some(r)) => at("runtime", r),
+            (None, None, None) => "no base given (scratch)".to_owned(),
+        }
     }
 
     /// The override, else `to`, else `oci:out:latest` beside the spec; never scratch.

@@ -170,7 +170,27 @@ pub fn write_oci_archive(
         .build()
         .expect("all required index fields are set");
     write_file(&root.join("index.json"), &canonical_json(&index))?;
-    write_tar_file(file, &layout_entries(&root)?, mtime)
+    let mut entries = layout_entries(&root)?;
+    entries.insert(0, marker_entry(&root)?);
+    write_tar_file(file, &entries, mtime)
+}
+
+/// The marker that makes the archive recognisably lamina's output (its first entry; see
+/// [`crate::layer::own`]), written into `dir`.
+fn marker_entry(dir: &Path) -> Result<Entry> {
+    use crate::layer::own::{MARKER, MARKER_TEXT};
+    let path = dir.join(MARKER);
+    write_file(&path, MARKER_TEXT)?;
+    Ok(Entry {
+        path: MARKER.as_bytes().to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        kind: Kind::File {
+            size: MARKER_TEXT.len() as u64,
+            data: Data::Path(path),
+        },
+    })
 }
 
 /// One image of a `docker save` archive's `manifest.json`.
@@ -264,6 +284,7 @@ pub fn write_docker_archive(
         mbytes.len() as u64,
     ));
     entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.insert(0, marker_entry(&dir)?);
     write_tar_file(file, &entries, mtime)
 }
 

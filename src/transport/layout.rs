@@ -473,6 +473,9 @@ fn write_locked(
         .build()
         .expect("all required index fields are set");
     write_file(&root.join("index.json"), &canonical_json(&index))?;
+    // How a later run knows this layout is lamina's output, never a layer's input.
+    let marker = crate::layer::own::MARKER;
+    write_file(&root.join(marker), crate::layer::own::MARKER_TEXT)?;
     debug_assert!(blobs.join(img.manifest_digest.hex()).is_file());
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
         .at("setting permissions of", &root)?;

@@ -190,7 +190,11 @@ pub async fn write(
         ImageRef::Docker(rr) => {
             let client = match session {
                 Some(s) => s.client.clone(),
-                None => Arc::new(Client::connect(&rr.registry, rr.api_host(), opts).await?),
+                None => Arc::new(
+                    Client::connect(&rr.registry, rr.api_host(), opts)
+                        .await
+                        .map_err(|e| unreachable_destination(e, r))?,
+                ),
             };
             let report = crate::registry::push::push(client, rr, img, streamed).await?;
             drop(staging);
@@ -232,10 +236,35 @@ pub async fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session
     let ImageRef::Docker(r) = dest else {
         return Ok(None);
     };
-    let client = Client::connect(&r.registry, r.api_host(), opts).await?;
+    let client = Client::connect(&r.registry, r.api_host(), opts)
+        .await
+        .map_err(|e| unreachable_destination(e, dest))?;
     client.check_push_access(&r.repository).await?;
     client.ensure_repository(&r.repository).await?;
     Ok(Some(Session::new(Arc::new(client))))
+}
+
+/// A destination registry that could not be reached (no HTTP status): the message also names
+/// the image and the way to finish without the registry — write a layout, push it later.
+fn unreachable_destination(e: Error, dest: &ImageRef) -> Error {
+    match e {
+        Error::Registry {
+            registry,
+            status: None,
+            code,
+            message,
+        } => Error::Registry {
+            registry,
+            status: None,
+            code,
+            message: format!(
+                "destination {dest}: {message}. To finish without the registry, keep the image \
+                 in a layout (`--to oci:DIR`) and `lamina push oci:DIR {dest}` once it is \
+                 reachable"
+            ),
+        },
+        other => other,
+    }
 }
 
 /// A connection to a registry and the runtime it lives on (the caller's): one build connects,

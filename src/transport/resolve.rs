@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, MediaType};
 
 use super::{ReadMode, Session, Source, archive, layout};
 use crate::digest::Digest;
@@ -384,4 +384,104 @@ fn check_cached_platform(
     let config = oci_spec::image::ImageConfiguration::from_reader(&config[..])
         .map_err(|e| Error::image(shown, format!("its config is not valid: {e}")))?;
     layout::check_platform(&config, platform, shown)
+}
+
+/// A registry image pinned by digest, as far as the blob cache holds it.
+pub enum Cached {
+    /// Everything is there: the manifest for the platform, and the index it came from.
+    Ready(Box<Descriptor>, Option<Digest>),
+    /// What is missing, each named (`manifest sha256:…`, `layer sha256:… (31457280 bytes)`).
+    Missing(Vec<String>),
+}
+
+/// Whether the image `digest` names (a manifest, or an index to walk for `platform`) is in
+/// the blob cache under `cache` whole: the documents, the config and every layer with its
+/// size. Reads only the cache (a few small files, capped and verified): no network.
+pub fn cached(cache: &Path, digest: &Digest, platform: Platform, shown: &str) -> Result<Cached> {
+    let blobs = crate::cache::blobs(cache);
+    let present = |d: &Digest| blobs.join(d.hex()).is_file();
+    if !present(digest) {
+        return Ok(Cached::Missing(vec![format!("manifest {digest}")]));
+    }
+    let size = |d: &Digest| std::fs::metadata(blobs.join(d.hex())).map_or(0, |m| m.len());
+    let bytes = super::read_json_blob(&blobs, digest, size(digest), "manifest", shown)?;
+    let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            let mt = v
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned);
+            mt.or_else(|| {
+                v.get("manifests")
+                    .map(|_| MediaType::ImageIndex.to_string())
+            })
+        })
+        .unwrap_or_else(|| MediaType::ImageManifest.to_string());
+    let mt = MediaType::from(declared.as_str());
+    let (desc, index) = if is_index(&mt) {
+        let idx = parse_index(&bytes, digest, shown)?;
+        let mut missing = Vec::new();
+        let walked = walk(&idx.manifests, Some(platform), shown, &mut |d| {
+            let nested = digest_of(d, shown)?;
+            if !present(&nested) {
+                missing.push(format!("index {nested}"));
+                return Err(Error::image(shown, "a nested index is not cached"));
+            }
+            layout::load_index(&blobs, d, shown)
+        });
+        if !missing.is_empty() {
+            return Ok(Cached::Missing(missing));
+        }
+        (walked?, Some(digest.clone()))
+    } else {
+        let d = Descriptor::new(mt, bytes.len() as u64, digest.to_oci());
+        (d, None)
+    };
+    let mdigest = digest_of(&desc, shown)?;
+    if !present(&mdigest) {
+        return Ok(Cached::Missing(vec![format!("manifest {mdigest}")]));
+    }
+    let mbytes = super::read_json_blob(&blobs, &mdigest, desc.size(), "manifest", shown)?;
+    let m = oci_spec::image::ImageManifest::from_reader(&mbytes[..])
+        .map_err(|e| Error::image(shown, format!("manifest {mdigest} is not valid: {e}")))?;
+    let mut missing = Vec::new();
+    for (what, d) in
+        std::iter::once(("config", m.config())).chain(m.layers().iter().map(|l| ("layer", l)))
+    {
+        let dg = digest_of(d, shown)?;
+        if size(&dg) != d.size() || !present(&dg) {
+            missing.push(format!("{what} {dg} ({} bytes)", d.size()));
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Cached::Missing(missing));
+    }
+    Ok(Cached::Ready(Box::new(desc), index))
+}
+
+/// Read a registry image whose blobs [`cached`] found all in the cache, verified like any
+/// base (on the blocking pool), with no network.
+pub async fn read_cached(
+    cache: &Path,
+    r: &RegistryRef,
+    desc: Descriptor,
+    platform: Platform,
+    shown: &str,
+) -> Result<Source> {
+    let (blobs, cache, shown) = (
+        crate::cache::blobs(cache),
+        cache.to_owned(),
+        shown.to_owned(),
+    );
+    let from = (r.registry.clone(), r.repository.clone());
+    blocking("reading the image", move || {
+        let mode = ReadMode::Verified;
+        let mut src = layout::read_manifest(&blobs, &desc, Some(platform), mode, &shown, &cache)?;
+        for l in &mut src.image.layers {
+            l.from = Some(from.clone());
+        }
+        Ok(src)
+    })
+    .await
 }
