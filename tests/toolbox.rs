@@ -23,6 +23,7 @@ const SUBCOMMANDS: &[&str] = &[
     "init",
     "check",
     "zip",
+    "update",
     "run",
     "invoke",
     "completions",
