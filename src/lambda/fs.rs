@@ -10,6 +10,7 @@ use std::convert::Infallible;
 #[cfg(test)]
 use std::io::{self, Read};
 
+pub use crate::image::elf::ElfFacts;
 use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
 pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
 #[cfg(test)]
@@ -37,6 +38,8 @@ pub struct Node {
     /// For a regular file applied with a [`Keeper`]: the id the keeper gave its whole content
     /// (a hard link shares its target's).
     pub kept: Option<u64>,
+    /// What its ELF headers say, for an ELF file.
+    pub elf: Option<ElfFacts>,
 }
 
 impl Node {
@@ -47,6 +50,7 @@ impl Node {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl Node {
             size: content.len() as u64,
             head: Some(content[..content.len().min(HEAD)].to_vec()),
             kept: None,
+            elf: crate::image::elf::facts_of(content),
         }
     }
 
@@ -69,6 +74,7 @@ impl Node {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         }
     }
 }
@@ -88,6 +94,31 @@ pub enum ResolveError {
 #[derive(Clone, Debug)]
 pub struct FileSystem {
     nodes: BTreeMap<String, Node>,
+    /// What the layers applied so far held that Lambda is known to stumble on.
+    pub notes: Notes,
+}
+
+/// Shapes of layers reported as causes of `UnsupportedImageLayerDetected` and
+/// `InvalidImage: MissingParentDirectory`: the first [`MAX_NOTED`] paths of each, and counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Hard-link entries (their paths, without the leading `/`).
+    pub hard_links: Vec<String>,
+    pub hard_link_count: usize,
+    /// Entries whose parent directory neither their layer (before them) nor a lower layer
+    /// holds.
+    pub orphans: Vec<String>,
+    pub orphan_count: usize,
+}
+
+/// How many paths [`Notes`] keeps of each kind.
+pub const MAX_NOTED: usize = 10;
+
+fn note(list: &mut Vec<String>, count: &mut usize, path: &str) {
+    *count += 1;
+    if list.len() < MAX_NOTED {
+        list.push(path.to_owned());
+    }
 }
 
 impl Default for FileSystem {
@@ -130,6 +161,7 @@ impl FileSystem {
     pub fn new() -> FileSystem {
         FileSystem {
             nodes: BTreeMap::from([(String::new(), Node::dir(0o755))]),
+            notes: Notes::default(),
         }
     }
 
@@ -315,6 +347,7 @@ impl FileSystem {
                     mode,
                     size,
                     head,
+                    elf,
                     kept,
                 } => Node {
                     kind: Kind::File,
@@ -322,6 +355,7 @@ impl FileSystem {
                     size,
                     head,
                     kept,
+                    elf,
                 },
                 Op::Dir { mode } => Node::dir(mode),
                 Op::Symlink { mode, target } => Node {
@@ -334,10 +368,21 @@ impl FileSystem {
                     size: 0,
                     head: None,
                     kept: None,
+                    elf: None,
                 },
-                Op::HardLink { target } => self.hard_linked(&target),
+                Op::HardLink { target } => {
+                    let n = &mut self.notes;
+                    note(&mut n.hard_links, &mut n.hard_link_count, &path);
+                    self.hard_linked(&target)
+                }
                 Op::Whiteout | Op::Opaque => continue,
             };
+            let key = self.place(&path);
+            let parent = split_last(&key).0;
+            if !key.is_empty() && !self.nodes.contains_key(parent) {
+                let n = &mut self.notes;
+                note(&mut n.orphans, &mut n.orphan_count, &path);
+            }
             self.insert(&path, node);
         }
     }
@@ -355,6 +400,7 @@ impl FileSystem {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         })
     }
 }

@@ -6,10 +6,15 @@
 //! The rules themselves are pure functions in [`check`](mod@check); [`fs`] streams the layers
 //! into the merged file system they look at; [`elf`] reads executables' headers.
 
+pub mod budgets;
 pub mod elf;
 pub mod fs;
+pub mod handler;
+pub mod native;
 pub mod package;
 pub mod rules;
+pub mod runtime;
+pub mod start;
 
 use std::path::Path;
 
@@ -85,6 +90,11 @@ pub struct Candidate<'a> {
     pub config: &'a ImageConfiguration,
     /// The layer blobs on disk, in order.
     pub layers: &'a [Layer],
+    /// The manifest's size in bytes.
+    pub manifest_size: usize,
+    /// The Lambda runtime (`python3.12`) or AWS base image the image was built for, when the
+    /// caller knows it; else the file system tells what it can.
+    pub runtime_hint: Option<String>,
 }
 
 impl<'a> Candidate<'a> {
@@ -129,6 +139,8 @@ impl<'a> Candidate<'a> {
             layer_media_types,
             config,
             layers,
+            manifest_size: manifest.len(),
+            runtime_hint: None,
         })
     }
 
@@ -145,6 +157,8 @@ impl<'a> Candidate<'a> {
                 .collect(),
             config,
             layers: &r.layers,
+            manifest_size: r.manifest.len(),
+            runtime_hint: None,
         }
     }
 }
@@ -163,6 +177,7 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         c.config.architecture().to_string(),
     );
     findings.extend(rules::platform(&os, &arch, c.config.variant().as_deref()));
+    findings.extend(budgets::manifest(c.manifest_size, c.layers.len()));
 
     // The file system, from the layers lamina can read (gzip or plain tar).
     let readable = |l: &Layer| matches!(l.compression(), Ok(Compression::Gzip | Compression::None));
@@ -198,7 +213,14 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         fs.apply_items(index.items);
     }
     let process = rules::Process::of(c.config);
-    findings.extend(rules::file_system(&fs, uncompressed, &process, &arch));
+    let rt = runtime::detect(&fs, c.runtime_hint.as_deref());
+    findings.extend(rules::file_system_for(
+        &fs,
+        uncompressed,
+        &process,
+        &arch,
+        &rt,
+    ));
     Ok(findings)
 }
 

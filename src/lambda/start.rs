@@ -1,0 +1,112 @@
+//! Programs that cannot start (L012, L013): the kernel loads an ELF program's interpreter
+//! (`PT_INTERP`, the dynamic loader) before the program itself, so a dynamically linked
+//! bootstrap on `scratch` fails with `no such file or directory` although the file is there;
+//! the loader then needs every `DT_NEEDED` library from the library paths.
+
+use super::elf::{self, ElfHeader};
+use super::fs::{FileSystem, Kind};
+use super::native::ld_library_path;
+use super::rules::{Finding, Process, Rule, started_programs};
+
+/// Where the dynamic loader looks, besides `LD_LIBRARY_PATH`: the system directories (the
+/// multiarch ones included), and where Lambda puts a function's and its layers' libraries.
+fn library_dirs(arch: &str) -> Vec<String> {
+    let triplet = format!("{}-linux-gnu", elf::gnu_arch(arch));
+    let mut v: Vec<String> = [
+        "lib",
+        "lib64",
+        "usr/lib",
+        "usr/lib64",
+        "usr/local/lib",
+        "usr/local/lib64",
+        "var/lang/lib",
+        "var/task/lib",
+        "opt/lib",
+    ]
+    .iter()
+    .map(|d| d.to_string())
+    .collect();
+    v.push(format!("lib/{triplet}"));
+    v.push(format!("usr/lib/{triplet}"));
+    v
+}
+
+/// L012 and L013 for every ELF program that starts the function.
+pub fn start(fs: &FileSystem, p: &Process, arch: &str) -> Vec<Finding> {
+    let mut v = Vec::new();
+    for prog in started_programs(fs, p, arch) {
+        let Some(facts) = fs.get(&prog).and_then(|n| n.elf.as_ref()) else {
+            continue;
+        };
+        let Some(interp) = &facts.interp else {
+            continue; // statically linked
+        };
+        if let Some(why) = interpreter_problem(fs, interp, arch) {
+            v.push(Finding::at(
+                Rule::L012,
+                &prog,
+                format!(
+                    "is dynamically linked and its ELF interpreter {interp} {why}: starting it fails with `no such file or directory` (the file is there, its loader is not); link it statically (e.g. `--target {}-unknown-linux-musl`, `CGO_ENABLED=0 go build`) or build on a base that has the loader (provided.al2023)",
+                    elf::gnu_arch(arch)
+                ),
+            ));
+            continue;
+        }
+        let Some(needed) = &facts.needed else {
+            continue;
+        };
+        let mut dirs: Vec<String> = ld_library_path(p);
+        dirs.extend(library_dirs(arch));
+        let own = prog.trim_start_matches('/');
+        let own_dir = own.rsplit_once('/').map_or("", |(d, _)| d);
+        dirs.push(own_dir.to_owned());
+        dirs.push(format!("{own_dir}/../lib"));
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|lib| !lib.contains('/'))
+            .filter(|lib| !dirs.iter().any(|d| is_file(fs, &format!("{d}/{lib}"))))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            v.push(Finding::at(
+                Rule::L013,
+                &prog,
+                format!(
+                    "needs {} (DT_NEEDED), found in none of the image's library paths (LD_LIBRARY_PATH, /lib64, /usr/lib64, /usr/lib/{}-linux-gnu, /var/task/lib, /opt/lib, …): the loader would fail with `cannot open shared object file`; add the libraries to the image (or link statically)",
+                    missing.join(", "),
+                    elf::gnu_arch(arch)
+                ),
+            ));
+        }
+    }
+    v
+}
+
+fn is_file(fs: &FileSystem, path: &str) -> bool {
+    fs.resolve(path)
+        .ok()
+        .and_then(|r| fs.get(&r).map(|n| n.kind == Kind::File))
+        .unwrap_or(false)
+}
+
+/// Why the loader at `interp` cannot run: missing (links followed inside the image), not a
+/// file, or built for another architecture.
+fn interpreter_problem(fs: &FileSystem, interp: &str, arch: &str) -> Option<String> {
+    let real = match fs.resolve(interp) {
+        Ok(r) => r,
+        Err(_) => return Some("is not in the image".to_owned()),
+    };
+    let node = fs.get(&real)?;
+    if node.kind != Kind::File {
+        return Some(format!("(-> /{real}) is not a regular file"));
+    }
+    let facts = node.elf.as_ref()?;
+    let h = ElfHeader::from(facts);
+    if elf::fits(&h, arch) {
+        return None;
+    }
+    Some(format!(
+        "(-> /{real}) is {}, but the image is linux/{arch}",
+        elf::describe(&h)
+    ))
+}
