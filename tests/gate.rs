@@ -730,3 +730,92 @@ fn l016_to_l019_budgets_and_shapes_warn() {
         "{report}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fail fast
+// ---------------------------------------------------------------------------------------------
+
+/// Every path under `dir` whose name is `name` (a registry's `_uploads` directories).
+fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            out.push(p.clone());
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            find_named(&p, name, out);
+        }
+    }
+}
+
+/// A build to a registry whose config alone fails the gate (no ENTRYPOINT and no CMD on
+/// scratch) is refused before its 200 MB layer is read: the refusal comes with no layer
+/// progress line, no upload session was opened, no blob reached the registry and no layer
+/// was cached. (The order of events is asserted, not a time.)
+#[test]
+fn a_config_error_is_reported_before_any_layer_is_built() {
+    let reg = Registry::plain();
+    let w = Work::new();
+    let big = w.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    let f = fs::File::create(big.join("model.bin")).unwrap();
+    f.set_len(200 << 20).unwrap();
+    drop(f);
+    let layer = format!("{}:/var/task", path_str(&big));
+    let dest = reg.reference("fn:early");
+    let out = w.run(&[
+        "build",
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64",
+        "--layer",
+        &layer,
+        "--to",
+        &dest,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("L005") && err.contains("nothing was pushed"),
+        "{err}"
+    );
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("layer sha256:") || l.contains("model.bin")),
+        "a layer was built before the refusal:\n{err}"
+    );
+    assert_eq!(reg.blob_count(), 0, "{err}");
+    let mut uploads = Vec::new();
+    find_named(&reg.repo_dir("fn"), "_uploads", &mut uploads);
+    for u in &uploads {
+        let n = fs::read_dir(u).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(n, 0, "an upload session was opened: {}", u.display());
+    }
+    let mut cached = Vec::new();
+    find_named(&w.path().join("cache"), "layers", &mut cached);
+    find_named(&w.path().join("cache"), "sha256", &mut cached);
+    for c in &cached {
+        let n = fs::read_dir(c).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(n, 0, "a layer was cached: {}", c.display());
+    }
+    // With a CMD the same build gets past the early gate and pushes.
+    let out = w.run(&[
+        "build",
+        "-q",
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64",
+        "--layer",
+        &layer,
+        "--cmd",
+        "/var/task/model.bin",
+        "--to",
+        &dest,
+        "--no-lambda-check",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(reg.blob_count() > 0);
+}

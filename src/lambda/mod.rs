@@ -286,6 +286,57 @@ pub fn gate(report: &Report, dest: &ImageRef, log: &mut dyn FnMut(String)) -> Re
     })
 }
 
+/// The rules that need only the config and the layers' descriptors (L002 for the base's
+/// layers, L003, L005, L017): what a build can know before it reads or compresses a single
+/// new layer. `image` is the base image with the build's config applied; `new_layers` how
+/// many layers the build adds.
+pub fn check_config(image: &crate::image::Image, new_layers: usize) -> Vec<Finding> {
+    let layers: Vec<(String, String)> = image
+        .layers
+        .iter()
+        .map(|l| (l.digest.to_string(), l.media_type.to_string()))
+        .collect();
+    let mut v = rules::media_types(rules::MANIFEST_TYPES[0], rules::CONFIG_TYPES[0], &layers);
+    let c = &image.config;
+    v.extend(rules::platform(
+        &c.os().to_string(),
+        &c.architecture().to_string(),
+        c.variant().as_deref(),
+    ));
+    let p = rules::Process::of(c);
+    if p.argv0().is_none() {
+        v.extend(rules::command(&fs::FileSystem::new(), &p, ""));
+    }
+    v.extend(budgets::manifest(0, image.layers.len() + new_layers));
+    v
+}
+
+/// The fail-fast half of a build's gate: for a registry destination (unless the checks are
+/// off), refuse a build whose config alone fails the Lambda checks before any layer is read,
+/// compressed or uploaded. `base` is the base image as read; the build's config and platform
+/// are applied to a copy. The file-system rules still run once the layers are built.
+pub fn gate_early(
+    spec: &crate::spec::BuildSpec,
+    base: &crate::image::Image,
+    log: &mut dyn FnMut(String),
+) -> Result<()> {
+    if !spec.lambda_check || !matches!(spec.to, ImageRef::Docker(_)) {
+        return Ok(());
+    }
+    let mut image = base.clone();
+    image.apply_config(&spec.config, "1970-01-01T00:00:00Z");
+    crate::image::set_platform(&mut image.config, spec.platform);
+    let new_layers = spec.layers.len() + usize::from(!spec.deletes.is_empty());
+    let findings = check_config(&image, new_layers);
+    let report = Report::new(
+        &spec.to.to_string(),
+        None,
+        Some(platform_of(&image.config)),
+        findings,
+    );
+    gate(&report, &spec.to, log)
+}
+
 fn is_attestation(d: &Descriptor) -> bool {
     let annotated = d
         .annotations()
