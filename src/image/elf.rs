@@ -224,7 +224,8 @@ fn needed(dynamic: &[u8], prefix: &[u8], p: &Parsed) -> Option<Vec<String>> {
         .collect()
 }
 
-/// The facts of a whole file held in memory (tests, zips' small files).
+/// The facts of a whole file held in memory (tests).
+#[cfg(test)]
 pub fn facts_of(bytes: &[u8]) -> Option<ElfFacts> {
     let mut s = Scanner::new();
     s.feed(bytes);

@@ -15,6 +15,7 @@ pub mod package;
 pub mod rules;
 pub mod runtime;
 pub mod start;
+pub mod zipgate;
 
 use std::path::Path;
 
