@@ -819,3 +819,130 @@ fn a_config_error_is_reported_before_any_layer_is_built() {
     assert!(out.status.success(), "{}", describe(&out));
     assert!(reg.blob_count() > 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// One gate for zips
+// ---------------------------------------------------------------------------------------------
+
+/// `lamina zip -f SPEC ARGS`: the run (and the zip's path).
+fn zip(w: &Work, spec: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let spec_path = w.path().join("lamina.toml");
+    fs::write(&spec_path, spec).unwrap();
+    let to = w.path().join("function.zip");
+    let mut a = vec!["zip", "-f", path_str(&spec_path), "--to", path_str(&to)];
+    a.extend_from_slice(extra);
+    (w.run(&a), to)
+}
+
+#[test]
+fn zip_an_x86_bootstrap_for_arm64_is_refused_and_nothing_written() {
+    let w = Work::new();
+    w.files(
+        "src",
+        &[("bootstrap", &stub_elf(EM_X86_64, ET_EXEC), 0o755)],
+    );
+    let spec = "platform = \"linux/arm64\"\n[[layer]]\nsource = \"src\"\ndest = \"/var/task\"\n";
+    let (out, to) = zip(&w, spec, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("error L007 /var/task/bootstrap: ") && text.contains("x86-64"),
+        "the same lines as `lamina check`: {text}"
+    );
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("nothing was written") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    assert!(!to.exists(), "a refused zip is not written");
+    // --json: the report, with the rule id and the path.
+    let (out, _) = zip(&w, spec, &["--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["findings"][0]["rule"], "L007");
+    assert_eq!(report["findings"][0]["path"], "/var/task/bootstrap");
+    // For linux/amd64 it passes; --no-lambda-check writes the arm64 one anyway.
+    let ok = "platform = \"linux/amd64\"\n[[layer]]\nsource = \"src\"\ndest = \"/var/task\"\n";
+    let (out, to) = zip(&w, ok, &[]);
+    assert!(out.status.success() && to.exists(), "{}", describe(&out));
+    fs::remove_file(&to).unwrap();
+    let (out, to) = zip(&w, spec, &["--no-lambda-check"]);
+    assert!(out.status.success() && to.exists(), "{}", describe(&out));
+}
+
+#[test]
+fn zip_a_python_function_runs_the_native_code_and_handler_rules() {
+    let w = Work::new();
+    x86_py311_packages(&w);
+    let spec = |platform: &str, handler: &str| {
+        format!(
+            "platform = \"{platform}\"\n[function]\nruntime = \"python3.12\"\nhandler = \"{handler}\"\ncode = \"x86-src\"\n"
+        )
+    };
+    // arm64, python3.12: the x86 cpython-311 extension is refused, with pip's command.
+    let (out, to) = zip(&w, &spec("linux/arm64", "app.handler"), &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(!to.exists());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let so = "/var/task/charset_normalizer/md.cpython-311-x86_64-linux-gnu.so";
+    assert!(
+        findings(&report).contains(&("L009".into(), "error".into(), Some(so.into()))),
+        "{report}"
+    );
+    assert!(
+        findings(&report).contains(&("L010".into(), "error".into(), Some(so.into()))),
+        "{report}"
+    );
+    assert!(
+        message_of(&report, "L009").contains(
+            "pip install --platform manylinux2014_aarch64 --only-binary=:all: --python-version 3.12"
+        ),
+        "{report}"
+    );
+    // A handler whose module is not in the package.
+    let (out, _) = zip(&w, &spec("linux/arm64", "nope.handler"), &["--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(message_of(&report, "L014").contains("nope.py"), "{report}");
+}
+
+#[test]
+fn zip_checks_its_lambda_layers_too() {
+    let w = Work::new();
+    w.files(
+        "src",
+        &[(
+            "index.mjs",
+            b"export const handler = async () => 1;\n",
+            0o644,
+        )],
+    );
+    let addon = stub_elf(EM_X86_64, ET_DYN);
+    let layer = w.path().join("sharp-layer.zip");
+    write_zip(
+        &layer,
+        &[ZipItem::File(
+            "nodejs/node_modules/sharp/build/Release/sharp.node",
+            0o755,
+            &addon,
+        )],
+    );
+    let spec = "platform = \"linux/arm64\"\n[function]\nruntime = \"nodejs20.x\"\nhandler = \"index.handler\"\ncode = \"src\"\n";
+    let (out, to) = zip(&w, spec, &["--with-layer", path_str(&layer), "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(!to.exists());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        findings(&report),
+        [(
+            "L011".to_owned(),
+            "error".to_owned(),
+            Some("/opt/nodejs/node_modules/sharp/build/Release/sharp.node".to_owned())
+        )],
+        "{report}"
+    );
+    assert!(message_of(&report, "L011").contains("npm install --cpu=arm64 --os=linux"));
+    // Without the layer, the function alone passes (and its handler resolves).
+    let (out, to) = zip(&w, spec, &[]);
+    assert!(out.status.success() && to.exists(), "{}", describe(&out));
+}
