@@ -694,6 +694,14 @@ fn l016_to_l019_budgets_and_shapes_warn() {
     h.set_mode(0o644);
     b.append_link(&mut h, "var/task/same.txt", "var/task/data.txt")
         .unwrap();
+    // A hard link to a lower layer's file: what Lambda is reported to refuse (the one above,
+    // within its layer, is plain tar).
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o755);
+    b.append_link(&mut h, "var/task/again", "var/task/bootstrap")
+        .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_size(2);
     h.set_mode(0o644);
@@ -710,7 +718,7 @@ fn l016_to_l019_budgets_and_shapes_warn() {
     let got = findings(&report);
     for (rule, path) in [
         ("L016", None),
-        ("L018", Some("/var/task/same.txt")),
+        ("L018", Some("/var/task/again")),
         ("L019", Some("/srv/orphan/file.txt")),
     ] {
         let want = (

@@ -59,7 +59,7 @@ pub fn shapes(fs: &FileSystem) -> Vec<Finding> {
             Rule::L018,
             &format!("/{}", hard_links[0]),
             format!(
-                "{hard_link_count} hard link entries in the layers ({}): Lambda has refused such layers with `UnsupportedImageLayerDetected`; store copies instead (lamina's own layers keep hard links only as the source had them)",
+                "{hard_link_count} hard link entries to files of a lower layer ({}): Lambda has refused such layers with `UnsupportedImageLayerDetected`; store copies instead",
                 listed(hard_links, *hard_link_count)
             ),
         ));

@@ -52,7 +52,8 @@ pub enum Rule {
     L016,
     /// More layers than an overlay mount stacks (127).
     L017,
-    /// A layer holds hard links (reported as a cause of `UnsupportedImageLayerDetected`).
+    /// A layer holds hard links to a lower layer's files (reported as a cause of
+    /// `UnsupportedImageLayerDetected`).
     L018,
     /// A layer adds an entry whose parent directory neither it nor a layer below holds
     /// (`InvalidImage: MissingParentDirectory`).
