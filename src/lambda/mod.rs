@@ -3,8 +3,13 @@
 //! [`check_rendered`] serve the gate that `push` and `build --to docker://` run, and [`gate`]
 //! turns a report into the error that stops them.
 //!
-//! The rules themselves are pure functions in [`check`](mod@check); [`fs`] streams the layers
-//! into the merged file system they look at; [`elf`] reads executables' headers.
+//! The rules themselves are pure functions: L001 to L008 in [`rules`], the native code for the
+//! wrong target in [`native`], programs that cannot start in [`start`], handlers in
+//! [`handler`], size and shape budgets in [`budgets`]; [`runtime`] tells which Lambda runtime
+//! an image runs. [`fs`] streams the layers into the merged file system they look at; [`elf`]
+//! judges ELF headers (read by `goblin` in [`crate::image::elf`]). [`zipgate`] runs the file
+//! rules on a .zip package, and [`check_config`] the rules a build can run before its layers
+//! exist.
 
 pub mod budgets;
 pub mod elf;

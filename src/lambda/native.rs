@@ -47,11 +47,20 @@ struct Group {
 
 /// Findings keyed by rule and package, so a package with 40 wrong `.so` files is one line.
 #[derive(Default)]
-struct Groups(BTreeMap<(Rule, String), Group>);
+struct Groups {
+    by_key: BTreeMap<(Rule, String), Group>,
+    /// Files outside any package reported one by one, and those left out past the cap.
+    loose: usize,
+    dropped: usize,
+}
+
+/// At most this many files outside a package are listed one by one (a base image for the
+/// wrong architecture would list thousands); one more finding counts the rest.
+const MAX_LOOSE: usize = 25;
 
 impl Groups {
     fn add(&mut self, rule: Rule, key: &str, path: &str, message: impl FnOnce() -> String) {
-        self.0
+        self.by_key
             .entry((rule, key.to_owned()))
             .and_modify(|g| g.more += 1)
             .or_insert_with(|| Group {
@@ -61,8 +70,20 @@ impl Groups {
             });
     }
 
+    /// A file of no package, listed on its own up to [`MAX_LOOSE`].
+    fn add_loose(&mut self, rule: Rule, path: &str, message: impl FnOnce() -> String) {
+        if self.loose >= MAX_LOOSE {
+            self.dropped += 1;
+            return;
+        }
+        self.loose += 1;
+        self.add(rule, path, path, message);
+    }
+
     fn findings(self) -> Vec<Finding> {
-        self.0
+        let dropped = self.dropped;
+        let mut v: Vec<Finding> = self
+            .by_key
             .into_iter()
             .map(|((rule, _), g)| {
                 let more = match g.more {
@@ -72,7 +93,14 @@ impl Groups {
                 };
                 Finding::at(rule, &g.path, format!("{}{more}", g.message))
             })
-            .collect()
+            .collect();
+        if dropped > 0 {
+            v.push(Finding::new(
+                Rule::L009,
+                format!("and {dropped} more native files for another architecture"),
+            ));
+        }
+        v
     }
 }
 
@@ -292,7 +320,7 @@ impl Ctx<'_> {
                         self.pip_fix(pkg)
                     )
                 }),
-                None => groups.add(Rule::L009, path, path, || {
+                None => groups.add_loose(Rule::L009, path, || {
                     format!(
                         "is {built} native code, but the image is {}: loading it fails with `exec format error` or `wrong ELF class`; build or download it for {}",
                         self.image(),
@@ -467,6 +495,61 @@ mod tests {
         ));
         assert!(!tag_fits("cp312-cp312-macosx_11_0_arm64", py312, "aarch64"));
         assert!(tag_fits("cp311-cp311-manylinux2014_x86_64", None, "x86_64"));
+    }
+
+    fn so(machine: u16) -> Vec<u8> {
+        let mut h = b"\x7fELF\x02\x01\x01\x00".to_vec();
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&3u16.to_le_bytes());
+        h.extend_from_slice(&machine.to_le_bytes());
+        h.extend_from_slice(&[0; 44]);
+        h
+    }
+
+    /// Files of one package are one finding; loose files are capped.
+    #[test]
+    fn findings_are_grouped_and_capped() {
+        let mut fs = FileSystem::new();
+        for i in 0..3 {
+            fs.insert(
+                &format!("var/task/numpy/core/_m{i}.cpython-312-x86_64-linux-gnu.so"),
+                Node::file(0o755, &so(elf::EM_X86_64)),
+            );
+        }
+        for i in 0..30 {
+            fs.insert(
+                &format!("opt/lib/libx{i:02}.so"),
+                Node::file(0o644, &so(elf::EM_X86_64)),
+            );
+        }
+        // The right machine is fine.
+        fs.insert("opt/lib/libok.so", Node::file(0o644, &so(elf::EM_AARCH64)));
+        let rt = super::super::runtime::from_hint("python3.12").unwrap();
+        let v = native(&fs, "arm64", &rt, &Process::default());
+        let numpy: Vec<&Finding> = v
+            .iter()
+            .filter(|f| f.rule == Rule::L009 && f.message.contains("numpy"))
+            .collect();
+        assert_eq!(numpy.len(), 1, "{v:#?}");
+        assert!(
+            numpy[0].message.contains("and 2 more files"),
+            "{}",
+            numpy[0].message
+        );
+        let loose = v
+            .iter()
+            .filter(|f| {
+                f.path
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("/opt/lib/"))
+            })
+            .count();
+        assert_eq!(loose, MAX_LOOSE);
+        assert!(v.last().unwrap().message.contains("and 5 more"), "{v:#?}");
+        assert!(
+            !v.iter()
+                .any(|f| f.path.as_deref() == Some("/opt/lib/libok.so"))
+        );
     }
 
     #[test]
