@@ -58,8 +58,10 @@ impl Report {
         reference: &str,
         digest: Option<String>,
         platform: Option<String>,
-        findings: Vec<Finding>,
+        mut findings: Vec<Finding>,
     ) -> Report {
+        // Errors first, each severity in the rules' order (a stable sort).
+        findings.sort_by_key(|f| f.severity);
         Report {
             reference: reference.to_owned(),
             digest,
