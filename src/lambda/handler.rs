@@ -198,3 +198,52 @@ fn dotnet(fs: &FileSystem, h: &str, task: &str) -> Option<String> {
         "names the assembly `{assembly}`, but {assembly}.dll is not in /{task}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lambda::fs::Node;
+    use crate::lambda::runtime::from_hint;
+
+    fn rules_of(fs: &FileSystem, rt: &str, h: &str) -> Vec<Rule> {
+        let rt = from_hint(rt).unwrap();
+        check(fs, &Process::default(), &rt, h, "/var/task")
+            .iter()
+            .map(|f| f.rule)
+            .collect()
+    }
+
+    #[test]
+    fn ruby_java_and_dotnet_as_far_as_files_show() {
+        let mut fs = FileSystem::new();
+        fs.insert("var/task/lambda_function.rb", Node::file(0o644, b""));
+        fs.insert("var/task/com/example/Handler.class", Node::file(0o644, b""));
+        fs.insert("var/task/MyFn.dll", Node::file(0o644, b""));
+        assert_eq!(
+            rules_of(&fs, "ruby3.3", "lambda_function.lambda_handler"),
+            []
+        );
+        assert_eq!(rules_of(&fs, "ruby3.3", "app.handler"), [Rule::L014]);
+        assert_eq!(
+            rules_of(&fs, "java21", "com.example.Handler::handleRequest"),
+            []
+        );
+        assert_eq!(
+            rules_of(&fs, "java21", "com.example.Other::handleRequest"),
+            [Rule::L014]
+        );
+        assert_eq!(rules_of(&fs, "dotnet8", "MyFn::MyFn.Function::Handler"), []);
+        assert_eq!(
+            rules_of(&fs, "dotnet8", "Other::Other.Function::Handler"),
+            [Rule::L014]
+        );
+        // A jar could hold any class: not judged.
+        fs.insert("var/task/lib/app.jar", Node::file(0o644, b""));
+        assert_eq!(
+            rules_of(&fs, "java21", "com.example.Other::handleRequest"),
+            []
+        );
+        // OS-only runtimes have no handler to resolve.
+        assert_eq!(rules_of(&fs, "provided.al2023", "anything"), []);
+    }
+}

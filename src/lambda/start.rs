@@ -110,3 +110,59 @@ fn interpreter_problem(fs: &FileSystem, interp: &str, arch: &str) -> Option<Stri
         elf::describe(&h)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lambda::fs::Node;
+
+    fn host_arch() -> &'static str {
+        if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        }
+    }
+
+    /// A script's `#!` interpreter is loaded like any program: a dynamic /bin/sh without its
+    /// loader is L012 at the interpreter; with the loader (through a link) and libc, nothing.
+    #[test]
+    fn the_interpreter_of_a_script_needs_its_loader_too() {
+        let sh = std::fs::read("/bin/true").expect("/bin/true");
+        let interp = crate::image::elf::facts_of(&sh).unwrap().interp.unwrap();
+        let mut fs = FileSystem::new();
+        fs.insert("bin", Node::symlink("usr/bin"));
+        fs.insert("usr/bin/sh", Node::file(0o755, &sh));
+        fs.insert(
+            "var/task/bootstrap",
+            Node::file(0o755, b"#!/bin/sh\nexec x\n"),
+        );
+        let p = Process {
+            entrypoint: vec!["/var/task/bootstrap".into()],
+            ..Process::default()
+        };
+        let v = start(&fs, &p, host_arch());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            (v[0].rule, v[0].path.as_deref()),
+            (Rule::L012, Some("/usr/bin/sh"))
+        );
+        assert!(v[0].message.contains(&interp), "{}", v[0].message);
+        // The loader through a link (as /lib64 -> usr/lib64), libc in /usr/lib64.
+        let real = format!("usr/lib64/{}", interp.rsplit('/').next().unwrap());
+        let dir = interp
+            .trim_start_matches('/')
+            .rsplit_once('/')
+            .unwrap()
+            .0
+            .to_owned();
+        fs.insert(&real, Node::file(0o755, &sh[..64]));
+        fs.insert(&dir, Node::symlink("usr/lib64"));
+        let v = start(&fs, &p, host_arch());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, Rule::L013);
+        assert!(v[0].message.contains("libc.so.6"), "{}", v[0].message);
+        fs.insert("usr/lib64/libc.so.6", Node::file(0o755, &sh[..64]));
+        assert_eq!(start(&fs, &p, host_arch()), []);
+    }
+}
