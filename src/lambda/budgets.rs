@@ -5,8 +5,9 @@
 use super::fs::{FileSystem, Notes};
 use super::rules::{Finding, Rule};
 
-/// The manifest size AWS asks to stay under ("Lambda … maximum manifest size … 25,400 bytes",
-/// the container-image requirements of the Lambda Developer Guide, images-create).
+/// The manifest size AWS asks Lambda images to stay under: 25,400 bytes (the Lambda Developer
+/// Guide's container-image guidance as the tracker issue quotes it; notes that cite it give
+/// "Image manifest (recommended) <25,400 bytes"). Advice, hence a warning.
 pub const MAX_MANIFEST_BYTES: usize = 25_400;
 
 /// Layers an overlay mount stacks (Docker's and containerd's limit of 127; Lambda documents
