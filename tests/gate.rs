@@ -956,3 +956,53 @@ fn zip_checks_its_lambda_layers_too() {
     let (out, to) = zip(&w, spec, &[]);
     assert!(out.status.success() && to.exists(), "{}", describe(&out));
 }
+
+/// A Lambda layer zip (`--lambda-layer`): its files under /opt are judged (here an x86
+/// extension in `python/lib/python3.12/site-packages` for an arm64 layer); it needs no
+/// handler and no bootstrap.
+#[test]
+fn zip_a_lambda_layer_is_judged_under_opt() {
+    let w = Work::new();
+    let so = stub_elf(EM_X86_64, ET_DYN);
+    let site = "layer/python/lib/python3.12/site-packages";
+    w.files(
+        site,
+        &[
+            ("yaml/_yaml.cpython-312-x86_64-linux-gnu.so", &so, 0o755),
+            ("yaml/__init__.py", b"", 0o644),
+            (
+                "PyYAML-6.0.1.dist-info/top_level.txt",
+                b"_yaml\nyaml\n",
+                0o644,
+            ),
+            (
+                "PyYAML-6.0.1.dist-info/WHEEL",
+                b"Tag: cp312-cp312-manylinux_2_17_x86_64\n",
+                0o644,
+            ),
+        ],
+    );
+    let spec = "platform = \"linux/arm64\"\n[[layer]]\nsource = \"layer\"\ndest = \"/opt\"\n";
+    let (out, to) = zip(&w, spec, &["--lambda-layer", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(!to.exists());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let so_path =
+        "/opt/python/lib/python3.12/site-packages/yaml/_yaml.cpython-312-x86_64-linux-gnu.so";
+    assert!(
+        findings(&report).contains(&("L009".into(), "error".into(), Some(so_path.into()))),
+        "{report}"
+    );
+    // Named by its distribution (top_level.txt maps yaml to PyYAML), installed where it was.
+    let m = message_of(&report, "L009");
+    assert!(
+        m.contains("PyYAML") && m.contains("/opt/python/lib/python3.12/site-packages"),
+        "{m}"
+    );
+    assert!(
+        !findings(&report)
+            .iter()
+            .any(|f| f.0 == "L007" || f.0 == "L014"),
+        "{report}"
+    );
+}

@@ -155,6 +155,7 @@ fn gate(
         platform,
         runtime: Some(spec.base.to_string()),
         handler,
+        layer: a.lambda_layer,
     };
     let with_layers = match a.lambda_layer {
         true => Vec::new(),

@@ -29,6 +29,9 @@ pub struct GateOptions {
     pub runtime: Option<String>,
     /// The function's handler (`app.handler`), when the spec gives one.
     pub handler: Option<String>,
+    /// The package is a Lambda layer's (its files under `/opt`), not a function's: it has no
+    /// handler and need not hold a bootstrap.
+    pub layer: bool,
 }
 
 /// What the zip gate found (and `lamina zip --json` prints when it refuses).
@@ -122,9 +125,9 @@ pub(crate) fn node_of(
 pub fn check_files(fs: &FileSystem, o: &GateOptions) -> Vec<Finding> {
     let arch = o.platform.to_oci().architecture().to_string();
     let rt = runtime::detect(fs, o.runtime.as_deref());
-    let mut v = bootstrap(fs, &arch, &rt);
+    let mut v = bootstrap(fs, &arch, &rt, o.layer);
     v.extend(native::native(fs, &arch, &rt, &Process::default()));
-    if let Some(h) = o.handler.as_deref().filter(|_| !is_custom(&rt)) {
+    if let Some(h) = o.handler.as_deref().filter(|_| !is_custom(&rt) && !o.layer) {
         v.extend(handler::check(fs, &Process::default(), &rt, h, "/var/task"));
     }
     v.extend(rules::permissions(fs));
@@ -140,10 +143,10 @@ fn is_custom(rt: &RuntimeInfo) -> bool {
 /// L007 and L012 for the bootstrap of an OS-only runtime: `/var/task/bootstrap` (or
 /// `/opt/bootstrap`) must be there, executable, for the platform, and an ELF one must name
 /// the system's loader (or one the package carries).
-fn bootstrap(fs: &FileSystem, arch: &str, rt: &RuntimeInfo) -> Vec<Finding> {
+fn bootstrap(fs: &FileSystem, arch: &str, rt: &RuntimeInfo, layer: bool) -> Vec<Finding> {
     let candidates = ["var/task/bootstrap", "opt/bootstrap"];
     let Some(path) = candidates.iter().find(|p| fs.exists(p)) else {
-        if is_custom(rt) {
+        if is_custom(rt) && !layer {
             return vec![Finding::new(
                 Rule::L007,
                 "the OS-only runtime runs /var/task/bootstrap (or a layer's /opt/bootstrap), and the package has neither: add the executable as `bootstrap` at the zip's root",
