@@ -1006,3 +1006,38 @@ fn zip_a_lambda_layer_is_judged_under_opt() {
         "{report}"
     );
 }
+
+/// A zip's dynamically linked bootstrap: the host's /bin/true names Amazon Linux's glibc
+/// loader and passes; the same file naming Alpine's musl loader cannot start (L012).
+#[test]
+fn zip_a_bootstrap_must_name_the_system_loader() {
+    let w = Work::new();
+    let arch = host_arch();
+    let bytes = host_true();
+    w.files("src", &[("bootstrap", &bytes, 0o755)]);
+    let spec =
+        format!("platform = \"linux/{arch}\"\n[[layer]]\nsource = \"src\"\ndest = \"/var/task\"\n");
+    let (out, to) = zip(&w, &spec, &[]);
+    assert!(out.status.success() && to.exists(), "{}", describe(&out));
+    fs::remove_file(&to).unwrap();
+    // Rewrite the interpreter path in place (same length, NUL-padded).
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"/lib")
+        .expect("an interpreter path");
+    let old_len = bytes[at..].iter().position(|&b| b == 0).unwrap();
+    let musl = b"/lib/ld-musl.so.1";
+    assert!(musl.len() <= old_len);
+    let mut patched = bytes.clone();
+    patched[at..at + old_len].fill(0);
+    patched[at..at + musl.len()].copy_from_slice(musl);
+    w.files("src", &[("bootstrap", &patched, 0o755)]);
+    let (out, to) = zip(&w, &spec, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(!to.exists());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("error L012 /var/task/bootstrap: ") && text.contains("/lib/ld-musl.so.1"),
+        "{text}"
+    );
+}

@@ -91,6 +91,21 @@ impl Scanner {
         }
     }
 
+    /// Where the scanner next needs bytes, when that is past what it was fed: a reader that
+    /// can seek goes there and calls [`skip_to`](Self::skip_to) rather than reading the gap.
+    pub fn wanted_at(&self) -> Option<u64> {
+        let (at, _) = self.dynamic_at?;
+        (self.parsed.is_some() && self.dynamic.is_empty() && at > self.pos).then_some(at)
+    }
+
+    /// The caller skipped the file's bytes up to offset `at` (no further than
+    /// [`wanted_at`](Self::wanted_at)).
+    pub fn skip_to(&mut self, at: u64) {
+        if self.parsed.is_some() && at > self.pos && self.wanted_at().is_some_and(|w| at <= w) {
+            self.pos = at;
+        }
+    }
+
     /// The next bytes of the file.
     pub fn feed(&mut self, mut data: &[u8]) {
         if self.parsed.is_none() {
@@ -215,7 +230,7 @@ fn needed(dynamic: &[u8], prefix: &[u8], p: &Parsed) -> Option<Vec<String>> {
         .loads
         .iter()
         .find(|s| vaddr >= s.p_vaddr && vaddr - s.p_vaddr < s.p_filesz)?;
-    let file_off = vaddr - seg.p_vaddr + seg.p_offset;
+    let file_off = (vaddr - seg.p_vaddr).checked_add(seg.p_offset)?;
     let size = strsz.unwrap_or(0).min(seg.p_filesz - (vaddr - seg.p_vaddr));
     let table = range(prefix, file_off, size)?;
     names
@@ -278,6 +293,22 @@ mod tests {
         s.feed(&bytes[..5000]);
         let cut = s.finish().unwrap();
         assert_eq!((cut.needed, cut.interp), (None, whole.interp));
+    }
+
+    /// A reader that seeks skips the gap before the dynamic section.
+    #[test]
+    fn a_seeking_reader_skips_to_the_dynamic_section() {
+        let bytes = std::fs::read("/bin/true").expect("/bin/true");
+        let whole = facts_of(&bytes).unwrap();
+        let mut s = Scanner::with_cap(4096);
+        s.feed(&bytes[..4096]);
+        let at = s
+            .wanted_at()
+            .expect("the dynamic section lies beyond 4 KiB");
+        s.skip_to(at);
+        assert_eq!(s.wanted_at(), None);
+        s.feed(&bytes[at as usize..]);
+        assert_eq!(s.finish(), Some(whole));
     }
 
     #[test]

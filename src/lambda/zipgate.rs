@@ -90,6 +90,37 @@ pub(crate) fn probe_node(path: &str, mode: u32, size: u64, r: &mut dyn Read) -> 
     })
 }
 
+/// [`probe_node`] for a file on disk: the gap before an ELF file's dynamic section is sought
+/// over, not read.
+fn probe_file(path: &str, mode: u32, size: u64, p: &std::path::Path) -> io::Result<Node> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = io::BufReader::new(crate::image::blob::open_regular(p)?);
+    let meta = is_metadata(path);
+    let cap = if meta { META_HEAD } else { HEAD };
+    let mut head = Vec::with_capacity(cap);
+    (&mut f).take(cap as u64).read_to_end(&mut head)?;
+    if !head.starts_with(b"\x7fELF") {
+        return probe_node(path, mode, size, &mut io::Cursor::new(head));
+    }
+    let mut s = Scanner::new();
+    s.feed(&head);
+    let mut chunk = vec![0u8; 64 << 10];
+    while s.wants_more() {
+        if let Some(at) = s.wanted_at() {
+            f.seek(SeekFrom::Start(at))?;
+            s.skip_to(at);
+        }
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        s.feed(&chunk[..n]);
+    }
+    let mut node = probe_node(path, mode, size, &mut io::Cursor::new(head))?;
+    node.elf = s.finish();
+    Ok(node)
+}
+
 /// The node of one collected entry at `path` (in-image, no leading `/`), its bytes read from
 /// `input` as needed. Hard links are copies of their target (`None`: added by the caller).
 pub(crate) fn node_of(
@@ -104,10 +135,7 @@ pub(crate) fn node_of(
         EntryKind::HardLink(_) => return Ok(None),
         EntryKind::File { size, data } => match data {
             Data::Empty => probe_node(path, mode, *size, &mut io::empty())?,
-            Data::Path(p) => {
-                let f = crate::image::blob::open_regular(p)?;
-                probe_node(path, mode, *size, &mut io::BufReader::new(f))?
-            }
+            Data::Path(p) => probe_file(path, mode, *size, p)?,
             Data::Zip(i) => match input {
                 Input::Zip(z) => {
                     let mut f = z.by_index(*i).map_err(io::Error::other)?;
