@@ -7,7 +7,7 @@
 //! wherever that sits. What lies beyond those caps is reported as unknown, never guessed.
 
 use goblin::container::{Container, Ctx};
-use goblin::elf::dynamic::{DT_NEEDED, DT_NULL, DT_STRSZ, DT_STRTAB};
+use goblin::elf::dynamic::{DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_STRSZ, DT_STRTAB};
 use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, PT_LOAD};
 use goblin::elf::{Dyn, Header, ProgramHeader};
 use scroll::Pread;
@@ -42,6 +42,9 @@ pub struct ElfFacts {
     /// The `DT_NEEDED` names, `None` when they could not be read within the caps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needed: Option<Vec<String>>,
+    /// The directories of `DT_RUNPATH` and `DT_RPATH` (`$ORIGIN` as written), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runpath: Vec<String>,
 }
 
 /// A push reader: [`feed`](Scanner::feed) it a file's bytes in order, then
@@ -141,7 +144,7 @@ impl Scanner {
         if let Some((_, len)) = self.dynamic_at
             && self.dynamic.len() == len
         {
-            p.facts.needed = needed(&self.dynamic, &self.prefix, &p);
+            (p.facts.needed, p.facts.runpath) = needed(&self.dynamic, &self.prefix, &p);
         }
         Some(p.facts)
     }
@@ -164,6 +167,7 @@ impl Scanner {
             interp: None,
             dynamic: false,
             needed: None,
+            runpath: Vec::new(),
         };
         let phdrs = usize::try_from(h.e_phoff)
             .ok()
@@ -188,7 +192,7 @@ impl Scanner {
         if let Some((off, size)) = dynamic {
             let len = usize::try_from(size).unwrap_or(usize::MAX).min(DYNAMIC_CAP);
             if let Some(bytes) = range(&self.prefix, off, len as u64) {
-                parsed.facts.needed = needed(bytes, &self.prefix, &parsed);
+                (parsed.facts.needed, parsed.facts.runpath) = needed(bytes, &self.prefix, &parsed);
             } else if off >= self.prefix.len() as u64 {
                 self.dynamic_at = Some((off, len));
             }
@@ -211,32 +215,49 @@ fn c_string(bytes: Option<&[u8]>) -> Option<String> {
     (end > 0 && end <= MAX_NAME).then(|| String::from_utf8_lossy(&b[..end]).into_owned())
 }
 
-/// The `DT_NEEDED` names of dynamic section `dynamic`, with the string table looked up in
-/// `prefix` through the load segments; `None` when the table lies beyond the prefix.
-fn needed(dynamic: &[u8], prefix: &[u8], p: &Parsed) -> Option<Vec<String>> {
+/// The `DT_NEEDED` names of dynamic section `dynamic` (`None` when the string table lies
+/// beyond the prefix) and its run paths, with the string table looked up in `prefix`
+/// through the load segments.
+fn needed(dynamic: &[u8], prefix: &[u8], p: &Parsed) -> (Option<Vec<String>>, Vec<String>) {
     let mut off = 0;
-    let (mut names, mut strtab, mut strsz) = (Vec::new(), None, None);
+    let (mut names, mut paths, mut strtab, mut strsz) = (Vec::new(), Vec::new(), None, None);
     while let Ok(d) = dynamic.gread_with::<Dyn>(&mut off, p.ctx) {
         match d.d_tag {
             DT_NULL => break,
             DT_NEEDED if names.len() < MAX_NEEDED => names.push(d.d_val),
+            DT_RUNPATH | DT_RPATH if paths.len() < 4 => paths.push(d.d_val),
             DT_STRTAB => strtab = Some(d.d_val),
             DT_STRSZ => strsz = Some(d.d_val),
             _ => {}
         }
     }
-    let vaddr = strtab?;
+    let Some(table) = strtab.and_then(|vaddr| string_table(vaddr, strsz, prefix, p)) else {
+        return (None, Vec::new());
+    };
+    let at = |o: u64| c_string(table.get(usize::try_from(o).ok()?..));
+    let runpath = paths
+        .into_iter()
+        .filter_map(at)
+        .flat_map(|p| p.split(':').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|d| !d.is_empty())
+        .collect();
+    (names.into_iter().map(at).collect(), runpath)
+}
+
+/// The dynamic string table at `vaddr` (`strsz` bytes), if the prefix holds it.
+fn string_table<'a>(
+    vaddr: u64,
+    strsz: Option<u64>,
+    prefix: &'a [u8],
+    p: &Parsed,
+) -> Option<&'a [u8]> {
     let seg = p
         .loads
         .iter()
         .find(|s| vaddr >= s.p_vaddr && vaddr - s.p_vaddr < s.p_filesz)?;
     let file_off = (vaddr - seg.p_vaddr).checked_add(seg.p_offset)?;
     let size = strsz.unwrap_or(0).min(seg.p_filesz - (vaddr - seg.p_vaddr));
-    let table = range(prefix, file_off, size)?;
-    names
-        .into_iter()
-        .map(|at| c_string(table.get(usize::try_from(at).ok()?..)))
-        .collect()
+    range(prefix, file_off, size)
 }
 
 /// The facts of a whole file held in memory (tests).

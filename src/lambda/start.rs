@@ -59,6 +59,14 @@ pub fn start(fs: &FileSystem, p: &Process, arch: &str) -> Vec<Finding> {
         dirs.extend(library_dirs(arch));
         let own = prog.trim_start_matches('/');
         let own_dir = own.rsplit_once('/').map_or("", |(d, _)| d);
+        // Its own run paths first, `$ORIGIN` being its directory; then, for binaries that
+        // rely on an `LD_LIBRARY_PATH` set by a wrapper, its directory and ../lib.
+        for r in &facts.runpath {
+            let r = r
+                .replace("${ORIGIN}", "$ORIGIN")
+                .replace("$ORIGIN", &format!("/{own_dir}"));
+            dirs.push(r.trim_start_matches('/').to_owned());
+        }
         dirs.push(own_dir.to_owned());
         dirs.push(format!("{own_dir}/../lib"));
         let missing: Vec<&str> = needed
@@ -122,6 +130,74 @@ mod tests {
         } else {
             "amd64"
         }
+    }
+
+    /// A minimal dynamic ELF64 for `machine`: PT_INTERP `/lib64/ld-linux-x86-64.so.2`, one
+    /// DT_NEEDED `libfoo.so.1` and DT_RUNPATH `$ORIGIN/vendor`.
+    fn dynamic_elf(machine: u16) -> Vec<u8> {
+        let mut e = b"\x7fELF\x02\x01\x01\x00".to_vec();
+        e.extend_from_slice(&[0; 8]);
+        e.extend_from_slice(&3u16.to_le_bytes());
+        e.extend_from_slice(&machine.to_le_bytes());
+        e.extend_from_slice(&1u32.to_le_bytes());
+        for v in [0u64, 64, 0] {
+            e.extend_from_slice(&v.to_le_bytes()); // entry, phoff, shoff
+        }
+        e.extend_from_slice(&0u32.to_le_bytes());
+        for v in [64u16, 56, 3, 64, 0, 0] {
+            e.extend_from_slice(&v.to_le_bytes());
+        }
+        let phdr = |e: &mut Vec<u8>, ty: u32, off: u64, size: u64| {
+            e.extend_from_slice(&ty.to_le_bytes());
+            e.extend_from_slice(&4u32.to_le_bytes());
+            for v in [off, off, off, size, size, 8] {
+                e.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        phdr(&mut e, 3, 232, 28); // PT_INTERP
+        phdr(&mut e, 1, 0, 376); // PT_LOAD
+        phdr(&mut e, 2, 296, 80); // PT_DYNAMIC
+        assert_eq!(e.len(), 232);
+        e.extend_from_slice(b"/lib64/ld-linux-x86-64.so.2\0");
+        e.resize(264, 0);
+        e.extend_from_slice(b"\0libfoo.so.1\0$ORIGIN/vendor\0");
+        e.resize(296, 0);
+        for (tag, val) in [(1u64, 1u64), (29, 13), (5, 264), (10, 27), (0, 0)] {
+            e.extend_from_slice(&tag.to_le_bytes());
+            e.extend_from_slice(&val.to_le_bytes());
+        }
+        assert_eq!(e.len(), 376);
+        e
+    }
+
+    /// The program's own run path (`$ORIGIN` its directory) is searched for its libraries.
+    #[test]
+    fn run_paths_are_searched() {
+        let app = dynamic_elf(crate::lambda::elf::EM_X86_64);
+        let facts = crate::image::elf::facts_of(&app).unwrap();
+        assert_eq!(
+            facts.needed.as_deref(),
+            Some(&["libfoo.so.1".to_owned()][..])
+        );
+        assert_eq!(facts.runpath, ["$ORIGIN/vendor"]);
+        let mut fs = FileSystem::new();
+        fs.insert("var/task/bin/app", Node::file(0o755, &app));
+        fs.insert("lib64/ld-linux-x86-64.so.2", Node::file(0o755, &app[..64]));
+        let p = Process {
+            entrypoint: vec!["/var/task/bin/app".into()],
+            ..Process::default()
+        };
+        let v = start(&fs, &p, "amd64");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].rule == Rule::L013 && v[0].message.contains("libfoo.so.1"),
+            "{v:?}"
+        );
+        fs.insert(
+            "var/task/bin/vendor/libfoo.so.1",
+            Node::file(0o644, &app[..64]),
+        );
+        assert_eq!(start(&fs, &p, "amd64"), []);
     }
 
     /// A script's `#!` interpreter is loaded like any program: a dynamic /bin/sh without its
