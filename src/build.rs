@@ -244,6 +244,8 @@ pub async fn build(
         base.manifest_digest,
         base.image.layers.len()
     ));
+    // Fail fast: what the config alone tells, before any layer is read or compressed.
+    crate::lambda::gate_early(spec, &base.image, log)?;
     let mut image = base.image.clone();
     let created = rfc3339(spec.timestamp);
     // A registry destination: each layer streams into an upload session while it is being

@@ -77,7 +77,8 @@ pub use staging::remove_all as remove_staging;
 /// image, written byte for byte reproducibly after Lambda's size limits are checked.
 pub mod zip {
     pub use crate::lambda::package::{
-        Contents, MAX_UNZIPPED, MAX_ZIPPED, Package, Report, ZipOptions, from_image, from_layers,
-        from_layers_excluding, write,
+        Contents, MAX_UNZIPPED, MAX_ZIPPED, Package, Report, ZipOptions, check, from_image,
+        from_layers, from_layers_excluding, write,
     };
+    pub use crate::lambda::zipgate::{GateOptions, GateReport};
 }

@@ -1,4 +1,4 @@
-//! `lamina check`: an image against what Lambda accepts (rules L001-L008).
+//! `lamina check`: an image against what Lambda accepts or can start (rules L001-L019).
 
 use clap::Args;
 

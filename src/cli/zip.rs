@@ -8,8 +8,9 @@ use clap::Args;
 use lamina::zip::{self as package, Package};
 use lamina::{BuildSpec, Overrides, flags};
 
+use super::exit::LambdaErrors;
 use super::flags::{NetworkFlags, OutputFlags};
-use super::{cwd, parse_platform, parse_ref, print_json, print_line};
+use super::{cwd, parse_platform, parse_ref, print_json, print_line, print_lines};
 
 #[derive(Args, Debug)]
 pub struct ZipArgs {
@@ -44,6 +45,10 @@ pub struct ZipArgs {
     /// Make files and directories readable (executables runnable) by others, as for builds.
     #[arg(long)]
     fix_permissions: bool,
+    /// Write the zip even if the Lambda checks find errors (native code for another
+    /// platform, a bootstrap that cannot start, a handler that does not resolve).
+    #[arg(long)]
+    no_lambda_check: bool,
     #[command(flatten)]
     output: OutputFlags,
     // Read only for a --from image in a registry.
@@ -91,13 +96,18 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
         .and_then(Path::parent)
         .unwrap_or(Path::new(""));
     let to = cwd.join(a.to.clone().unwrap_or_else(|| spec_dir.join(name)));
-    let contents = contents(&a, &spec, pkg, &cwd, &to).await?;
+    let mut contents = contents(&a, &spec, pkg, &cwd, &to).await?;
     let opts = package::ZipOptions {
         mtime: spec.timestamp,
         compression_level: spec.compression_level,
         with_layers: a.with_layers.iter().map(|p| cwd.join(p)).collect(),
     };
-    let report = package::write(contents, &to, &opts)?;
+    let findings = gate(&a, &spec, &mut contents, &opts, &to)?;
+    let mut report = package::write(contents, &to, &opts)?;
+    report.findings = findings;
+    for f in &report.findings {
+        eprintln!("{f}");
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -116,6 +126,62 @@ pub async fn run(a: ZipArgs) -> anyhow::Result<()> {
         );
     }
     print_line(&report.digest)
+}
+
+/// The Lambda gate on the package before it is written: its findings when it passes; when it
+/// finds errors, they are printed (as `lamina check` prints them, or its JSON) and the run
+/// ends with exit status 3, nothing written. A `--from` image without `--platform` is not
+/// judged for a platform it may not have.
+fn gate(
+    a: &ZipArgs,
+    spec: &BuildSpec,
+    contents: &mut package::Contents,
+    opts: &package::ZipOptions,
+    to: &Path,
+) -> anyhow::Result<Vec<lamina::Finding>> {
+    if a.no_lambda_check {
+        return Ok(Vec::new());
+    }
+    let platform = match (&a.from, parse_platform(a.platform.as_deref())?) {
+        (_, Some(p)) => p,
+        (None, None) => spec.platform,
+        (Some(_), None) => return Ok(Vec::new()),
+    };
+    let handler = match (&spec.config.entrypoint, &spec.config.cmd) {
+        (None, Some(cmd)) => cmd.first().cloned(),
+        _ => None,
+    };
+    let g = package::GateOptions {
+        platform,
+        runtime: Some(spec.base.to_string()),
+        handler,
+        layer: a.lambda_layer,
+    };
+    let with_layers = match a.lambda_layer {
+        true => Vec::new(),
+        false => opts.with_layers.clone(),
+    };
+    let report = package::check(contents, &with_layers, &g, to)?;
+    if report.ok {
+        return Ok(report.findings);
+    }
+    if a.output.json {
+        print_json(&report)?;
+    } else {
+        print_lines(report.findings.iter().map(ToString::to_string))?;
+    }
+    let errors = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == lamina::Severity::Error)
+        .count();
+    Err(LambdaErrors(format!(
+        "{} fails the Lambda checks ({errors} error{}, for {}): nothing was written (--no-lambda-check writes it anyway)",
+        to.display(),
+        if errors == 1 { "" } else { "s" },
+        report.platform
+    ))
+    .into())
 }
 
 /// What goes into the zip: an image's files with `--from`, else the spec's layers, never the

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::blob::decompress;
+use super::elf::{ElfFacts, Scanner};
 use super::fs::{MAX_LINK_TARGET, Whiteout, whiteout};
 use super::{Layer, Origin};
 use crate::digest::Digest;
@@ -29,8 +30,20 @@ pub const BOOTSTRAPS: [&str; 2] = ["var/runtime/bootstrap", "var/task/bootstrap"
 
 /// Bumped when the format or what is recorded changes: an index of another version is not
 /// remembered (it is read again from the layer and replaced).
-/// (3: whiteouts of `.` and `..` and overlong link targets are refused, no longer recorded.)
-const VERSION: u32 = 3;
+/// (3: whiteouts of `.` and `..` and overlong link targets are refused, no longer recorded.
+/// 4: ELF facts of every ELF file, heads of ELF files whatever their mode and of Python
+/// package metadata.)
+const VERSION: u32 = 4;
+
+/// How many leading bytes are kept of a Python package's metadata files ([`is_metadata`]):
+/// enough for a wheel's `WHEEL` tags and `top_level.txt`.
+pub const META_HEAD: usize = 2048;
+
+/// Python package metadata the gate reads: a `*.dist-info/WHEEL` or `top_level.txt`.
+pub fn is_metadata(path: &str) -> bool {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    dir.ends_with(".dist-info") && (name == "WHEEL" || name == "top_level.txt")
+}
 
 /// The largest index file [`load`] reads and [`save`] writes. An entry takes about 100 bytes,
 /// so this holds a layer of several hundred thousand files; a larger layer is simply read
@@ -60,10 +73,14 @@ pub enum Op {
     File {
         mode: u32,
         size: u64,
-        /// Its first [`HEAD`] bytes, kept when it has an execute bit or sits at one of the
-        /// [`BOOTSTRAPS`] (hex on disk).
+        /// Its first [`HEAD`] bytes, kept when it has an execute bit, is an ELF file or sits
+        /// at one of the [`BOOTSTRAPS`]; [`META_HEAD`] bytes of Python package metadata (hex on
+        /// disk).
         #[serde(default, with = "hex_bytes", skip_serializing_if = "Option::is_none")]
         head: Option<Vec<u8>>,
+        /// What its ELF headers say, for an ELF file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elf: Option<ElfFacts>,
         /// The id a [`Keeper`] gave its content; never remembered.
         #[serde(skip)]
         kept: Option<u64>,
@@ -220,31 +237,66 @@ fn item_of<R: Read>(mut entry: tar::Entry<'_, R>, keeper: &mut Keeper) -> io::Re
     Ok(Some(Item { path, op }))
 }
 
-/// A regular file's op: its first [`HEAD`] bytes kept when the checks may execute it, its
-/// whole content handed to `keeper`.
+/// A regular file's op: its first [`HEAD`] bytes kept when the checks may execute or inspect
+/// it, its ELF facts read as it passes, its whole content handed to `keeper`.
 fn file_op<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     path: &str,
     mode: u32,
     keeper: &mut Keeper,
 ) -> io::Result<Op> {
-    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path);
     let size = entry.size();
-    let head = if keep {
-        let mut buf = Vec::with_capacity(HEAD);
-        (&mut *entry).take(HEAD as u64).read_to_end(&mut buf)?;
-        Some(buf)
-    } else {
-        None
+    let meta = is_metadata(path);
+    let cap = if meta { META_HEAD } else { HEAD };
+    let mut buf = Vec::with_capacity(cap.min(size as usize));
+    (&mut *entry).take(cap as u64).read_to_end(&mut buf)?;
+    let is_elf = buf.starts_with(b"\x7fELF");
+    let keep = mode & 0o111 != 0 || BOOTSTRAPS.contains(&path) || is_elf || meta;
+    let mut scanner = is_elf.then(Scanner::new);
+    if let Some(s) = &mut scanner {
+        s.feed(&buf);
+    }
+    let kept = {
+        let mut tap = Tap {
+            inner: &mut *entry,
+            scanner: scanner.as_mut(),
+        };
+        keeper(path, &mut (&buf[..]).chain(&mut tap))?
     };
-    let read = head.as_deref().unwrap_or_default();
-    let kept = keeper(path, &mut read.chain(&mut *entry))?;
+    if let Some(s) = &mut scanner {
+        // What the keeper left unread, as far as the scanner wants it.
+        let mut chunk = vec![0u8; 64 << 10];
+        while s.wants_more() {
+            let n = entry.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            s.feed(&chunk[..n]);
+        }
+    }
     Ok(Op::File {
         mode,
         size,
-        head,
+        head: keep.then_some(buf),
+        elf: scanner.and_then(Scanner::finish),
         kept,
     })
+}
+
+/// Hands the bytes read through it to an ELF scanner.
+struct Tap<'a, R> {
+    inner: R,
+    scanner: Option<&'a mut Scanner>,
+}
+
+impl<R: Read> Read for Tap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(s) = &mut self.scanner {
+            s.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// A layer's items in order, and its uncompressed size.
@@ -425,6 +477,7 @@ mod tests {
                     mode: 0o755,
                     size: 4,
                     head: Some(b"\x7fELF".to_vec()),
+                    elf: None,
                     kept: None
                 }
             }]

@@ -2,6 +2,7 @@
 //! changes it, and how it is rendered to the exact bytes whose digests name it.
 
 pub mod blob;
+pub mod elf;
 pub mod fs;
 pub mod fsindex;
 pub mod index;

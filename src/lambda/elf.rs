@@ -1,5 +1,7 @@
-//! Just enough of the ELF header to tell whether a binary can run on the image's architecture:
-//! the kernel refuses any other with `exec format error`.
+//! Whether an ELF file can run on the image's architecture (the kernel refuses any other with
+//! `exec format error`), and how to name what it is built for. The header is parsed by
+//! `goblin` (see [`crate::image::elf`], which also reads program headers and the dynamic
+//! section from layer streams); this module only judges.
 
 /// `e_machine` values that name the architectures one meets in container images.
 pub const EM_386: u16 = 3;
@@ -56,8 +58,10 @@ pub fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 
-/// Parse the ELF identification and the `e_type`/`e_machine` fields (the first 20 bytes).
+/// Parse the ELF identification and header (`goblin` does the reading): class, byte order,
+/// `e_type` and `e_machine`.
 pub fn parse(head: &[u8]) -> Result<ElfHeader, ElfError> {
+    use scroll::Pread;
     if !is_elf(head) {
         return Err(ElfError::NotElf);
     }
@@ -74,20 +78,41 @@ pub fn parse(head: &[u8]) -> Result<ElfHeader, ElfError> {
         2 => false,
         d => return Err(ElfError::InvalidEncoding(d)),
     };
-    let field = |at: usize| {
-        let b = [head[at], head[at + 1]];
-        if little_endian {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }
-    };
+    let h = head
+        .pread::<goblin::elf::Header>(0)
+        .map_err(|_| ElfError::Truncated(head.len()))?;
     Ok(ElfHeader {
         class64,
         little_endian,
-        e_type: field(16),
-        machine: field(18),
+        e_type: h.e_type,
+        machine: h.e_machine,
     })
+}
+
+impl From<&crate::image::elf::ElfFacts> for ElfHeader {
+    fn from(f: &crate::image::elf::ElfFacts) -> ElfHeader {
+        ElfHeader {
+            class64: f.class64,
+            little_endian: f.little_endian,
+            e_type: f.e_type,
+            machine: f.machine,
+        }
+    }
+}
+
+/// Is `h` an ELF file the image's architecture `arch` loads (64-bit little-endian, its
+/// machine)? Architectures Lambda does not run are not judged (true).
+pub fn fits(h: &ElfHeader, arch: &str) -> bool {
+    expected_machine(arch).is_none_or(|m| h.class64 && h.little_endian && h.machine == m)
+}
+
+/// The architecture's name in wheel tags and GNU triplets (`x86_64`, `aarch64`).
+pub fn gnu_arch(arch: &str) -> &str {
+    match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => other,
+    }
 }
 
 /// A human name for an `e_machine` value.

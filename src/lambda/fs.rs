@@ -10,6 +10,7 @@ use std::convert::Infallible;
 #[cfg(test)]
 use std::io::{self, Read};
 
+pub use crate::image::elf::ElfFacts;
 use crate::image::fs::{self as rootfs, Entry, Follow, Tree};
 pub use crate::image::fsindex::{BOOTSTRAPS, HEAD, Item, Op, normalize};
 #[cfg(test)]
@@ -37,6 +38,8 @@ pub struct Node {
     /// For a regular file applied with a [`Keeper`]: the id the keeper gave its whole content
     /// (a hard link shares its target's).
     pub kept: Option<u64>,
+    /// What its ELF headers say, for an ELF file.
+    pub elf: Option<ElfFacts>,
 }
 
 impl Node {
@@ -47,6 +50,7 @@ impl Node {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl Node {
             size: content.len() as u64,
             head: Some(content[..content.len().min(HEAD)].to_vec()),
             kept: None,
+            elf: crate::image::elf::facts_of(content),
         }
     }
 
@@ -69,6 +74,7 @@ impl Node {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         }
     }
 }
@@ -88,6 +94,31 @@ pub enum ResolveError {
 #[derive(Clone, Debug)]
 pub struct FileSystem {
     nodes: BTreeMap<String, Node>,
+    /// What the layers applied so far held that Lambda is known to stumble on.
+    pub notes: Notes,
+}
+
+/// Shapes of layers reported as causes of `UnsupportedImageLayerDetected` and
+/// `InvalidImage: MissingParentDirectory`: the first [`MAX_NOTED`] paths of each, and counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Hard-link entries to files a lower layer holds (their paths, without the leading `/`).
+    pub hard_links: Vec<String>,
+    pub hard_link_count: usize,
+    /// Entries whose parent directory neither their layer (before them) nor a lower layer
+    /// holds.
+    pub orphans: Vec<String>,
+    pub orphan_count: usize,
+}
+
+/// How many paths [`Notes`] keeps of each kind.
+pub const MAX_NOTED: usize = 10;
+
+fn note(list: &mut Vec<String>, count: &mut usize, path: &str) {
+    *count += 1;
+    if list.len() < MAX_NOTED {
+        list.push(path.to_owned());
+    }
 }
 
 impl Default for FileSystem {
@@ -130,6 +161,7 @@ impl FileSystem {
     pub fn new() -> FileSystem {
         FileSystem {
             nodes: BTreeMap::from([(String::new(), Node::dir(0o755))]),
+            notes: Notes::default(),
         }
     }
 
@@ -309,35 +341,32 @@ impl FileSystem {
                 _ => {}
             }
         }
+        // Hard links to files this layer itself holds are plain tar; one to a lower layer's
+        // file is what Lambda is reported to refuse.
+        let mut own_files = std::collections::HashSet::new();
         for Item { path, op } in items {
             let node = match op {
-                Op::File {
-                    mode,
-                    size,
-                    head,
-                    kept,
-                } => Node {
-                    kind: Kind::File,
-                    mode,
-                    size,
-                    head,
-                    kept,
+                Op::HardLink { target } => {
+                    if !own_files.contains(&normalize(&target)) {
+                        let n = &mut self.notes;
+                        note(&mut n.hard_links, &mut n.hard_link_count, &path);
+                    }
+                    self.hard_linked(&target)
+                }
+                op => match node_of(op) {
+                    Some(n) => n,
+                    None => continue,
                 },
-                Op::Dir { mode } => Node::dir(mode),
-                Op::Symlink { mode, target } => Node {
-                    mode,
-                    ..Node::symlink(&target)
-                },
-                Op::Special { mode, what } => Node {
-                    kind: Kind::Other(what.what()),
-                    mode,
-                    size: 0,
-                    head: None,
-                    kept: None,
-                },
-                Op::HardLink { target } => self.hard_linked(&target),
-                Op::Whiteout | Op::Opaque => continue,
             };
+            if node.kind == Kind::File {
+                own_files.insert(path.clone());
+            }
+            let key = self.place(&path);
+            let parent = split_last(&key).0;
+            if !key.is_empty() && !self.nodes.contains_key(parent) {
+                let n = &mut self.notes;
+                note(&mut n.orphans, &mut n.orphan_count, &path);
+            }
             self.insert(&path, node);
         }
     }
@@ -355,8 +384,44 @@ impl FileSystem {
             size: 0,
             head: None,
             kept: None,
+            elf: None,
         })
     }
+}
+
+/// The node a layer's file, directory, link or special entry makes (`None` for hard links,
+/// whiteouts and opaque markers, which are applied otherwise).
+fn node_of(op: Op) -> Option<Node> {
+    Some(match op {
+        Op::File {
+            mode,
+            size,
+            head,
+            elf,
+            kept,
+        } => Node {
+            kind: Kind::File,
+            mode,
+            size,
+            head,
+            kept,
+            elf,
+        },
+        Op::Dir { mode } => Node::dir(mode),
+        Op::Symlink { mode, target } => Node {
+            mode,
+            ..Node::symlink(&target)
+        },
+        Op::Special { mode, what } => Node {
+            kind: Kind::Other(what.what()),
+            mode,
+            size: 0,
+            head: None,
+            kept: None,
+            elf: None,
+        },
+        Op::HardLink { .. } | Op::Whiteout | Op::Opaque => return None,
+    })
 }
 
 /// Apply a layer blob (`gzip`: gzip-compressed, else a plain tar) read from `r`; returns its
@@ -564,5 +629,43 @@ mod tests {
             apply_layer(&mut fs, &tar[..], false).unwrap(),
             tar.len() as u64
         );
+    }
+}
+
+#[cfg(test)]
+mod notes_tests {
+    use super::*;
+
+    /// Hard links to a lower layer's file and entries without parents are noted; a hard link
+    /// within its own layer is not.
+    #[test]
+    fn notes_cross_layer_hard_links_and_orphans() {
+        let layer = |entries: &[(&str, Op)]| -> Vec<Item> {
+            entries
+                .iter()
+                .map(|(p, op)| Item {
+                    path: p.to_string(),
+                    op: op.clone(),
+                })
+                .collect()
+        };
+        let file = || Op::File {
+            mode: 0o644,
+            size: 1,
+            head: None,
+            elf: None,
+            kept: None,
+        };
+        let link = |t: &str| Op::HardLink { target: t.into() };
+        let mut fs = FileSystem::new();
+        fs.apply_items(layer(&[
+            ("var", Op::Dir { mode: 0o755 }),
+            ("var/a", file()),
+            ("var/b", link("var/a")),
+        ]));
+        assert_eq!(fs.notes, Notes::default());
+        fs.apply_items(layer(&[("var/c", link("var/a")), ("srv/x/y", file())]));
+        assert_eq!(fs.notes.hard_links, ["var/c"]);
+        assert_eq!(fs.notes.orphans, ["srv/x/y"]);
     }
 }

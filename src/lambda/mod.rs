@@ -3,13 +3,24 @@
 //! [`check_rendered`] serve the gate that `push` and `build --to docker://` run, and [`gate`]
 //! turns a report into the error that stops them.
 //!
-//! The rules themselves are pure functions in [`check`](mod@check); [`fs`] streams the layers
-//! into the merged file system they look at; [`elf`] reads executables' headers.
+//! The rules themselves are pure functions: L001 to L008 in [`rules`], the native code for the
+//! wrong target in [`native`], programs that cannot start in [`start`], handlers in
+//! [`handler`], size and shape budgets in [`budgets`]; [`runtime`] tells which Lambda runtime
+//! an image runs. [`fs`] streams the layers into the merged file system they look at; [`elf`]
+//! judges ELF headers (read by `goblin` in [`crate::image::elf`]). [`zipgate`] runs the file
+//! rules on a .zip package, and [`check_config`] the rules a build can run before its layers
+//! exist.
 
+pub mod budgets;
 pub mod elf;
 pub mod fs;
+pub mod handler;
+pub mod native;
 pub mod package;
 pub mod rules;
+pub mod runtime;
+pub mod start;
+pub mod zipgate;
 
 use std::path::Path;
 
@@ -47,8 +58,10 @@ impl Report {
         reference: &str,
         digest: Option<String>,
         platform: Option<String>,
-        findings: Vec<Finding>,
+        mut findings: Vec<Finding>,
     ) -> Report {
+        // Errors first, each severity in the rules' order (a stable sort).
+        findings.sort_by_key(|f| f.severity);
         Report {
             reference: reference.to_owned(),
             digest,
@@ -85,6 +98,11 @@ pub struct Candidate<'a> {
     pub config: &'a ImageConfiguration,
     /// The layer blobs on disk, in order.
     pub layers: &'a [Layer],
+    /// The manifest's size in bytes.
+    pub manifest_size: usize,
+    /// The Lambda runtime (`python3.12`) or AWS base image the image was built for, when the
+    /// caller knows it; else the file system tells what it can.
+    pub runtime_hint: Option<String>,
 }
 
 impl<'a> Candidate<'a> {
@@ -129,6 +147,8 @@ impl<'a> Candidate<'a> {
             layer_media_types,
             config,
             layers,
+            manifest_size: manifest.len(),
+            runtime_hint: None,
         })
     }
 
@@ -145,6 +165,8 @@ impl<'a> Candidate<'a> {
                 .collect(),
             config,
             layers: &r.layers,
+            manifest_size: r.manifest.len(),
+            runtime_hint: None,
         }
     }
 }
@@ -163,6 +185,7 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         c.config.architecture().to_string(),
     );
     findings.extend(rules::platform(&os, &arch, c.config.variant().as_deref()));
+    findings.extend(budgets::manifest(c.manifest_size, c.layers.len()));
 
     // The file system, from the layers lamina can read (gzip or plain tar).
     let readable = |l: &Layer| matches!(l.compression(), Ok(Compression::Gzip | Compression::None));
@@ -198,7 +221,14 @@ pub fn check_image(c: &Candidate, reference: &str, cache: &Path) -> Result<Vec<F
         fs.apply_items(index.items);
     }
     let process = rules::Process::of(c.config);
-    findings.extend(rules::file_system(&fs, uncompressed, &process, &arch));
+    let rt = runtime::detect(&fs, c.runtime_hint.as_deref());
+    findings.extend(rules::file_system_for(
+        &fs,
+        uncompressed,
+        &process,
+        &arch,
+        &rt,
+    ));
     Ok(findings)
 }
 
@@ -262,6 +292,57 @@ pub fn gate(report: &Report, dest: &ImageRef, log: &mut dyn FnMut(String)) -> Re
             lines.join("\n")
         ),
     })
+}
+
+/// The rules that need only the config and the layers' descriptors (L002 for the base's
+/// layers, L003, L005, L017): what a build can know before it reads or compresses a single
+/// new layer. `image` is the base image with the build's config applied; `new_layers` how
+/// many layers the build adds.
+pub fn check_config(image: &crate::image::Image, new_layers: usize) -> Vec<Finding> {
+    let layers: Vec<(String, String)> = image
+        .layers
+        .iter()
+        .map(|l| (l.digest.to_string(), l.media_type.to_string()))
+        .collect();
+    let mut v = rules::media_types(rules::MANIFEST_TYPES[0], rules::CONFIG_TYPES[0], &layers);
+    let c = &image.config;
+    v.extend(rules::platform(
+        &c.os().to_string(),
+        &c.architecture().to_string(),
+        c.variant().as_deref(),
+    ));
+    let p = rules::Process::of(c);
+    if p.argv0().is_none() {
+        v.extend(rules::command(&fs::FileSystem::new(), &p, ""));
+    }
+    v.extend(budgets::manifest(0, image.layers.len() + new_layers));
+    v
+}
+
+/// The fail-fast half of a build's gate: for a registry destination (unless the checks are
+/// off), refuse a build whose config alone fails the Lambda checks before any layer is read,
+/// compressed or uploaded. `base` is the base image as read; the build's config and platform
+/// are applied to a copy. The file-system rules still run once the layers are built.
+pub fn gate_early(
+    spec: &crate::spec::BuildSpec,
+    base: &crate::image::Image,
+    log: &mut dyn FnMut(String),
+) -> Result<()> {
+    if !spec.lambda_check || !matches!(spec.to, ImageRef::Docker(_)) {
+        return Ok(());
+    }
+    let mut image = base.clone();
+    image.apply_config(&spec.config, "1970-01-01T00:00:00Z");
+    crate::image::set_platform(&mut image.config, spec.platform);
+    let new_layers = spec.layers.len() + usize::from(!spec.deletes.is_empty());
+    let findings = check_config(&image, new_layers);
+    let report = Report::new(
+        &spec.to.to_string(),
+        None,
+        Some(platform_of(&image.config)),
+        findings,
+    );
+    gate(&report, &spec.to, log)
 }
 
 fn is_attestation(d: &Descriptor) -> bool {

@@ -121,6 +121,68 @@ impl Contents {
     }
 }
 
+impl Contents {
+    /// The file system the package gives the function: its entries under its root
+    /// (`/var/task`, or `/opt` for a layer zip) and, for a function, the Lambda layer zips it
+    /// runs with under `/opt` (later ones over earlier ones, as Lambda extracts them). Only
+    /// heads and ELF headers of the files are read.
+    pub fn file_system(&mut self, with_layers: &[PathBuf]) -> Result<FileSystem> {
+        let mut fs = FileSystem::new();
+        let root = self.package.root();
+        fs.insert(root, Node::dir(0o755));
+        for it in &self.items {
+            let path = format!("{root}/{}", shown(&it.path));
+            let (input, origin) = &mut self.inputs[it.input];
+            let node = super::zipgate::node_of(&path, it.mode, &it.kind, input)
+                .ctx(|| format!("reading /{path} (from {origin})"))?;
+            if let Some(n) = node {
+                fs.insert(&path, n);
+            }
+        }
+        for p in with_layers {
+            let l = LayerSpec {
+                source: p.to_owned(),
+                dest: "/opt".into(),
+                exclude: vec![],
+                mode: None,
+                dir_mode: None,
+                uid: 0,
+                gid: 0,
+            };
+            let mut c = collect(&l)?;
+            for e in &c.entries {
+                let path = shown(&e.path);
+                let node = super::zipgate::node_of(&path, e.mode, &e.kind, &mut c.input)
+                    .ctx(|| format!("reading /{path} (from {})", p.display()))?;
+                if let Some(n) = node {
+                    fs.insert(&path, n);
+                }
+            }
+        }
+        Ok(fs)
+    }
+}
+
+/// The zip gate: the file rules on what `contents` (with its Lambda layers) gives the
+/// function, for `to` (the zip to be written, named in the report).
+pub fn check(
+    contents: &mut Contents,
+    with_layers: &[PathBuf],
+    opts: &super::zipgate::GateOptions,
+    to: &Path,
+) -> Result<super::zipgate::GateReport> {
+    let fs = contents.file_system(with_layers)?;
+    let findings = super::zipgate::check_files(&fs, opts);
+    Ok(super::zipgate::GateReport {
+        reference: to.display().to_string(),
+        platform: opts.platform.to_string(),
+        ok: !findings
+            .iter()
+            .any(|f| f.severity == super::rules::Severity::Error),
+        findings,
+    })
+}
+
 fn shown(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -618,6 +680,9 @@ pub struct Report {
     /// Limits crossed that do not stop Lambda from taking the package (the 50 MiB direct
     /// upload limit).
     pub warnings: Vec<String>,
+    /// The Lambda gate's findings on the package (warnings only: errors stop the write).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<super::rules::Finding>,
 }
 
 fn mib(n: u64) -> String {
@@ -776,5 +841,6 @@ pub fn write(contents: Contents, to: &Path, opts: &ZipOptions) -> Result<Report>
         layers_unzipped,
         entries: items.len(),
         warnings,
+        findings: Vec::new(),
     })
 }

@@ -30,13 +30,47 @@ pub enum Rule {
     L007,
     /// Files or directories under /var/task or /opt a non-root user cannot read or search.
     L008,
+    /// Native code (an ELF executable or shared object under /var/task, /opt or the runtime's
+    /// library paths) built for another architecture than the image's.
+    L009,
+    /// A Python extension module or wheel for another Python version or platform (its ABI tag
+    /// in the file name, or the `Tag` lines of its `*.dist-info/WHEEL`).
+    L010,
+    /// A Node.js addon (`.node`) that is not a Linux shared object for the image's CPU.
+    L011,
+    /// A program Lambda starts (entrypoint, bootstrap, their `#!` interpreters) whose ELF
+    /// interpreter (`PT_INTERP`) is missing from the image or built for another architecture.
+    L012,
+    /// A shared library such a program needs (`DT_NEEDED`) is in none of the image's library
+    /// paths.
+    L013,
+    /// The handler does not resolve to a file the AWS-managed runtime would load.
+    L014,
+    /// The handler cannot be checked: the image's runtime is not one lamina recognizes.
+    L015,
+    /// The manifest is larger than Lambda's documented 25,400 bytes.
+    L016,
+    /// More layers than an overlay mount stacks (127).
+    L017,
+    /// A layer holds hard links to a lower layer's files (reported as a cause of
+    /// `UnsupportedImageLayerDetected`).
+    L018,
+    /// A layer adds an entry whose parent directory neither it nor a layer below holds
+    /// (`InvalidImage: MissingParentDirectory`).
+    L019,
 }
 
 impl Rule {
     /// Whether the rule stops a push (error) or only warns.
     pub fn severity(self) -> Severity {
         match self {
-            Rule::L008 => Severity::Warning,
+            Rule::L008
+            | Rule::L013
+            | Rule::L015
+            | Rule::L016
+            | Rule::L017
+            | Rule::L018
+            | Rule::L019 => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -304,6 +338,8 @@ impl Process {
 #[derive(Default)]
 struct Seen {
     owner_only: Vec<String>,
+    /// The ELF programs reached that run on the architecture (absolute, links resolved).
+    elves: Vec<String>,
 }
 
 /// Where `name` (no `/`) is found in `PATH`, as the runtime looks it up: the first executable
@@ -374,7 +410,10 @@ fn exec_problem(
     let head = node.head.as_deref()?;
     if elf::is_elf(head) {
         return match elf::parse(head).and_then(|h| elf::check_runs_on(&h, arch)) {
-            Ok(()) => None,
+            Ok(()) => {
+                seen.elves.push(format!("/{real}"));
+                None
+            }
             Err(e) => Some(format!("{e}{via}")),
         };
     }
@@ -509,6 +548,38 @@ pub fn command(fs: &FileSystem, p: &Process, arch: &str) -> Vec<Finding> {
     v
 }
 
+/// Where ENTRYPOINT\[0\] (else CMD\[0\]) leads: absolute, looked up in `PATH` when it has
+/// no `/`.
+fn argv0_path(fs: &FileSystem, p: &Process) -> Option<String> {
+    let argv0 = p.argv0().filter(|a| !a.is_empty())?;
+    if argv0.contains('/') {
+        Some(p.absolute(argv0))
+    } else {
+        look_up(fs, p, argv0)
+    }
+}
+
+/// The ELF programs the kernel would load to start the function on `arch`: the entrypoint,
+/// the bootstraps present and the `#!` interpreters they name, each once (absolute, links
+/// resolved), as far as they run on `arch` (what does not is L006's and L007's business).
+pub fn started_programs(fs: &FileSystem, p: &Process, arch: &str) -> Vec<String> {
+    let mut seen = Seen::default();
+    let mut starts: Vec<String> = argv0_path(fs, p).into_iter().collect();
+    starts.extend(
+        BOOTSTRAPS
+            .iter()
+            .map(|b| format!("/{b}"))
+            .filter(|b| fs.exists(b)),
+    );
+    for s in starts {
+        let _ = exec_problem(fs, p, &s, arch, 0, &mut seen);
+    }
+    let mut v = seen.elves;
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// L007: `/var/runtime/bootstrap` and `/var/task/bootstrap`, where present, must run.
 pub fn bootstraps(fs: &FileSystem, p: &Process, arch: &str) -> Vec<Finding> {
     let mut v = Vec::new();
@@ -591,6 +662,34 @@ pub fn file_system(fs: &FileSystem, uncompressed: u64, p: &Process, arch: &str) 
     v.extend(bootstraps(fs, p, arch));
     v.extend(permissions(fs));
     cap_permission_findings(v)
+}
+
+/// Every rule that needs the file system: L004 to L008, then the native code (L009 to L011),
+/// the programs' loaders and libraries (L012, L013), the handler (L014, L015) and the layers'
+/// shapes (L018, L019).
+pub fn file_system_for(
+    fs: &FileSystem,
+    uncompressed: u64,
+    p: &Process,
+    arch: &str,
+    rt: &super::runtime::RuntimeInfo,
+) -> Vec<Finding> {
+    let mut v = file_system(fs, uncompressed, p, arch);
+    // A program L006 or L007 already refuses for its architecture is not reported twice.
+    let refused: Vec<Option<String>> = v
+        .iter()
+        .filter(|f| matches!(f.rule, Rule::L006 | Rule::L007))
+        .map(|f| f.path.clone())
+        .collect();
+    v.extend(
+        super::native::native(fs, arch, rt, p)
+            .into_iter()
+            .filter(|f| f.rule != Rule::L009 || !refused.contains(&f.path)),
+    );
+    v.extend(super::start::start(fs, p, arch));
+    v.extend(super::handler::handler(fs, p, rt));
+    v.extend(super::budgets::shapes(fs));
+    v
 }
 
 #[cfg(test)]
