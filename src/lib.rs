@@ -32,6 +32,7 @@
 
 mod build;
 mod cache;
+pub mod deploy;
 mod digest;
 mod error;
 mod image;
@@ -62,6 +63,7 @@ pub use registry::ecr::{EcrOptions, TokenCache};
 pub use registry::push::{BlobFate, Fate};
 pub use registry::timing::Deadline;
 pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
+pub use spec::deploy::{DeploySpec, PackageKind};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
 pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};

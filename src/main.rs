@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::{build, check, copy, exit, init, inspect, invoke, login, run, zip};
+use cli::{build, check, copy, deploy, exit, init, inspect, invoke, login, run, zip};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,9 @@ enum Command {
     /// Run a function image for one invocation and print its response; non-zero exit when
     /// the invocation fails.
     Invoke(Box<invoke::InvokeArgs>),
+    /// Build (or take) the code and create or update Lambda functions with it, by digest,
+    /// idempotently, waiting until Lambda has settled.
+    Deploy(Box<deploy::DeployArgs>),
 }
 
 /// Run one command, on `main`'s runtime.
@@ -62,6 +65,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Zip(a) => zip::run(*a).await,
         Command::Run(a) => run::run(*a).await,
         Command::Invoke(a) => invoke::run(*a).await,
+        Command::Deploy(a) => deploy::run(*a).await,
     }
 }
 

@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod lamina_cli;
 pub mod layout;
 pub mod loopback_http;
+pub mod moto;
 pub mod netns;
 pub mod oci_tools;
 pub mod process;

@@ -1,0 +1,206 @@
+//! `lamina deploy`: from the spec to Lambda functions running the new code. The code is built
+//! (and pushed to ECR, by digest) or packaged once, whatever the number of functions; each
+//! function is then created, or updated only where it differs (code identity and each
+//! configuration field compared with `GetFunction`), waiting after every write until Lambda
+//! has settled, with bounded parallelism across functions.
+//!
+//! Every check that can refuse a deploy (package type, architecture, role, ECR account and
+//! region, the Lambda gate) runs before anything is pushed or changed.
+
+mod aws;
+mod code;
+mod config;
+mod function;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+pub use code::{CodeReport, DIRECT_UPLOAD_LIMIT};
+pub use config::FunctionConfig;
+pub use function::FunctionReport;
+
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use crate::registry::Options;
+use crate::spec::BuildSpec;
+
+/// Seconds spent in each phase, by name.
+pub type Phases = BTreeMap<String, f64>;
+
+/// The code to deploy.
+#[derive(Clone, Debug)]
+pub enum Code {
+    /// Build the spec and push the image to its `to`, an ECR repository.
+    BuildImage(Box<BuildSpec>),
+    /// An image already in ECR (`--image`), for `platform` if it names an index.
+    Image {
+        /// The image (`docker://ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG|@DIGEST]`).
+        reference: ImageRef,
+        /// The platform to pick from an index.
+        platform: Option<Platform>,
+    },
+    /// Write the spec's files as a .zip deployment package.
+    BuildZip(Box<BuildSpec>),
+    /// A .zip already written (`--zip`), for `platform`.
+    Zip {
+        /// The file.
+        path: PathBuf,
+        /// The architecture the function runs on.
+        platform: Platform,
+    },
+}
+
+/// One function to deploy.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Its name or ARN.
+    pub name: String,
+    /// Its wanted configuration.
+    pub config: FunctionConfig,
+}
+
+/// A whole deploy.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The code, shared by every function.
+    pub code: Code,
+    /// The functions, in the order they are reported.
+    pub functions: Vec<Target>,
+    /// S3 bucket for .zip packages (else direct upload, up to [`DIRECT_UPLOAD_LIMIT`]).
+    pub s3_bucket: Option<String>,
+    /// Address S3 buckets by path (`https://HOST/BUCKET/KEY`), as stand-ins on a custom
+    /// endpoint need.
+    pub s3_path_style: bool,
+    /// Publish a version after the update (`--publish`).
+    pub publish: bool,
+    /// Create or move this alias to the version published (implies publishing).
+    pub alias: Option<String>,
+    /// How long to wait for each function to settle after a write.
+    pub wait_timeout: Duration,
+    /// Functions deployed at once.
+    pub jobs: usize,
+    /// Run the Lambda gate on an `--image` before deploying it (a build runs it before its push).
+    pub lambda_check: bool,
+}
+
+/// What a deploy did, as `--json` prints it.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The code sent.
+    pub code: CodeReport,
+    /// Each function, in the plan's order.
+    pub functions: Vec<FunctionReport>,
+    /// Seconds for the whole deploy.
+    pub seconds: f64,
+}
+
+/// Deploy `plan`: look up every function, refuse what cannot succeed, build or package the
+/// code once, then create or update the functions (at most `plan.jobs` at once), each
+/// waited for until it has settled. Progress lines go to `log`.
+pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) -> Result<Report> {
+    let started = Instant::now();
+    if plan.functions.is_empty() {
+        return Err(Error::usage(
+            "no function to deploy: set [deploy] function_name (or [[deploy.functions]]) in lamina.toml, or pass --function-name",
+        ));
+    }
+    let conf = aws::config(opts.ecr.profile.as_deref()).await?;
+    let client = aws_sdk_lambda::Client::new(&conf);
+    let ctx = function::Ctx {
+        client: &client,
+        region: conf.region().map(|r| r.to_string()).unwrap_or_default(),
+        plan,
+        log,
+    };
+    let jobs = plan.jobs.max(1);
+    let lookup_started = Instant::now();
+    let found: Vec<Option<function::Found>> = futures_util::stream::iter(
+        plan.functions
+            .iter()
+            .map(|t| function::lookup(&ctx, &t.name)),
+    )
+    .buffered(jobs)
+    .try_collect()
+    .await?;
+    let lookup = code::secs(lookup_started);
+
+    // An --image is read first: its platform is what the functions are checked against.
+    let mut resolved = None;
+    if let Code::Image {
+        reference,
+        platform,
+    } = &plan.code
+    {
+        resolved =
+            Some(code::resolve_image(reference, *platform, plan.lambda_check, opts, log).await?);
+    }
+    let (image, arch, ecr) = match &plan.code {
+        Code::BuildImage(spec) => (
+            true,
+            Some(spec.platform),
+            Some(code::ecr_destination(&spec.to, "`to`")?.0),
+        ),
+        Code::Image { reference, .. } => (
+            true,
+            resolved.as_ref().map(|(r, _)| r.platform()),
+            Some(code::ecr_destination(reference, "--image")?.0),
+        ),
+        Code::BuildZip(spec) => (false, Some(spec.platform), None),
+        Code::Zip { platform, .. } => (false, Some(*platform), None),
+    };
+    for (t, f) in plan.functions.iter().zip(&found) {
+        function::guard(&ctx, t, f.as_ref(), image, arch, ecr.as_ref())?;
+    }
+
+    let _zip_dir;
+    let (ready, code_report) = match (&plan.code, resolved) {
+        (_, Some(r)) => r,
+        (Code::BuildImage(spec), None) => code::build_image(spec, opts, log).await?,
+        _ => {
+            let dir = tempfile::Builder::new()
+                .prefix("deploy-")
+                .tempdir_in(ensure_dir(&opts.cache_dir)?)
+                .map_err(|e| Error::Io {
+                    context: format!("creating a directory in {}", opts.cache_dir.display()),
+                    cause: e,
+                })?;
+            let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
+            _zip_dir = dir;
+            code::ready_zip(&path, platform, phases, plan, &conf, log).await?
+        }
+    };
+
+    let mut functions: Vec<FunctionReport> = futures_util::stream::iter(
+        plan.functions
+            .iter()
+            .zip(found)
+            .map(|(t, f)| function::apply(&ctx, t, f, &ready)),
+    )
+    .buffered(jobs)
+    .try_collect()
+    .await?;
+    for f in &mut functions {
+        f.phases.insert("lookup".into(), lookup);
+    }
+    Ok(Report {
+        code: code_report,
+        functions,
+        seconds: code::secs(started),
+    })
+}
+
+/// `dir`, created if missing.
+fn ensure_dir(dir: &std::path::Path) -> Result<&std::path::Path> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        context: format!("creating {}", dir.display()),
+        cause: e,
+    })?;
+    Ok(dir)
+}
