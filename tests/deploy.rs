@@ -201,3 +201,204 @@ fn image_function_is_created_updated_and_left_alone_when_unchanged() {
     assert_eq!(got["Configuration"]["Description"], "d");
     assert_eq!(got["Code"]["ImageUri"], uri2.as_str());
 }
+
+/// A zip spec: `[function]` with the fixture function as its code on provided.al2023.
+fn zip_spec(sb: &Sandbox, name: &str, deploy: &str) -> PathBuf {
+    function_dir(sb);
+    let spec = format!(
+        "platform = \"linux/amd64\"\n[function]\nruntime = \"provided.al2023\"\n\
+         handler = \"handler.handle\"\ncode = \"function\"\n\n[deploy]\npackage = \"zip\"\n{deploy}\n"
+    );
+    let path = sb.work().join(format!("{name}.toml"));
+    fs::write(&path, spec).expect("write spec");
+    path
+}
+
+/// A zip function sent directly (`ZipFile`), then through S3, then a `--zip FILE`: Lambda's
+/// CodeSha256 is the base64 SHA-256 of the zip each time; the same zip again is "unchanged"
+/// and not uploaded to S3 twice.
+#[test]
+fn zip_function_direct_and_through_s3() {
+    let peers = AwsPeers::start();
+    let sb = peers.sandbox();
+    let role = peers.moto.create_role("zip-role");
+    peers.moto.create_bucket("code-bucket");
+    let spec = zip_spec(
+        &sb,
+        "zipfn",
+        &format!("function_name = \"zipfn\"\nrole = \"{role}\""),
+    );
+    // The same zip, written by `lamina zip` from the same spec.
+    let zip = sb.work().join("expected.zip");
+    sb.ok(&strings(&[
+        "zip",
+        "-f",
+        path_str(&spec),
+        "--to",
+        path_str(&zip),
+    ]));
+    let sha = code_sha256(&fs::read(&zip).unwrap());
+
+    let out = sb.ok(&deploy_args(&peers, &spec, &[]));
+    let report = parse_json(&out);
+    assert_eq!(report["code"]["codeSha256"], sha.as_str(), "{report}");
+    assert_eq!(function_report(&report, "zipfn")["outcome"], "created");
+    let got = peers.moto.function("zipfn");
+    assert_eq!(got["Configuration"]["CodeSha256"], sha.as_str(), "{got}");
+    assert_eq!(got["Configuration"]["PackageType"], "Zip");
+    assert_eq!(got["Configuration"]["Runtime"], "provided.al2023");
+    assert_eq!(got["Configuration"]["Handler"], "handler.handle");
+    assert_eq!(got["Configuration"]["Architectures"][0], "x86_64");
+
+    // Same code, through S3 this time: nothing to update.
+    let writes = lambda_writes(&peers, "zipfn");
+    let out = sb.ok(&deploy_args(&peers, &spec, &["--s3-bucket", "code-bucket"]));
+    let report = parse_json(&out);
+    assert_eq!(function_report(&report, "zipfn")["outcome"], "unchanged");
+    assert_eq!(lambda_writes(&peers, "zipfn"), writes);
+    assert_eq!(
+        peers.moto.requests("PUT /code-bucket/"),
+        0,
+        "code no function needs was uploaded:\n{}",
+        peers.moto.log()
+    );
+
+    // A code change, through S3: the object is put once, and Lambda reads it from there.
+    fs::write(function_dir(&sb).join("handler.sh"), "#!/bin/sh\necho v2\n").unwrap();
+    sb.ok(&strings(&[
+        "zip",
+        "-f",
+        path_str(&spec),
+        "--to",
+        path_str(&zip),
+    ]));
+    let sha2 = code_sha256(&fs::read(&zip).unwrap());
+    assert_ne!(sha2, sha);
+    let out = sb.ok(&deploy_args(&peers, &spec, &["--s3-bucket", "code-bucket"]));
+    let report = parse_json(&out);
+    assert_eq!(report["code"]["s3Uploaded"], true, "{report}");
+    let s3 = report["code"]["s3"].as_str().expect("s3 key").to_owned();
+    let key = s3.strip_prefix("s3://code-bucket/").expect("bucket");
+    let size = peers.moto.py(&format!(
+        "out = s3.head_object(Bucket='code-bucket', Key='{key}')['ContentLength']"
+    ));
+    assert_eq!(size, fs::metadata(&zip).unwrap().len());
+    assert_eq!(
+        peers.moto.function("zipfn")["Configuration"]["CodeSha256"],
+        sha2.as_str()
+    );
+    assert_eq!(
+        peers.moto.requests("PUT /code-bucket/"),
+        1,
+        "one PutObject:\n{}",
+        peers.moto.log()
+    );
+
+    // A .zip given as a file, to another function: created with that file's hash.
+    let out = sb.ok(&deploy_args(
+        &peers,
+        &spec,
+        &[
+            "--zip",
+            path_str(&zip),
+            "--function-name",
+            "zipfn2",
+            "--s3-bucket",
+            "code-bucket",
+        ],
+    ));
+    let report = parse_json(&out);
+    assert_eq!(report["code"]["s3Uploaded"], false, "{report}");
+    assert_eq!(peers.moto.requests("PUT /code-bucket/"), 1);
+    assert_eq!(function_report(&report, "zipfn2")["outcome"], "created");
+    assert_eq!(
+        peers.moto.function("zipfn2")["Configuration"]["CodeSha256"],
+        sha2.as_str()
+    );
+}
+
+/// `--publish --alias live`: a version, and the alias created at it; after a code change a
+/// new version and the alias moved.
+#[test]
+fn publish_and_alias() {
+    let peers = AwsPeers::start();
+    let sb = peers.sandbox();
+    let role = peers.moto.create_role("pub-role");
+    let spec = zip_spec(
+        &sb,
+        "pubfn",
+        &format!("function_name = \"pubfn\"\nrole = \"{role}\""),
+    );
+    let out = sb.ok(&deploy_args(&peers, &spec, &["--alias", "live"]));
+    let report = parse_json(&out);
+    let f = function_report(&report, "pubfn");
+    assert_eq!(f["version"], "1", "{report}");
+    assert_eq!(f["alias"], "live");
+    let alias = |name: &str| {
+        peers.moto.py(&format!(
+            "out = lam.get_alias(FunctionName='pubfn', Name='{name}')['FunctionVersion']"
+        ))
+    };
+    assert_eq!(alias("live"), "1");
+
+    fs::write(function_dir(&sb).join("handler.sh"), "#!/bin/sh\necho v2\n").unwrap();
+    let out = sb.ok(&deploy_args(&peers, &spec, &["--alias", "live"]));
+    let f = function_report(&parse_json(&out), "pubfn").clone();
+    assert_eq!(f["version"], "2", "{f}");
+    assert_eq!(alias("live"), "2");
+}
+
+/// Two functions in one spec (`[[deploy.functions]]`) share the one image: each blob is pushed
+/// once, both run the same digest, each with its own command and memory; `--only` picks one.
+#[test]
+fn two_functions_share_one_build() {
+    let peers = AwsPeers::start();
+    let sb = peers.sandbox();
+    let role = peers.moto.create_role("multi-role");
+    peers.moto.create_repository("fns/multi");
+    let spec = image_spec(
+        &sb,
+        "fns/multi",
+        &format!(
+            "role = \"{role}\"\nmemory = 256\n\
+             [[deploy.functions]]\nfunction_name = \"one\"\nhandler = \"one.handle\"\n\
+             [[deploy.functions]]\nfunction_name = \"two\"\nhandler = \"two.handle\"\nmemory = 1024\n"
+        ),
+    );
+    let out = sb.ok(&deploy_args(&peers, &spec, &[]));
+    let report = parse_json(&out);
+    let blobs = report["code"]["blobs"].as_array().expect("blobs");
+    let mut digests: Vec<&str> = blobs
+        .iter()
+        .map(|b| b["digest"].as_str().unwrap())
+        .collect();
+    let n = digests.len();
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), n, "a blob was pushed twice: {report}");
+    let manifest: Value =
+        serde_json::from_slice(&peers.reg.raw_manifest("fns/multi:latest")).unwrap();
+    assert_eq!(
+        n,
+        manifest["layers"].as_array().unwrap().len() + 1,
+        "{report}"
+    );
+    let uri = report["code"]["imageUri"].as_str().unwrap();
+    for (name, handler, memory) in [("one", "one.handle", 256), ("two", "two.handle", 1024)] {
+        assert_eq!(function_report(&report, name)["outcome"], "created");
+        let got = peers.moto.function(name);
+        assert_eq!(got["Code"]["ImageUri"], uri, "{got}");
+        assert_eq!(got["Configuration"]["MemorySize"], memory, "{got}");
+        assert_eq!(
+            got["Configuration"]["ImageConfigResponse"]["ImageConfig"]["Command"][0], handler,
+            "{got}"
+        );
+    }
+
+    let out = sb.ok(&deploy_args(&peers, &spec, &["--only", "two"]));
+    let report = parse_json(&out);
+    assert_eq!(report["functions"].as_array().unwrap().len(), 1);
+    assert_eq!(function_report(&report, "two")["outcome"], "unchanged");
+    let out = sb.fail(&deploy_args(&peers, &spec, &["--only", "three"]));
+    assert_error_names(&out, &["--only three", "one", "two"]);
+}

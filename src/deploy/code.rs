@@ -49,6 +49,8 @@ pub enum Ready {
 pub enum ZipVia {
     /// `ZipFile`: the bytes in the request.
     Direct(aws_sdk_lambda::primitives::Blob),
+    /// Not sent: every function already runs this code.
+    Unsent,
     /// `S3Bucket` / `S3Key`.
     S3 {
         /// The bucket.
@@ -258,12 +260,13 @@ pub async fn zip_file(plan: &Plan, dir: &Path) -> Result<(PathBuf, Platform, Pha
 }
 
 /// Hash the zip and make it sendable: its bytes for a direct upload, or an S3 object (put
-/// once: an object already holding these bytes under the same key is not sent again).
+/// once: an object already holding these bytes under the same key is not sent again); not
+/// read or uploaded at all when no function `needs` it (they all run this `CodeSha256`).
 pub async fn ready_zip(
     path: &Path,
     platform: Platform,
     mut phases: Phases,
-    plan: &Plan,
+    (plan, needs): (&Plan, &dyn Fn(&str) -> bool),
     conf: &aws_config::SdkConfig,
     log: &(dyn Fn(String) + Sync),
 ) -> Result<(Ready, CodeReport)> {
@@ -278,6 +281,7 @@ pub async fn ready_zip(
         ..Default::default()
     };
     let via = match &plan.s3_bucket {
+        _ if !needs(&code_sha256) => ZipVia::Unsent,
         None if size > DIRECT_UPLOAD_LIMIT => {
             return Err(Error::usage(format!(
                 "{}: the .zip is {size} bytes, over Lambda's direct upload limit of {DIRECT_UPLOAD_LIMIT} bytes (50 MB); name an S3 bucket to upload it through (--s3-bucket or [deploy] s3_bucket)",

@@ -203,6 +203,7 @@ fn function_code(code: &Ready) -> FunctionCode {
         Ready::Zip { via, .. } => match via {
             ZipVia::Direct(bytes) => b.zip_file(bytes.clone()),
             ZipVia::S3 { bucket, key } => b.s3_bucket(bucket).s3_key(key),
+            ZipVia::Unsent => b,
         },
     }
     .build()
@@ -293,6 +294,11 @@ async fn update(
             Ready::Zip { via, .. } => match via {
                 ZipVia::Direct(b) => req.zip_file(b.clone()),
                 ZipVia::S3 { bucket, key } => req.s3_bucket(bucket).s3_key(key),
+                ZipVia::Unsent => {
+                    return Err(Error::Internal(format!(
+                        "the .zip for function {name} was not prepared for sending"
+                    )));
+                }
             },
         };
         req.send()

@@ -173,7 +173,13 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
                 })?;
             let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
             _zip_dir = dir;
-            code::ready_zip(&path, platform, phases, plan, &conf, log).await?
+            let needs = |sha: &str| {
+                found.iter().any(|f| {
+                    f.as_ref()
+                        .is_none_or(|f| f.config.code_sha256() != Some(sha))
+                })
+            };
+            code::ready_zip(&path, platform, phases, (plan, &needs), &conf, log).await?
         }
     };
 
