@@ -402,3 +402,102 @@ fn two_functions_share_one_build() {
     let out = sb.fail(&deploy_args(&peers, &spec, &["--only", "three"]));
     assert_error_names(&out, &["--only three", "one", "two"]);
 }
+
+/// Deploys that cannot succeed fail before anything is pushed or changed, with an error
+/// naming the function and what is wrong.
+#[test]
+fn bad_deploys_fail_clearly_before_pushing_or_changing_anything() {
+    let peers = AwsPeers::start();
+    let sb = peers.sandbox();
+    let role = peers.moto.create_role("bad-role");
+    peers.moto.create_repository("fns/bad");
+    let spec = image_spec(
+        &sb,
+        "fns/bad",
+        &format!("function_name = \"good\"\nrole = \"{role}\""),
+    );
+    sb.ok(&deploy_args(&peers, &spec, &[]));
+    let good = peers.moto.function("good");
+    let blobs = peers.reg.blob_count();
+    let unchanged = |out: &Output| {
+        assert_eq!(
+            peers.reg.blob_count(),
+            blobs,
+            "blobs were pushed:\n{}",
+            describe(out)
+        );
+        assert_eq!(
+            peers.moto.function("good")["Configuration"],
+            good["Configuration"],
+            "the function changed:\n{}",
+            describe(out)
+        );
+    };
+
+    // An image for another architecture than the function's.
+    let out = sb.fail(&deploy_args(&peers, &spec, &["--platform", "linux/arm64"]));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_error_names(&out, &["good", "x86_64", "arm64"]);
+    unchanged(&out);
+
+    // Image -> Zip: Lambda cannot switch a function's package type.
+    let zspec = zip_spec(&sb, "switch", "function_name = \"good\"");
+    let out = sb.fail(&deploy_args(&peers, &zspec, &[]));
+    assert_error_names(&out, &["good", "package type", "Image", "Zip"]);
+    unchanged(&out);
+
+    // A new function without a role.
+    let nspec = image_spec(&sb, "fns/new", "function_name = \"newfn\"");
+    let out = sb.fail(&deploy_args(&peers, &nspec, &[]));
+    assert_error_names(&out, &["newfn", "role"]);
+    assert!(peers.moto.function("newfn").is_null());
+    unchanged(&out);
+
+    // ECR in another region, or another account, than the function.
+    let other_region = "docker://123456789012.dkr.ecr.eu-west-1.amazonaws.com/fns/bad:latest";
+    let out = sb.fail(&deploy_args(&peers, &spec, &["--to", other_region]));
+    assert_error_names(&out, &["good", "eu-west-1", "us-east-1"]);
+    unchanged(&out);
+    let other_account = "docker://210987654321.dkr.ecr.us-east-1.amazonaws.com/fns/bad:latest";
+    let out = sb.fail(&deploy_args(&peers, &spec, &["--to", other_account]));
+    assert_error_names(&out, &["good", "210987654321", "123456789012"]);
+    unchanged(&out);
+
+    // Not an ECR registry at all.
+    let out = sb.fail(&deploy_args(
+        &peers,
+        &spec,
+        &["--image", "docker://127.0.0.1:1/x/y:latest"],
+    ));
+    assert_error_names(&out, &["--image", "ECR"]);
+    unchanged(&out);
+
+    // The Lambda gate refuses the image (no ENTRYPOINT or CMD: L005): exit 3, nothing pushed,
+    // no function created.
+    let gspec = sb.work().join("gate.toml");
+    fs::write(
+        &gspec,
+        format!(
+            "base = \"scratch\"\nto = \"docker://{ECR_HOST}/fns/bad:gate\"\n\
+             [[layer]]\nsource = \"function\"\ndest = \"/var/task\"\n\
+             [deploy]\nfunction_name = \"gated\"\nrole = \"{role}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sb.fail(&deploy_args(&peers, &gspec, &[]));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_error_names(&out, &["L005", "nothing was pushed"]);
+    assert!(peers.moto.function("gated").is_null());
+    unchanged(&out);
+
+    // The Lambda API cannot be reached.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = sb.run_env(
+        &deploy_args(&peers, &spec, &[]),
+        None,
+        &[("AWS_ENDPOINT_URL", closed.clone().into())],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_error_names(&out, &["GetFunction", "good", "cannot be reached"]);
+    unchanged(&out);
+}
