@@ -501,3 +501,62 @@ fn bad_deploys_fail_clearly_before_pushing_or_changing_anything() {
     assert_error_names(&out, &["GetFunction", "good", "cannot be reached"]);
     unchanged(&out);
 }
+
+/// `publish_layers`: `[function] layers` published as Lambda layers and attached; a version is
+/// published again only when the layer's files change, and then the function moves to it.
+#[test]
+fn lambda_layers_are_published_only_when_they_change() {
+    let peers = AwsPeers::start();
+    let sb = peers.sandbox();
+    let role = peers.moto.create_role("layer-role");
+    let deps = sb.work().join("deps");
+    fs::create_dir_all(deps.join("python")).unwrap();
+    fs::write(deps.join("python/lib.py"), "X = 1\n").unwrap();
+    function_dir(&sb);
+    let spec = sb.work().join("layers.toml");
+    fs::write(
+        &spec,
+        format!(
+            "[function]\nruntime = \"python3.12\"\nhandler = \"handler.handle\"\ncode = \"function\"\n\
+             layers = [\"deps\"]\n[deploy]\npackage = \"zip\"\npublish_layers = true\n\
+             function_name = \"withlayer\"\nrole = \"{role}\"\n"
+        ),
+    )
+    .unwrap();
+    let layer_of = || {
+        peers.moto.function("withlayer")["Configuration"]["Layers"][0]["Arn"]
+            .as_str()
+            .map(str::to_owned)
+    };
+
+    let report = parse_json(&sb.ok(&deploy_args(&peers, &spec, &[])));
+    let l = &report["layers"][0];
+    assert_eq!(l["name"], "deps", "{report}");
+    assert_eq!(l["published"], true);
+    let arn1 = l["arn"].as_str().unwrap().to_owned();
+    assert!(arn1.ends_with(":layer:deps:1"), "{arn1}");
+    assert_eq!(layer_of().as_deref(), Some(arn1.as_str()));
+
+    // Nothing changed: no new layer version, the function unchanged.
+    let report = parse_json(&sb.ok(&deploy_args(&peers, &spec, &[])));
+    assert_eq!(report["layers"][0]["published"], false, "{report}");
+    assert_eq!(
+        function_report(&report, "withlayer")["outcome"],
+        "unchanged"
+    );
+    assert_eq!(
+        peers.moto.requests("POST /2018-10-31/layers/deps/versions"),
+        1
+    );
+
+    // The layer's files change: version 2, and only the function's Layers updated.
+    fs::write(deps.join("python/lib.py"), "X = 2\n").unwrap();
+    let report = parse_json(&sb.ok(&deploy_args(&peers, &spec, &[])));
+    let arn2 = report["layers"][0]["arn"].as_str().unwrap().to_owned();
+    assert!(arn2.ends_with(":layer:deps:2"), "{report}");
+    assert_eq!(
+        function_report(&report, "withlayer")["changed"],
+        serde_json::json!(["Layers"])
+    );
+    assert_eq!(layer_of().as_deref(), Some(arn2.as_str()));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use lamina::deploy::{Code, FunctionConfig, Plan, Target};
+use lamina::deploy::{Code, FunctionConfig, LayerSource, Plan, Target};
 use lamina::{BuildSpec, DeploySpec, Overrides, PackageKind, SpecFile, flags};
 
 use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
@@ -66,6 +66,10 @@ pub struct DeployArgs {
     /// S3 bucket to upload a .zip through (needed over 50 MB).
     #[arg(long, value_name = "BUCKET")]
     s3_bucket: Option<String>,
+    /// Publish [function] layers as Lambda layers (when their zip changed) and attach them
+    /// (.zip functions).
+    #[arg(long)]
+    publish_layers: bool,
     /// Publish a version after the update.
     #[arg(long)]
     publish: bool,
@@ -98,9 +102,15 @@ impl DeployArgs {
     /// The configuration flags, over `d` (a resolved [`DeploySpec`] entry) and `[function]`.
     fn config(&self, d: &DeploySpec, sf: Option<&SpecFile>) -> anyhow::Result<FunctionConfig> {
         let function = sf.and_then(|s| s.function.as_ref());
-        let mut environment = d.environment.clone();
-        environment.extend(flags::key_values(&self.env, "--env")?);
         let zip = self.kind(sf) == PackageKind::Zip;
+        // An image holds `[function] env` in its config; a .zip has no place for it but
+        // Lambda's environment.
+        let mut environment = match function {
+            Some(f) if zip => f.env.clone(),
+            _ => Default::default(),
+        };
+        environment.extend(d.environment.clone());
+        environment.extend(flags::key_values(&self.env, "--env")?);
         let handler = self.handler.clone().or_else(|| d.handler.clone());
         Ok(FunctionConfig {
             role: self.role.clone().or_else(|| d.role.clone()),
@@ -219,6 +229,26 @@ pub async fn run(a: DeployArgs) -> anyhow::Result<()> {
     let sf = file.as_deref().map(lamina::read_spec_file).transpose()?;
     let targets = a.targets(file.as_deref(), sf.as_ref())?;
     let zip = a.kind(sf.as_ref()) == PackageKind::Zip;
+    let sf_deploy_publish_layers = sf
+        .as_ref()
+        .and_then(|s| s.deploy.as_ref())
+        .and_then(|d| d.publish_layers)
+        .unwrap_or(false);
+    let spec_dir = cwd.join(
+        file.as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("")),
+    );
+    let layer_sources: Vec<LayerSource> = sf
+        .as_ref()
+        .and_then(|s| s.function.as_ref())
+        .map(|f| {
+            f.layers
+                .iter()
+                .map(|l| LayerSource::named_after(spec_dir.join(l)))
+                .collect()
+        })
+        .unwrap_or_default();
     let s3_bucket = a.s3_bucket.clone().or_else(|| {
         sf.as_ref()
             .and_then(|s| s.deploy.as_ref())
@@ -258,7 +288,13 @@ pub async fn run(a: DeployArgs) -> anyhow::Result<()> {
             lamina::Error::usage("--wait-timeout and --functions-jobs must be at least 1").into(),
         );
     }
+    let layers = if a.publish_layers || sf_deploy_publish_layers {
+        layer_sources
+    } else {
+        Vec::new()
+    };
     let plan = Plan {
+        layers,
         code,
         functions: targets,
         s3_bucket,

@@ -259,9 +259,59 @@ pub async fn zip_file(plan: &Plan, dir: &Path) -> Result<(PathBuf, Platform, Pha
     }
 }
 
-/// Hash the zip and make it sendable: its bytes for a direct upload, or an S3 object (put
-/// once: an object already holding these bytes under the same key is not sent again); not
-/// read or uploaded at all when no function `needs` it (they all run this `CodeSha256`).
+/// A zip's SHA-256 as (hex, base64: Lambda's `CodeSha256`) and its size, read on the
+/// blocking pool.
+pub async fn hash(path: &Path) -> Result<(String, String, u64)> {
+    let p = path.to_owned();
+    crate::task::blocking("hashing the .zip", move || hash_file(&p)).await
+}
+
+/// How a zip of `size` bytes whose SHA-256 is `hex` reaches Lambda: its bytes in the request
+/// (up to [`DIRECT_UPLOAD_LIMIT`]) or, with an S3 bucket, an S3 object put once (an object
+/// already holding these bytes under the same key is not sent again). With S3, also
+/// `s3://BUCKET/KEY` and whether it was uploaded now.
+pub async fn zip_via(
+    path: &Path,
+    (hex, size): (&str, u64),
+    plan: &Plan,
+    conf: &aws_config::SdkConfig,
+    log: &(dyn Fn(String) + Sync),
+) -> Result<(ZipVia, Option<(String, bool)>)> {
+    match &plan.s3_bucket {
+        None if size > DIRECT_UPLOAD_LIMIT => Err(Error::usage(format!(
+            "{}: the .zip is {size} bytes, over Lambda's direct upload limit of {DIRECT_UPLOAD_LIMIT} bytes (50 MB); name an S3 bucket to upload it through (--s3-bucket or [deploy] s3_bucket)",
+            path.display()
+        ))),
+        None => {
+            let bytes = std::fs::read(path).at("reading the .zip", path)?;
+            Ok((
+                ZipVia::Direct(aws_sdk_lambda::primitives::Blob::new(bytes)),
+                None,
+            ))
+        }
+        Some(bucket) => {
+            let key = format!("lamina/{hex}.zip");
+            let uploaded = put_once(conf, plan.s3_path_style, bucket, &key, path, size).await?;
+            let url = format!("s3://{bucket}/{key}");
+            log(format!(
+                "{url}: {}",
+                if uploaded {
+                    "uploaded"
+                } else {
+                    "already there"
+                }
+            ));
+            let via = ZipVia::S3 {
+                bucket: bucket.clone(),
+                key,
+            };
+            Ok((via, Some((url, uploaded))))
+        }
+    }
+}
+
+/// Hash the zip and make it sendable (see [`zip_via`]); not read or uploaded at all when no
+/// function `needs` it (they all run this `CodeSha256`).
 pub async fn ready_zip(
     path: &Path,
     platform: Platform,
@@ -270,9 +320,7 @@ pub async fn ready_zip(
     conf: &aws_config::SdkConfig,
     log: &(dyn Fn(String) + Sync),
 ) -> Result<(Ready, CodeReport)> {
-    let p = path.to_owned();
-    let (hex, code_sha256, size) =
-        crate::task::blocking("hashing the .zip", move || hash_file(&p)).await?;
+    let (hex, code_sha256, size) = hash(path).await?;
     let mut report = CodeReport {
         package: "zip".into(),
         code_sha256: Some(code_sha256.clone()),
@@ -280,38 +328,17 @@ pub async fn ready_zip(
         architecture: platform.lambda_name().into(),
         ..Default::default()
     };
-    let via = match &plan.s3_bucket {
-        _ if !needs(&code_sha256) => ZipVia::Unsent,
-        None if size > DIRECT_UPLOAD_LIMIT => {
-            return Err(Error::usage(format!(
-                "{}: the .zip is {size} bytes, over Lambda's direct upload limit of {DIRECT_UPLOAD_LIMIT} bytes (50 MB); name an S3 bucket to upload it through (--s3-bucket or [deploy] s3_bucket)",
-                path.display()
-            )));
-        }
-        None => {
-            let bytes = std::fs::read(path).at("reading the .zip", path)?;
-            ZipVia::Direct(aws_sdk_lambda::primitives::Blob::new(bytes))
-        }
-        Some(bucket) => {
-            let started = Instant::now();
-            let key = format!("lamina/{hex}.zip");
-            let uploaded = put_once(conf, plan.s3_path_style, bucket, &key, path, size).await?;
-            log(format!(
-                "s3://{bucket}/{key}: {}",
-                if uploaded {
-                    "uploaded"
-                } else {
-                    "already there"
-                }
-            ));
+    let via = if needs(&code_sha256) {
+        let started = Instant::now();
+        let (via, s3) = zip_via(path, (&hex, size), plan, conf, log).await?;
+        if let Some((url, uploaded)) = s3 {
             phases.insert("upload".into(), secs(started));
-            report.s3 = Some(format!("s3://{bucket}/{key}"));
+            report.s3 = Some(url);
             report.s3_uploaded = Some(uploaded);
-            ZipVia::S3 {
-                bucket: bucket.clone(),
-                key,
-            }
         }
+        via
+    } else {
+        ZipVia::Unsent
     };
     report.phases = phases;
     Ok((

@@ -11,6 +11,7 @@ mod aws;
 mod code;
 mod config;
 mod function;
+mod layers;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use serde::Serialize;
 pub use code::{CodeReport, DIRECT_UPLOAD_LIMIT};
 pub use config::FunctionConfig;
 pub use function::FunctionReport;
+pub use layers::{LayerReport, LayerSource};
 
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -87,6 +89,9 @@ pub struct Plan {
     pub jobs: usize,
     /// Run the Lambda gate on an `--image` before deploying it (a build runs it before its push).
     pub lambda_check: bool,
+    /// Lambda layers to publish (when their zip changed) and attach before the functions'
+    /// own layer ARNs: .zip deploys only.
+    pub layers: Vec<LayerSource>,
 }
 
 /// What a deploy did, as `--json` prints it.
@@ -97,6 +102,9 @@ pub struct Report {
     pub code: CodeReport,
     /// Each function, in the plan's order.
     pub functions: Vec<FunctionReport>,
+    /// The Lambda layers published or found unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerReport>,
     /// Seconds for the whole deploy.
     pub seconds: f64,
 }
@@ -155,11 +163,18 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
         Code::BuildZip(spec) => (false, Some(spec.platform), None),
         Code::Zip { platform, .. } => (false, Some(*platform), None),
     };
+    if image && !plan.layers.is_empty() {
+        return Err(Error::usage(
+            "Lambda layers are published for .zip functions only: an image holds its layers' files itself ([function] layers are built into /opt)",
+        ));
+    }
     for (t, f) in plan.functions.iter().zip(&found) {
         function::guard(&ctx, t, f.as_ref(), image, arch, ecr.as_ref())?;
     }
 
     let _zip_dir;
+    let mut layers = Vec::new();
+    let mut targets = plan.functions.clone();
     let (ready, code_report) = match (&plan.code, resolved) {
         (_, Some(r)) => r,
         (Code::BuildImage(spec), None) => code::build_image(spec, opts, log).await?,
@@ -172,6 +187,21 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
                     cause: e,
                 })?;
             let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
+            if !plan.layers.is_empty() {
+                layers = layers::publish(
+                    &client,
+                    &ctx.region,
+                    (plan, platform, dir.path()),
+                    &conf,
+                    log,
+                )
+                .await?;
+                for t in &mut targets {
+                    let mut arns: Vec<String> = layers.iter().map(|l| l.arn.clone()).collect();
+                    arns.extend(t.config.layers.take().unwrap_or_default());
+                    t.config.layers = Some(arns);
+                }
+            }
             _zip_dir = dir;
             let needs = |sha: &str| {
                 found.iter().any(|f| {
@@ -184,7 +214,7 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
     };
 
     let mut functions: Vec<FunctionReport> = futures_util::stream::iter(
-        plan.functions
+        targets
             .iter()
             .zip(found)
             .map(|(t, f)| function::apply(&ctx, t, f, &ready)),
@@ -198,6 +228,7 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
     Ok(Report {
         code: code_report,
         functions,
+        layers,
         seconds: code::secs(started),
     })
 }

@@ -27,6 +27,9 @@ pub struct DeploySpec {
     pub package: Option<PackageKind>,
     /// S3 bucket for .zip packages (needed over Lambda's direct-upload limit); only in `[deploy]`.
     pub s3_bucket: Option<String>,
+    /// Publish `[function] layers` as Lambda layers (a version only when a layer's zip
+    /// changed) and attach them, for `package = "zip"`; only in `[deploy]`.
+    pub publish_layers: Option<bool>,
     /// Execution role ARN (required to create a function).
     pub role: Option<String>,
     /// Memory in MB.
@@ -75,9 +78,13 @@ impl DeploySpec {
             .enumerate()
             .map(|(i, f)| {
                 let at = format!("[[deploy.functions]] #{}", i + 1);
-                if !f.functions.is_empty() || f.package.is_some() || f.s3_bucket.is_some() {
+                if !f.functions.is_empty()
+                    || f.package.is_some()
+                    || f.s3_bucket.is_some()
+                    || f.publish_layers.is_some()
+                {
                     return Err(format!(
-                        "{at}: `functions`, `package` and `s3_bucket` belong in [deploy], shared by every function"
+                        "{at}: `functions`, `package`, `s3_bucket` and `publish_layers` belong in [deploy], shared by every function"
                     ));
                 }
                 if f.function_name.is_none() {
@@ -89,6 +96,7 @@ impl DeploySpec {
                     function_name: f.function_name.clone(),
                     package: self.package,
                     s3_bucket: self.s3_bucket.clone(),
+                    publish_layers: self.publish_layers,
                     role: f.role.clone().or_else(|| self.role.clone()),
                     memory: f.memory.or(self.memory),
                     timeout: f.timeout.or(self.timeout),
