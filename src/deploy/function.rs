@@ -76,7 +76,11 @@ impl Ctx<'_> {
         let started = Instant::now();
         let deadline = Instant::now() + self.plan.wait_timeout;
         let s = wait::until_settled(self.client, name, &self.region, deadline).await?;
-        *phases.entry("wait".into()).or_default() += secs(started);
+        let waited = secs(started);
+        if waited >= 1.0 {
+            (self.log)(format!("function {name}: settled after {waited:.1}s"));
+        }
+        *phases.entry("wait".into()).or_default() += waited;
         Ok(s)
     }
 }

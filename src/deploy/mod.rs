@@ -179,12 +179,13 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
         (_, Some(r)) => r,
         (Code::BuildImage(spec), None) => code::build_image(spec, opts, log).await?,
         _ => {
-            let dir = tempfile::Builder::new()
-                .prefix("deploy-")
-                .tempdir_in(ensure_dir(&opts.cache_dir)?)
-                .map_err(|e| Error::Io {
-                    context: format!("creating a directory in {}", opts.cache_dir.display()),
-                    cause: e,
+            // Removed on drop, and on SIGINT/SIGTERM by the staging module.
+            let dir =
+                crate::staging::dir_in(ensure_dir(&opts.cache_dir)?, "deploy-").map_err(|e| {
+                    Error::Io {
+                        context: format!("creating a directory in {}", opts.cache_dir.display()),
+                        cause: e,
+                    }
                 })?;
             let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
             if !plan.layers.is_empty() {
