@@ -200,6 +200,21 @@ fn image_function_is_created_updated_and_left_alone_when_unchanged() {
     assert_eq!(got["Configuration"]["MemorySize"], 512);
     assert_eq!(got["Configuration"]["Description"], "d");
     assert_eq!(got["Code"]["ImageUri"], uri2.as_str());
+
+    // `--image` by tag: the tag resolved to the digest it names, the function pinned to it.
+    let tagged = format!("docker://{ECR_HOST}/fns/app:latest");
+    let out = sb.ok(&deploy_args(
+        &peers,
+        &spec,
+        &["--image", &tagged, "--function-name", "app-copy"],
+    ));
+    let report = parse_json(&out);
+    assert_eq!(function_report(&report, "app-copy")["outcome"], "created");
+    assert_eq!(
+        peers.moto.function("app-copy")["Code"]["ImageUri"],
+        uri2.as_str(),
+        "{report}"
+    );
 }
 
 /// A zip spec: `[function]` with the fixture function as its code on provided.al2023.
