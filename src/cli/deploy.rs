@@ -219,56 +219,44 @@ impl DeployArgs {
     }
 }
 
-/// Deploy, and print one line per function (or the JSON report).
-pub async fn run(a: DeployArgs) -> anyhow::Result<()> {
-    let cwd = cwd()?;
-    let file = match &a.file {
-        Some(f) => Some(f.clone()),
-        None => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
-    };
-    let sf = file.as_deref().map(lamina::read_spec_file).transpose()?;
-    let targets = a.targets(file.as_deref(), sf.as_ref())?;
-    let zip = a.kind(sf.as_ref()) == PackageKind::Zip;
-    let sf_deploy_publish_layers = sf
-        .as_ref()
-        .and_then(|s| s.deploy.as_ref())
-        .and_then(|d| d.publish_layers)
-        .unwrap_or(false);
-    let spec_dir = cwd.join(
-        file.as_deref()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("")),
-    );
-    let layer_sources: Vec<LayerSource> = sf
-        .as_ref()
-        .and_then(|s| s.function.as_ref())
-        .map(|f| {
-            f.layers
-                .iter()
-                .map(|l| LayerSource::named_after(spec_dir.join(l)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let s3_bucket = a.s3_bucket.clone().or_else(|| {
-        sf.as_ref()
-            .and_then(|s| s.deploy.as_ref())
-            .and_then(|d| d.s3_bucket.clone())
-    });
-    let code = if let Some(image) = &a.image {
-        Code::Image {
-            reference: parse_ref(image, &cwd)?,
-            platform: parse_platform(a.platform.as_deref())?,
-        }
-    } else if let Some(z) = &a.zip {
-        let platform = match parse_platform(a.platform.as_deref())? {
-            Some(p) => p,
-            None => a.build_spec(file.as_deref(), sf, &cwd)?.platform,
+impl DeployArgs {
+    /// The Lambda layers to publish: `[function] layers` (paths relative to the spec's
+    /// directory) with `--publish-layers` or `[deploy] publish_layers`, else none.
+    fn layers(&self, file: Option<&Path>, sf: Option<&SpecFile>, cwd: &Path) -> Vec<LayerSource> {
+        let wanted = self.publish_layers
+            || sf
+                .and_then(|s| s.deploy.as_ref())
+                .and_then(|d| d.publish_layers)
+                .unwrap_or(false);
+        let Some(f) = sf.and_then(|s| s.function.as_ref()).filter(|_| wanted) else {
+            return Vec::new();
         };
-        Code::Zip {
-            path: cwd.join(z),
-            platform,
+        let spec_dir = cwd.join(file.and_then(Path::parent).unwrap_or(Path::new("")));
+        f.layers
+            .iter()
+            .map(|l| LayerSource::named_after(spec_dir.join(l)))
+            .collect()
+    }
+
+    /// The code: `--image`, `--zip`, or the spec built as an image or a zip.
+    fn code(&self, file: Option<&Path>, sf: Option<SpecFile>, cwd: &Path) -> anyhow::Result<Code> {
+        let zip = self.kind(sf.as_ref()) == PackageKind::Zip;
+        if let Some(image) = &self.image {
+            return Ok(Code::Image {
+                reference: parse_ref(image, cwd)?,
+                platform: parse_platform(self.platform.as_deref())?,
+            });
         }
-    } else {
+        if let Some(z) = &self.zip {
+            let platform = match parse_platform(self.platform.as_deref())? {
+                Some(p) => p,
+                None => self.build_spec(file, sf, cwd)?.platform,
+            };
+            return Ok(Code::Zip {
+                path: cwd.join(z),
+                platform,
+            });
+        }
         if file.is_none() {
             return Err(lamina::Error::usage(format!(
                 "nothing to deploy: no lamina.toml in {} and no -f FILE, --image REF or --zip FILE given",
@@ -276,35 +264,50 @@ pub async fn run(a: DeployArgs) -> anyhow::Result<()> {
             ))
             .into());
         }
-        let spec = Box::new(a.build_spec(file.as_deref(), sf, &cwd)?);
-        if zip {
+        let spec = Box::new(self.build_spec(file, sf, cwd)?);
+        Ok(if zip {
             Code::BuildZip(spec)
         } else {
             Code::BuildImage(spec)
-        }
-    };
-    if a.wait_timeout == 0 || a.functions_jobs == 0 {
-        return Err(
-            lamina::Error::usage("--wait-timeout and --functions-jobs must be at least 1").into(),
-        );
+        })
     }
-    let layers = if a.publish_layers || sf_deploy_publish_layers {
-        layer_sources
-    } else {
-        Vec::new()
-    };
-    let plan = Plan {
-        layers,
-        code,
-        functions: targets,
-        s3_bucket,
-        s3_path_style: super::env::custom_s3_endpoint(),
-        publish: a.publish || a.alias.is_some(),
-        alias: a.alias.clone(),
-        wait_timeout: Duration::from_secs(a.wait_timeout),
-        jobs: a.functions_jobs,
-        lambda_check: !a.no_lambda_check,
-    };
+
+    /// The whole deploy these flags and the spec describe.
+    fn plan(&self, cwd: &Path) -> anyhow::Result<Plan> {
+        if self.wait_timeout == 0 || self.functions_jobs == 0 {
+            return Err(lamina::Error::usage(
+                "--wait-timeout and --functions-jobs must be at least 1",
+            )
+            .into());
+        }
+        let file = match &self.file {
+            Some(f) => Some(f.clone()),
+            None => Some(PathBuf::from("lamina.toml")).filter(|p| p.is_file()),
+        };
+        let sf = file.as_deref().map(lamina::read_spec_file).transpose()?;
+        let s3_bucket = self.s3_bucket.clone().or_else(|| {
+            sf.as_ref()
+                .and_then(|s| s.deploy.as_ref())
+                .and_then(|d| d.s3_bucket.clone())
+        });
+        Ok(Plan {
+            functions: self.targets(file.as_deref(), sf.as_ref())?,
+            layers: self.layers(file.as_deref(), sf.as_ref(), cwd),
+            s3_bucket,
+            code: self.code(file.as_deref(), sf, cwd)?,
+            s3_path_style: super::env::custom_s3_endpoint(),
+            publish: self.publish || self.alias.is_some(),
+            alias: self.alias.clone(),
+            wait_timeout: Duration::from_secs(self.wait_timeout),
+            jobs: self.functions_jobs,
+            lambda_check: !self.no_lambda_check,
+        })
+    }
+}
+
+/// Deploy, and print one line per function (or the JSON report).
+pub async fn run(a: DeployArgs) -> anyhow::Result<()> {
+    let plan = a.plan(&cwd()?)?;
     let quiet = a.output.quiet;
     let mut opts = a.network.options(quiet)?;
     a.push.apply(&mut opts)?;

@@ -139,78 +139,18 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
     .await?;
     let lookup = code::secs(lookup_started);
 
-    // An --image is read first: its platform is what the functions are checked against.
-    let mut resolved = None;
-    if let Code::Image {
-        reference,
-        platform,
-    } = &plan.code
-    {
-        resolved =
-            Some(code::resolve_image(reference, *platform, plan.lambda_check, opts, log).await?);
-    }
-    let (image, arch, ecr) = match &plan.code {
-        Code::BuildImage(spec) => (
-            true,
-            Some(spec.platform),
-            Some(code::ecr_destination(&spec.to, "`to`")?.0),
-        ),
-        Code::Image { reference, .. } => (
-            true,
-            resolved.as_ref().map(|(r, _)| r.platform()),
-            Some(code::ecr_destination(reference, "--image")?.0),
-        ),
-        Code::BuildZip(spec) => (false, Some(spec.platform), None),
-        Code::Zip { platform, .. } => (false, Some(*platform), None),
-    };
-    if image && !plan.layers.is_empty() {
-        return Err(Error::usage(
-            "Lambda layers are published for .zip functions only: an image holds its layers' files itself ([function] layers are built into /opt)",
-        ));
-    }
-    for (t, f) in plan.functions.iter().zip(&found) {
-        function::guard(&ctx, t, f.as_ref(), image, arch, ecr.as_ref())?;
-    }
-
-    let _zip_dir;
-    let mut layers = Vec::new();
+    let resolved = check(&ctx, opts, &found).await?;
     let mut targets = plan.functions.clone();
-    let (ready, code_report) = match (&plan.code, resolved) {
-        (_, Some(r)) => r,
-        (Code::BuildImage(spec), None) => code::build_image(spec, opts, log).await?,
+    let (ready, code_report, layers, _zip_dir) = match (&plan.code, resolved) {
+        (_, Some((ready, report))) => (ready, report, Vec::new(), None),
+        (Code::BuildImage(spec), None) => {
+            let (ready, report) = code::build_image(spec, opts, log).await?;
+            (ready, report, Vec::new(), None)
+        }
         _ => {
-            // Removed on drop, and on SIGINT/SIGTERM by the staging module.
-            let dir =
-                crate::staging::dir_in(ensure_dir(&opts.cache_dir)?, "deploy-").map_err(|e| {
-                    Error::Io {
-                        context: format!("creating a directory in {}", opts.cache_dir.display()),
-                        cause: e,
-                    }
-                })?;
-            let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
-            if !plan.layers.is_empty() {
-                layers = layers::publish(
-                    &client,
-                    &ctx.region,
-                    (plan, platform, dir.path()),
-                    &conf,
-                    log,
-                )
-                .await?;
-                for t in &mut targets {
-                    let mut arns: Vec<String> = layers.iter().map(|l| l.arn.clone()).collect();
-                    arns.extend(t.config.layers.take().unwrap_or_default());
-                    t.config.layers = Some(arns);
-                }
-            }
-            _zip_dir = dir;
-            let needs = |sha: &str| {
-                found.iter().any(|f| {
-                    f.as_ref()
-                        .is_none_or(|f| f.config.code_sha256() != Some(sha))
-                })
-            };
-            code::ready_zip(&path, platform, phases, (plan, &needs), &conf, log).await?
+            let (ready, report, layers, dir) =
+                zip_code(&ctx, (opts, &conf), &found, &mut targets).await?;
+            (ready, report, layers, Some(dir))
         }
     };
 
@@ -232,6 +172,99 @@ pub async fn deploy(plan: &Plan, opts: &Options, log: &(dyn Fn(String) + Sync)) 
         layers,
         seconds: code::secs(started),
     })
+}
+
+/// Refuse what cannot succeed (see [`function::guard`]) before anything is pushed or changed;
+/// an `--image` is read first (its platform is what the functions are checked against) and
+/// returned ready to send.
+async fn check(
+    ctx: &function::Ctx<'_>,
+    opts: &Options,
+    found: &[Option<function::Found>],
+) -> Result<Option<(code::Ready, CodeReport)>> {
+    let plan = ctx.plan;
+    let mut resolved = None;
+    if let Code::Image {
+        reference,
+        platform,
+    } = &plan.code
+    {
+        resolved = Some(
+            code::resolve_image(reference, *platform, plan.lambda_check, opts, ctx.log).await?,
+        );
+    }
+    let (image, arch, ecr) = match &plan.code {
+        Code::BuildImage(spec) => (
+            true,
+            Some(spec.platform),
+            Some(code::ecr_destination(&spec.to, "`to`")?.0),
+        ),
+        Code::Image { reference, .. } => (
+            true,
+            resolved.as_ref().map(|(r, _)| r.platform()),
+            Some(code::ecr_destination(reference, "--image")?.0),
+        ),
+        Code::BuildZip(spec) => (false, Some(spec.platform), None),
+        Code::Zip { platform, .. } => (false, Some(*platform), None),
+    };
+    if image && !plan.layers.is_empty() {
+        return Err(Error::usage(
+            "Lambda layers are published for .zip functions only: an image holds its layers' files itself ([function] layers are built into /opt)",
+        ));
+    }
+    for (t, f) in plan.functions.iter().zip(found) {
+        function::guard(ctx, t, f.as_ref(), image, arch, ecr.as_ref())?;
+    }
+    Ok(resolved)
+}
+
+/// The .zip code of a deploy, ready to send (not uploaded when every function already runs
+/// it), with the plan's Lambda layers published and put first in each of `targets`' layers.
+/// The staging directory holding the zips is returned: it must outlive the upload.
+async fn zip_code(
+    ctx: &function::Ctx<'_>,
+    (opts, conf): (&Options, &aws_config::SdkConfig),
+    found: &[Option<function::Found>],
+    targets: &mut [Target],
+) -> Result<(
+    code::Ready,
+    CodeReport,
+    Vec<LayerReport>,
+    crate::staging::Dir,
+)> {
+    let plan = ctx.plan;
+    // Removed on drop, and on SIGINT/SIGTERM by the staging module.
+    let dir =
+        crate::staging::dir_in(ensure_dir(&opts.cache_dir)?, "deploy-").map_err(|e| Error::Io {
+            context: format!("creating a directory in {}", opts.cache_dir.display()),
+            cause: e,
+        })?;
+    let (path, platform, phases) = code::zip_file(plan, dir.path()).await?;
+    let mut layers = Vec::new();
+    if !plan.layers.is_empty() {
+        layers = layers::publish(
+            ctx.client,
+            &ctx.region,
+            (plan, platform, dir.path()),
+            conf,
+            ctx.log,
+        )
+        .await?;
+        for t in targets.iter_mut() {
+            let mut arns: Vec<String> = layers.iter().map(|l| l.arn.clone()).collect();
+            arns.extend(t.config.layers.take().unwrap_or_default());
+            t.config.layers = Some(arns);
+        }
+    }
+    let needs = |sha: &str| {
+        found.iter().any(|f| {
+            f.as_ref()
+                .is_none_or(|f| f.config.code_sha256() != Some(sha))
+        })
+    };
+    let (ready, report) =
+        code::ready_zip(&path, platform, phases, (plan, &needs), conf, ctx.log).await?;
+    Ok((ready, report, layers, dir))
 }
 
 /// `dir`, created if missing.
