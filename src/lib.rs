@@ -33,6 +33,7 @@
 mod base;
 mod build;
 mod cache;
+pub mod deploy;
 mod digest;
 mod error;
 mod image;
@@ -65,6 +66,7 @@ pub use registry::ecr::{EcrOptions, TokenCache};
 pub use registry::push::{BlobFate, Fate};
 pub use registry::timing::Deadline;
 pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
+pub use spec::deploy::{DeploySpec, PackageKind};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
 pub use spec::init::{Detected, detect as detect_project, render as render_starter};

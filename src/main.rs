@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use cli::{build, check, copy, exit, init, inspect, invoke, login, run, toolbox, update, zip};
+use cli::{
+    build, check, copy, deploy, exit, init, inspect, invoke, login, run, toolbox, update, zip,
+};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +59,9 @@ enum Command {
     Man(toolbox::ManArgs),
     /// Print the JSON Schema of lamina.toml (for editors: see `#:schema` in lamina init's file).
     Schema(toolbox::SchemaArgs),
+    /// Build (or take) the code and create or update Lambda functions with it, by digest,
+    /// idempotently, waiting until Lambda has settled.
+    Deploy(Box<deploy::DeployArgs>),
 }
 
 /// Run one command, on `main`'s runtime.
@@ -76,6 +81,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Completions(a) => toolbox::completions(a, Cli::command()),
         Command::Man(a) => toolbox::man(a, Cli::command()),
         Command::Schema(a) => toolbox::schema(a),
+        Command::Deploy(a) => deploy::run(*a).await,
     }
 }
 

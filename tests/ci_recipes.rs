@@ -135,7 +135,7 @@ struct Stage {
 impl Stage {
     fn new() -> Stage {
         let moto = MotoServer::start();
-        let (user, password) = moto.ecr_credentials();
+        let (user, password) = moto.registry_credentials();
         let reg = Registry::tls_basic(&user, &password);
         let sandbox = DocSandbox::new();
         // The wrapper: ECR's host name routed to the loopback registry, nothing else changed.

@@ -24,6 +24,7 @@ const SUBCOMMANDS: &[&str] = &[
     "check",
     "zip",
     "update",
+    "deploy",
     "run",
     "invoke",
     "completions",

@@ -39,3 +39,9 @@ pub fn docker_config_dir() -> PathBuf {
 pub fn ssl_cert_file() -> Option<PathBuf> {
     var("SSL_CERT_FILE").map(PathBuf::from)
 }
+
+/// Whether S3 is reached at a custom endpoint (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`):
+/// stand-ins there (moto, MinIO) need path-style bucket addressing.
+pub fn custom_s3_endpoint() -> bool {
+    var("AWS_ENDPOINT_URL_S3").is_some() || var("AWS_ENDPOINT_URL").is_some()
+}

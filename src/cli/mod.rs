@@ -5,6 +5,7 @@
 pub mod build;
 pub mod check;
 pub mod copy;
+pub mod deploy;
 mod env;
 pub mod exit;
 pub mod flags;

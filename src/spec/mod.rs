@@ -1,6 +1,7 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
+pub mod deploy;
 pub mod flags;
 pub mod function;
 pub mod init;
@@ -45,6 +46,8 @@ pub struct SpecFile {
     pub annotations: BTreeMap<String, String>,
     /// Lambda's vocabulary: runtime, handler, code, dependencies, layers, bootstrap.
     pub function: Option<function::FunctionSpec>,
+    /// `[deploy]`: the Lambda function(s) `lamina deploy` creates or updates.
+    pub deploy: Option<deploy::DeploySpec>,
 }
 
 /// One `[[delete]]`: a path of the base to hide with a whiteout.
