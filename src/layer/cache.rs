@@ -3,6 +3,11 @@
 //! path, kind, mode, ownership and link target; for file contents the source's size,
 //! modification and change times (nanoseconds), inode and device; the timestamp, compression
 //! level, and the layer format version. A hit links the cached blob into the build.
+//!
+//! That stat key is the fast first step: it reads no file. When it misses (a moved project, a
+//! fresh clone, another checkout directory), the layer's content key ([`super::key`]: the same
+//! entries with each file's bytes hashed instead of stamped) is looked up in the same records,
+//! so an unchanged layer still hits. Every layer built or found is recorded under both keys.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -116,7 +121,8 @@ impl LayerCache {
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
-        self.dir.join("layers").join(key)
+        // A content key reads `b3:hex`: one file name either way.
+        self.dir.join("layers").join(key.replace(':', "-"))
     }
 
     fn blobs(&self) -> PathBuf {

@@ -43,6 +43,56 @@ pub struct SpecFile {
     pub annotations: BTreeMap<String, String>,
     /// Lambda's vocabulary: runtime, handler, code, dependencies, layers, bootstrap.
     pub function: Option<function::FunctionSpec>,
+    /// The registry build cache: `true` (a `lamina-cache` tag in the destination's
+    /// repository), `false`, or a `docker://REPO[:TAG]` reference.
+    pub cache: Option<CacheField>,
+}
+
+/// `cache` in `lamina.toml`: on, off, or where.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum CacheField {
+    /// `true`: the default place; `false`: no registry cache.
+    On(bool),
+    /// `docker://REPO[:TAG]`.
+    At(String),
+}
+
+/// Where the registry build cache is (`--cache`, the spec's `cache`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheTo {
+    /// A `lamina-cache` tag in the destination's repository (a registry destination only).
+    Destination,
+    /// This repository and tag.
+    At(crate::reference::RegistryRef),
+    /// No registry cache.
+    Off,
+}
+
+impl CacheTo {
+    /// Parse `docker://REPO[:TAG]`: a registry reference whose tag defaults to `lamina-cache`
+    /// (not `latest`: the function's tag must never be the cache's). `what` names the flag or
+    /// field in the message.
+    pub fn parse(s: &str, what: &str) -> std::result::Result<CacheTo, String> {
+        let r: ImageRef = s
+            .parse()
+            .map_err(|e: ParseReferenceError| format!("{what}: {e}"))?;
+        let ImageRef::Docker(mut r) = r else {
+            return Err(format!(
+                "{what} `{s}`: the build cache lives in a registry: write docker://REPO[:TAG]"
+            ));
+        };
+        if r.digest.is_some() {
+            return Err(format!(
+                "{what} `{s}`: the cache is a tag that moves; a digest cannot name it"
+            ));
+        }
+        let last = s.rsplit('/').next().unwrap_or(s);
+        if !last.contains(':') {
+            r.tag = Some(crate::registry::buildcache::DEFAULT_TAG.to_owned());
+        }
+        Ok(CacheTo::At(r))
+    }
 }
 
 /// One `[[delete]]`: a path of the base to hide with a whiteout.
@@ -129,6 +179,10 @@ pub struct Overrides {
     pub no_lambda_check: bool,
     /// Rebuild every layer (`--no-cache`).
     pub no_cache: bool,
+    /// The registry build cache (`--cache`), over the spec's `cache`.
+    pub cache: Option<CacheTo>,
+    /// Rebuild every layer a cache finds and fail if its bytes differ (`--cache-verify`).
+    pub cache_verify: bool,
 }
 
 /// A validated build: absolute paths, parsed references, resolved timestamp.
@@ -163,6 +217,10 @@ pub struct BuildSpec {
     pub lambda_check: bool,
     /// Reuse layers whose inputs did not change (the layer cache).
     pub layer_cache: bool,
+    /// The registry build cache (repository and tag), if any.
+    pub cache: Option<crate::reference::RegistryRef>,
+    /// Rebuild every layer a cache finds, and fail if its bytes differ.
+    pub cache_verify: bool,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -222,6 +280,7 @@ impl BuildSpec {
             )));
         }
         let timestamp = ov.timestamp.unwrap_or(Timestamp::Fixed(0)).seconds()?;
+        let cache = r.cache(ov, sf.cache.as_ref(), &to)?;
 
         Ok(BuildSpec {
             file: path,
@@ -238,6 +297,8 @@ impl BuildSpec {
             fix_permissions: ov.fix_permissions || sf.fix_permissions.unwrap_or(false),
             lambda_check: !ov.no_lambda_check,
             layer_cache: !ov.no_cache,
+            cache,
+            cache_verify: ov.cache_verify,
         })
     }
 }
@@ -292,6 +353,43 @@ impl Resolver<'_> {
             return Err(self.spec_err(message()));
         }
         Ok(to)
+    }
+
+    /// The registry cache: the override, else the spec's `cache`, else none. The default place
+    /// is a `lamina-cache` tag in the destination's repository.
+    fn cache(
+        &self,
+        ov: &Overrides,
+        sf: Option<&CacheField>,
+        to: &ImageRef,
+    ) -> Result<Option<crate::reference::RegistryRef>> {
+        let (choice, flag) = match (&ov.cache, sf) {
+            (Some(c), _) => (c.clone(), true),
+            (None, Some(CacheField::On(true))) => (CacheTo::Destination, false),
+            (None, Some(CacheField::On(false))) | (None, None) => (CacheTo::Off, false),
+            (None, Some(CacheField::At(s))) => (
+                CacheTo::parse(s, "field `cache`").map_err(|e| self.spec_err(e))?,
+                false,
+            ),
+        };
+        match choice {
+            CacheTo::Off => Ok(None),
+            CacheTo::At(r) => Ok(Some(r)),
+            CacheTo::Destination => match to {
+                ImageRef::Docker(d) => Ok(Some(crate::reference::RegistryRef {
+                    tag: Some(crate::registry::buildcache::DEFAULT_TAG.to_owned()),
+                    digest: None,
+                    ..d.clone()
+                })),
+                _ => {
+                    let m = format!(
+                        "{}: the default build cache is a tag in the destination's repository, but {to} is not a registry; name one: docker://REPO[:TAG]",
+                        if flag { "--cache" } else { "field `cache`" }
+                    );
+                    Err(if flag { Error::Usage(m) } else { self.spec_err(m) })
+                }
+            },
+        }
     }
 
     /// The override, else `platform`, else linux/amd64.

@@ -1,0 +1,384 @@
+//! The registry as the build cache: a small OCI artifact that maps layer content keys
+//! ([`crate::layer::key`]) to the layer descriptors built from them, so that a fresh CI runner
+//! skips reading, tarring, compressing and uploading every layer that did not change.
+//!
+//! The artifact is an OCI image manifest (not an index) with its own `artifactType`
+//! ([`ARTIFACT_TYPE`]), the empty config the OCI image spec (1.1) prescribes for artifacts
+//! without a config, and one layer: the mapping document ([`DATA_TYPE`], JSON). It lives under
+//! its own tag (`lamina-cache` in the destination repository by default), never the
+//! function's.
+//!
+//! Reading trusts nothing it cannot check: a manifest of another type, a document that is not
+//! this version's JSON, or a blob whose digest differs is ignored with a warning (the build
+//! then builds). The cache is as trusted as write access to its repository: whoever can push
+//! there can map a key to another layer. `--cache-verify` rebuilds every layer found and fails
+//! when the bytes differ.
+//!
+//! Writing approximates a compare-and-swap (the distribution API has no conditional PUT): read
+//! the artifact, merge the new entries, upload the document, check that the tag still names
+//! what was read, PUT the manifest, wait a moment and read it back; if another runner's write
+//! replaced it without our entries, start again (a bounded number of times). Entries are only
+//! added, so the merge is a union, and the oldest entries are dropped past [`MAX_ENTRIES`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
+use serde::{Deserialize, Serialize};
+
+use super::scope::Scopes;
+use super::{Client, MANIFEST_CAP};
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::reference::RegistryRef;
+
+/// The cache artifact's `artifactType`.
+pub const ARTIFACT_TYPE: &str = "application/vnd.lamina.cache.v1+json";
+/// The media type of the mapping document (the artifact's one layer).
+pub const DATA_TYPE: &str = "application/vnd.lamina.cache.data.v1+json";
+/// The tag the cache has in the destination repository unless `--cache` names another.
+pub const DEFAULT_TAG: &str = "lamina-cache";
+/// The most entries the cache keeps (the oldest are dropped).
+pub const MAX_ENTRIES: usize = 4096;
+/// The largest mapping document read (about 500 bytes an entry).
+const DATA_CAP: usize = 4 << 20;
+/// How many times a write is tried again when another runner moved the tag.
+const WRITE_ATTEMPTS: usize = 8;
+/// How long a write waits before reading its own write back.
+const SETTLE: Duration = Duration::from_millis(150);
+
+const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A blob by digest and size (a layer's file-system index).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// `sha256:…`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One mapping: a content key and the layer built from it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// The compressed layer's digest (the manifest's descriptor).
+    pub digest: String,
+    /// The uncompressed tar's digest (the config's `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// Compressed size.
+    pub size: u64,
+    /// The layer's media type.
+    pub media_type: String,
+    /// The layer's file-system index (what the Lambda checks read), when it was uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Blob>,
+    /// When the entry was added (seconds since the epoch): the oldest go first.
+    pub added: u64,
+}
+
+impl Entry {
+    /// The digests, parsed; `None` for an entry that does not parse (ignored).
+    pub fn digests(&self) -> Option<(Digest, Digest)> {
+        Some((self.digest.parse().ok()?, self.diff_id.parse().ok()?))
+    }
+}
+
+/// The mapping document.
+#[derive(Serialize, Deserialize, Default, Debug)]
+struct Document {
+    version: u32,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// The cache as read: its entries, and the manifest digest the tag named (none when absent).
+#[derive(Default, Debug)]
+pub struct Loaded {
+    /// Content key → layer.
+    pub entries: BTreeMap<String, Entry>,
+    /// The artifact's manifest digest when it was read.
+    pub manifest: Option<Digest>,
+}
+
+/// Read the cache at `r` (a tag). A missing tag is an empty cache; an unreachable, foreign or
+/// corrupt one is an empty cache and a warning to `warn`: the build goes on and builds.
+pub async fn load(client: &Client, r: &RegistryRef, warn: &mut (dyn FnMut(String) + Send)) -> Loaded {
+    match try_load(client, r).await {
+        Ok(l) => l,
+        Err(why) => {
+            warn(format!(
+                "warning: registry cache docker://{r} ignored: {why}"
+            ));
+            Loaded::default()
+        }
+    }
+}
+
+fn tag(r: &RegistryRef) -> &str {
+    r.tag.as_deref().unwrap_or(DEFAULT_TAG)
+}
+
+/// GET `url` into memory, at most `cap` bytes: `None` for 404.
+async fn get_capped(
+    client: &Client,
+    r: &RegistryRef,
+    url: reqwest::Url,
+    accept: &str,
+    cap: usize,
+    what: &str,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let resp = client
+        .send(&Scopes::pull(&r.repository), true, &|http| {
+            Ok(http.get(url.clone()).header(ACCEPT, accept))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        return Err(format!("{what}: the registry answered {}", resp.status()));
+    }
+    let body = client
+        .read_capped(resp, cap, what)
+        .await
+        .map_err(|e| e.to_string())?;
+    if body.over {
+        return Err(format!("{what} is larger than {cap} bytes"));
+    }
+    Ok(Some(body.bytes))
+}
+
+async fn try_load(client: &Client, r: &RegistryRef) -> std::result::Result<Loaded, String> {
+    let url = client.url(&format!("/v2/{}/manifests/{}", r.repository, tag(r)));
+    let Some(bytes) =
+        get_capped(client, r, url, MANIFEST_TYPE, MANIFEST_CAP, "the cache manifest").await?
+    else {
+        return Ok(Loaded::default());
+    };
+    let manifest = Digest::of(&bytes);
+    let data = data_descriptor(&bytes)?;
+    let url = client.url(&format!("/v2/{}/blobs/{}", r.repository, data.digest));
+    let doc = get_capped(client, r, url, "*/*", DATA_CAP, "the cache document")
+        .await?
+        .ok_or_else(|| format!("its document {} is missing", data.digest))?;
+    let got = Digest::of(&doc);
+    if got.to_string() != data.digest || doc.len() as u64 != data.size {
+        return Err(format!(
+            "its document should be {} ({} bytes) but is {got} ({} bytes)",
+            data.digest,
+            data.size,
+            doc.len()
+        ));
+    }
+    let doc: Document = serde_json::from_slice(&doc)
+        .map_err(|e| format!("its document is not lamina's cache JSON: {e}"))?;
+    if doc.version != 1 {
+        return Err(format!("its document is version {}, not 1", doc.version));
+    }
+    Ok(Loaded {
+        entries: doc.entries,
+        manifest: Some(manifest),
+    })
+}
+
+/// The mapping document's descriptor in a cache manifest, if the manifest is lamina's cache.
+fn data_descriptor(bytes: &[u8]) -> std::result::Result<Blob, String> {
+    let m: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("its manifest is not JSON: {e}"))?;
+    let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    if s(&m, "mediaType").as_deref() != Some(MANIFEST_TYPE) {
+        return Err(format!(
+            "its manifest's mediaType is {:?}, not {MANIFEST_TYPE}",
+            s(&m, "mediaType")
+        ));
+    }
+    if s(&m, "artifactType").as_deref() != Some(ARTIFACT_TYPE) {
+        return Err(format!(
+            "its artifactType is {:?}, not {ARTIFACT_TYPE}: not a lamina cache",
+            s(&m, "artifactType")
+        ));
+    }
+    let layer = match m.get("layers").and_then(|l| l.as_array()).map(|l| &l[..]) {
+        Some([one]) if s(one, "mediaType").as_deref() == Some(DATA_TYPE) => one,
+        _ => return Err(format!("it does not hold exactly one {DATA_TYPE} layer")),
+    };
+    let digest = s(layer, "digest").ok_or("its document has no digest")?;
+    digest
+        .parse::<Digest>()
+        .map_err(|e| format!("its document's digest: {e}"))?;
+    let size = layer
+        .get("size")
+        .and_then(|x| x.as_u64())
+        .ok_or("its document has no size")?;
+    Ok(Blob { digest, size })
+}
+
+/// The manifest of a cache artifact whose document is `data`.
+fn manifest_bytes(data: &Blob) -> Vec<u8> {
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_TYPE,
+            "digest": Digest::of(b"{}").to_string(),
+            "size": 2,
+            "data": "e30="
+        },
+        "layers": [{
+            "mediaType": DATA_TYPE,
+            "digest": data.digest,
+            "size": data.size
+        }],
+        "annotations": { "org.opencontainers.image.title": "lamina build cache" }
+    });
+    serde_json::to_vec(&m).expect("JSON serializes")
+}
+
+/// `entries` with `new` added (existing keys kept as they are), at most [`MAX_ENTRIES`]: the
+/// oldest dropped. Whether anything was added.
+fn merge(entries: &mut BTreeMap<String, Entry>, new: &BTreeMap<String, Entry>) -> bool {
+    let mut changed = false;
+    for (k, e) in new {
+        if !entries.contains_key(k) {
+            entries.insert(k.clone(), e.clone());
+            changed = true;
+        }
+    }
+    if entries.len() > MAX_ENTRIES {
+        let mut by_age: Vec<(u64, String)> =
+            entries.iter().map(|(k, e)| (e.added, k.clone())).collect();
+        by_age.sort();
+        let extra = entries.len() - MAX_ENTRIES;
+        for (_, k) in by_age.into_iter().take(extra) {
+            entries.remove(&k);
+        }
+    }
+    changed
+}
+
+/// Add `new` to the cache at `r`: read, merge, write, read back, again while another runner's
+/// write replaced ours (see the module's documentation). Returns how many attempts it took;
+/// an error when the registry refused the write or the tag kept moving.
+pub async fn update(client: &Client, r: &RegistryRef, new: &BTreeMap<String, Entry>) -> Result<usize> {
+    let repo = &r.repository;
+    for attempt in 1..=WRITE_ATTEMPTS {
+        // A corrupt or foreign artifact reads as empty, and is replaced.
+        let before = current(client, r).await?;
+        let read = try_load(client, r).await.unwrap_or_default();
+        let mut entries = read.entries;
+        if !merge(&mut entries, new) && before.is_some() && read.manifest == before {
+            return Ok(attempt);
+        }
+        let doc = serde_json::to_vec(&Document {
+            version: 1,
+            entries,
+        })
+        .expect("JSON serializes");
+        let size = doc.len() as u64;
+        let digest = super::push::push_bytes(client, repo, doc).await?;
+        super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
+        let manifest = manifest_bytes(&Blob {
+            digest: digest.to_string(),
+            size,
+        });
+        // The tag must still name what was read: otherwise merge with the newer one first.
+        if current(client, r).await? != before {
+            backoff(attempt).await;
+            continue;
+        }
+        super::push::put_manifest(client, repo, tag(r), MANIFEST_TYPE, manifest).await?;
+        tokio::time::sleep(SETTLE).await;
+        let back = try_load(client, r).await.unwrap_or_default();
+        if new.keys().all(|k| back.entries.contains_key(k)) {
+            return Ok(attempt);
+        }
+        backoff(attempt).await;
+    }
+    Err(client.fail(
+        None,
+        format!(
+            "registry cache docker://{r}: other builds kept replacing it; {} new entries not saved after {WRITE_ATTEMPTS} attempts",
+            new.len()
+        ),
+    ))
+}
+
+/// A short, varying pause so that two runners retrying together drift apart.
+async fn backoff(attempt: usize) {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64 % 100);
+    tokio::time::sleep(Duration::from_millis(20 * attempt as u64 + jitter)).await;
+}
+
+/// The digest the cache's tag names now (a HEAD request), `None` when it names nothing.
+async fn current(client: &Client, r: &RegistryRef) -> Result<Option<Digest>> {
+    let url = client.url(&format!("/v2/{}/manifests/{}", r.repository, tag(r)));
+    let resp = client
+        .send(&Scopes::pull(&r.repository), true, &|http| {
+            Ok(http.head(url.clone()).header(ACCEPT, MANIFEST_TYPE))
+        })
+        .await?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        return Err(client
+            .unexpected(&format!("checking the cache tag of {}", r.repository), resp)
+            .await);
+    }
+    Ok(resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(added: u64) -> Entry {
+        Entry {
+            digest: Digest::of(&added.to_le_bytes()).to_string(),
+            diff_id: Digest::of(b"x").to_string(),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            index: None,
+            added,
+        }
+    }
+
+    /// Merging keeps existing entries, adds new ones, and drops the oldest past the bound.
+    #[test]
+    fn merge_is_a_bounded_union() {
+        let mut have: BTreeMap<String, Entry> =
+            (0..MAX_ENTRIES as u64).map(|i| (format!("k{i}"), entry(i + 10))).collect();
+        let new: BTreeMap<String, Entry> = [("new".to_owned(), entry(99_999))].into();
+        assert!(merge(&mut have, &new));
+        assert_eq!(have.len(), MAX_ENTRIES);
+        assert!(have.contains_key("new"));
+        assert!(!have.contains_key("k0"), "the oldest entry is dropped");
+        assert!(!merge(&mut have, &new), "nothing new: no change");
+    }
+
+    /// A manifest of another artifactType is not read as the cache.
+    #[test]
+    fn a_foreign_artifact_is_refused() {
+        let data = Blob {
+            digest: Digest::of(b"{}").to_string(),
+            size: 2,
+        };
+        let ours = manifest_bytes(&data);
+        assert_eq!(data_descriptor(&ours).unwrap(), data);
+        let foreign = String::from_utf8(ours)
+            .unwrap()
+            .replace(ARTIFACT_TYPE, "application/vnd.example+json");
+        let why = data_descriptor(foreign.as_bytes()).unwrap_err();
+        assert!(why.contains("not a lamina cache"), "{why}");
+    }
+}
