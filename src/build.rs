@@ -60,6 +60,9 @@ pub struct LayerReport {
     /// Whether the layer came from the base or was written by this build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// For a layer of this build: built, or found in the local or the registry cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<layer::Provenance>,
 }
 
 pub fn platform_string(p: &oci_spec::image::Platform) -> String {
@@ -79,6 +82,7 @@ pub fn layer_reports(layers: &[Layer], with_origin: bool) -> Vec<LayerReport> {
             size: l.size,
             media_type: l.media_type.to_string(),
             origin: with_origin.then_some(l.origin),
+            source: None,
         })
         .collect()
 }
@@ -238,19 +242,31 @@ pub async fn build(
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
-    let (spec2, opts2, streamer2) = (spec.clone(), opts.clone(), streamer.clone());
-    let ((built, what, streams), staging) =
+    let shared = open_cache(spec, opts, session.as_ref(), log).await;
+    let (spec2, opts2, streamer2, shared2) =
+        (spec.clone(), opts.clone(), streamer.clone(), shared.clone());
+    let ((built, what, streams, got), staging) =
         crate::task::blocking("building the layers", move || {
-            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref())?;
+            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref(), shared2)?;
             Ok((built, staging))
         })
         .await?;
+    if let Some(c) = &shared {
+        c.take_warnings().into_iter().for_each(&mut *log);
+    }
+    let to_record: Vec<(String, LayerBlob)> = got
+        .iter()
+        .zip(&built)
+        .filter(|((p, _), _)| *p == layer::Provenance::Built)
+        .filter_map(|((_, k), b)| Some((k.clone()?, b.clone())))
+        .collect();
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
         .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
         .collect();
-    add_layers(&mut image, built, what, &created, log);
+    let sources: Vec<layer::Provenance> = got.iter().map(|(p, _)| *p).collect();
+    add_layers(&mut image, built, what, &sources, &created, log);
     for l in image.layers.iter().filter(|l| l.origin == Origin::New) {
         crate::transport::layout::remember_written(l, &opts.cache_dir);
     }
@@ -289,7 +305,75 @@ pub async fn build(
     )
     .await?;
     drop(base);
-    Ok(report(&spec.to, &rendered, pushed, true))
+    if let Some(c) = &shared {
+        record_cache(c, &to_record, log).await;
+    }
+    let mut report = report(&spec.to, &rendered, pushed, true);
+    let new = report
+        .layers
+        .iter_mut()
+        .filter(|l| l.origin == Some(Origin::New));
+    for (l, p) in new.zip(sources) {
+        l.source = Some(p);
+    }
+    Ok(report)
+}
+
+/// The registry cache of a build (`--cache`), read before the layers are built; `None` without
+/// one, or when its registry cannot be reached (a warning: the build goes on without it).
+async fn open_cache(
+    spec: &BuildSpec,
+    opts: &Options,
+    session: Option<&transport::Session>,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Option<std::sync::Arc<crate::registry::buildcache::Shared>> {
+    let at = spec.cache.clone()?;
+    let same = session.filter(|s| s.client.registry() == at.registry);
+    let client = match same {
+        Some(s) => s.client.clone(),
+        None => match crate::registry::Client::connect(&at.registry, at.api_host(), opts).await {
+            Ok(c) => std::sync::Arc::new(c),
+            Err(e) => {
+                log(format!(
+                    "warning: registry cache docker://{at} not used: {e}"
+                ));
+                return None;
+            }
+        },
+    };
+    let dest = match (&spec.to, same) {
+        (ImageRef::Docker(r), Some(s)) => Some((s.client.clone(), r.repository.clone())),
+        _ => None,
+    };
+    let need_index = spec.lambda_check && matches!(spec.to, ImageRef::Docker(_));
+    let cache_dir = opts.cache_dir.clone();
+    let c = crate::registry::buildcache::Shared::open(at, client, dest, need_index, cache_dir, log)
+        .await;
+    log(format!(
+        "registry cache docker://{}: {} entries",
+        c.at,
+        c.len()
+    ));
+    Some(std::sync::Arc::new(c))
+}
+
+/// Add the layers this build made to the registry cache (a warning if that fails).
+async fn record_cache(
+    c: &crate::registry::buildcache::Shared,
+    built: &[(String, LayerBlob)],
+    log: &mut (dyn FnMut(String) + Send),
+) {
+    match c.record(built).await {
+        Ok(0) => {}
+        Ok(n) => log(format!(
+            "registry cache docker://{}: {n} entries added",
+            c.at
+        )),
+        Err(e) => log(format!(
+            "warning: registry cache docker://{} not updated: {e}",
+            c.at
+        )),
+    }
 }
 
 /// Stack the new layers on `image`, each with its history line, telling `log`.
@@ -297,12 +381,14 @@ fn add_layers(
     image: &mut crate::image::Image,
     built: Vec<LayerBlob>,
     what: Vec<String>,
+    sources: &[layer::Provenance],
     created: &str,
     log: &mut (dyn FnMut(String) + Send),
 ) {
-    for (b, created_by) in built.into_iter().zip(what) {
+    for (i, (b, created_by)) in built.into_iter().zip(what).enumerate() {
+        let from = sources.get(i).map_or("built", |p| p.word());
         log(format!(
-            "layer {} ({} bytes) {created_by}",
+            "layer {} ({} bytes, {from}) {created_by}",
             b.digest, b.size
         ));
         image.push_layer(
@@ -361,7 +447,12 @@ fn own_output(staging: &Staging, spec: &BuildSpec) -> Vec<(u64, u64)> {
         .collect()
 }
 
-type Built = (Vec<LayerBlob>, Vec<String>, Vec<Option<Stream>>);
+type Built = (
+    Vec<LayerBlob>,
+    Vec<String>,
+    Vec<Option<Stream>>,
+    Vec<(layer::Provenance, Option<String>)>,
+);
 
 /// Write the new layers (the deletions' whiteouts first, then each `[[layer]]`) in parallel
 /// into the staging directory, each streamed by `streamer` if there is one: the blobs, their
@@ -371,6 +462,7 @@ fn build_layers(
     opts: &Options,
     staging: &Staging,
     streamer: Option<&Streamer>,
+    shared: Option<std::sync::Arc<crate::registry::buildcache::Shared>>,
 ) -> Result<Built> {
     let lopts = LayerOptions {
         mtime: spec.timestamp,
@@ -385,30 +477,42 @@ fn build_layers(
         layer::cache::LayerCache::refreshing(&opts.cache_dir)
     });
     let skip = own_output(staging, spec);
-    type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
+    type Job<'a> = Box<dyn FnOnce() -> Result<(LayerBlob, Option<Stream>, Got)> + Send + 'a>;
+    type Got = (layer::Provenance, Option<String>);
     let mut jobs: Vec<Job> = Vec::new();
     let mut what = Vec::new();
     if !spec.deletes.is_empty() {
         let blobs = &blobs;
         jobs.push(Box::new(move || {
-            layer::build_whiteouts(&spec.deletes, lopts, blobs)
+            let b = layer::build_whiteouts(&spec.deletes, lopts, blobs)?;
+            Ok((b, None, (layer::Provenance::Built, None)))
         }));
         let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
-    let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
+    let remote = shared
+        .as_ref()
+        .map(|c| move |k: &str, b: &std::path::Path| c.lookup(k, b));
     for l in &spec.layers {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
-        let (tee, stream) = match streamer {
-            Some(s) => {
-                let (tee, stream) = s.start();
-                (Some(tee), Some(stream))
-            }
-            None => (None, None),
-        };
-        streams.push(stream);
+        let remote = remote.as_ref().map(|r| r as layer::Remote);
+        let remote = remote.filter(|_| spec.layer_cache);
+        let verify = spec.cache_verify;
         jobs.push(Box::new(move || {
-            layer::build(l, lopts, blobs, cache, skip, tee)
+            // The upload session opens only for a layer that is actually built.
+            let mut stream = None;
+            let mut tee = || {
+                let (tee, s) = streamer?.start();
+                stream = Some(s);
+                Some(tee)
+            };
+            let how = layer::How {
+                cache,
+                remote,
+                verify,
+            };
+            let got = layer::build_with(l, lopts, blobs, skip, &mut tee, &how)?;
+            Ok((got.blob, stream, (got.provenance, got.key)))
         }));
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
@@ -418,8 +522,15 @@ fn build_layers(
             .unwrap_or_default();
         what.push(format!("lamina: layer {name} -> {}", l.dest));
     }
-    let built = parallel(jobs)?;
-    Ok((built, what, streams))
+    let mut built = Vec::new();
+    let mut streams = Vec::new();
+    let mut got = Vec::new();
+    for (b, s, g) in parallel(jobs)? {
+        built.push(b);
+        streams.push(s);
+        got.push(g);
+    }
+    Ok((built, what, streams, got))
 }
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.

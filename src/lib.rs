@@ -52,6 +52,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{ConfigSpec, Origin};
 pub use lambda::{Finding, Report as CheckReport, Rule, Severity, check};
+pub use layer::Provenance;
 pub use layer::spec::ParseModeError;
 pub use layer::{LayerSpec, Mode};
 pub use platform::{ParsePlatformError, Platform};
@@ -65,6 +66,7 @@ pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
 pub use spec::{BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
+pub use spec::{CacheField, CacheTo};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;
 

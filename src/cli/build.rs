@@ -74,6 +74,13 @@ pub struct BuildArgs {
     /// Rebuild every layer instead of reusing those whose inputs did not change.
     #[arg(long)]
     no_cache: bool,
+    /// Share layers through a registry: docker://REPO[:TAG] (default tag lamina-cache); with
+    /// no value, a lamina-cache tag in the docker:// destination's repository; `none`: off.
+    #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
+    cache: Option<String>,
+    /// Rebuild every layer a cache finds and fail if its bytes differ from the cached ones.
+    #[arg(long)]
+    cache_verify: bool,
     #[command(flatten)]
     output: OutputFlags,
     #[command(flatten)]
@@ -141,6 +148,16 @@ impl BuildArgs {
             fix_permissions: self.fix_permissions,
             no_lambda_check: self.no_lambda_check,
             no_cache: self.no_cache,
+            cache: self
+                .cache
+                .as_deref()
+                .map(|c| match c {
+                    "" => Ok(lamina::CacheTo::Destination),
+                    "none" => Ok(lamina::CacheTo::Off),
+                    c => lamina::CacheTo::parse(c, "--cache").map_err(lamina::Error::usage),
+                })
+                .transpose()?,
+            cache_verify: self.cache_verify,
         })
     }
 }

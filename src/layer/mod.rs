@@ -49,27 +49,6 @@ pub struct LayerOptions {
     pub fix_permissions: bool,
 }
 
-/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory); with a
-/// cache, reuse the layer built last time from the same inputs.
-/// With `tee`, the compressed bytes of a layer that is actually built (not taken from the
-/// cache) are also handed to `tee` as they are written: a registry push can stream them.
-pub fn build(
-    l: &LayerSpec,
-    opts: LayerOptions,
-    blobs: &Path,
-    cache: Option<&cache::LayerCache>,
-    skip: &[(u64, u64)],
-    tee: Option<Tee>,
-) -> Result<LayerBlob> {
-    let mut tee = tee;
-    let how = How {
-        cache,
-        remote: None,
-        verify: false,
-    };
-    build_with(l, opts, blobs, skip, &mut || tee.take(), &how).map(|b| b.blob)
-}
-
 /// Where a layer of a build came from (`--json`'s `source`, and the progress lines).
 #[derive(serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -118,9 +97,11 @@ pub struct Got {
     pub key: Option<String>,
 }
 
-/// [`build`], with a shared cache: the stat-keyed local cache first (no file is read), then
+/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory), unless a
+/// cache has it: the stat-keyed local cache first (no file is read), then
 /// the content key in the local cache, then in `how.remote`; built only when all miss. `tee`
-/// is asked for only when the layer is actually built.
+/// is asked for only when the layer is actually built: it then gets the compressed bytes as
+/// they are written (a registry push streams them).
 pub fn build_with(
     l: &LayerSpec,
     opts: LayerOptions,
@@ -162,7 +143,10 @@ pub fn build_with(
     }
     let remember = |b: &LayerBlob| {
         if let Some(cache) = how.cache {
-            stat_key.iter().chain(&content).for_each(|k| cache.put(k, b));
+            stat_key
+                .iter()
+                .chain(&content)
+                .for_each(|k| cache.put(k, b));
         }
     };
     if !how.verify

@@ -21,6 +21,8 @@
 //! added, so the merge is a union, and the oldest entries are dropped past [`MAX_ENTRIES`].
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -31,6 +33,8 @@ use super::scope::Scopes;
 use super::{Client, MANIFEST_CAP};
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::image::fsindex;
+use crate::layer::LayerBlob;
 use crate::reference::RegistryRef;
 
 /// The cache artifact's `artifactType`.
@@ -104,7 +108,11 @@ pub struct Loaded {
 
 /// Read the cache at `r` (a tag). A missing tag is an empty cache; an unreachable, foreign or
 /// corrupt one is an empty cache and a warning to `warn`: the build goes on and builds.
-pub async fn load(client: &Client, r: &RegistryRef, warn: &mut (dyn FnMut(String) + Send)) -> Loaded {
+pub async fn load(
+    client: &Client,
+    r: &RegistryRef,
+    warn: &mut (dyn FnMut(String) + Send),
+) -> Loaded {
     match try_load(client, r).await {
         Ok(l) => l,
         Err(why) => {
@@ -153,8 +161,15 @@ async fn get_capped(
 
 async fn try_load(client: &Client, r: &RegistryRef) -> std::result::Result<Loaded, String> {
     let url = client.url(&format!("/v2/{}/manifests/{}", r.repository, tag(r)));
-    let Some(bytes) =
-        get_capped(client, r, url, MANIFEST_TYPE, MANIFEST_CAP, "the cache manifest").await?
+    let Some(bytes) = get_capped(
+        client,
+        r,
+        url,
+        MANIFEST_TYPE,
+        MANIFEST_CAP,
+        "the cache manifest",
+    )
+    .await?
     else {
         return Ok(Loaded::default());
     };
@@ -263,7 +278,11 @@ fn merge(entries: &mut BTreeMap<String, Entry>, new: &BTreeMap<String, Entry>) -
 /// Add `new` to the cache at `r`: read, merge, write, read back, again while another runner's
 /// write replaced ours (see the module's documentation). Returns how many attempts it took;
 /// an error when the registry refused the write or the tag kept moving.
-pub async fn update(client: &Client, r: &RegistryRef, new: &BTreeMap<String, Entry>) -> Result<usize> {
+pub async fn update(
+    client: &Client,
+    r: &RegistryRef,
+    new: &BTreeMap<String, Entry>,
+) -> Result<usize> {
     let repo = &r.repository;
     for attempt in 1..=WRITE_ATTEMPTS {
         // A corrupt or foreign artifact reads as empty, and is replaced.
@@ -338,6 +357,238 @@ async fn current(client: &Client, r: &RegistryRef) -> Result<Option<Digest>> {
         .and_then(|v| v.parse().ok()))
 }
 
+/// A build's use of the registry cache: the entries read before the layers are built, the
+/// lookups the layer builders make (from blocking threads), and the entries added afterwards.
+pub struct Shared {
+    /// Where the cache is.
+    pub at: RegistryRef,
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    entries: BTreeMap<String, Entry>,
+    /// A registry destination on the cache's registry: its client and repository (a hit is
+    /// checked, or mounted, there instead of downloaded).
+    dest: Option<(Arc<Client>, String)>,
+    /// The Lambda checks will read the new layers: a hit whose blob is not downloaded needs
+    /// its file-system index.
+    need_index: bool,
+    cache_dir: PathBuf,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// Read the cache at `at` over `client` (warnings to `warn`); `dest` is a registry
+    /// destination on the same registry, if the build has one.
+    pub async fn open(
+        at: RegistryRef,
+        client: Arc<Client>,
+        dest: Option<(Arc<Client>, String)>,
+        need_index: bool,
+        cache_dir: PathBuf,
+        warn: &mut (dyn FnMut(String) + Send),
+    ) -> Shared {
+        let loaded = load(&client, &at, warn).await;
+        Shared {
+            at,
+            client,
+            rt: tokio::runtime::Handle::current(),
+            entries: loaded.entries,
+            dest,
+            need_index,
+            cache_dir,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// How many entries the cache holds.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The warnings lookups gave (a blob that was gone or did not match), once.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn warn(&self, m: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("warning: registry cache docker://{}: {m}", self.at));
+    }
+
+    /// The layer the cache maps `key` to, made available: present in the destination
+    /// registry (checked, or mounted from the cache's repository), or downloaded into `blobs`
+    /// and verified by digest, size and diff_id. Called from blocking code.
+    pub fn lookup(&self, key: &str, blobs: &Path) -> Option<LayerBlob> {
+        let e = self.entries.get(key)?;
+        let Some((digest, diff_id)) = e.digests() else {
+            self.warn(format!("entry {key} does not parse; ignored"));
+            return None;
+        };
+        let found = self.rt.block_on(self.fetch(e, &digest, &diff_id, blobs));
+        match found {
+            Ok(path) => Some(LayerBlob {
+                path: path.unwrap_or_else(|| blobs.join(digest.hex())),
+                digest,
+                diff_id,
+                size: e.size,
+            }),
+            Err(why) => {
+                self.warn(format!(
+                    "{digest} for {key}: {why}; building the layer instead"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Make the blob available; the local path when it was downloaded.
+    async fn fetch(
+        &self,
+        e: &Entry,
+        digest: &Digest,
+        diff_id: &Digest,
+        blobs: &Path,
+    ) -> std::result::Result<Option<PathBuf>, String> {
+        if let Some((dest, repo)) = &self.dest {
+            let there = super::push::has_blob(dest, repo, digest)
+                .await
+                .unwrap_or(false)
+                || (repo != &self.at.repository
+                    && super::push::mount_blob(dest, repo, &self.at.repository, digest)
+                        .await
+                        .unwrap_or(false));
+            if there && (!self.need_index || self.index_ready(e, diff_id).await) {
+                return Ok(None);
+            }
+        }
+        let repo = &self.at.repository;
+        let path = super::pull::fetch_blob(&self.client, repo, digest, e.size, blobs)
+            .await
+            .map_err(|e| e.to_string())?;
+        let p = path.clone();
+        let got = tokio::task::spawn_blocking(move || diff_id_of(&p))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading it: {e}"))?;
+        if &got != diff_id {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!("its uncompressed digest is {got}, not {diff_id}"));
+        }
+        Ok(Some(path))
+    }
+
+    /// The layer's file-system index is remembered locally (downloaded and verified from the
+    /// cache's entry if need be), so the Lambda checks need not read the layer.
+    async fn index_ready(&self, e: &Entry, diff_id: &Digest) -> bool {
+        if fsindex::load(&self.cache_dir, diff_id).is_some() {
+            return true;
+        }
+        let Some(ix) = &e.index else { return false };
+        let url = self
+            .client
+            .url(&format!("/v2/{}/blobs/{}", self.at.repository, ix.digest));
+        let cap = fsindex::MAX_INDEX_BYTES as usize;
+        let Ok(Some(bytes)) = get_capped(&self.client, &self.at, url, "*/*", cap, "an index").await
+        else {
+            return false;
+        };
+        if Digest::of(&bytes).to_string() != ix.digest {
+            self.warn(format!(
+                "index {} does not match its digest; ignored",
+                ix.digest
+            ));
+            return false;
+        }
+        match serde_json::from_slice::<fsindex::FsIndex>(&bytes) {
+            Ok(index) => {
+                fsindex::save(&self.cache_dir, diff_id, &index);
+                fsindex::load(&self.cache_dir, diff_id).is_some()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// After the build: add the layers built (not found) to the cache, their blobs made
+    /// present in the cache's repository and their indexes uploaded. `built` are the content
+    /// keys and layers built. Failing to record never fails the build: the reason is returned
+    /// as a warning.
+    pub async fn record(
+        &self,
+        built: &[(String, LayerBlob)],
+    ) -> std::result::Result<usize, String> {
+        let mut new = BTreeMap::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for (key, b) in built {
+            if self.entries.contains_key(key) || new.contains_key(key) {
+                continue;
+            }
+            self.ensure_blob(b).await.map_err(|e| e.to_string())?;
+            new.insert(
+                key.clone(),
+                Entry {
+                    digest: b.digest.to_string(),
+                    diff_id: b.diff_id.to_string(),
+                    size: b.size,
+                    media_type: LAYER_TYPE.to_owned(),
+                    index: self.push_index(&b.diff_id).await,
+                    added: now,
+                },
+            );
+        }
+        if new.is_empty() {
+            return Ok(0);
+        }
+        update(&self.client, &self.at, &new)
+            .await
+            .map(|_| new.len())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The layer's blob in the cache's repository: already there, mounted from the
+    /// destination's, or uploaded from the file built.
+    async fn ensure_blob(&self, b: &LayerBlob) -> Result<()> {
+        let repo = &self.at.repository;
+        if super::push::has_blob(&self.client, repo, &b.digest).await? {
+            return Ok(());
+        }
+        if let Some((_, from)) = &self.dest
+            && from != repo
+            && super::push::mount_blob(&self.client, repo, from, &b.digest).await?
+        {
+            return Ok(());
+        }
+        super::push::push_file(&self.client, repo, &b.digest, b.size, &b.path).await
+    }
+
+    /// Upload the layer's remembered file-system index (when the Lambda checks made one).
+    async fn push_index(&self, diff_id: &Digest) -> Option<Blob> {
+        let index = fsindex::load(&self.cache_dir, diff_id)?;
+        let bytes = serde_json::to_vec(&index).ok()?;
+        let size = bytes.len() as u64;
+        let digest = super::push::push_bytes(&self.client, &self.at.repository, bytes)
+            .await
+            .ok()?;
+        Some(Blob {
+            digest: digest.to_string(),
+            size,
+        })
+    }
+}
+
+/// The media type of the layers lamina builds.
+const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// The sha256 of a gzip blob's uncompressed bytes.
+fn diff_id_of(path: &Path) -> std::io::Result<Digest> {
+    let f = crate::image::blob::open_regular(path)?;
+    let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, f));
+    crate::digest::hash_reader(gz).map(|(d, _)| d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,8 +607,9 @@ mod tests {
     /// Merging keeps existing entries, adds new ones, and drops the oldest past the bound.
     #[test]
     fn merge_is_a_bounded_union() {
-        let mut have: BTreeMap<String, Entry> =
-            (0..MAX_ENTRIES as u64).map(|i| (format!("k{i}"), entry(i + 10))).collect();
+        let mut have: BTreeMap<String, Entry> = (0..MAX_ENTRIES as u64)
+            .map(|i| (format!("k{i}"), entry(i + 10)))
+            .collect();
         let new: BTreeMap<String, Entry> = [("new".to_owned(), entry(99_999))].into();
         assert!(merge(&mut have, &new));
         assert_eq!(have.len(), MAX_ENTRIES);

@@ -667,10 +667,36 @@ pub(crate) async fn push_bytes(client: &Client, repo: &str, bytes: Vec<u8>) -> R
         data: Data::Bytes(Arc::new(bytes)),
         mount_from: None,
     };
-    let bar = client.opts.progress.blob("push", &job.digest.to_string(), job.size);
+    let bar = client
+        .opts
+        .progress
+        .blob("push", &job.digest.to_string(), job.size);
     let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
     bar.finish(fate.word());
     Ok(job.digest)
+}
+
+/// Upload the blob file at `path` to `repo` unless the registry has it already.
+pub(crate) async fn push_file(
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    path: &std::path::Path,
+) -> Result<()> {
+    let job = Job {
+        digest: digest.clone(),
+        size,
+        data: Data::File(path.to_owned()),
+        mount_from: None,
+    };
+    let bar = client
+        .opts
+        .progress
+        .blob("push", &job.digest.to_string(), job.size);
+    let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
+    bar.finish(fate.word());
+    Ok(())
 }
 
 /// Whether `repo` holds blob `digest` (a HEAD request).

@@ -386,7 +386,11 @@ impl Resolver<'_> {
                         "{}: the default build cache is a tag in the destination's repository, but {to} is not a registry; name one: docker://REPO[:TAG]",
                         if flag { "--cache" } else { "field `cache`" }
                     );
-                    Err(if flag { Error::Usage(m) } else { self.spec_err(m) })
+                    Err(if flag {
+                        Error::Usage(m)
+                    } else {
+                        self.spec_err(m)
+                    })
                 }
             },
         }
