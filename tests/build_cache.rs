@@ -158,6 +158,16 @@ fn fresh_runners_share_layers_through_the_registry() {
         blob_fates(&r2).values().all(|(_, f)| f == "skipped"),
         "{r2}"
     );
+    // Nor downloaded: the Lambda checks read the layers' indexes the cache recorded.
+    for l in r2["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["origin"] == "new")
+    {
+        let d = l["digest"].as_str().unwrap();
+        assert_eq!(proxy.count("GET", d), 0, "layer {d} was downloaded");
+    }
     assert_eq!(digest(&r2), digest(&r1));
 
     proxy.reset_counts();
