@@ -452,14 +452,30 @@ impl Shared {
         blobs: &Path,
     ) -> std::result::Result<Option<PathBuf>, String> {
         if let Some((dest, repo)) = &self.dest {
-            let there = super::push::has_blob(dest, repo, digest)
+            let mut size = super::push::blob_size(dest, repo, digest)
                 .await
-                .unwrap_or(false)
-                || (repo != &self.at.repository
-                    && super::push::mount_blob(dest, repo, &self.at.repository, digest)
-                        .await
-                        .unwrap_or(false));
-            if there && (!self.need_index || self.index_ready(e, diff_id).await) {
+                .ok()
+                .flatten();
+            if size.is_none()
+                && repo != &self.at.repository
+                && super::push::mount_blob(dest, repo, &self.at.repository, digest)
+                    .await
+                    .unwrap_or(false)
+            {
+                size = super::push::blob_size(dest, repo, digest)
+                    .await
+                    .ok()
+                    .flatten();
+            }
+            if let Some(s) = size
+                && s != e.size
+            {
+                return Err(format!(
+                    "the registry has it with {s} bytes, the entry says {}",
+                    e.size
+                ));
+            }
+            if size.is_some() && (!self.need_index || self.index_ready(e, diff_id).await) {
                 return Ok(None);
             }
         }

@@ -704,6 +704,32 @@ pub(crate) async fn has_blob(client: &Client, repo: &str, digest: &Digest) -> Re
     exists(client, &Scopes::push(repo), repo, digest).await
 }
 
+/// The size `repo` says blob `digest` has (a HEAD request's `Content-Length`); `None` when it
+/// does not hold the blob.
+pub(crate) async fn blob_size(client: &Client, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let resp = client
+        .send(
+            &Scopes::push(repo),
+            true,
+            &|http| Ok(http.head(url.clone())),
+        )
+        .await?;
+    match resp.status() {
+        s if s.is_success() => Ok(Some(
+            resp.headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(client
+            .unexpected(&format!("checking blob {digest} in {repo}"), resp)
+            .await),
+    }
+}
+
 /// Mount blob `digest` from repository `from` of the same registry into `repo`: true when the
 /// registry mounted it (an upload session it opened instead is cancelled).
 pub(crate) async fn mount_blob(

@@ -515,6 +515,25 @@ mod tests {
     use super::*;
     use crate::layer::Mode;
 
+    /// `--cache docker://REPO` gets the tag lamina-cache, never latest; a tag written is kept;
+    /// a local reference is refused, naming the flag.
+    #[test]
+    fn a_cache_reference_defaults_to_the_lamina_cache_tag() {
+        let CacheTo::At(r) = CacheTo::parse("docker://127.0.0.1:5000/team/fn", "--cache").unwrap()
+        else {
+            panic!("not a registry reference");
+        };
+        assert_eq!(r.tag.as_deref(), Some("lamina-cache"));
+        assert_eq!(r.repository, "team/fn");
+        let CacheTo::At(r) = CacheTo::parse("docker://127.0.0.1:5000/c:ci", "--cache").unwrap()
+        else {
+            panic!("not a registry reference");
+        };
+        assert_eq!(r.tag.as_deref(), Some("ci"));
+        let e = CacheTo::parse("oci:dir", "--cache").unwrap_err();
+        assert!(e.contains("--cache") && e.contains("docker://"), "{e}");
+    }
+
     fn parse(text: &str) -> Result<SpecFile> {
         toml::from_str(text).map_err(|e| Error::Spec {
             file: "lamina.toml".into(),
