@@ -313,3 +313,51 @@ fn a_foreign_or_corrupt_cache_is_ignored_with_a_warning() {
     assert_eq!(digest(&r), expected);
     verify_layout_blobs(&t.path().join("out"));
 }
+
+/// `--cache-verify` rebuilds what a cache finds: a content key mapped to another layer (here
+/// in the local cache, whose records are files) makes the build fail, naming both digests.
+#[test]
+fn cache_verify_fails_loudly_on_a_wrong_entry() {
+    let t = TempDir::new().unwrap();
+    let a = checkout(t.path(), "a", HANDLER, DEP);
+    let b = checkout(t.path(), "b", &HANDLER.replace('1', "2"), DEP);
+    let sb = Sandbox::new(vec![]);
+    let (ra, _) = build(&sb, &a, &oci_ref(&t.path().join("oa"), "latest"), &[]);
+    let (rb, _) = build(&sb, &b, &oci_ref(&t.path().join("ob"), "latest"), &[]);
+    let code = |r: &Value| {
+        r["layers"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (code_a, code_b) = (code(&ra), code(&rb));
+    assert_ne!(code_a, code_b);
+    // The content-key record of a's code layer now names b's.
+    let records = sb.root().join("cache/layers");
+    let by_content = |digest: &str| {
+        fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name().unwrap().to_string_lossy().starts_with("b3-")
+                    && fs::read_to_string(p).unwrap().contains(digest)
+            })
+            .unwrap_or_else(|| panic!("no content-key record for {digest}"))
+    };
+    fs::copy(by_content(&code_b), by_content(&code_a)).unwrap();
+
+    let moved = checkout(t.path(), "moved/a", HANDLER, DEP);
+    let mut args = strings(&["build", "-f", path_str(&moved.join("lamina.toml"))]);
+    args.extend(strings(&["--to", &oci_ref(&t.path().join("oc"), "latest")]));
+    args.push("--cache-verify".into());
+    let out = sb.fail(&args);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("--cache-verify") && err.contains(&code_a) && err.contains(&code_b),
+        "{err}"
+    );
+    assert!(
+        !t.path().join("oc").exists(),
+        "nothing written on a mismatch"
+    );
+}
