@@ -251,15 +251,7 @@ pub async fn build(
             Ok((built, staging))
         })
         .await?;
-    if let Some(c) = &shared {
-        c.take_warnings().into_iter().for_each(&mut *log);
-    }
-    let to_record: Vec<(String, LayerBlob)> = got
-        .iter()
-        .zip(&built)
-        .filter(|((p, _), _)| *p == layer::Provenance::Built)
-        .filter_map(|((_, k), b)| Some((k.clone()?, b.clone())))
-        .collect();
+    let to_record = built_by_key(&got, &built, shared.as_deref(), log);
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
@@ -308,15 +300,37 @@ pub async fn build(
     if let Some(c) = &shared {
         record_cache(c, &to_record, log).await;
     }
-    let mut report = report(&spec.to, &rendered, pushed, true);
+    Ok(with_sources(
+        report(&spec.to, &rendered, pushed, true),
+        &sources,
+    ))
+}
+
+/// The report with each new layer's source (built, local or registry cache).
+fn with_sources(mut report: Report, sources: &[layer::Provenance]) -> Report {
     let new = report
         .layers
         .iter_mut()
         .filter(|l| l.origin == Some(Origin::New));
-    for (l, p) in new.zip(sources) {
-        l.source = Some(p);
-    }
-    Ok(report)
+    new.zip(sources).for_each(|(l, p)| l.source = Some(*p));
+    report
+}
+
+/// The layers this build actually built, by content key (for the registry cache), after
+/// telling `log` what its lookups warned about.
+fn built_by_key(
+    got: &[(layer::Provenance, Option<String>)],
+    built: &[LayerBlob],
+    shared: Option<&crate::registry::buildcache::Shared>,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Vec<(String, LayerBlob)> {
+    let Some(c) = shared else { return Vec::new() };
+    c.take_warnings().into_iter().for_each(&mut *log);
+    got.iter()
+        .zip(built)
+        .filter(|((p, _), _)| *p == layer::Provenance::Built)
+        .filter_map(|((_, k), b)| Some((k.clone()?, b.clone())))
+        .collect()
 }
 
 /// The registry cache of a build (`--cache`), read before the layers are built; `None` without

@@ -163,21 +163,8 @@ pub fn build_with(
     let built = gzip_blob(blobs, opts.compression_level, tee(), |w| {
         tar::write_tar(&c.entries, &mut input, opts.mtime, w).map(|_| ())
     })?;
-    if let Some((hit, provenance)) = found
-        && (hit.digest != built.digest || hit.diff_id != built.diff_id)
-    {
-        return Err(Error::image(
-            format!("layer {}", l.source.display()),
-            format!(
-                "--cache-verify: the {} gave {} (diff_id {}) for content key {}, but building the layer gives {} (diff_id {}): the cache is wrong or was tampered with",
-                provenance.word(),
-                hit.digest,
-                hit.diff_id,
-                content.as_deref().unwrap_or("?"),
-                built.digest,
-                built.diff_id
-            ),
-        ));
+    if let Some((hit, provenance)) = &found {
+        same_bytes(l, hit, *provenance, content.as_deref(), &built)?;
     }
     remember(&built);
     Ok(Got {
@@ -185,6 +172,31 @@ pub fn build_with(
         provenance: Provenance::Built,
         key: content,
     })
+}
+
+/// `--cache-verify`: the layer a cache gave must be the one just built.
+fn same_bytes(
+    l: &LayerSpec,
+    hit: &LayerBlob,
+    provenance: Provenance,
+    key: Option<&str>,
+    built: &LayerBlob,
+) -> Result<()> {
+    if hit.digest == built.digest && hit.diff_id == built.diff_id {
+        return Ok(());
+    }
+    Err(Error::image(
+        format!("layer {}", l.source.display()),
+        format!(
+            "--cache-verify: the {} gave {} (diff_id {}) for content key {}, but building the layer gives {} (diff_id {}): the cache is wrong or was tampered with",
+            provenance.word(),
+            hit.digest,
+            hit.diff_id,
+            key.unwrap_or("?"),
+            built.digest,
+            built.diff_id
+        ),
+    ))
 }
 
 /// Build the whiteout layer that deletes `paths` (no leading `/`) from the base.
