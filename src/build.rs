@@ -378,9 +378,13 @@ async fn record_cache(
     log: &mut (dyn FnMut(String) + Send),
 ) {
     match c.record(built).await {
-        Ok(0) => {}
-        Ok(n) => log(format!(
+        Ok((0, _)) => {}
+        Ok((n, 1)) => log(format!(
             "registry cache docker://{}: {n} entries added",
+            c.at
+        )),
+        Ok((n, k)) => log(format!(
+            "registry cache docker://{}: {n} entries added (another build wrote it too: {k} attempts)",
             c.at
         )),
         Err(e) => log(format!(

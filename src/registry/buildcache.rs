@@ -528,12 +528,12 @@ impl Shared {
 
     /// After the build: add the layers built (not found) to the cache, their blobs made
     /// present in the cache's repository and their indexes uploaded. `built` are the content
-    /// keys and layers built. Failing to record never fails the build: the reason is returned
-    /// as a warning.
+    /// keys and layers built. Returns how many entries were added and the attempts the write
+    /// took. Failing to record never fails the build: the reason is returned as a warning.
     pub async fn record(
         &self,
         built: &[(String, LayerBlob)],
-    ) -> std::result::Result<usize, String> {
+    ) -> std::result::Result<(usize, usize), String> {
         let mut new = BTreeMap::new();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -556,11 +556,11 @@ impl Shared {
             );
         }
         if new.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         update(&self.client, &self.at, &new)
             .await
-            .map(|_| new.len())
+            .map(|attempts| (new.len(), attempts))
             .map_err(|e| e.to_string())
     }
 
