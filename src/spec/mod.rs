@@ -534,6 +534,42 @@ mod tests {
         assert!(e.contains("--cache") && e.contains("docker://"), "{e}");
     }
 
+    /// The spec's `cache = true` is the lamina-cache tag in a registry destination's
+    /// repository; with a layout destination it is an error naming the field; `--cache none`
+    /// turns it off.
+    #[test]
+    fn the_spec_cache_field_follows_the_destination() {
+        let sf = |to: &str| SpecFile {
+            to: Some(to.into()),
+            cache: Some(CacheField::On(true)),
+            ..Default::default()
+        };
+        let file = Path::new("/p/lamina.toml");
+        let ov = Overrides::default();
+        let b = BuildSpec::resolve(
+            Some((file, sf("docker://r.example/team/fn:v1"))),
+            &ov,
+            Path::new("/"),
+        )
+        .unwrap();
+        let c = b.cache.unwrap();
+        assert_eq!(
+            (c.repository.as_str(), c.tag.as_deref()),
+            ("team/fn", Some("lamina-cache"))
+        );
+        let e = BuildSpec::resolve(Some((file, sf("oci:out"))), &ov, Path::new("/")).unwrap_err();
+        assert!(
+            matches!(e, Error::Spec { .. }) && e.to_string().contains("field `cache`"),
+            "{e}"
+        );
+        let off = Overrides {
+            cache: Some(CacheTo::Off),
+            ..Default::default()
+        };
+        let b = BuildSpec::resolve(Some((file, sf("oci:out"))), &off, Path::new("/")).unwrap();
+        assert_eq!(b.cache, None);
+    }
+
     fn parse(text: &str) -> Result<SpecFile> {
         toml::from_str(text).map_err(|e| Error::Spec {
             file: "lamina.toml".into(),
