@@ -508,13 +508,14 @@ fn build_layers(
         let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
+    // `--no-cache` finds nothing in the registry cache either, but still records there.
+    let reuse = spec.layer_cache;
     let remote = shared
         .as_ref()
-        .map(|c| move |k: &str, b: &std::path::Path| c.lookup(k, b));
+        .map(|c| move |k: &str, b: &std::path::Path| if reuse { c.lookup(k, b) } else { None });
     for l in &spec.layers {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
         let remote = remote.as_ref().map(|r| r as layer::Remote);
-        let remote = remote.filter(|_| spec.layer_cache);
         let verify = spec.cache_verify;
         jobs.push(Box::new(move || {
             // The upload session opens only for a layer that is actually built.

@@ -71,6 +71,11 @@ impl LayerCache {
         }
     }
 
+    /// Whether this cache reuses nothing (`--no-cache`).
+    pub fn is_refreshing(&self) -> bool {
+        self.refresh
+    }
+
     /// The key of a layer: its entries and where their bytes come from, and the options.
     pub fn key(entries: &[Entry], zip: Option<&Path>, opts: &LayerOptions) -> Result<String> {
         let mut h = Sha256::new();

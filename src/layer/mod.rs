@@ -129,7 +129,10 @@ pub fn build_with(
             key: None,
         });
     }
-    let content = match how.cache.is_some() || how.remote.is_some() {
+    // The content key reads every file once more: worth it when it can find the layer (or,
+    // with a registry cache, record it), not for a `--no-cache` build that could only record it.
+    let lookup = how.cache.is_some_and(|c| !c.is_refreshing()) || how.remote.is_some();
+    let content = match lookup {
         true => Some(key::content_key(&c.entries, zip, l, &opts)?),
         false => None,
     };

@@ -49,8 +49,9 @@ pub const MAX_ENTRIES: usize = 4096;
 const DATA_CAP: usize = 4 << 20;
 /// How many times a write is tried again when another runner moved the tag.
 const WRITE_ATTEMPTS: usize = 8;
-/// How long a write waits before reading its own write back.
+/// How long a write waits, at least and at most, before reading its own write back.
 const SETTLE: Duration = Duration::from_millis(150);
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -305,12 +306,17 @@ pub async fn update(
             size,
         });
         // The tag must still name what was read: otherwise merge with the newer one first.
+        let started = std::time::Instant::now();
         if current(client, r).await? != before {
             backoff(attempt).await;
             continue;
         }
         super::push::put_manifest(client, repo, tag(r), MANIFEST_TYPE, manifest).await?;
-        tokio::time::sleep(SETTLE).await;
+        // Another writer is at risk of overwriting us if it checked the tag before our PUT and
+        // puts after our read-back: wait several times what that check-and-put took us, so a
+        // slow registry or a loaded machine widens the wait with the window.
+        let settle = (started.elapsed() * 4).clamp(SETTLE, MAX_SETTLE);
+        tokio::time::sleep(settle).await;
         let back = try_load(client, r).await.unwrap_or_default();
         if new.keys().all(|k| back.entries.contains_key(k)) {
             return Ok(attempt);
@@ -558,6 +564,11 @@ impl Shared {
         if new.is_empty() {
             return Ok((0, 0));
         }
+        // ECR refuses pushes to a repository that does not exist (created with --create-repo).
+        self.client
+            .ensure_repository(&self.at.repository)
+            .await
+            .map_err(|e| e.to_string())?;
         update(&self.client, &self.at, &new)
             .await
             .map(|attempts| (new.len(), attempts))
