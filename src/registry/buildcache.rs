@@ -125,6 +125,34 @@ pub async fn load(
     }
 }
 
+/// Why the cache was not read: the registry could not be asked (perhaps for a moment), or
+/// what it holds under the tag is not a lamina cache (it is then replaced by the next write).
+#[derive(Debug)]
+enum Unread {
+    Unreachable(String),
+    Foreign(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Unreachable(m) | Unread::Foreign(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for Unread {
+    fn from(m: String) -> Unread {
+        Unread::Foreign(m)
+    }
+}
+
+impl From<&str> for Unread {
+    fn from(m: &str) -> Unread {
+        Unread::Foreign(m.to_owned())
+    }
+}
+
 fn tag(r: &RegistryRef) -> &str {
     r.tag.as_deref().unwrap_or(DEFAULT_TAG)
 }
@@ -137,30 +165,32 @@ async fn get_capped(
     accept: &str,
     cap: usize,
     what: &str,
-) -> std::result::Result<Option<Vec<u8>>, String> {
+) -> std::result::Result<Option<Vec<u8>>, Unread> {
+    let unreachable = |e: crate::error::Error| Unread::Unreachable(e.to_string());
     let resp = client
         .send(&Scopes::pull(&r.repository), true, &|http| {
             Ok(http.get(url.clone()).header(ACCEPT, accept))
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unreachable)?;
     if resp.status() == StatusCode::NOT_FOUND {
         return Ok(None);
     }
     if !resp.status().is_success() {
-        return Err(format!("{what}: the registry answered {}", resp.status()));
+        let m = format!("{what}: the registry answered {}", resp.status());
+        return Err(Unread::Unreachable(m));
     }
     let body = client
         .read_capped(resp, cap, what)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unreachable)?;
     if body.over {
-        return Err(format!("{what} is larger than {cap} bytes"));
+        return Err(format!("{what} is larger than {cap} bytes").into());
     }
     Ok(Some(body.bytes))
 }
 
-async fn try_load(client: &Client, r: &RegistryRef) -> std::result::Result<Loaded, String> {
+async fn try_load(client: &Client, r: &RegistryRef) -> std::result::Result<Loaded, Unread> {
     let url = client.url(&format!("/v2/{}/manifests/{}", r.repository, tag(r)));
     let Some(bytes) = get_capped(
         client,
@@ -187,12 +217,13 @@ async fn try_load(client: &Client, r: &RegistryRef) -> std::result::Result<Loade
             data.digest,
             data.size,
             doc.len()
-        ));
+        )
+        .into());
     }
     let doc: Document = serde_json::from_slice(&doc)
         .map_err(|e| format!("its document is not lamina's cache JSON: {e}"))?;
     if doc.version != 1 {
-        return Err(format!("its document is version {}, not 1", doc.version));
+        return Err(format!("its document is version {}, not 1", doc.version).into());
     }
     Ok(Loaded {
         entries: doc.entries,
@@ -288,7 +319,16 @@ pub async fn update(
     for attempt in 1..=WRITE_ATTEMPTS {
         // A corrupt or foreign artifact reads as empty, and is replaced.
         let before = current(client, r).await?;
-        let read = try_load(client, r).await.unwrap_or_default();
+        let read = match try_load(client, r).await {
+            Ok(l) => l,
+            // Replaced by this write.
+            Err(Unread::Foreign(_)) => Loaded::default(),
+            // Never write over entries that could not be read.
+            Err(Unread::Unreachable(_)) => {
+                backoff(attempt).await;
+                continue;
+            }
+        };
         let mut entries = read.entries;
         if !merge(&mut entries, new) && before.is_some() && read.manifest == before {
             return Ok(attempt);
