@@ -242,7 +242,15 @@ pub async fn build(
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
-    let shared = open_cache(spec, opts, session.as_ref(), log).await;
+    let shared = crate::registry::buildcache::Shared::for_build(
+        spec.cache.clone(),
+        &spec.to,
+        session.as_ref().map(|s| s.client.clone()),
+        spec.lambda_check,
+        opts,
+        log,
+    )
+    .await;
     let (spec2, opts2, streamer2, shared2) =
         (spec.clone(), opts.clone(), streamer.clone(), shared.clone());
     let ((built, what, streams, got), staging) =
@@ -251,7 +259,7 @@ pub async fn build(
             Ok((built, staging))
         })
         .await?;
-    let to_record = built_by_key(&got, &built, shared.as_deref(), log);
+    let to_record = crate::registry::buildcache::built_by_key(&got, &built, shared.as_deref(), log);
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
@@ -298,7 +306,7 @@ pub async fn build(
     .await?;
     drop(base);
     if let Some(c) = &shared {
-        record_cache(c, &to_record, log).await;
+        c.record_logged(&to_record, log).await;
     }
     Ok(with_sources(
         report(&spec.to, &rendered, pushed, true),
@@ -314,84 +322,6 @@ fn with_sources(mut report: Report, sources: &[layer::Provenance]) -> Report {
         .filter(|l| l.origin == Some(Origin::New));
     new.zip(sources).for_each(|(l, p)| l.source = Some(*p));
     report
-}
-
-/// The layers this build actually built, by content key (for the registry cache), after
-/// telling `log` what its lookups warned about.
-fn built_by_key(
-    got: &[(layer::Provenance, Option<String>)],
-    built: &[LayerBlob],
-    shared: Option<&crate::registry::buildcache::Shared>,
-    log: &mut (dyn FnMut(String) + Send),
-) -> Vec<(String, LayerBlob)> {
-    let Some(c) = shared else { return Vec::new() };
-    c.take_warnings().into_iter().for_each(&mut *log);
-    got.iter()
-        .zip(built)
-        .filter(|((p, _), _)| *p == layer::Provenance::Built)
-        .filter_map(|((_, k), b)| Some((k.clone()?, b.clone())))
-        .collect()
-}
-
-/// The registry cache of a build (`--cache`), read before the layers are built; `None` without
-/// one, or when its registry cannot be reached (a warning: the build goes on without it).
-async fn open_cache(
-    spec: &BuildSpec,
-    opts: &Options,
-    session: Option<&transport::Session>,
-    log: &mut (dyn FnMut(String) + Send),
-) -> Option<std::sync::Arc<crate::registry::buildcache::Shared>> {
-    let at = spec.cache.clone()?;
-    let same = session.filter(|s| s.client.registry() == at.registry);
-    let client = match same {
-        Some(s) => s.client.clone(),
-        None => match crate::registry::Client::connect(&at.registry, at.api_host(), opts).await {
-            Ok(c) => std::sync::Arc::new(c),
-            Err(e) => {
-                log(format!(
-                    "warning: registry cache docker://{at} not used: {e}"
-                ));
-                return None;
-            }
-        },
-    };
-    let dest = match (&spec.to, same) {
-        (ImageRef::Docker(r), Some(s)) => Some((s.client.clone(), r.repository.clone())),
-        _ => None,
-    };
-    let need_index = spec.lambda_check && matches!(spec.to, ImageRef::Docker(_));
-    let cache_dir = opts.cache_dir.clone();
-    let c = crate::registry::buildcache::Shared::open(at, client, dest, need_index, cache_dir, log)
-        .await;
-    log(format!(
-        "registry cache docker://{}: {} entries",
-        c.at,
-        c.len()
-    ));
-    Some(std::sync::Arc::new(c))
-}
-
-/// Add the layers this build made to the registry cache (a warning if that fails).
-async fn record_cache(
-    c: &crate::registry::buildcache::Shared,
-    built: &[(String, LayerBlob)],
-    log: &mut (dyn FnMut(String) + Send),
-) {
-    match c.record(built).await {
-        Ok((0, _)) => {}
-        Ok((n, 1)) => log(format!(
-            "registry cache docker://{}: {n} entries added",
-            c.at
-        )),
-        Ok((n, k)) => log(format!(
-            "registry cache docker://{}: {n} entries added (another build wrote it too: {k} attempts)",
-            c.at
-        )),
-        Err(e) => log(format!(
-            "warning: registry cache docker://{} not updated: {e}",
-            c.at
-        )),
-    }
 }
 
 /// Stack the new layers on `image`, each with its history line, telling `log`.

@@ -34,8 +34,8 @@ use super::{Client, MANIFEST_CAP};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::fsindex;
-use crate::layer::LayerBlob;
-use crate::reference::RegistryRef;
+use crate::layer::{LayerBlob, Provenance};
+use crate::reference::{ImageRef, RegistryRef};
 
 /// The cache artifact's `artifactType`.
 pub const ARTIFACT_TYPE: &str = "application/vnd.lamina.cache.v1+json";
@@ -643,6 +643,85 @@ impl Shared {
             digest: digest.to_string(),
             size,
         })
+    }
+}
+
+/// The layers a build actually built, by content key (what it records in the registry
+/// cache), after telling `log` what the cache's lookups warned about.
+pub fn built_by_key(
+    got: &[(Provenance, Option<String>)],
+    built: &[LayerBlob],
+    shared: Option<&Shared>,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Vec<(String, LayerBlob)> {
+    let Some(c) = shared else { return Vec::new() };
+    c.take_warnings().into_iter().for_each(&mut *log);
+    got.iter()
+        .zip(built)
+        .filter(|((p, _), _)| *p == Provenance::Built)
+        .filter_map(|((_, k), b)| Some((k.clone()?, b.clone())))
+        .collect()
+}
+
+impl Shared {
+    /// The registry cache of a build to `to` (`--cache` at `at`), read before its layers are
+    /// built; `None` without one, or when its registry cannot be reached (a warning to `log`:
+    /// the build goes on without it). `session` is the build's connection to a registry
+    /// destination, reused when the cache is on the same registry.
+    pub async fn for_build(
+        at: Option<RegistryRef>,
+        to: &ImageRef,
+        session: Option<Arc<Client>>,
+        lambda_check: bool,
+        opts: &super::Options,
+        log: &mut (dyn FnMut(String) + Send),
+    ) -> Option<Arc<Shared>> {
+        let at = at?;
+        let same = session.filter(|c| c.registry() == at.registry);
+        let client = match &same {
+            Some(c) => c.clone(),
+            None => match Client::connect(&at.registry, at.api_host(), opts).await {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    log(format!(
+                        "warning: registry cache docker://{at} not used: {e}"
+                    ));
+                    return None;
+                }
+            },
+        };
+        let dest = match (to, same) {
+            (ImageRef::Docker(r), Some(c)) => Some((c, r.repository.clone())),
+            _ => None,
+        };
+        let need_index = lambda_check && matches!(to, ImageRef::Docker(_));
+        let cache_dir = opts.cache_dir.clone();
+        let c = Shared::open(at, client, dest, need_index, cache_dir, log).await;
+        log(format!(
+            "registry cache docker://{}: {} entries",
+            c.at,
+            c.len()
+        ));
+        Some(Arc::new(c))
+    }
+
+    /// [`Shared::record`], telling `log` what was added, or why nothing could be.
+    pub async fn record_logged(
+        &self,
+        built: &[(String, LayerBlob)],
+        log: &mut (dyn FnMut(String) + Send),
+    ) {
+        let at = &self.at;
+        match self.record(built).await {
+            Ok((0, _)) => {}
+            Ok((n, 1)) => log(format!("registry cache docker://{at}: {n} entries added")),
+            Ok((n, k)) => log(format!(
+                "registry cache docker://{at}: {n} entries added (another build wrote it too: {k} attempts)"
+            )),
+            Err(e) => log(format!(
+                "warning: registry cache docker://{at} not updated: {e}"
+            )),
+        }
     }
 }
 
