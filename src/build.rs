@@ -60,6 +60,9 @@ pub struct LayerReport {
     /// Whether the layer came from the base or was written by this build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// For a layer of this build: built, or found in the local or the registry cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<layer::Provenance>,
 }
 
 pub fn platform_string(p: &oci_spec::image::Platform) -> String {
@@ -79,6 +82,7 @@ pub fn layer_reports(layers: &[Layer], with_origin: bool) -> Vec<LayerReport> {
             size: l.size,
             media_type: l.media_type.to_string(),
             origin: with_origin.then_some(l.origin),
+            source: None,
         })
         .collect()
 }
@@ -251,19 +255,31 @@ pub async fn build(
     // A registry destination: each layer streams into an upload session while it is being
     // compressed, committed once the image is built (and has passed the Lambda checks).
     let streamer = Streamer::new(&spec.to, session.as_ref());
-    let (spec2, opts2, streamer2) = (spec.clone(), opts.clone(), streamer.clone());
-    let ((built, what, streams), staging) =
+    let shared = crate::registry::buildcache::Shared::for_build(
+        spec.cache.clone(),
+        &spec.to,
+        session.as_ref().map(|s| s.client.clone()),
+        spec.lambda_check,
+        opts,
+        log,
+    )
+    .await;
+    let (spec2, opts2, streamer2, shared2) =
+        (spec.clone(), opts.clone(), streamer.clone(), shared.clone());
+    let ((built, what, streams, got), staging) =
         crate::task::blocking("building the layers", move || {
-            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref())?;
+            let built = build_layers(&spec2, &opts2, &staging, streamer2.as_ref(), shared2)?;
             Ok((built, staging))
         })
         .await?;
+    let to_record = crate::registry::buildcache::built_by_key(&got, &built, shared.as_deref(), log);
     let commits: Vec<_> = streams
         .into_iter()
         .zip(&built)
         .map(|(s, b)| s.map(|s| (s, b.digest.clone(), b.size)))
         .collect();
-    add_layers(&mut image, built, what, &created, log);
+    let sources: Vec<layer::Provenance> = got.iter().map(|(p, _)| *p).collect();
+    add_layers(&mut image, built, what, &sources, &created, log);
     for l in image.layers.iter().filter(|l| l.origin == Origin::New) {
         crate::transport::layout::remember_written(l, &opts.cache_dir);
     }
@@ -309,7 +325,23 @@ pub async fn build(
     )
     .await?;
     drop(base);
-    Ok(report(&spec.to, &rendered, pushed, true))
+    if let Some(c) = &shared {
+        c.record_logged(&to_record, log).await;
+    }
+    Ok(with_sources(
+        report(&spec.to, &rendered, pushed, true),
+        &sources,
+    ))
+}
+
+/// The report with each new layer's source (built, local or registry cache).
+fn with_sources(mut report: Report, sources: &[layer::Provenance]) -> Report {
+    let new = report
+        .layers
+        .iter_mut()
+        .filter(|l| l.origin == Some(Origin::New));
+    new.zip(sources).for_each(|(l, p)| l.source = Some(*p));
+    report
 }
 
 /// Stack the new layers on `image`, each with its history line, telling `log`.
@@ -317,12 +349,14 @@ fn add_layers(
     image: &mut crate::image::Image,
     built: Vec<LayerBlob>,
     what: Vec<String>,
+    sources: &[layer::Provenance],
     created: &str,
     log: &mut (dyn FnMut(String) + Send),
 ) {
-    for (b, created_by) in built.into_iter().zip(what) {
+    for (i, (b, created_by)) in built.into_iter().zip(what).enumerate() {
+        let from = sources.get(i).map_or("built", |p| p.word());
         log(format!(
-            "layer {} ({} bytes) {created_by}",
+            "layer {} ({} bytes, {from}) {created_by}",
             b.digest, b.size
         ));
         image.push_layer(
@@ -381,7 +415,12 @@ fn own_output(staging: &Staging, spec: &BuildSpec) -> Vec<(u64, u64)> {
         .collect()
 }
 
-type Built = (Vec<LayerBlob>, Vec<String>, Vec<Option<Stream>>);
+type Built = (
+    Vec<LayerBlob>,
+    Vec<String>,
+    Vec<Option<Stream>>,
+    Vec<(layer::Provenance, Option<String>)>,
+);
 
 /// Write the new layers (the deletions' whiteouts first, then each `[[layer]]`) in parallel
 /// into the staging directory, each streamed by `streamer` if there is one: the blobs, their
@@ -391,6 +430,7 @@ fn build_layers(
     opts: &Options,
     staging: &Staging,
     streamer: Option<&Streamer>,
+    shared: Option<std::sync::Arc<crate::registry::buildcache::Shared>>,
 ) -> Result<Built> {
     let lopts = LayerOptions {
         mtime: spec.timestamp,
@@ -405,28 +445,28 @@ fn build_layers(
         layer::cache::LayerCache::refreshing(&opts.cache_dir)
     });
     let skip = own_output(staging, spec);
-    type Job<'a> = Box<dyn FnOnce() -> Result<LayerBlob> + Send + 'a>;
+    type Job<'a> = Box<dyn FnOnce() -> Result<(LayerBlob, Option<Stream>, Got)> + Send + 'a>;
+    type Got = (layer::Provenance, Option<String>);
     let mut jobs: Vec<Job> = Vec::new();
     let mut what = Vec::new();
     if !spec.deletes.is_empty() {
         let blobs = &blobs;
         jobs.push(Box::new(move || {
-            layer::build_whiteouts(&spec.deletes, lopts, blobs)
+            let b = layer::build_whiteouts(&spec.deletes, lopts, blobs)?;
+            Ok((b, None, (layer::Provenance::Built, None)))
         }));
         let shown: Vec<String> = spec.deletes.iter().map(|d| format!("/{d}")).collect();
         what.push(format!("lamina: delete {}", shown.join(" ")));
     }
-    let mut streams: Vec<Option<Stream>> = (0..jobs.len()).map(|_| None).collect();
+    // `--no-cache` finds nothing in the registry cache either, but still records there.
+    let reuse = spec.layer_cache;
+    let remote = shared
+        .as_ref()
+        .map(|c| move |k: &str, b: &std::path::Path| if reuse { c.lookup(k, b) } else { None });
     for (i, l) in spec.layers.iter().enumerate() {
         let (blobs, cache, skip) = (&blobs, cache.as_ref(), &skip);
-        let (tee, stream) = match streamer {
-            Some(s) => {
-                let (tee, stream) = s.start();
-                (Some(tee), Some(stream))
-            }
-            None => (None, None),
-        };
-        streams.push(stream);
+        let remote = remote.as_ref().map(|r| r as layer::Remote);
+        let verify = spec.cache_verify;
         // Only the source's own name: the path the project sits in must not reach the image.
         let name = l
             .source
@@ -436,19 +476,45 @@ fn build_layers(
         let role = spec.layer_roles.get(i).map_or("layer", String::as_str);
         let shown = format!("{role} {name} -> {}", l.dest);
         let bar = opts.progress.layer(&shown);
-        let tee = Some(bar.counting(tee));
         jobs.push(Box::new(move || {
-            let built = layer::build(l, lopts, blobs, cache, skip, tee);
-            match &built {
-                Ok(b) => bar.finish(b.size),
-                Err(_) => bar.abandon(),
+            // The upload session opens only for a layer that is actually built; the bar counts
+            // the compressed bytes of a layer being built.
+            let mut stream = None;
+            let mut tee = || {
+                let inner = streamer.map(|st| {
+                    let (tee, s) = st.start();
+                    stream = Some(s);
+                    tee
+                });
+                Some(bar.counting(inner))
+            };
+            let how = layer::How {
+                cache,
+                remote,
+                verify,
+            };
+            match layer::build_with(l, lopts, blobs, skip, &mut tee, &how) {
+                Ok(got) => {
+                    bar.finish(got.blob.size, got.provenance.word());
+                    Ok((got.blob, stream, (got.provenance, got.key)))
+                }
+                Err(e) => {
+                    bar.abandon();
+                    Err(e)
+                }
             }
-            built
         }));
         what.push(format!("lamina: {shown}"));
     }
-    let built = parallel(jobs)?;
-    Ok((built, what, streams))
+    let mut built = Vec::new();
+    let mut streams = Vec::new();
+    let mut got = Vec::new();
+    for (b, s, g) in parallel(jobs)? {
+        built.push(b);
+        streams.push(s);
+        got.push(g);
+    }
+    Ok((built, what, streams, got))
 }
 
 /// Copy an image as it is (same manifest digest) from `src` to `dest`: `push` and `pull`.

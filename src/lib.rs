@@ -56,6 +56,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{ConfigSpec, Origin};
 pub use lambda::{Finding, Report as CheckReport, Rule, Severity, check};
+pub use layer::Provenance;
 pub use layer::spec::ParseModeError;
 pub use layer::{LayerSpec, Mode};
 pub use platform::{ParsePlatformError, Platform};
@@ -72,6 +73,7 @@ pub use spec::function::{FunctionSpec, starter_spec};
 pub use spec::init::{Detected, detect as detect_project, render as render_starter};
 pub use spec::schema::{SCHEMA_FILE, spec_schema};
 pub use spec::{BaseLock, BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};
+pub use spec::{CacheField, CacheTo};
 /// Remove what this process is staging (for a signal handler, just before exiting).
 pub use staging::remove_all as remove_staging;
 

@@ -127,20 +127,16 @@ impl LayerBar {
         })
     }
 
-    /// Whether no byte was compressed: the layer came from the cache.
-    pub fn was_cached(&self) -> bool {
-        self.written.load(std::sync::atomic::Ordering::Relaxed) == 0
-    }
-
-    /// The layer is written (`size` compressed bytes): "cached" if nothing was compressed.
-    pub fn finish(&self, size: u64) {
-        let how = if self.was_cached() {
-            "cached".to_owned()
-        } else {
+    /// The layer is written (`size` compressed bytes); `from` says where it came from
+    /// (`built`, or the cache that held it: shown as "cached (…)").
+    pub fn finish(&self, size: u64, from: &str) {
+        let how = if from == "built" {
             format!(
                 "built, {size} bytes in {:.2}s",
                 self.started.elapsed().as_secs_f64()
             )
+        } else {
+            format!("cached ({from})")
         };
         match (&self.progress, &self.bar) {
             (_, Some(b)) => {

@@ -83,6 +83,13 @@ pub struct BuildArgs {
     /// Resolve the base's tag at its registry again and move lamina.lock to what it names now.
     #[arg(long)]
     update_base: bool,
+    /// Share layers through a registry: docker://REPO[:TAG] (default tag lamina-cache); with
+    /// no value, a lamina-cache tag in the docker:// destination's repository; `none`: off.
+    #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
+    cache: Option<String>,
+    /// Rebuild every layer a cache finds and fail if its bytes differ from the cached ones.
+    #[arg(long)]
+    cache_verify: bool,
     #[command(flatten)]
     output: OutputFlags,
     #[command(flatten)]
@@ -155,6 +162,16 @@ impl BuildArgs {
                 offline: self.offline,
                 update: self.update_base,
             },
+            cache: self
+                .cache
+                .as_deref()
+                .map(|c| match c {
+                    "" => Ok(lamina::CacheTo::Destination),
+                    "none" => Ok(lamina::CacheTo::Off),
+                    c => lamina::CacheTo::parse(c, "--cache").map_err(lamina::Error::usage),
+                })
+                .transpose()?,
+            cache_verify: self.cache_verify,
         })
     }
 }

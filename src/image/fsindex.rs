@@ -425,9 +425,19 @@ impl Layer {
     /// The error is the reading error (the stream failed to verify, or is not a tar).
     pub fn fs_index(&self, cache: &Path) -> io::Result<FsIndex> {
         if self.origin == Origin::New {
+            // A layer the registry build cache found in the destination is not downloaded:
+            // its index came (verified) with the cache entry.
+            if !self.path.exists()
+                && let Some(i) = load(cache, &self.diff_id)
+            {
+                return Ok(i);
+            }
             let f = self.compressed()?;
             let c = self.compression()?;
-            return FsIndex::read(decompress(io::BufReader::with_capacity(1 << 20, f), c)?);
+            let index = FsIndex::read(decompress(io::BufReader::with_capacity(1 << 20, f), c)?)?;
+            // Remembered for the registry build cache, which shares it with other runners.
+            save(cache, &self.diff_id, &index);
+            return Ok(index);
         }
         if let Some(i) = load(cache, &self.diff_id) {
             return Ok(i);

@@ -3,6 +3,11 @@
 //! path, kind, mode, ownership and link target; for file contents the source's size,
 //! modification and change times (nanoseconds), inode and device; the timestamp, compression
 //! level, and the layer format version. A hit links the cached blob into the build.
+//!
+//! That stat key is the fast first step: it reads no file. When it misses (a moved project, a
+//! fresh clone, another checkout directory), the layer's content key ([`super::key`]: the same
+//! entries with each file's bytes hashed instead of stamped) is looked up in the same records,
+//! so an unchanged layer still hits. Every layer built or found is recorded under both keys.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -66,6 +71,11 @@ impl LayerCache {
         }
     }
 
+    /// Whether this cache reuses nothing (`--no-cache`).
+    pub fn is_refreshing(&self) -> bool {
+        self.refresh
+    }
+
     /// The key of a layer: its entries and where their bytes come from, and the options.
     pub fn key(entries: &[Entry], zip: Option<&Path>, opts: &LayerOptions) -> Result<String> {
         let mut h = Sha256::new();
@@ -116,7 +126,8 @@ impl LayerCache {
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
-        self.dir.join("layers").join(key)
+        // A content key reads `b3:hex`: one file name either way.
+        self.dir.join("layers").join(key.replace(':', "-"))
     }
 
     fn blobs(&self) -> PathBuf {

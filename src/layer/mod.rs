@@ -7,6 +7,7 @@ mod deflate_scan;
 pub mod entry;
 pub mod fix;
 pub mod own;
+pub mod key;
 pub mod source;
 pub mod spec;
 pub mod tar;
@@ -49,42 +50,157 @@ pub struct LayerOptions {
     pub fix_permissions: bool,
 }
 
-/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory); with a
-/// cache, reuse the layer built last time from the same inputs.
-/// With `tee`, the compressed bytes of a layer that is actually built (not taken from the
-/// cache) are also handed to `tee` as they are written: a registry push can stream them.
-pub fn build(
+/// Where a layer of a build came from (`--json`'s `source`, and the progress lines).
+#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Provenance {
+    /// Tarred and compressed by this build.
+    Built,
+    /// Taken from the local layer cache (by file stamps, or by content key).
+    LocalCache,
+    /// Found by its content key in the registry cache (`--cache`).
+    RegistryCache,
+}
+
+impl Provenance {
+    /// How a progress line says it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Provenance::Built => "built",
+            Provenance::LocalCache => "local cache",
+            Provenance::RegistryCache => "registry cache",
+        }
+    }
+}
+
+/// Looks a content key up in a shared cache (the registry cache): the layer, its blob made
+/// available where the build needs it (in `blobs`, or in the destination registry), or `None`.
+pub type Remote<'a> = &'a (dyn Fn(&str, &Path) -> Option<LayerBlob> + Sync);
+
+/// How [`build_with`] may avoid building: the local cache, a shared cache, and whether a hit
+/// is rebuilt and compared (`--cache-verify`).
+pub struct How<'a> {
+    /// The local layer cache.
+    pub cache: Option<&'a cache::LayerCache>,
+    /// The registry cache's lookup.
+    pub remote: Option<Remote<'a>>,
+    /// Rebuild every layer a content key found and fail if the bytes differ.
+    pub verify: bool,
+}
+
+/// A layer of a build, where it came from, and its content key (when one was computed).
+pub struct Got {
+    /// The layer.
+    pub blob: LayerBlob,
+    /// Built, local cache or registry cache.
+    pub provenance: Provenance,
+    /// Its content key (computed for every layer when there is a remote cache).
+    pub key: Option<String>,
+}
+
+/// Build the layer for one `[[layer]]` into `blobs` (a `blobs/sha256` directory), unless a
+/// cache has it: the stat-keyed local cache first (no file is read), then
+/// the content key in the local cache, then in `how.remote`; built only when all miss. `tee`
+/// is asked for only when the layer is actually built: it then gets the compressed bytes as
+/// they are written (a registry push streams them).
+pub fn build_with(
     l: &LayerSpec,
     opts: LayerOptions,
     blobs: &Path,
-    cache: Option<&cache::LayerCache>,
     skip: &[(u64, u64)],
-    tee: Option<Tee>,
-) -> Result<LayerBlob> {
+    tee: &mut dyn FnMut() -> Option<Tee>,
+    how: &How,
+) -> Result<Got> {
     let mut c = source::collect_skipping(l, skip)?;
     if opts.fix_permissions {
         fix::fix_permissions(&mut c.entries);
     }
-    let key = match cache {
-        Some(_) => {
-            let zip = matches!(c.input, Input::Zip(_)).then_some(l.source.as_path());
-            Some(cache::LayerCache::key(&c.entries, zip, &opts)?)
-        }
+    let zip = matches!(c.input, Input::Zip(_)).then_some(l.source.as_path());
+    let stat_key = match how.cache {
+        Some(_) => Some(cache::LayerCache::key(&c.entries, zip, &opts)?),
         None => None,
     };
-    if let (Some(cache), Some(key)) = (cache, &key)
-        && let Some(hit) = cache.get(key, blobs)
+    if let (Some(cache), Some(k)) = (how.cache, &stat_key)
+        && !how.verify
+        && let Some(hit) = cache.get(k, blobs)
     {
-        return Ok(hit);
+        return Ok(Got {
+            blob: hit,
+            provenance: Provenance::LocalCache,
+            key: None,
+        });
+    }
+    // The content key reads every file once more: worth it when it can find the layer (or,
+    // with a registry cache, record it), not for a `--no-cache` build that could only record it.
+    let lookup = how.cache.is_some_and(|c| !c.is_refreshing()) || how.remote.is_some();
+    let content = match lookup {
+        true => Some(key::content_key(&c.entries, zip, l, &opts)?),
+        false => None,
+    };
+    let mut found = None;
+    if let Some(k) = &content {
+        if let Some(hit) = how.cache.and_then(|cache| cache.get(k, blobs)) {
+            found = Some((hit, Provenance::LocalCache));
+        } else if let Some(hit) = how.remote.and_then(|r| r(k, blobs)) {
+            found = Some((hit, Provenance::RegistryCache));
+        }
+    }
+    let remember = |b: &LayerBlob| {
+        if let Some(cache) = how.cache {
+            stat_key
+                .iter()
+                .chain(&content)
+                .for_each(|k| cache.put(k, b));
+        }
+    };
+    if !how.verify
+        && let Some((hit, provenance)) = found
+    {
+        remember(&hit);
+        return Ok(Got {
+            blob: hit,
+            provenance,
+            key: content,
+        });
     }
     let mut input = c.input;
-    let built = gzip_blob(blobs, opts.compression_level, tee, |w| {
+    let built = gzip_blob(blobs, opts.compression_level, tee(), |w| {
         tar::write_tar(&c.entries, &mut input, opts.mtime, w).map(|_| ())
     })?;
-    if let (Some(cache), Some(key)) = (cache, &key) {
-        cache.put(key, &built);
+    if let Some((hit, provenance)) = &found {
+        same_bytes(l, hit, *provenance, content.as_deref(), &built)?;
     }
-    Ok(built)
+    remember(&built);
+    Ok(Got {
+        blob: built,
+        provenance: Provenance::Built,
+        key: content,
+    })
+}
+
+/// `--cache-verify`: the layer a cache gave must be the one just built.
+fn same_bytes(
+    l: &LayerSpec,
+    hit: &LayerBlob,
+    provenance: Provenance,
+    key: Option<&str>,
+    built: &LayerBlob,
+) -> Result<()> {
+    if hit.digest == built.digest && hit.diff_id == built.diff_id {
+        return Ok(());
+    }
+    Err(Error::image(
+        format!("layer {}", l.source.display()),
+        format!(
+            "--cache-verify: the {} gave {} (diff_id {}) for content key {}, but building the layer gives {} (diff_id {}): the cache is wrong or was tampered with",
+            provenance.word(),
+            hit.digest,
+            hit.diff_id,
+            key.unwrap_or("?"),
+            built.digest,
+            built.diff_id
+        ),
+    ))
 }
 
 /// Build the whiteout layer that deletes `paths` (no leading `/`) from the base.

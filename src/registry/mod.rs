@@ -2,6 +2,7 @@
 //! cached per scope, bounded retries with backoff, and the pull and push flows built on it.
 
 pub mod auth;
+pub mod buildcache;
 pub mod ecr;
 pub mod pull;
 pub mod push;

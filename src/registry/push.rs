@@ -657,3 +657,132 @@ fn tokio_stream_from(
         }
     })
 }
+
+/// Upload small `bytes` as a blob of `repo` (the registry cache's documents) unless the
+/// registry has it already; its digest.
+pub(crate) async fn push_bytes(client: &Client, repo: &str, bytes: Vec<u8>) -> Result<Digest> {
+    let job = Job {
+        digest: Digest::of(&bytes),
+        size: bytes.len() as u64,
+        data: Data::Bytes(Arc::new(bytes)),
+        mount_from: None,
+    };
+    let bar = client
+        .opts
+        .progress
+        .blob("push", &job.digest.to_string(), job.size);
+    let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
+    bar.finish(fate.word());
+    Ok(job.digest)
+}
+
+/// Upload the blob file at `path` to `repo` unless the registry has it already.
+pub(crate) async fn push_file(
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    path: &std::path::Path,
+) -> Result<()> {
+    let job = Job {
+        digest: digest.clone(),
+        size,
+        data: Data::File(path.to_owned()),
+        mount_from: None,
+    };
+    let bar = client
+        .opts
+        .progress
+        .blob("push", &job.digest.to_string(), job.size);
+    let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
+    bar.finish(fate.word());
+    Ok(())
+}
+
+/// Whether `repo` holds blob `digest` (a HEAD request).
+pub(crate) async fn has_blob(client: &Client, repo: &str, digest: &Digest) -> Result<bool> {
+    exists(client, &Scopes::push(repo), repo, digest).await
+}
+
+/// The size `repo` says blob `digest` has (a HEAD request's `Content-Length`); `None` when it
+/// does not hold the blob.
+pub(crate) async fn blob_size(client: &Client, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let resp = client
+        .send(
+            &Scopes::push(repo),
+            true,
+            &|http| Ok(http.head(url.clone())),
+        )
+        .await?;
+    match resp.status() {
+        s if s.is_success() => Ok(Some(
+            resp.headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(client
+            .unexpected(&format!("checking blob {digest} in {repo}"), resp)
+            .await),
+    }
+}
+
+/// Mount blob `digest` from repository `from` of the same registry into `repo`: true when the
+/// registry mounted it (an upload session it opened instead is cancelled).
+pub(crate) async fn mount_blob(
+    client: &Client,
+    repo: &str,
+    from: &str,
+    digest: &Digest,
+) -> Result<bool> {
+    let scope = Scopes::push(repo).with(Scope::pull(from));
+    let mut url = client.url(&format!("/v2/{repo}/blobs/uploads/"));
+    url.query_pairs_mut()
+        .append_pair("mount", &digest.to_string())
+        .append_pair("from", from);
+    let resp = client
+        .send(&scope, true, &|http| {
+            Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await?;
+    match resp.status() {
+        StatusCode::CREATED => Ok(true),
+        StatusCode::ACCEPTED => {
+            if let Ok(loc) = location(client, &resp, "starting an upload") {
+                let _ = client
+                    .send(&scope, false, &|http| Ok(http.delete(loc.clone())))
+                    .await;
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// PUT a manifest's exact `bytes` under `reference` (a tag) of `repo`.
+pub(crate) async fn put_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    let url = client.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let resp = client
+        .send(&Scopes::push(repo), true, &|http| {
+            Ok(http
+                .put(url.clone())
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.clone()))
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(client
+            .unexpected(&format!("putting manifest {reference} of {repo}"), resp)
+            .await);
+    }
+    Ok(())
+}

@@ -48,6 +48,56 @@ pub struct SpecFile {
     pub function: Option<function::FunctionSpec>,
     /// `[deploy]`: the Lambda function(s) `lamina deploy` creates or updates.
     pub deploy: Option<deploy::DeploySpec>,
+    /// The registry build cache: `true` (a `lamina-cache` tag in the destination's
+    /// repository), `false`, or a `docker://REPO[:TAG]` reference.
+    pub cache: Option<CacheField>,
+}
+
+/// `cache` in `lamina.toml`: on, off, or where.
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone)]
+#[serde(untagged)]
+pub enum CacheField {
+    /// `true`: the default place; `false`: no registry cache.
+    On(bool),
+    /// `docker://REPO[:TAG]`.
+    At(String),
+}
+
+/// Where the registry build cache is (`--cache`, the spec's `cache`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheTo {
+    /// A `lamina-cache` tag in the destination's repository (a registry destination only).
+    Destination,
+    /// This repository and tag.
+    At(crate::reference::RegistryRef),
+    /// No registry cache.
+    Off,
+}
+
+impl CacheTo {
+    /// Parse `docker://REPO[:TAG]`: a registry reference whose tag defaults to `lamina-cache`
+    /// (not `latest`: the function's tag must never be the cache's). `what` names the flag or
+    /// field in the message.
+    pub fn parse(s: &str, what: &str) -> std::result::Result<CacheTo, String> {
+        let r: ImageRef = s
+            .parse()
+            .map_err(|e: ParseReferenceError| format!("{what}: {e}"))?;
+        let ImageRef::Docker(mut r) = r else {
+            return Err(format!(
+                "{what} `{s}`: the build cache lives in a registry: write docker://REPO[:TAG]"
+            ));
+        };
+        if r.digest.is_some() {
+            return Err(format!(
+                "{what} `{s}`: the cache is a tag that moves; a digest cannot name it"
+            ));
+        }
+        let last = s.rsplit('/').next().unwrap_or(s);
+        if !last.contains(':') {
+            r.tag = Some(crate::registry::buildcache::DEFAULT_TAG.to_owned());
+        }
+        Ok(CacheTo::At(r))
+    }
 }
 
 /// One `[[delete]]`: a path of the base to hide with a whiteout.
@@ -136,6 +186,10 @@ pub struct Overrides {
     pub no_cache: bool,
     /// How the base is pinned and fetched (`--locked`, `--offline`, `--update-base`).
     pub base_lock: BaseLock,
+    /// The registry build cache (`--cache`), over the spec's `cache`.
+    pub cache: Option<CacheTo>,
+    /// Rebuild every layer a cache finds and fail if its bytes differ (`--cache-verify`).
+    pub cache_verify: bool,
 }
 
 /// How a registry base is pinned in `lamina.lock` and fetched: see `docs/offline-and-lock.md`.
@@ -193,6 +247,10 @@ pub struct BuildSpec {
     /// What each of `layers` is (`code`, `dependencies`, `Lambda layer`, `bootstrap`, or
     /// `layer` for a `[[layer]]` or `--layer`): named in progress and in the image history.
     pub layer_roles: Vec<String>,
+    /// The registry build cache (repository and tag), if any.
+    pub cache: Option<crate::reference::RegistryRef>,
+    /// Rebuild every layer a cache finds, and fail if its bytes differ.
+    pub cache_verify: bool,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -255,6 +313,7 @@ impl BuildSpec {
             )));
         }
         let timestamp = ov.timestamp.unwrap_or(Timestamp::Fixed(0)).seconds()?;
+        let cache = r.cache(ov, sf.cache.as_ref(), &to)?;
 
         Ok(BuildSpec {
             base,
@@ -279,6 +338,8 @@ impl BuildSpec {
                 .map(|_| spec_dir.join(crate::lock::LOCK_FILE)),
             base_lock: ov.base_lock.clone(),
             file: path,
+            cache,
+            cache_verify: ov.cache_verify,
         })
     }
 }
@@ -369,6 +430,47 @@ impl Resolver<'_> {
             return Err(self.spec_err(message()));
         }
         Ok(to)
+    }
+
+    /// The registry cache: the override, else the spec's `cache`, else none. The default place
+    /// is a `lamina-cache` tag in the destination's repository.
+    fn cache(
+        &self,
+        ov: &Overrides,
+        sf: Option<&CacheField>,
+        to: &ImageRef,
+    ) -> Result<Option<crate::reference::RegistryRef>> {
+        let (choice, flag) = match (&ov.cache, sf) {
+            (Some(c), _) => (c.clone(), true),
+            (None, Some(CacheField::On(true))) => (CacheTo::Destination, false),
+            (None, Some(CacheField::On(false))) | (None, None) => (CacheTo::Off, false),
+            (None, Some(CacheField::At(s))) => (
+                CacheTo::parse(s, "field `cache`").map_err(|e| self.spec_err(e))?,
+                false,
+            ),
+        };
+        match choice {
+            CacheTo::Off => Ok(None),
+            CacheTo::At(r) => Ok(Some(r)),
+            CacheTo::Destination => match to {
+                ImageRef::Docker(d) => Ok(Some(crate::reference::RegistryRef {
+                    tag: Some(crate::registry::buildcache::DEFAULT_TAG.to_owned()),
+                    digest: None,
+                    ..d.clone()
+                })),
+                _ => {
+                    let m = format!(
+                        "{}: the default build cache is a tag in the destination's repository, but {to} is not a registry; name one: docker://REPO[:TAG]",
+                        if flag { "--cache" } else { "field `cache`" }
+                    );
+                    Err(if flag {
+                        Error::Usage(m)
+                    } else {
+                        self.spec_err(m)
+                    })
+                }
+            },
+        }
     }
 
     /// The override, else `platform`, else linux/amd64.
@@ -489,6 +591,61 @@ fn valid_env_name(k: &str) -> bool {
 mod tests {
     use super::*;
     use crate::layer::Mode;
+
+    /// `--cache docker://REPO` gets the tag lamina-cache, never latest; a tag written is kept;
+    /// a local reference is refused, naming the flag.
+    #[test]
+    fn a_cache_reference_defaults_to_the_lamina_cache_tag() {
+        let CacheTo::At(r) = CacheTo::parse("docker://127.0.0.1:5000/team/fn", "--cache").unwrap()
+        else {
+            panic!("not a registry reference");
+        };
+        assert_eq!(r.tag.as_deref(), Some("lamina-cache"));
+        assert_eq!(r.repository, "team/fn");
+        let CacheTo::At(r) = CacheTo::parse("docker://127.0.0.1:5000/c:ci", "--cache").unwrap()
+        else {
+            panic!("not a registry reference");
+        };
+        assert_eq!(r.tag.as_deref(), Some("ci"));
+        let e = CacheTo::parse("oci:dir", "--cache").unwrap_err();
+        assert!(e.contains("--cache") && e.contains("docker://"), "{e}");
+    }
+
+    /// The spec's `cache = true` is the lamina-cache tag in a registry destination's
+    /// repository; with a layout destination it is an error naming the field; `--cache none`
+    /// turns it off.
+    #[test]
+    fn the_spec_cache_field_follows_the_destination() {
+        let sf = |to: &str| SpecFile {
+            to: Some(to.into()),
+            cache: Some(CacheField::On(true)),
+            ..Default::default()
+        };
+        let file = Path::new("/p/lamina.toml");
+        let ov = Overrides::default();
+        let b = BuildSpec::resolve(
+            Some((file, sf("docker://r.example/team/fn:v1"))),
+            &ov,
+            Path::new("/"),
+        )
+        .unwrap();
+        let c = b.cache.unwrap();
+        assert_eq!(
+            (c.repository.as_str(), c.tag.as_deref()),
+            ("team/fn", Some("lamina-cache"))
+        );
+        let e = BuildSpec::resolve(Some((file, sf("oci:out"))), &ov, Path::new("/")).unwrap_err();
+        assert!(
+            matches!(e, Error::Spec { .. }) && e.to_string().contains("field `cache`"),
+            "{e}"
+        );
+        let off = Overrides {
+            cache: Some(CacheTo::Off),
+            ..Default::default()
+        };
+        let b = BuildSpec::resolve(Some((file, sf("oci:out"))), &off, Path::new("/")).unwrap();
+        assert_eq!(b.cache, None);
+    }
 
     fn parse(text: &str) -> Result<SpecFile> {
         toml::from_str(text).map_err(|e| Error::Spec {
