@@ -1,6 +1,7 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
+pub mod client;
 pub mod flags;
 pub mod function;
 pub mod init;
@@ -190,6 +191,9 @@ pub struct BuildSpec {
     /// What each of `layers` is (`code`, `dependencies`, `Lambda layer`, `bootstrap`, or
     /// `layer` for a `[[layer]]` or `--layer`): named in progress and in the image history.
     pub layer_roles: Vec<String>,
+    /// `[function] runtime_client`: AWS's runtime interface client, whose layer is among
+    /// `layers`; the build finds the base's interpreter and sets the config from it.
+    pub runtime_client: Option<client::RuntimeClient>,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -233,6 +237,11 @@ impl BuildSpec {
                 .map_err(|e| r.spec_err(format!("[function]: {e}")))?,
             None => Default::default(),
         };
+        if function.runtime_client.is_some() && sf.base.is_none() && ov.base.is_none() {
+            return Err(r.spec_err(
+                "[function] runtime_client is for a base that is not an AWS Lambda image (those have the client): set `base`".into(),
+            ));
+        }
         let base = r.base(ov, &sf, &function)?;
         let base_from = r.base_from(ov, &sf, &spec_dir);
         let to = r.to(ov, &sf)?;
@@ -241,6 +250,7 @@ impl BuildSpec {
         let (layers, zip_layers) = r.layers(ov, sf.layer, function.layers, function.zip_layers)?;
         layer_roles.resize(layers.len(), "layer".into());
         let deletes = r.deletes(ov, &sf.delete)?;
+        let runtime_client = function.runtime_client.clone();
         let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
         annotations.extend(ov.annotations.clone());
@@ -269,6 +279,7 @@ impl BuildSpec {
             layer_cache: !ov.no_cache,
             base_from,
             layer_roles,
+            runtime_client,
             // The lock pins the base lamina.toml names; an ad-hoc `--base` is not pinned.
             lock_file: path
                 .as_ref()
