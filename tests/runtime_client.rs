@@ -522,3 +522,42 @@ fn go_needs_no_client_and_an_aws_base_is_not_given_one() {
         describe(&out)
     );
 }
+
+#[test]
+fn init_with_a_base_writes_the_client_and_the_command_that_fetches_it() {
+    let f = fixture();
+    let p = f.dir.join("init");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("app.py"), APP).unwrap();
+    let out = lamina_in(&p, &["init", "--base", &f.base]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let spec = std::fs::read_to_string(p.join("lamina.toml")).unwrap();
+    assert!(spec.contains(&format!("base = \"{}\"", f.base)), "{spec}");
+    assert!(
+        spec.contains("runtime_client = { language = \"python\", path = \"ric\" }"),
+        "{spec}"
+    );
+    let (host, _) = arch();
+    assert!(
+        stderr_of(&out).contains(&format!(
+            "pip install --target ric --platform manylinux2014_{host} --only-binary=:all:"
+        )),
+        "{}",
+        describe(&out)
+    );
+
+    // With the client fetched into ric/, the written spec builds and the function answers.
+    copy_tree(&f.ric, &p.join("ric"), &[]);
+    let out = lamina_in(&p, &["init", "--base", &f.base, "--force"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !stderr_of(&out).contains("pip install"),
+        "{}",
+        describe(&out)
+    );
+    let out = lamina_in(&p, &["build"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = invoke(&oci_ref(&p.join("out"), "latest"), &json!({"k": "v"}), &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout_json(&out)["echo"], json!({"k": "v"}));
+}

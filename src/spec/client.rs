@@ -131,6 +131,8 @@ pub struct RuntimeClient {
     pub language: Language,
     /// The client's files on this machine, absolute.
     pub source: PathBuf,
+    /// `path` as the spec wrote it, for messages and the command that fetches the client.
+    pub shown: String,
 }
 
 impl RuntimeClient {
@@ -139,6 +141,7 @@ impl RuntimeClient {
         RuntimeClient {
             language: s.language,
             source: dir.join(&s.path),
+            shown: s.path.display().to_string(),
         }
     }
 
@@ -207,6 +210,7 @@ mod tests {
         let c = |language, source: &Path| RuntimeClient {
             language,
             source: source.to_owned(),
+            shown: "ric".into(),
         };
         assert_eq!(c(Language::Python, d.path()).layer().dest, "/var/runtime");
         assert_eq!(c(Language::Node, d.path()).layer().dest, "/var/runtime");
