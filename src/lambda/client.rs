@@ -371,13 +371,9 @@ pub fn prepare(
         .as_ref()
         .and_then(|i| i.python)
         .map(|(a, b)| format!("{a}.{b}"));
-    let fetch = c.language.fetch_command(
-        &c.source
-            .file_name()
-            .map_or("ric".into(), |n| n.to_string_lossy().into_owned()),
-        super::elf::gnu_arch(&arch),
-        py_shown.as_deref(),
-    );
+    let fetch =
+        c.language
+            .fetch_command(&c.shown, super::elf::gnu_arch(&arch), py_shown.as_deref());
     let mut findings = Vec::new();
     if interp.is_none() {
         findings.push(Finding::new(
@@ -395,8 +391,7 @@ pub fn prepare(
             ),
         ));
     }
-    let shown_path = c.source.display().to_string();
-    let (missing, node_main) = client_files(&c, &shown_path, &fetch);
+    let (missing, node_main) = client_files(&c, &c.shown, &fetch);
     let have_files = missing.is_empty();
     findings.extend(missing);
     if have_files {
@@ -438,7 +433,7 @@ fn report(
         return Err(Error::Lambda {
             reference: shown.to_owned(),
             message: format!(
-                "cannot take the runtime client ([function] runtime_client), so nothing was built:\n{}",
+                "cannot take the runtime client ([function] runtime_client), so nothing was written:\n{}",
                 errors.join("\n")
             ),
         });
