@@ -467,6 +467,15 @@ fn a_client_for_another_python_is_l010_with_the_pip_command() {
             &format!("--python-version 3.{} awslambdaric", f.minor),
         ],
     );
+    // `--no-lambda-check` builds anyway, the finding kept as a line of the build's output.
+    let out = lamina_in(&p, &["build", "--no-lambda-check"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("runtime client: error L010"),
+        "{}",
+        describe(&out)
+    );
+    assert!(p.join("out/index.json").is_file());
 }
 
 #[test]

@@ -474,6 +474,90 @@ mod tests {
     use super::super::fs::Node;
     use super::*;
 
+    fn spec_with(lang: Language, source: &Path) -> BuildSpec {
+        let mut s = BuildSpec::resolve(None, &Default::default(), Path::new("/")).unwrap();
+        s.runtime_client = Some(RuntimeClient {
+            language: lang,
+            source: source.to_owned(),
+            shown: "ric".into(),
+        });
+        s.config.cmd = Some(vec!["app.handler".into()]);
+        s
+    }
+
+    fn interp(path: &str) -> Interpreter {
+        Interpreter {
+            path: path.into(),
+            python: None,
+        }
+    }
+
+    /// Node: the `bin` script of aws-lambda-ric's package.json, started with the base's node;
+    /// Java: the client's main class on a classpath of the client's jars and the code's.
+    #[test]
+    fn node_and_java_clients_are_started_as_their_readmes_say() {
+        let d = tempfile::tempdir().unwrap();
+        let pkg = d.path().join("node_modules/aws-lambda-ric");
+        std::fs::create_dir_all(pkg.join("bin")).unwrap();
+        let c = RuntimeClient {
+            language: Language::Node,
+            source: d.path().to_owned(),
+            shown: "ric".into(),
+        };
+        let (missing, _) = client_files(&c, "ric", "npm install --prefix ric aws-lambda-ric");
+        assert_eq!(missing[0].rule, Rule::L021);
+        assert!(
+            missing[0].message.contains("npm install --prefix ric"),
+            "{:?}",
+            missing
+        );
+        std::fs::write(
+            pkg.join("package.json"),
+            r#"{"name":"aws-lambda-ric","bin":{"aws-lambda-ric":"bin/index.mjs"}}"#,
+        )
+        .unwrap();
+        std::fs::write(pkg.join("bin/index.mjs"), "").unwrap();
+        let (missing, main) = client_files(&c, "ric", "");
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(
+            main,
+            "/var/runtime/node_modules/aws-lambda-ric/bin/index.mjs"
+        );
+        let mut s = spec_with(Language::Node, d.path());
+        complete_config(
+            &mut s,
+            Language::Node,
+            &interp("/usr/local/bin/node"),
+            &main,
+        );
+        assert_eq!(
+            s.config.entrypoint.as_deref().unwrap(),
+            ["/usr/local/bin/node", main.as_str()]
+        );
+        assert!(s.config.env["NODE_PATH"].contains("/var/runtime/node_modules"));
+        assert_eq!(s.config.workdir.as_deref(), Some("/var/task"));
+
+        let jar = d.path().join("ric.jar");
+        std::fs::write(&jar, b"PK").unwrap();
+        let c = RuntimeClient {
+            language: Language::Java,
+            source: jar.clone(),
+            shown: "ric.jar".into(),
+        };
+        assert!(client_files(&c, "ric.jar", "").0.is_empty());
+        let mut s = spec_with(Language::Java, &jar);
+        // What [config] sets wins.
+        s.config.workdir = Some("/srv".into());
+        complete_config(&mut s, Language::Java, &interp("/usr/bin/java"), "");
+        let e = s.config.entrypoint.unwrap();
+        assert_eq!(e[0], "/usr/bin/java");
+        assert_eq!(e[1], "-cp");
+        assert!(e[2].starts_with("/var/runtime/lib/*:/var/task"), "{e:?}");
+        assert_eq!(e[3], JAVA_MAIN);
+        assert_eq!(s.config.workdir.as_deref(), Some("/srv"));
+        assert_eq!(s.config.env["LAMBDA_TASK_ROOT"], "/var/task");
+    }
+
     #[test]
     fn interpreters_and_their_versions_are_found_on_path() {
         let mut fs = FileSystem::new();
