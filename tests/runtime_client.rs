@@ -570,3 +570,36 @@ fn init_with_a_base_writes_the_client_and_the_command_that_fetches_it() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout_json(&out)["echo"], json!({"k": "v"}));
 }
+
+/// To a registry: a client for the wrong Python is refused before a layer is built or a blob
+/// uploaded; the real client passes the push gate (its entrypoint, loader and libraries
+/// checked by L006, L012, L013) and is pushed.
+#[test]
+fn a_registry_gets_nothing_from_a_refused_client_and_the_image_of_a_good_one() {
+    let f = fixture();
+    let (host, _) = arch();
+    let reg = Registry::plain();
+    let ric = f.dir.join("ric-push-other-python");
+    unpack_wheels(&wheels(f.minor + 1, host), &ric);
+    let p = project("push-bad", &f.base, &ric, "");
+    let out = lamina_in(&p, &["build", "--to", &reg.reference("fn:bad")]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("L010"), "{err}");
+    assert!(
+        !err.lines().any(|l| l.contains("layer sha256:")),
+        "a layer was built before the refusal:\n{err}"
+    );
+    assert_eq!(reg.blob_count(), 0, "{err}");
+
+    let p = project("push-good", &f.base, &f.ric, "");
+    let out = lamina_in(&p, &["build", "--to", &reg.reference("fn:good")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !stderr_of(&out).contains("lambda check"),
+        "{}",
+        describe(&out)
+    );
+    let manifest: Value = serde_json::from_slice(&reg.raw_manifest("fn:good")).unwrap();
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+}
