@@ -203,6 +203,38 @@ mod tests {
     }
 
     #[test]
+    fn the_client_needs_a_base_and_the_runtimes_language() {
+        let resolve = |text: &str| {
+            let sf: crate::spec::SpecFile = toml::from_str(text).unwrap();
+            crate::spec::BuildSpec::resolve(
+                Some((Path::new("lamina.toml"), sf)),
+                &Default::default(),
+                Path::new("/p"),
+            )
+        };
+        let client = "runtime_client = { language = \"python\", path = \"ric\" }\n";
+        let e = resolve(&format!("[function]\n{client}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lamina.toml") && e.contains("set `base`"), "{e}");
+        let e = resolve(&format!(
+            "base = \"oci:b\"\n[function]\nruntime = \"nodejs22.x\"\n{client}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("another language"), "{e}");
+        let b = resolve(&format!(
+            "base = \"oci:b\"\n[function]\nruntime = \"python3.12\"\ncode = \"src\"\n{client}"
+        ))
+        .unwrap();
+        let c = b.runtime_client.unwrap();
+        assert_eq!(c.source, Path::new("/p/ric"));
+        assert_eq!(b.layers[0].dest, "/var/runtime");
+        assert_eq!(b.layer_roles[0], "runtime client");
+        assert_eq!(b.layers[1].dest, "/var/task");
+    }
+
+    #[test]
     fn layers_go_to_the_runtime_dir() {
         let d = tempfile::tempdir().unwrap();
         let jar = d.path().join("ric.jar");

@@ -242,6 +242,16 @@ impl BuildSpec {
                 "[function] runtime_client is for a base that is not an AWS Lambda image (those have the client): set `base`".into(),
             ));
         }
+        if let (Some(c), Some(rt)) = (
+            &function.runtime_client,
+            sf.function.as_ref().and_then(|f| f.runtime.as_deref()),
+        ) && runtime::find(rt).is_ok_and(|r| r.family != c.language.family())
+        {
+            return Err(r.spec_err(format!(
+                "[function] runtime_client is the {} client, but runtime = \"{rt}\" is another language",
+                c.language.name()
+            )));
+        }
         let base = r.base(ov, &sf, &function)?;
         let base_from = r.base_from(ov, &sf, &spec_dir);
         let to = r.to(ov, &sf)?;
