@@ -248,6 +248,23 @@ pub async fn build(
         base.manifest_digest,
         base.image.layers.len()
     ));
+    // `[function] runtime_client`: the base's interpreter found and the config completed.
+    let client = match &spec.runtime_client {
+        Some(_) => {
+            let (s, b, c) = (spec.clone(), base.image.clone(), opts.cache_dir.clone());
+            let (prepared, lines) =
+                crate::task::blocking("finding the runtime client's interpreter", move || {
+                    let mut lines = Vec::new();
+                    let p = crate::lambda::client::prepare(&s, &b, &c, &mut |l| lines.push(l))?;
+                    Ok((p, lines))
+                })
+                .await?;
+            lines.into_iter().for_each(&mut *log);
+            Some(prepared)
+        }
+        None => None,
+    };
+    let spec = client.as_ref().map_or(spec, |c| &c.spec);
     // Fail fast: what the config alone tells, before any layer is read or compressed.
     crate::lambda::gate_early(spec, &base.image, log)?;
     let mut image = base.image.clone();
@@ -304,7 +321,34 @@ pub async fn build(
             "a base layer disappeared during the build",
         ));
     }
-    if let Err(e) = lambda_gate(spec, &rendered, &image, opts, log).await {
+    let client_gate = match &client {
+        Some(c) => {
+            let (p, r, cfg, cache) = (
+                c.clone(),
+                rendered.clone(),
+                image.config.clone(),
+                opts.cache_dir.clone(),
+            );
+            crate::task::blocking("checking the runtime client", move || {
+                let mut lines = Vec::new();
+                let checked = crate::lambda::client::check_built(&p, &r, &cfg, &cache, &mut |l| {
+                    lines.push(l)
+                });
+                Ok((checked, lines))
+            })
+            .await
+            .and_then(|(checked, lines)| {
+                lines.into_iter().for_each(&mut *log);
+                checked
+            })
+        }
+        None => Ok(()),
+    };
+    let gated = match client_gate {
+        Ok(()) => lambda_gate(spec, &rendered, &image, opts, log).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = gated {
         if let Some(s) = &streamer {
             s.finish(commits, false).await;
         }

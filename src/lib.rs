@@ -70,6 +70,7 @@ pub use registry::{DEFAULT_CHUNK, DEFAULT_STALL, MIN_CHUNK, Options, login};
 pub use spec::deploy::{DeploySpec, PackageKind};
 pub use spec::flags;
 pub use spec::function::{FunctionSpec, starter_spec};
+pub use spec::init::use_base as starter_on_base;
 pub use spec::init::{Detected, detect as detect_project, render as render_starter};
 pub use spec::schema::{SCHEMA_FILE, spec_schema};
 pub use spec::{BaseLock, BuildSpec, DeleteSpec, Overrides, SpecFile, Timestamp, read_spec_file};

@@ -42,7 +42,7 @@ enum Command {
     /// Resolve the base lamina.toml names again and move lamina.lock to it (fetching what the
     /// cache lacks, for later --offline builds).
     Update(Box<update::UpdateArgs>),
-    /// Check an image against what Lambda accepts (rules L001-L019); exit status 3 on errors.
+    /// Check an image against what Lambda accepts (rules L001-L021); exit status 3 on errors.
     Check(check::CheckArgs),
     /// Write a Lambda .zip deployment package (or Lambda layer zip) from lamina.toml, flags or
     /// an image.

@@ -1,4 +1,4 @@
-//! `lamina check`: an image against what Lambda accepts or can start (rules L001-L019).
+//! `lamina check`: an image against what Lambda accepts or can start (rules L001-L021).
 
 use clap::Args;
 

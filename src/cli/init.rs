@@ -16,6 +16,10 @@ pub struct InitArgs {
     /// Replace an existing lamina.toml.
     #[arg(long)]
     force: bool,
+    /// Build on this image, not an AWS Lambda base: the spec adds AWS's runtime interface
+    /// client (`runtime_client`) for the function's language.
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
 }
 
 /// Write the starter spec atomically (a temporary file renamed into place), mode 0644.
@@ -28,7 +32,12 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let found = lamina::detect_project(a.runtime.as_deref(), &a.dir)?;
+    let mut found = lamina::detect_project(a.runtime.as_deref(), &a.dir)?;
+    if let Some(base) = &a.base {
+        base.parse::<lamina::ImageRef>()
+            .map_err(|e| lamina::Error::usage(format!("--base {base}: {e}")))?;
+        lamina::starter_on_base(&mut found, base, &a.dir);
+    }
     let text = lamina::render_starter(&found)?;
     let dir = if a.dir.as_os_str().is_empty() {
         Path::new(".")

@@ -12,6 +12,7 @@
 //! exist.
 
 pub mod budgets;
+pub mod client;
 pub mod elf;
 pub mod fs;
 pub mod handler;

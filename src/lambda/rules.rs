@@ -58,6 +58,11 @@ pub enum Rule {
     /// A layer adds an entry whose parent directory neither it nor a layer below holds
     /// (`InvalidImage: MissingParentDirectory`).
     L019,
+    /// `[function] runtime_client`: the client's interpreter (`python3`, `node`, `java`) is
+    /// not on the base's PATH.
+    L020,
+    /// `[function] runtime_client`: the client's files are not where its `path` says.
+    L021,
 }
 
 impl Rule {

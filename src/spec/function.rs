@@ -49,6 +49,9 @@ pub struct FunctionSpec {
     /// Globs left out of the code (as `[[layer]] exclude`).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// AWS's runtime interface client for a `base` that is not an AWS Lambda image:
+    /// `{ language = "python", path = "ric" }` (see docs/runtime-client.md).
+    pub runtime_client: Option<super::client::RuntimeClientSpec>,
 }
 
 /// What `[function]` contributes to a build.
@@ -66,8 +69,10 @@ pub struct Expanded {
     /// `[function] env`, below `[config] env`.
     pub env: BTreeMap<String, String>,
     /// What each of `layers` is, for progress and history: `Lambda layer`, `dependencies`,
-    /// `code`, `bootstrap`.
+    /// `code`, `bootstrap`, `runtime client`.
     pub roles: Vec<&'static str>,
+    /// `runtime_client`, its path absolute (its layer is in `layers`).
+    pub runtime_client: Option<super::client::RuntimeClient>,
 }
 
 /// Top-level names in `dir` that pip installed (listed in a `*.dist-info/RECORD` there), with
@@ -162,6 +167,14 @@ pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> 
         .collect();
     if f.bootstrap.is_some() {
         out.roles.push("bootstrap");
+    }
+    if let Some(rc) = &f.runtime_client {
+        // Below the dependencies and the code, which change more often; not in a .zip (a
+        // managed runtime brings its own client).
+        let client = super::client::RuntimeClient::from_spec(rc, dir);
+        out.layers.insert(f.layers.len(), client.layer());
+        out.roles.insert(f.layers.len(), "runtime client");
+        out.runtime_client = Some(client);
     }
     if let Some(b) = &f.bootstrap {
         let mut l = layer(dir.join(b), "/var/runtime/bootstrap");

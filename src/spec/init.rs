@@ -26,6 +26,100 @@ pub struct Detected {
     pub reasons: Vec<String>,
     /// Commands to run before `lamina build` (dependencies to install, a binary to build).
     pub todo: Vec<String>,
+    /// A base that is not an AWS Lambda image (`lamina init --base REF`), see [`use_base`].
+    pub base: Option<String>,
+    /// The `runtime_client` line for such a base (or a comment saying none is needed).
+    pub runtime_client: Option<String>,
+}
+
+/// For `lamina init --base REF`: build on `base` (not an AWS Lambda image), with AWS's runtime
+/// interface client for the project's language at `ric` (an existing directory holding it is
+/// taken as it is), the command that fetches it for the platform in `todo`. Go, Rust and
+/// `provided` projects are told their bootstrap links the client.
+pub fn use_base(d: &mut Detected, base: &str, dir: &Path) {
+    use super::client::Language;
+    d.base = Some(base.to_owned());
+    let family = runtime::find(&d.runtime).map(|r| r.family).ok();
+    let lang = match family {
+        Some(Family::Python) => Language::Python,
+        Some(Family::Node) => Language::Node,
+        Some(Family::Java) => Language::Java,
+        Some(Family::Provided) => {
+            d.runtime_client = Some(
+                "# no runtime_client: the bootstrap links AWS's runtime interface client".into(),
+            );
+            d.reasons.push(format!(
+                "base {base}: a custom runtime's bootstrap links the runtime interface client itself"
+            ));
+            return;
+        }
+        _ => {
+            d.runtime_client = Some(format!(
+                "# runtime_client: lamina adds AWS's client for python, node and java, not {}",
+                d.runtime
+            ));
+            return;
+        }
+    };
+    // The version in the base's tag (`python:3.12-slim`, `node:22`, `eclipse-temurin:21-jre`)
+    // names the runtime, when lamina knows it.
+    let tag = base.rsplit_once(':').map_or("", |(_, t)| t);
+    let version: String = tag
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let major = version.split('.').next().unwrap_or("");
+    let named = match lang {
+        Language::Python => format!(
+            "python{}",
+            version.split('.').take(2).collect::<Vec<_>>().join(".")
+        ),
+        Language::Node => format!("nodejs{major}.x"),
+        Language::Java => format!("java{major}"),
+    };
+    if !major.is_empty() && runtime::find(&named).is_ok() {
+        d.runtime = named;
+    }
+    let path = if lang == Language::Java {
+        "ric/aws-lambda-java-runtime-interface-client.jar"
+    } else {
+        "ric"
+    };
+    d.runtime_client = Some(format!(
+        "runtime_client = {{ language = \"{}\", path = \"{path}\" }}   # AWS's client ({}) for a base that is not an AWS Lambda image",
+        lang.name(),
+        lang.package()
+    ));
+    // The client is not the function's code nor its dependencies.
+    if d.dependencies.as_deref() == Some("ric") {
+        d.dependencies = None;
+        d.reasons.retain(|r| !r.starts_with("dependencies ric/"));
+    }
+    if d.code == "." && !d.exclude.iter().any(|e| e == "ric") {
+        d.exclude.push("ric".into());
+    }
+    d.reasons.push(format!(
+        "base {base}: not an AWS Lambda image, so AWS's runtime interface client ({}) goes on a layer of its own",
+        lang.package()
+    ));
+    let fetched = match lang {
+        Language::Python => dir.join("ric/awslambdaric/__main__.py").is_file(),
+        Language::Node => dir.join("ric/node_modules/aws-lambda-ric").is_dir(),
+        Language::Java => dir.join(path).is_file(),
+    };
+    let python = d.runtime.strip_prefix("python");
+    if !fetched {
+        let target = if lang == Language::Java { "ric" } else { path };
+        d.todo.push(format!(
+            "{}   (linux/amd64; manylinux2014_aarch64 for linux/arm64{})",
+            lang.fetch_command(target, "x86_64", python),
+            if lang == Language::Python {
+                ", and the base's own python3 version"
+            } else {
+                ""
+            }
+        ));
+    }
 }
 
 /// lamina's own outputs and files that are not code, excluded from every starter's code.
@@ -400,30 +494,47 @@ pub fn render(d: &Detected) -> Result<String> {
 # lamina.toml: build this function as a Lambda container image with `lamina build`.
 # Paths are relative to this file. Every field can also be set by a flag (`lamina build --help`).
 
-platform = "linux/amd64"       # or "linux/arm64" (Lambda's arm64); x86_64 and aarch64 work too
+{base}platform = "linux/amd64"       # or "linux/arm64" (Lambda's arm64); x86_64 and aarch64 work too
 to = "oci:out:latest"          # or docker://<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>
 
 [function]
-runtime = "{name}"{rpad}# base image {image}
+runtime = "{name}"{rpad}# {runtime_note}
 handler = "{handler}"{hpad}# becomes CMD
 code = {code}{cpad}# into /var/task
 exclude = [{exclude}]
 {deps}
 # layers = ["layer.zip"]       # Lambda layers (.zip or directories), into /opt in order
 {bootstrap}
-# env = {{ LOG_LEVEL = "info" }}
+{client}# env = {{ LOG_LEVEL = "info" }}
 
 # [config]                     # wins over [function]: entrypoint, cmd, env, workdir, user, labels
 # [annotations]                # manifest annotations
 "#,
         name = rt.name,
         rpad = pad(rt.name, 19),
-        image = rt.image,
+        runtime_note = match d.base {
+            Some(_) => "the language and its version; the image is `base`".to_owned(),
+            None => format!("base image {}", rt.image),
+        },
         handler = d.handler,
         hpad = pad(&d.handler, 19),
         code = q(&d.code),
         cpad = pad(&d.code, 22),
         exclude = exclude.join(", "),
+        base = d
+            .base
+            .as_ref()
+            .map(|b| format!(
+                "base = {}{}# not an AWS Lambda image: see runtime_client\n",
+                q(b),
+                pad(&q(b), 23)
+            ))
+            .unwrap_or_default(),
+        client = d
+            .runtime_client
+            .as_ref()
+            .map(|c| format!("{c}\n"))
+            .unwrap_or_default(),
     ))
 }
 

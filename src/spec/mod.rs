@@ -2,6 +2,7 @@
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
 pub mod deploy;
+pub mod client;
 pub mod flags;
 pub mod function;
 pub mod init;
@@ -251,6 +252,9 @@ pub struct BuildSpec {
     pub cache: Option<crate::reference::RegistryRef>,
     /// Rebuild every layer a cache finds, and fail if its bytes differ.
     pub cache_verify: bool,
+    /// `[function] runtime_client`: AWS's runtime interface client, whose layer is among
+    /// `layers`; the build finds the base's interpreter and sets the config from it.
+    pub runtime_client: Option<client::RuntimeClient>,
 }
 
 pub use crate::layer::compress::DEFAULT_COMPRESSION_LEVEL;
@@ -294,6 +298,21 @@ impl BuildSpec {
                 .map_err(|e| r.spec_err(format!("[function]: {e}")))?,
             None => Default::default(),
         };
+        if function.runtime_client.is_some() && sf.base.is_none() && ov.base.is_none() {
+            return Err(r.spec_err(
+                "[function] runtime_client is for a base that is not an AWS Lambda image (those have the client): set `base`".into(),
+            ));
+        }
+        if let (Some(c), Some(rt)) = (
+            &function.runtime_client,
+            sf.function.as_ref().and_then(|f| f.runtime.as_deref()),
+        ) && runtime::find(rt).is_ok_and(|r| r.family != c.language.family())
+        {
+            return Err(r.spec_err(format!(
+                "[function] runtime_client is the {} client, but runtime = \"{rt}\" is another language",
+                c.language.name()
+            )));
+        }
         let base = r.base(ov, &sf, &function)?;
         let base_from = r.base_from(ov, &sf, &spec_dir);
         let to = r.to(ov, &sf)?;
@@ -302,6 +321,7 @@ impl BuildSpec {
         let (layers, zip_layers) = r.layers(ov, sf.layer, function.layers, function.zip_layers)?;
         layer_roles.resize(layers.len(), "layer".into());
         let deletes = r.deletes(ov, &sf.delete)?;
+        let runtime_client = function.runtime_client.clone();
         let config = r.config(ov, sf.config, function.cmd, function.env)?;
         let mut annotations = sf.annotations;
         annotations.extend(ov.annotations.clone());
@@ -331,6 +351,7 @@ impl BuildSpec {
             layer_cache: !ov.no_cache,
             base_from,
             layer_roles,
+            runtime_client,
             // The lock pins the base lamina.toml names; an ad-hoc `--base` is not pinned.
             lock_file: path
                 .as_ref()
