@@ -40,6 +40,10 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// The host Docker Hub serves its registry API from.
 pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// The tag the registry build cache lives under when `--cache` names no tag: never `latest`,
+/// which is a function's.
+pub const BUILD_CACHE_TAG: &str = "lamina-cache";
+
 /// The canonical name of a registry as written by a user: Docker Hub's aliases become
 /// [`DOCKER_HUB`].
 pub fn canonical_registry(registry: &str) -> &str {

@@ -23,6 +23,17 @@ use crate::platform::Platform;
 /// Lambda's limit on an image's uncompressed size (all layers).
 pub const MAX_UNCOMPRESSED: u64 = 10 << 30;
 
+/// `entrypoint` and `cmd`: an array of strings, or a string read as the command line reads it
+/// (a JSON array when it starts with `[`, else one word).
+fn argv_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string"}
+        ]
+    })
+}
+
 /// `[config]`: every field optional, unset ones inherit from the base image's config.
 #[derive(Deserialize, Default, Clone, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,11 +41,11 @@ pub struct ConfigSpec {
     /// ENTRYPOINT, as an argv: in lamina.toml an array of strings, or a string read as the
     /// command line reads it ([`argv_from_str`]).
     #[serde(default, deserialize_with = "argv_field")]
-    #[schemars(schema_with = "crate::spec::schema::argv")]
+    #[schemars(schema_with = "argv_schema")]
     pub entrypoint: Option<Vec<String>>,
     /// CMD, as an argv (for Lambda: the handler); written as `entrypoint` is.
     #[serde(default, deserialize_with = "argv_field")]
-    #[schemars(schema_with = "crate::spec::schema::argv")]
+    #[schemars(schema_with = "argv_schema")]
     pub cmd: Option<Vec<String>>,
     /// Environment variables added to (or replacing those of) the base's.
     #[serde(default)]

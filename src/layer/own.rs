@@ -12,7 +12,7 @@ pub const MARKER: &str = ".lamina-output";
 /// The marker's content.
 pub const MARKER_TEXT: &[u8] = b"written by lamina\n";
 
-/// The lock file's first bytes (see `crate::lock`).
+/// The lock file's first bytes (as the lock module writes them).
 const LOCK_HEAD: &[u8] = b"# Written by lamina";
 
 /// Did lamina write what is at `path` (with `meta` from `symlink_metadata`)? Reads at most

@@ -42,7 +42,7 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.lamina.cache.v1+json";
 /// The media type of the mapping document (the artifact's one layer).
 pub const DATA_TYPE: &str = "application/vnd.lamina.cache.data.v1+json";
 /// The tag the cache has in the destination repository unless `--cache` names another.
-pub const DEFAULT_TAG: &str = "lamina-cache";
+pub const DEFAULT_TAG: &str = crate::reference::BUILD_CACHE_TAG;
 /// The most entries the cache keeps (the oldest are dropped).
 pub const MAX_ENTRIES: usize = 4096;
 /// The largest mapping document read (about 500 bytes an entry).

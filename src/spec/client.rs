@@ -5,7 +5,7 @@
 //! The client's files come from a directory (or jar) the user fetched with the language's own
 //! tool; lamina puts them on a layer of their own at [`CLIENT_DIR`] (AWS's `LAMBDA_RUNTIME_DIR`),
 //! and the build sets ENTRYPOINT, the module path, `LAMBDA_TASK_ROOT` and WORKDIR the way the
-//! clients' READMEs and AWS's base images do (see `crate::lambda::client`). Go, Rust and the
+//! clients' READMEs and AWS's base images do (the Lambda gate's client module checks them). Go, Rust and the
 //! `provided` runtimes link their client into the bootstrap: they need none, and saying one is
 //! refused with that explanation.
 

@@ -1,8 +1,8 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
-pub mod deploy;
 pub mod client;
+pub mod deploy;
 pub mod flags;
 pub mod function;
 pub mod init;
@@ -95,7 +95,7 @@ impl CacheTo {
         }
         let last = s.rsplit('/').next().unwrap_or(s);
         if !last.contains(':') {
-            r.tag = Some(crate::registry::buildcache::DEFAULT_TAG.to_owned());
+            r.tag = Some(crate::reference::BUILD_CACHE_TAG.to_owned());
         }
         Ok(CacheTo::At(r))
     }
@@ -475,7 +475,7 @@ impl Resolver<'_> {
             CacheTo::At(r) => Ok(Some(r)),
             CacheTo::Destination => match to {
                 ImageRef::Docker(d) => Ok(Some(crate::reference::RegistryRef {
-                    tag: Some(crate::registry::buildcache::DEFAULT_TAG.to_owned()),
+                    tag: Some(crate::reference::BUILD_CACHE_TAG.to_owned()),
                     digest: None,
                     ..d.clone()
                 })),

@@ -87,17 +87,6 @@ pub(crate) fn runtime_name(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// `entrypoint` and `cmd`: an array of strings, or a string read as the command line reads it
-/// (a JSON array when it starts with `[`, else one word).
-pub(crate) fn argv(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "oneOf": [
-            {"type": "array", "items": {"type": "string"}},
-            {"type": "string"}
-        ]
-    })
-}
-
 /// A permission mode: an integer (write it octal, `0o644`) or an octal string (`"0644"`), at
 /// most `0o7777`. (A decimal `644` is refused by lamina, but is only an integer to a schema.)
 impl JsonSchema for Mode {
