@@ -31,7 +31,7 @@ use crate::transport::{self, ReadMode, Source};
 
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
-pub use sandbox::Isolation;
+pub use sandbox::{Isolation, LAMBDA_GID, LAMBDA_UID};
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
@@ -55,8 +55,12 @@ pub struct RunOptions {
     /// `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: String,
     /// AWS credentials given to the function as Lambda gives it its role's (the binary passes
-    /// its own, so a function can reach AWS as the user does).
+    /// the ones its AWS configuration resolves to with `--aws-credentials`).
     pub credentials: Credentials,
+    /// Who the function runs as: `Some((uid, gid))`, Lambda's `sbx_user1051` (993:990) by
+    /// default, as Lambda runs every function whatever the image's `USER`; `None` runs it as
+    /// root (`--root`). See `sandbox::Identity` for how the ids are mapped.
+    pub user: Option<(u32, u32)>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +73,7 @@ impl Default for RunOptions {
             function_name: "function".to_owned(),
             region: DEFAULT_REGION.to_owned(),
             credentials: Credentials::default(),
+            user: Some((LAMBDA_UID, LAMBDA_GID)),
         }
     }
 }
@@ -133,8 +138,9 @@ pub struct Prepared {
     pub env: Vec<String>,
     /// The working directory (`/` when the config names none).
     pub workdir: String,
-    /// The image config's `User`, which is not used (the function runs as root inside the
-    /// sandbox, which is the user running lamina outside).
+    /// The image config's `User`, which is not used (Lambda runs every function as its own
+    /// user, `sbx_user1051`, whatever the image says; lamina does the same, see
+    /// [`RunOptions::user`]).
     pub user: Option<String>,
 }
 
@@ -380,6 +386,7 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         env,
         cwd: p.workdir.clone(),
         hostname: "lamina".to_owned(),
+        user: o.user,
     })
 }
 

@@ -274,6 +274,9 @@ impl Supervisor {
         };
         if !self.announced {
             eprintln!("lamina: isolation: {}", launched.how);
+            if let Some(c) = &launched.caveat {
+                eprintln!("lamina: note: {c}");
+            }
             self.announced = true;
         }
         let (kill_tx, kill_rx) = oneshot::channel::<()>();

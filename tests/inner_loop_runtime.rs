@@ -1,0 +1,224 @@
+//! `lamina run`/`invoke` closer to Lambda (issue 15): the function runs as Lambda's non-root
+//! user, sees Lambda's environment, gets AWS credentials only on request, and times out with
+//! Lambda's error. Each test builds a scratch image with Debian's static busybox and a
+//! bootstrap script of its own speaking the real Runtime API, runs it in lamina's namespace
+//! sandbox, and looks at what the function saw.
+//!
+//! These tests need user namespaces and `/bin/busybox` from `busybox-static`: without them
+//! they fail, loudly.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: [&str; 13] = [
+    "sh", "wget", "grep", "sed", "tr", "cat", "sleep", "id", "env", "head", "echo", "nc", "ls",
+];
+
+/// The Runtime API helpers every bootstrap starts with: `next` fetches an invocation into
+/// /tmp/event (its id in `$id`), `respond FILE` posts FILE as the response.
+const PRELUDE: &str = r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+next() {
+  wget -S -O /tmp/event "$api/invocation/next" 2>/tmp/headers || exit 1
+  id=$(grep -i '^ *lambda-runtime-aws-request-id:' /tmp/headers | sed 's/^[^:]*: *//' | tr -d '\r')
+}
+respond() { wget -q -O /dev/null --post-file "$1" "$api/invocation/$id/response"; }
+"#;
+
+/// A scratch image at `dir/images:TAG`: busybox, `bootstrap` (after [`PRELUDE`]) as
+/// `/var/runtime/bootstrap`, and `files` (path in the image, bytes, mode), each in a layer of
+/// its own with that mode (lamina gives every file 0644 or 0755 unless a layer says `mode`).
+fn image(dir: &Path, tag: &str, bootstrap: &str, files: &[(&str, &[u8], u32)]) -> String {
+    let busybox = std::fs::read(BUSYBOX)
+        .unwrap_or_else(|e| panic!("{BUSYBOX} is missing ({e}): install Debian's busybox-static"));
+    let stage = dir.join(format!("stage-{tag}"));
+    for d in ["bin", "var/runtime", "var/task", "tmp", "opt"] {
+        std::fs::create_dir_all(stage.join(d)).unwrap();
+    }
+    write_file(&stage.join("bin/busybox"), &busybox, 0o755);
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", stage.join("bin").join(a)).unwrap();
+    }
+    write_file(
+        &stage.join("var/runtime/bootstrap"),
+        format!("{PRELUDE}{bootstrap}").as_bytes(),
+        0o755,
+    );
+    let to = oci_ref(&dir.join("images"), tag);
+    let mut spec = format!(
+        "base = \"scratch\"\nto = \"{to}\"\n\n[[layer]]\nsource = \"{}\"\ndest = \"/\"\n",
+        stage.display()
+    );
+    for (i, (path, data, mode)) in files.iter().enumerate() {
+        let src = dir.join(format!("file-{tag}-{i}"));
+        write_file(&src, data, *mode);
+        spec.push_str(&format!(
+            "\n[[layer]]\nsource = \"{}\"\ndest = \"{path}\"\nmode = \"{mode:04o}\"\n",
+            src.display()
+        ));
+    }
+    spec.push_str(
+        "\n[config]\nentrypoint = [\"/var/runtime/bootstrap\"]\ncmd = [\"app.handler\"]\nworkdir = \"/var/task\"\nenv = { PATH = \"/bin\" }\n",
+    );
+    let spec_path = dir.join(format!("lamina-{tag}.toml"));
+    std::fs::write(&spec_path, spec).unwrap();
+    lamina_ok(
+        &["build", "-f", spec_path.to_str().unwrap(), "-q"],
+        dir,
+        &[],
+    );
+    to
+}
+
+/// A fresh working directory under cargo's target tmp (removed on drop).
+fn workdir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inner-loop");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::TempDir::new_in(base).unwrap()
+}
+
+/// `lamina invoke IMAGE ARGS...` with the event `{}`, lamina's environment without AWS_*
+/// plus `env`, bounded to a minute.
+fn invoke(dir: &Path, image: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(lamina_bin());
+    cmd.args(["invoke", image])
+        .args(args)
+        .env("LAMINA_CACHE_DIR", dir.join("cache"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    // No shared config file of the host's: only what the test sets.
+    cmd.env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("lamina starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: killing the child we started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("lamina invoke {image} did not finish within a minute");
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `KEY=VALUE` lines as pairs.
+fn vars(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn var<'a>(vars: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    vars.iter()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reports its ids and whether it can read /etc/secret (root's, mode 0600) and write
+/// /var/task and /opt.
+const WHOAMI: &str = r#"
+next
+{
+  echo "uid=$(id -u)"
+  echo "gid=$(id -g)"
+  if cat /etc/secret >/dev/null 2>/tmp/err; then echo "secret=read"; else echo "secret=$(cat /tmp/err)"; fi
+  if echo x 2>/dev/null >/var/task/new; then echo "task=writable"; else echo "task=read-only"; fi
+  if echo x 2>/dev/null >/opt/new; then echo "opt=writable"; else echo "opt=read-only"; fi
+  if echo x 2>/dev/null >/tmp/new; then echo "tmp=writable"; else echo "tmp=read-only"; fi
+} >/tmp/out
+respond /tmp/out
+"#;
+
+#[test]
+fn the_function_runs_as_lambdas_user_and_a_root_only_file_fails_as_on_lambda() {
+    let dir = workdir();
+    let files: &[(&str, &[u8], u32)] = &[
+        // Outside /var/task and /opt, which lamina build opens up (--fix-permissions).
+        ("/etc/secret", b"root only\n", 0o600),
+        ("/opt/layer.txt", b"a layer\n", 0o644),
+    ];
+    let img = image(dir.path(), "whoami", WHOAMI, files);
+
+    let out = invoke(dir.path(), &img, &[], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(
+        var(&v, "uid"),
+        Some("993"),
+        "Lambda's sbx_user1051:\n{}",
+        describe(&out)
+    );
+    assert_eq!(var(&v, "gid"), Some("990"), "{}", describe(&out));
+    let secret = var(&v, "secret").unwrap();
+    assert!(
+        secret.contains("Permission denied"),
+        "a file only root may read must fail as it does on Lambda: {secret}\n{}",
+        describe(&out)
+    );
+    assert_eq!(var(&v, "task"), Some("read-only"));
+    assert_eq!(var(&v, "opt"), Some("read-only"));
+    assert_eq!(var(&v, "tmp"), Some("writable"));
+    assert!(
+        stderr_of(&out).contains("running as uid 993 gid 990"),
+        "the isolation line says who the function runs as:\n{}",
+        describe(&out)
+    );
+
+    // --user changes it, --root opts out.
+    let out = invoke(dir.path(), &img, &["--user", "1234:5678"], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(
+        (var(&v, "uid"), var(&v, "gid")),
+        (Some("1234"), Some("5678"))
+    );
+    let out = invoke(dir.path(), &img, &["--root"], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(var(&v, "uid"), Some("0"));
+    assert_eq!(var(&v, "secret"), Some("read"));
+    assert_eq!(
+        var(&v, "task"),
+        Some("read-only"),
+        "read-only even for root"
+    );
+
+    let out = invoke(dir.path(), &img, &["--user", "nobody"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("--user `nobody`"),
+        "{}",
+        describe(&out)
+    );
+}
