@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -221,4 +220,211 @@ fn the_function_runs_as_lambdas_user_and_a_root_only_file_fails_as_on_lambda() {
         "{}",
         describe(&out)
     );
+}
+
+/// Answers with its whole environment (busybox `env`).
+const ENV: &str = r#"
+next
+env >/tmp/out
+respond /tmp/out
+"#;
+
+#[test]
+fn the_function_sees_lambdas_environment() {
+    let dir = workdir();
+    let img = image(dir.path(), "env", ENV, &[]);
+    let out = invoke(
+        dir.path(),
+        &img,
+        &[
+            "--function-name",
+            "env-fn",
+            "--memory",
+            "256",
+            "--managed-runtime",
+            "python3.12",
+        ],
+        &[("AWS_REGION", "eu-west-3")],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    let expected = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "env-fn"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/env-fn"),
+        ("AWS_REGION", "eu-west-3"),
+        ("AWS_DEFAULT_REGION", "eu-west-3"),
+        ("LAMBDA_TASK_ROOT", "/var/task"),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
+        ("TZ", ":UTC"),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+        ("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12"),
+        ("PATH", "/bin"),
+    ];
+    for (k, want) in expected {
+        assert_eq!(var(&v, k), Some(want), "{k}:\n{}", describe(&out));
+    }
+    // YYYY/MM/DD/[$LATEST] and 32 hex digits.
+    let stream = var(&v, "AWS_LAMBDA_LOG_STREAM_NAME").unwrap();
+    let (date, id) = stream
+        .split_once("/[$LATEST]")
+        .unwrap_or_else(|| panic!("{stream}"));
+    let parts: Vec<&str> = date.split('/').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().zip([4, 2, 2]).all(|(p, n)| p.len() == n),
+        "{stream}"
+    );
+    assert!(
+        id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{stream}"
+    );
+    // No credentials unless asked for, even when lamina has some.
+    assert_eq!(var(&v, "AWS_ACCESS_KEY_ID"), None);
+
+    // An OS-only runtime has no AWS_EXECUTION_ENV; an unknown one is refused.
+    let out = invoke(
+        dir.path(),
+        &img,
+        &["--managed-runtime", "provided.al2023"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(var(&vars(&stdout(&out)), "AWS_EXECUTION_ENV"), None);
+    let out = invoke(dir.path(), &img, &["--managed-runtime", "python3.21"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr_of(&out).contains("python3.12"), "{}", describe(&out));
+}
+
+#[test]
+fn aws_credentials_are_given_only_on_request_and_never_printed() {
+    let dir = workdir();
+    let img = image(dir.path(), "creds", ENV, &[]);
+    let secret = "wJalrXUtnFEMI-inner-loop-secret";
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "AKIAINNERLOOPTEST"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", "token-inner-loop"),
+    ];
+    let out = invoke(dir.path(), &img, &[], &creds);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(
+        var(&v, "AWS_SECRET_ACCESS_KEY"),
+        None,
+        "given without --aws-credentials"
+    );
+
+    let out = invoke(dir.path(), &img, &["--aws-credentials"], &creds);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(var(&v, "AWS_ACCESS_KEY_ID"), Some("AKIAINNERLOOPTEST"));
+    assert_eq!(var(&v, "AWS_SECRET_ACCESS_KEY"), Some(secret));
+    assert_eq!(var(&v, "AWS_SESSION_TOKEN"), Some("token-inner-loop"));
+    assert!(!stderr_of(&out).contains(secret), "{}", describe(&out));
+
+    // From a profile of the shared credentials file: the aws-config chain, not just the
+    // environment.
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        "[dev]\naws_access_key_id = AKIAFROMPROFILE\naws_secret_access_key = from-profile\n",
+    )
+    .unwrap();
+    let out = invoke(
+        dir.path(),
+        &img,
+        &["--aws-credentials"],
+        &[
+            ("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap()),
+            ("AWS_PROFILE", "dev"),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(var(&v, "AWS_ACCESS_KEY_ID"), Some("AKIAFROMPROFILE"));
+    assert_eq!(var(&v, "AWS_SESSION_TOKEN"), None);
+
+    // None to be found: a clear error, nothing run.
+    let out = invoke(dir.path(), &img, &["--aws-credentials"], &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("--aws-credentials: no AWS credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("START RequestId"), "{err}");
+}
+
+/// Sleeps through any invocation.
+const SLEEPY: &str = r#"
+next
+sleep 30
+"#;
+
+#[test]
+fn a_timeout_answers_sandbox_timedout_as_the_runtime_interface_emulator_names_it() {
+    let dir = workdir();
+    let img = image(dir.path(), "sleepy", SLEEPY, &[]);
+    let out = invoke(dir.path(), &img, &["--timeout", "1"], &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", describe(&out)));
+    assert_eq!(body["errorType"], "Sandbox.Timedout", "{body}");
+    let msg = body["errorMessage"].as_str().unwrap();
+    assert!(
+        msg.starts_with("RequestId: ")
+            && msg.ends_with(" Error: Task timed out after 1.00 seconds"),
+        "{msg}"
+    );
+}
+
+/// Holds `$MB` megabytes in a shell variable, then answers.
+const HOG: &str = r#"
+next
+x=$(head -c $((MB * 1024 * 1024)) /dev/zero | tr '\0' a)
+echo "held ${#x}" >/tmp/out
+respond /tmp/out
+"#;
+
+#[test]
+fn memory_over_the_limit_is_runtime_out_of_memory_or_said_not_enforced() {
+    let dir = workdir();
+    let img = image(dir.path(), "hog", HOG, &[]);
+    let out = invoke(
+        dir.path(),
+        &img,
+        &["--memory", "128", "--env", "MB=400"],
+        &[],
+    );
+    let err = stderr_of(&out);
+    if err.contains("lamina: memory: limited to 128 MB") {
+        assert!(!out.status.success(), "{}", describe(&out));
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", describe(&out)));
+        assert_eq!(body["errorType"], "Runtime.OutOfMemory", "{body}\n{err}");
+        assert!(
+            body["errorMessage"]
+                .as_str()
+                .unwrap()
+                .ends_with("Error: Runtime exited with error: signal: killed"),
+            "{body}"
+        );
+        // Under the limit it answers, and REPORT says how much it used.
+        let out = invoke(dir.path(), &img, &["--memory", "128", "--env", "MB=8"], &[]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(stdout(&out).trim(), format!("held {}", 8 * 1024 * 1024));
+        assert!(
+            stderr_of(&out).contains("Max Memory Used: "),
+            "{}",
+            describe(&out)
+        );
+    } else {
+        // A host that delegates no cgroup: said, and the function still runs.
+        assert!(
+            err.contains("lamina: memory: --memory 128 is told to the function but not enforced: "),
+            "{}",
+            describe(&out)
+        );
+    }
 }

@@ -41,6 +41,10 @@ pub struct FunctionArgs {
     /// (environment, profile, SSO...), as Lambda gives it its role's.
     #[arg(long)]
     aws_credentials: bool,
+    /// The Lambda runtime the function is deployed with (python3.12, nodejs20.x...): sets
+    /// AWS_EXECUTION_ENV as Lambda does for managed runtimes.
+    #[arg(long, value_name = "RUNTIME")]
+    managed_runtime: Option<String>,
 }
 
 impl FunctionArgs {
@@ -112,6 +116,10 @@ impl FunctionArgs {
                 .unwrap_or_else(|| lamina::run::DEFAULT_REGION.to_owned()),
             credentials: lamina::run::Credentials::default(),
             user: self.user()?,
+            execution_env: match &self.managed_runtime {
+                Some(r) => lamina::run::execution_env(r)?,
+                None => None,
+            },
         };
         let mut opts = opts;
         if self.aws_credentials {

@@ -8,6 +8,8 @@
 //! Runtime Interface Emulator (`invoke_api`), with a `supervisor` between them running one
 //! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
+mod cgroup;
+mod env;
 mod http;
 mod ids;
 mod invocation;
@@ -19,7 +21,7 @@ mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -29,6 +31,7 @@ use crate::reference::ImageRef;
 use crate::registry::Options;
 use crate::transport::{self, ReadMode, Source};
 
+pub use env::execution_env;
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
 pub use sandbox::{Isolation, LAMBDA_GID, LAMBDA_UID};
@@ -61,6 +64,9 @@ pub struct RunOptions {
     /// default, as Lambda runs every function whatever the image's `USER`; `None` runs it as
     /// root (`--root`). See `sandbox::Identity` for how the ids are mapped.
     pub user: Option<(u32, u32)>,
+    /// `AWS_EXECUTION_ENV` (`AWS_Lambda_python3.12`), for a function on a managed runtime
+    /// ([`execution_env`] makes it from the runtime's name); unset for OS-only runtimes.
+    pub execution_env: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +80,7 @@ impl Default for RunOptions {
             region: DEFAULT_REGION.to_owned(),
             credentials: Credentials::default(),
             user: Some((LAMBDA_UID, LAMBDA_GID)),
+            execution_env: None,
         }
     }
 }
@@ -309,22 +316,6 @@ fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
     }
 }
 
-/// The `AWS_LAMBDA_LOG_STREAM_NAME` Lambda would give a new environment.
-fn log_stream_name() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let date = crate::image::rfc3339(secs);
-    format!(
-        "{}/{}/{}/[$LATEST]{}",
-        &date[..4],
-        &date[5..7],
-        &date[8..10],
-        ids::request_id().replace('-', "")
-    )
-}
-
 /// The process to start for `p`: ENTRYPOINT + CMD (its program found in the image's `PATH`),
 /// and the environment — the image's, then Lambda's (`AWS_LAMBDA_RUNTIME_API` pointing at
 /// `runtime_api`, the function's name, memory size and version, `_HANDLER` when the entrypoint
@@ -345,21 +336,7 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     if !env.iter().any(|(k, _)| k == "PATH") {
         set(&mut env, "PATH", DEFAULT_PATH.to_owned());
     }
-    let name = &o.function_name;
-    for (k, v) in [
-        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name()),
-        ("AWS_REGION", o.region.clone()),
-        ("AWS_DEFAULT_REGION", o.region.clone()),
-        ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
-        ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
-        ("TZ", ":UTC".to_owned()),
-    ] {
+    for (k, v) in env::lambda_vars(o, runtime_api) {
         set(&mut env, k, v);
     }
     if !env.iter().any(|(k, _)| k == "LANG") {
@@ -387,6 +364,7 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         cwd: p.workdir.clone(),
         hostname: "lamina".to_owned(),
         user: o.user,
+        cgroup_procs: None,
     })
 }
 
@@ -421,12 +399,43 @@ fn resolve_program(root: &Path, name: &str, workdir: &str, env: &[(String, Strin
     name.to_owned()
 }
 
-fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
+fn launcher(
+    p: &Prepared,
+    o: &RunOptions,
+    limit: Option<std::sync::Arc<cgroup::Limit>>,
+) -> supervisor::Launcher {
     let (p, o) = (p.clone(), o.clone());
     Box::new(move |addr: &str| {
-        let spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
+        let mut spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
+        spec.cgroup_procs = limit.as_ref().map(|l| l.procs_file());
         sandbox::launch(&o.isolation, &spec)
     })
+}
+
+/// The memory limit of `o.memory_mb`, where this host lets lamina make one; otherwise said on
+/// stderr (the size is then only told to the function).
+fn memory_limit(o: &RunOptions) -> Option<std::sync::Arc<cgroup::Limit>> {
+    let made = match &o.isolation {
+        Isolation::Namespaces => cgroup::Limit::create(o.memory_mb),
+        Isolation::Oci(rt) => Err(format!("lamina does not set cgroups through {rt}")),
+    };
+    match made {
+        Ok(l) => {
+            eprintln!(
+                "lamina: memory: limited to {} MB ({})",
+                o.memory_mb,
+                l.describe()
+            );
+            Some(std::sync::Arc::new(l))
+        }
+        Err(why) => {
+            eprintln!(
+                "lamina: memory: --memory {} is told to the function but not enforced: {why}",
+                o.memory_mb
+            );
+            None
+        }
+    }
 }
 
 fn settings(o: &RunOptions) -> Settings {
@@ -448,7 +457,9 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
 /// threads (which the sandbox's processes are tied to, see `run::sandbox`) until it shuts down.
 pub async fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
-    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
+    let limit = memory_limit(o);
+    let (handle, mut running) =
+        supervisor::start(settings(o), launcher(p, o, limit.clone()), false, limit);
     let outcome = tokio::select! {
         outcome = handle.invoke(invoke) => Some(outcome),
         r = running.finished() => {
@@ -481,7 +492,9 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .ctx(|| format!("listening on {listen}"))?;
-    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
+    let limit = memory_limit(o);
+    let (handle, mut running) =
+        supervisor::start(settings(o), launcher(p, o, limit.clone()), true, limit);
     let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
     on_listen(addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

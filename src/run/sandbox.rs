@@ -61,6 +61,9 @@ pub struct Spec {
     /// root), `Some((uid, gid))` anyone else — Lambda's `sbx_user1051` by default, see
     /// [`Identity`].
     pub user: Option<(u32, u32)>,
+    /// The `cgroup.procs` file of the memory-limited cgroup the function joins (`cgroup`),
+    /// when there is one.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// The uid Lambda runs every function as (`sbx_user1051`), whatever the image's `USER` says.
@@ -276,6 +279,8 @@ struct Plan {
     deny_setgroups: bool,
     /// `(uid, gid)` to switch to once the sandbox is set up.
     switch_to: Option<(u32, u32)>,
+    /// The `cgroup.procs` file to join first.
+    cgroup_procs: Option<CString>,
     /// When the maps have more than the writer's own id, they are written from outside by
     /// lamina (which holds `CAP_SETUID` where the child, in its new namespace, does not): the
     /// child sends its pid on the first descriptor and waits for a `G` on the second.
@@ -358,6 +363,10 @@ fn plan(
         deny_setgroups: ident.switch_to.is_none(),
         switch_to: ident.switch_to,
         map_sync,
+        cgroup_procs: match &spec.cgroup_procs {
+            Some(p) => Some(cstring(p.as_os_str())?),
+            None => None,
+        },
         root: cstring(root.as_os_str())?,
         proc_dir: cstring(root.join("proc").as_os_str())?,
         tmp_dir: cstring(root.join("tmp").as_os_str())?,
@@ -492,6 +501,9 @@ fn intermediate(child: Pid) -> ! {
 /// Runs in the forked child before exec: namespaces, the intermediate process, mounts, root.
 fn enter(p: &Plan) -> io::Result<()> {
     let fd = p.report.as_fd();
+    if let Some(procs) = &p.cgroup_procs {
+        write_proc(procs, b"0").map_err(|e| failed(fd, "joining the memory cgroup", e))?;
+    }
     enter_namespaces(p, fd)?;
     mount_root(p, fd)?;
     mount_dev(p, fd)?;
@@ -940,6 +952,7 @@ mod tests {
             cwd: "/var/task".into(),
             hostname: "lamina".into(),
             user: None,
+            cgroup_procs: None,
         }
     }
 

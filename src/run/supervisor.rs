@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::cgroup::Limit;
 use super::ids::{epoch_ms, request_id, timestamp, trace_id};
 use super::invocation::{
     Invoke, MAX_PAYLOAD, Outcome, Settings, describe_exit, exit_error, millis,
@@ -23,6 +24,7 @@ use super::invocation::{
 use super::runtime_api::{Ack, Delivery, RtEvent, serve_runtime_api};
 use super::sandbox::{LaunchError, Launched};
 use crate::error::{Error, IoContext, Result};
+use std::sync::Arc;
 
 /// Lambda's limit on the init phase (before it is retried within the invocation).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +81,12 @@ impl Running {
 /// Start a supervisor for the function `launch` starts. With `eager`, the function is started
 /// at once (as `lamina run` does, so that its init shows up before the first invocation);
 /// otherwise with the first invocation.
-pub fn start(settings: Settings, launch: Launcher, eager: bool) -> (Handle, Running) {
+pub fn start(
+    settings: Settings,
+    launch: Launcher,
+    eager: bool,
+    limit: Option<Arc<Limit>>,
+) -> (Handle, Running) {
     let (tx, submit_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let (rt_tx, rt_rx) = mpsc::unbounded_channel();
@@ -94,6 +101,8 @@ pub fn start(settings: Settings, launch: Launcher, eager: bool) -> (Handle, Runn
         rt_tx,
         exit_tx,
         announced: false,
+        limit,
+        oom_seen: 0,
     };
     let task = tokio::spawn(sup.run(submit_rx, rt_rx, exit_rx, stop_rx, eager));
     (
@@ -154,6 +163,10 @@ pub struct Supervisor {
     rt_tx: mpsc::UnboundedSender<RtEvent>,
     exit_tx: mpsc::UnboundedSender<(u64, io::Result<std::process::ExitStatus>)>,
     announced: bool,
+    /// The memory limit the function runs under, when enforced.
+    limit: Option<Arc<Limit>>,
+    /// The cgroup's OOM kills already accounted for.
+    oom_seen: u64,
 }
 
 impl Supervisor {
@@ -372,8 +385,14 @@ impl Supervisor {
             .init
             .map(|i| format!("Init Duration: {:.2} ms\t", millis(i)))
             .unwrap_or_default();
+        let max_used = self
+            .limit
+            .as_ref()
+            .and_then(|l| l.peak_bytes())
+            .map(|b| format!("Max Memory Used: {} MB\t", b.div_ceil(1024 * 1024)))
+            .unwrap_or_default();
         eprintln!(
-            "REPORT RequestId: {}\t{init}Duration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\t",
+            "REPORT RequestId: {}\t{init}Duration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\t{max_used}",
             cur.id,
             millis(d),
             millis(d).ceil() as u64,
@@ -515,22 +534,30 @@ impl Supervisor {
         }
         let why = describe_exit(&status);
         let error = exit_error(&status);
+        // Killed by the OOM killer in the function's cgroup: Lambda's Runtime.OutOfMemory
+        // (RIE: rapid/shutdown.go, `event.OomKilled()` gives `ErrorRuntimeOutOfMemory`, with
+        // the same "Runtime exited with error: signal: killed" message).
+        let kind = match self.limit.as_ref().map(|l| l.oom_kills()) {
+            Some(n) if n > self.oom_seen => {
+                self.oom_seen = n;
+                "Runtime.OutOfMemory"
+            }
+            _ => "Runtime.ExitError",
+        };
         if let Some(cur) = self.current.take_if(|c| c.generation == generation) {
             let message = format!("RequestId: {} Error: {error}", cur.id);
-            eprintln!("{message}\nRuntime.ExitError");
-            self.finish(cur, Outcome::error("Runtime.ExitError", message));
+            eprintln!("{message}\n{kind}");
+            self.finish(cur, Outcome::error(kind, message));
         } else if !p.ready {
             eprintln!(
-                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: Runtime.ExitError",
+                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: {kind}",
                 millis(p.started.elapsed())
             );
             match self.queue.pop_front() {
                 Some(front) => {
                     let message = format!("RequestId: {} Error: {error}", front.id);
-                    eprintln!("{message}\nRuntime.ExitError");
-                    let _ = front
-                        .reply
-                        .send(Outcome::error("Runtime.ExitError", message));
+                    eprintln!("{message}\n{kind}");
+                    let _ = front.reply.send(Outcome::error(kind, message));
                 }
                 None => eprintln!(
                     "lamina: the function exited during init ({why}); the next invocation starts it again"
@@ -543,6 +570,19 @@ impl Supervisor {
         }
     }
 
+    /// Past a deadline: the invocation's timeout, or init's.
+    ///
+    /// A timeout answers `Sandbox.Timedout` with `RequestId: ID Error: Task timed out after
+    /// N.NN seconds`, as Lambda does. Checked against AWS's runtime interface emulator
+    /// (github.com/aws/aws-lambda-runtime-interface-emulator): its Lambda model names the
+    /// error `ErrorSandboxTimedout = "Sandbox.Timedout"`
+    /// (internal/lambda-managed-instances/rapid/model/customer_error.go) with the message
+    /// `fmt.Sprintf("Task timed out after %.2f seconds", ...)`
+    /// (internal/lambda-managed-instances/invoke/utils.go, `BuildInvokeAppError`), wrapped as
+    /// `"RequestId: %s Error: %v"` (internal/lambda-managed-instances/interop/model.go).
+    /// `Sandbox.Timeout` (internal/lambda/fatalerror) is the older internal name, which the
+    /// emulator's classic invoke handler never shows: it answers a bare `Task timed out after
+    /// N.00 seconds` text (internal/lambda/rie/handlers.go).
     fn on_deadline(&mut self, now: Instant) {
         let secs = self.settings.timeout.as_secs_f64();
         if let Some(cur) = self.current.take_if(|c| now >= c.deadline) {
