@@ -428,3 +428,203 @@ fn memory_over_the_limit_is_runtime_out_of_memory_or_said_not_enforced() {
         );
     }
 }
+
+/// A `lamina run` in the background, its stderr collected; stopped (SIGTERM) by [`Server::stop`]
+/// or on drop.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    lines: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(dir: &Path, image: &str, args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(lamina_bin())
+            .args(["run", image, "--port", "0"])
+            .args(args)
+            .env("LAMINA_CACHE_DIR", dir.join("cache"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lamina starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let reader = std::io::BufReader::new(child.stderr.take().unwrap());
+        let l = log.clone();
+        let lines = std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("http://") {
+                    let rest = &line[at + 7..];
+                    let _ = tx.send(rest[..rest.find('/').unwrap_or(rest.len())].to_owned());
+                }
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "lamina run did not listen within a minute:\n{}",
+                    log.lock().unwrap()
+                )
+            });
+        Server {
+            child,
+            addr,
+            log,
+            lines,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait (bounded) for lamina to end; its whole stderr.
+    fn stop(mut self) -> String {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let lines = std::mem::replace(&mut self.lines, std::thread::spawn(|| {}));
+        let _ = lines.join();
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection: status, headers and body, read to the end (bounded).
+fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("not HTTP: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+const INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
+
+/// An external extension in busybox sh: registers for INVOKE and SHUTDOWN, and says on stderr
+/// what it receives; after an INVOKE it works a little, says so, then asks again.
+const RECORDER: &str = r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2020-01-01/extension"
+wget -S -q -O /tmp/ext-reg --header "Lambda-Extension-Name: recorder" \
+  --post-data '{"events":["INVOKE","SHUTDOWN"]}' "$api/register" 2>/tmp/ext-headers || exit 1
+id=$(grep -i '^ *lambda-extension-identifier:' /tmp/ext-headers | sed 's/^[^:]*: *//' | tr -d '\r')
+echo "EXT registered as $(id -u) $(cat /tmp/ext-reg)" >&2
+while :; do
+  wget -q -O /tmp/ext-event --header "Lambda-Extension-Identifier: $id" "$api/event/next" || exit 1
+  event=$(cat /tmp/ext-event)
+  echo "EXT event $event" >&2
+  case "$event" in
+    *SHUTDOWN*) echo "EXT shutting down" >&2; exit 0 ;;
+    *INVOKE*) sleep 1; echo "EXT finished $(echo "$event" | sed 's/.*"requestId":"\([^"]*\)".*/\1/')" >&2 ;;
+  esac
+done
+"#;
+
+/// Answers `ok` to every invocation.
+const ECHO: &str = r#"
+while :; do
+  next
+  cat /tmp/event >/tmp/out
+  respond /tmp/out
+done
+"#;
+
+/// The request id of each `START RequestId:` line, in order.
+fn started(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("START RequestId: "))
+        .map(|r| r.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+fn line_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{log}"))
+}
+
+#[test]
+fn an_extension_registers_and_receives_invoke_and_shutdown() {
+    let dir = workdir();
+    let files: &[(&str, &[u8], u32)] = &[("/opt/extensions/recorder", RECORDER.as_bytes(), 0o755)];
+    let img = image(dir.path(), "ext", ECHO, files);
+    let server = Server::start(dir.path(), &img, &["--function-name", "ext-fn"]);
+    for n in 1..=2 {
+        let body = format!("{{\"n\":{n}}}");
+        let (status, _, answer) = http_post(&server.addr, INVOKE_PATH, body.as_bytes());
+        assert_eq!(status, 200, "{}", server.log());
+        assert_eq!(String::from_utf8_lossy(&answer), body, "{}", server.log());
+    }
+    let log = server.stop();
+    let ids = started(&log);
+    assert_eq!(ids.len(), 2, "{log}");
+    // Registered (as Lambda's user, told the function's name) before the first invocation.
+    let reg = line_of(&log, "EXT registered as 993 ");
+    assert!(log.contains(r#""functionName":"ext-fn""#), "{log}");
+    assert!(
+        reg < line_of(&log, &format!("START RequestId: {}", ids[0])),
+        "{log}"
+    );
+    // Each invocation reaches it as an INVOKE event with its request id, and the second one
+    // starts only after the extension has finished the first and asked again.
+    for id in &ids {
+        assert!(
+            log.lines().any(|l| l.starts_with("EXT event ")
+                && l.contains(r#""eventType":"INVOKE""#)
+                && l.contains(&format!(r#""requestId":"{id}""#))),
+            "no INVOKE for {id}:\n{log}"
+        );
+    }
+    assert!(
+        line_of(&log, &format!("EXT finished {}", ids[0]))
+            < line_of(&log, &format!("START RequestId: {}", ids[1])),
+        "the next invocation did not wait for the extension:\n{log}"
+    );
+    // Stopping lamina sends SHUTDOWN, and waits for the extension to handle it.
+    let shutdown = line_of(&log, r#""eventType":"SHUTDOWN""#);
+    assert!(
+        log.lines()
+            .nth(shutdown)
+            .unwrap()
+            .contains(r#""shutdownReason":"spindown""#),
+        "{log}"
+    );
+    assert!(line_of(&log, "EXT shutting down") > shutdown, "{log}");
+}

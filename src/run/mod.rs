@@ -10,6 +10,7 @@
 
 mod cgroup;
 mod env;
+mod extensions;
 mod http;
 mod ids;
 mod invocation;
@@ -365,7 +366,32 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         hostname: "lamina".to_owned(),
         user: o.user,
         cgroup_procs: None,
+        extensions: external_extensions(&p.rootfs),
     })
+}
+
+/// The external extensions of the image: executable files in `/opt/extensions`, by name.
+fn external_extensions(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(Some(dir)) = rootfs::lookup(root, Path::new("/opt/extensions")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("/opt/extensions/{n}"))
+        .collect()
 }
 
 /// The absolute path (inside the image) of the program `name`: looked up in `PATH` when it has
@@ -444,6 +470,7 @@ fn settings(o: &RunOptions) -> Settings {
         function_name: o.function_name.clone(),
         memory_mb: o.memory_mb,
         region: o.region.clone(),
+        handler: String::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Lambda Runtime API, served to the function on an ephemeral port of 127.0.0.1 (a new
 //! listener for each process started, so nothing a killed process sent can reach the next):
 //! `GET /2018-06-01/runtime/invocation/next`, `POST .../invocation/{id}/response`,
-//! `POST .../invocation/{id}/error`, `POST /2018-06-01/runtime/init/error`.
+//! `POST .../invocation/{id}/error`, `POST /2018-06-01/runtime/init/error`; and the Extensions
+//! API on the same address (`extensions`).
 
 use hyper::body::Bytes;
 use hyper::body::Incoming;
@@ -10,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::extensions::{ExtRequest, extension_api};
 use super::http::{Body, accept_loop, api_error, header, read_capped, respond};
 use super::invocation::MAX_PAYLOAD;
 
@@ -56,6 +58,11 @@ pub(super) enum RtEvent {
         body: Bytes,
         error_type: Option<String>,
         ack: oneshot::Sender<Ack>,
+    },
+    /// A request of the Extensions API.
+    Extension {
+        generation: u64,
+        request: ExtRequest,
     },
 }
 
@@ -111,6 +118,9 @@ async fn runtime_api(
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if let Some(rest) = path.strip_prefix("/2020-01-01/extension/") {
+        return extension_api(req, rest, generation, &events).await;
+    }
     let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
         return not_found();
     };

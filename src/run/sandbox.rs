@@ -64,6 +64,9 @@ pub struct Spec {
     /// The `cgroup.procs` file of the memory-limited cgroup the function joins (`cgroup`),
     /// when there is one.
     pub cgroup_procs: Option<PathBuf>,
+    /// External extensions (paths inside the root, `/opt/extensions/NAME`), started with the
+    /// function's environment just before the runtime, in the same sandbox.
+    pub extensions: Vec<String>,
 }
 
 /// The uid Lambda runs every function as (`sbx_user1051`), whatever the image's `USER` says.
@@ -184,6 +187,8 @@ pub struct Launched {
     pub how: String,
     /// What differs from Lambda in this isolation (said once on stderr).
     pub caveat: Option<String>,
+    /// The names of the external extensions started with it.
+    pub extensions: Vec<String>,
     stop: Stop,
 }
 
@@ -270,6 +275,31 @@ fn cstring(s: impl AsRef<OsStr>) -> Result<CString, LaunchError> {
     })
 }
 
+/// A NULL-terminated array of C strings (`argv`, `envp`), built before `fork` so that the
+/// child only passes pointers.
+struct ExecArgs {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never changed; the
+// value is only read (by the forked child).
+unsafe impl Send for ExecArgs {}
+// SAFETY: as above: nothing mutates it after construction.
+unsafe impl Sync for ExecArgs {}
+
+impl ExecArgs {
+    fn new(items: &[String]) -> Result<ExecArgs, LaunchError> {
+        let strings: Vec<CString> = items.iter().map(cstring).collect::<Result<_, _>>()?;
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Ok(ExecArgs {
+            _strings: strings,
+            ptrs,
+        })
+    }
+}
+
 /// Everything the child needs, prepared before `fork` (the child allocates nothing).
 struct Plan {
     uid_map: Vec<u8>,
@@ -281,6 +311,10 @@ struct Plan {
     switch_to: Option<(u32, u32)>,
     /// The `cgroup.procs` file to join first.
     cgroup_procs: Option<CString>,
+    /// The extensions' `execve` arguments, prepared before `fork`.
+    extensions: Vec<ExecArgs>,
+    /// Their environment (the function's), shared.
+    ext_env: ExecArgs,
     /// When the maps have more than the writer's own id, they are written from outside by
     /// lamina (which holds `CAP_SETUID` where the child, in its new namespace, does not): the
     /// child sends its pid on the first descriptor and waits for a `G` on the second.
@@ -367,6 +401,18 @@ fn plan(
             Some(p) => Some(cstring(p.as_os_str())?),
             None => None,
         },
+        extensions: spec
+            .extensions
+            .iter()
+            .map(|e| ExecArgs::new(std::slice::from_ref(e)))
+            .collect::<Result<_, _>>()?,
+        ext_env: ExecArgs::new(
+            &spec
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )?,
         root: cstring(root.as_os_str())?,
         proc_dir: cstring(root.join("proc").as_os_str())?,
         tmp_dir: cstring(root.join("tmp").as_os_str())?,
@@ -508,7 +554,26 @@ fn enter(p: &Plan) -> io::Result<()> {
     mount_root(p, fd)?;
     mount_dev(p, fd)?;
     switch_root(p, fd)?;
-    become_user(p, fd)
+    become_user(p, fd)?;
+    start_extensions(p);
+    Ok(())
+}
+
+/// Fork and exec each external extension (children of the runtime's process, in its
+/// sandbox). One that cannot be executed exits 127 and never registers, which the supervisor
+/// sees as an init that does not finish.
+fn start_extensions(p: &Plan) {
+    for ext in &p.extensions {
+        // SAFETY: the child only calls execve and _exit.
+        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+            // SAFETY: NULL-terminated arrays of valid C strings, prepared before the fork.
+            unsafe {
+                libc::execve(ext.ptrs[0], ext.ptrs.as_ptr(), p.ext_env.ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        // A failed fork leaves that extension unstarted: reported as above.
+    }
 }
 
 /// Drop from root inside to the function's user (when the mapping has both): no
@@ -776,6 +841,11 @@ fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
                 spec.rootfs.display()
             ),
             caveat: ident.caveat.clone(),
+            extensions: spec
+                .extensions
+                .iter()
+                .map(|e| e.rsplit('/').next().unwrap_or(e).to_owned())
+                .collect(),
             stop: Stop::Signal,
         }),
         (Err(e), Some(step)) => {
@@ -927,6 +997,8 @@ fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
             bundle.path().display()
         ),
         caveat: ident.caveat.clone(),
+        // Not started under an OCI runtime (the bundle runs one process).
+        extensions: Vec::new(),
         stop: Stop::Oci {
             runtime: runtime.to_owned(),
             state,
@@ -953,6 +1025,7 @@ mod tests {
             hostname: "lamina".into(),
             user: None,
             cgroup_procs: None,
+            extensions: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::cgroup::Limit;
+use super::extensions::{ExtRequest, Extensions};
 use super::ids::{epoch_ms, request_id, timestamp, trace_id};
 use super::invocation::{
     Invoke, MAX_PAYLOAD, Outcome, Settings, describe_exit, exit_error, millis,
@@ -28,6 +29,10 @@ use std::sync::Arc;
 
 /// Lambda's limit on the init phase (before it is retried within the invocation).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long extensions may take over `SHUTDOWN` (Lambda's shutdown phase with external
+/// extensions: 2 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Starts the function's process, given the address of its Runtime API (`127.0.0.1:PORT`).
 pub type Launcher = Box<dyn FnMut(&str) -> Result<Launched, LaunchError> + Send>;
@@ -145,6 +150,12 @@ struct Proc {
     waiter: Option<oneshot::Sender<Delivery>>,
     /// Being killed: what it does from now on does not count.
     killed: bool,
+    /// Its external extensions.
+    extensions: Extensions,
+    /// The runtime and every extension have asked for their next event once.
+    init_done: bool,
+    /// After an invocation, extensions still busy must ask for their next event by then.
+    drain_deadline: Option<Instant>,
 }
 
 impl Drop for Proc {
@@ -209,6 +220,7 @@ impl Supervisor {
             }
         }
         .await;
+        self.shut_extensions_down(&mut rt_rx).await;
         // Kill the function and wait (boundedly) for it to be gone.
         if let Some(mut p) = self.proc.take() {
             let generation = p.generation;
@@ -229,11 +241,47 @@ impl Supervisor {
         outcome
     }
 
+    /// Lambda's shutdown phase for extensions: `SHUTDOWN` (reason `spindown`) to those that
+    /// subscribed to it, then at most [`SHUTDOWN_GRACE`] for them to finish (ask for their next
+    /// event) before everything is killed.
+    async fn shut_extensions_down(&mut self, rt_rx: &mut mpsc::UnboundedReceiver<RtEvent>) {
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        let Some(p) = self.proc.as_mut().filter(|p| !p.killed) else {
+            return;
+        };
+        if p.extensions.shutdown("spindown", epoch_ms(until)) == 0 {
+            return;
+        }
+        // Bounded by the grace period; what is left is killed below.
+        let _ = tokio::time::timeout_at(until.into(), async {
+            while let Some(ev) = rt_rx.recv().await {
+                // The runtime's own requests are taken as usual (its `next` is held, not
+                // refused: a refused runtime exits, and takes its extensions with it).
+                self.on_runtime(ev);
+                if !self
+                    .proc
+                    .as_ref()
+                    .is_some_and(|p| p.extensions.shutting_down())
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = self.current.as_ref().map(|c| c.deadline);
         let mut consider = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
         if let Some(p) = &self.proc
-            && !p.ready
+            && let Some(t) = p.drain_deadline
+            && !p.killed
+            && !p.extensions.ready()
+        {
+            consider(t);
+        }
+        if let Some(p) = &self.proc
+            && !p.init_done
             && !p.killed
         {
             if let Some(t) = p.init_deadline {
@@ -285,6 +333,13 @@ impl Supervisor {
                 return Err(e);
             }
         };
+        let launched_extensions = launched.extensions.clone();
+        if !launched_extensions.is_empty() {
+            eprintln!(
+                "lamina: starting the extensions {}",
+                launched_extensions.join(", ")
+            );
+        }
         if !self.announced {
             eprintln!("lamina: isolation: {}", launched.how);
             if let Some(c) = &launched.caveat {
@@ -316,6 +371,9 @@ impl Supervisor {
             init: None,
             waiter: None,
             killed: false,
+            extensions: Extensions::new(launched_extensions),
+            init_done: false,
+            drain_deadline: None,
         });
         Ok(())
     }
@@ -336,9 +394,10 @@ impl Supervisor {
             if p.killed {
                 return Ok(()); // a new process starts once this one is gone
             }
-            let Some(waiter) = p.waiter.take() else {
-                return Ok(());
-            };
+            if !p.init_done || !p.extensions.ready() || p.waiter.is_none() {
+                return Ok(()); // the runtime or an extension is not ready for the next one
+            }
+            let waiter = p.waiter.take().expect("checked");
             let front = self.queue.pop_front().expect("the queue is not empty");
             let now = Instant::now();
             let deadline = front.budget_from.unwrap_or(now) + self.settings.timeout;
@@ -350,11 +409,15 @@ impl Supervisor {
                 trace_id: front.invoke.trace_id.clone().unwrap_or_else(trace_id),
                 client_context: front.invoke.client_context.clone(),
             };
+            let (arn, trace) = (delivery.arn.clone(), delivery.trace_id.clone());
             if waiter.send(delivery).is_err() {
                 // The runtime's request went away: wait for its next one.
                 self.queue.push_front(front);
                 continue;
             }
+            p.extensions
+                .invoke(&front.id, epoch_ms(deadline), &arn, &trace);
+            p.drain_deadline = None;
             eprintln!("START RequestId: {} Version: $LATEST", front.id);
             self.current = Some(Current {
                 generation: p.generation,
@@ -452,6 +515,10 @@ impl Supervisor {
                 error_type,
                 ack,
             } => self.on_init_error(generation, Outcome::posted(body, error_type), ack),
+            RtEvent::Extension {
+                generation,
+                request,
+            } => self.on_extension(generation, request),
         }
     }
 
@@ -464,12 +531,91 @@ impl Supervisor {
         else {
             return; // a process being killed: its request is dropped
         };
-        if !p.ready {
-            p.ready = true;
+        p.ready = true;
+        p.waiter = Some(reply);
+        Self::check_init(p);
+    }
+
+    /// Init is over once the runtime and every extension have asked for their next event.
+    fn check_init(p: &mut Proc) {
+        if !p.init_done && p.ready && p.extensions.ready() {
+            p.init_done = true;
             p.init_deadline = None;
             p.init = Some(p.started.elapsed());
         }
-        p.waiter = Some(reply);
+    }
+
+    /// A request of the Extensions API from process `generation`.
+    fn on_extension(&mut self, generation: u64, request: ExtRequest) {
+        let function = (
+            self.settings.function_name.clone(),
+            self.settings.handler.clone(),
+        );
+        let Some(p) = self
+            .proc
+            .as_mut()
+            .filter(|p| p.generation == generation && !p.killed)
+        else {
+            // Dropping the request's reply answers it (the environment is going away).
+            return;
+        };
+        match request {
+            ExtRequest::Register {
+                name,
+                events,
+                reply,
+            } => {
+                let r = if p.init_done {
+                    Err("extensions register during init only".to_owned())
+                } else {
+                    p.extensions
+                        .register(name.clone(), &events, (&function.0, &function.1))
+                };
+                if r.is_ok() {
+                    eprintln!(
+                        "lamina: extension {name} registered for {}",
+                        events.join(", ")
+                    );
+                }
+                let _ = reply.send(r);
+            }
+            ExtRequest::Next { id, reply } => {
+                if p.extensions.next(&id, reply) {
+                    Self::check_init(p);
+                }
+            }
+            ExtRequest::Error {
+                id,
+                exit,
+                error_type,
+                ack,
+            } => {
+                let Some(name) = p.extensions.name_of(&id).map(str::to_owned) else {
+                    let _ = ack.send(false);
+                    return;
+                };
+                let _ = ack.send(true);
+                let phase = if exit { "exit" } else { "init" };
+                eprintln!("lamina: extension {name} reported an {phase} error: {error_type}");
+                if !exit {
+                    // As Lambda: an extension's init error fails the init.
+                    eprintln!(
+                        "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}",
+                        millis(p.started.elapsed())
+                    );
+                    self.kill_proc();
+                    if let Some(front) = self.queue.pop_front() {
+                        let _ = front.reply.send(Outcome::error(
+                            &error_type,
+                            format!(
+                                "RequestId: {} Error: extension {name} failed its init",
+                                front.id
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// The invocation `id` a runtime answers (with the acknowledgement still to send), if it is
@@ -484,7 +630,11 @@ impl Supervisor {
             let _ = ack.send(Ack::UnknownId(id));
             return None;
         }
-        self.current.take().map(|cur| (cur, ack))
+        let cur = self.current.take()?;
+        if let Some(p) = self.proc.as_mut() {
+            p.drain_deadline = Some(cur.deadline);
+        }
+        Some((cur, ack))
     }
 
     /// The runtime of process `generation` reports that its init failed with `outcome`.
@@ -548,7 +698,7 @@ impl Supervisor {
             let message = format!("RequestId: {} Error: {error}", cur.id);
             eprintln!("{message}\n{kind}");
             self.finish(cur, Outcome::error(kind, message));
-        } else if !p.ready {
+        } else if !p.init_done {
             eprintln!(
                 "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: {kind}",
                 millis(p.started.elapsed())
@@ -599,7 +749,18 @@ impl Supervisor {
             self.finish(cur, Outcome::error("Sandbox.Timedout", message));
             return;
         }
-        let Some(p) = self.proc.as_ref().filter(|p| !p.ready && !p.killed) else {
+        if let Some(p) = self.proc.as_ref().filter(|p| !p.killed)
+            && p.drain_deadline.is_some_and(|d| now >= d)
+            && !p.extensions.ready()
+        {
+            eprintln!(
+                "lamina: the extensions {} did not ask for their next event within the invocation's timeout: the environment is reset",
+                p.extensions.busy().join(", ")
+            );
+            self.kill_proc();
+            return;
+        }
+        let Some(p) = self.proc.as_ref().filter(|p| !p.init_done && !p.killed) else {
             return;
         };
         if p.init_deadline.is_some_and(|d| now >= d) {
