@@ -628,3 +628,177 @@ fn an_extension_registers_and_receives_invoke_and_shutdown() {
     );
     assert!(line_of(&log, "EXT shutting down") > shutdown, "{log}");
 }
+
+/// Streams its response with raw HTTP over busybox `nc`: a first chunk, then — only once the
+/// test has fetched `http://127.0.0.1:$GO_PORT/` (answered after the test has read the first
+/// chunk) — a second one; with `"mode":"fail"`, error trailers end it.
+const STREAMER: &str = r#"
+while :; do
+  next
+  trailers=''
+  case "$(cat /tmp/event)" in
+    *fail*) trailers="Lambda-Runtime-Function-Error-Type: Fixture.StreamError\r\nLambda-Runtime-Function-Error-Body: eyJlcnJvck1lc3NhZ2UiOiJib29tIn0=\r\n" ;;
+  esac
+  {
+    printf 'POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: runtime\r\nLambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\nTrailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\nConnection: close\r\n\r\n' "$id"
+    printf '6\r\nfirst\n\r\n'
+    wget -q -O /dev/null "http://127.0.0.1:$GO_PORT/" || exit 1
+    printf '7\r\nsecond\n\r\n'
+    printf "0\r\n${trailers}\r\n"
+    # nc ends when its input does: kept open until lamina has answered (and closed), so
+    # that nothing is cut short.
+    sleep 1
+  } | nc "${AWS_LAMBDA_RUNTIME_API%:*}" "${AWS_LAMBDA_RUNTIME_API#*:}" >/tmp/posted
+done
+"#;
+
+/// Reads one HTTP/1.1 chunked answer as it arrives.
+struct Chunked {
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Chunked {
+    /// Send `body` to the invoke API asking for trailers; the answer's head.
+    fn invoke(addr: &str, body: &str) -> (Chunked, String) {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST {INVOKE_PATH} HTTP/1.1\r\nHost: {addr}\r\nTE: trailers\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(r.read_line(&mut line).unwrap() > 0, "no answer: {head}");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        (Chunked { r }, head.to_ascii_lowercase())
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        line.trim_end_matches("\r\n").to_owned()
+    }
+
+    /// The next chunk's data; `None` at the last chunk (the trailers are then [`Chunked::line`]s).
+    fn chunk(&mut self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let size =
+            usize::from_str_radix(self.line().split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return None;
+        }
+        let mut data = vec![0; size];
+        self.r.read_exact(&mut data).unwrap();
+        assert_eq!(self.line(), "", "chunk not followed by CRLF");
+        Some(data)
+    }
+
+    /// Every chunk's data to the end, and the trailers.
+    fn rest(mut self) -> (Vec<u8>, Vec<String>) {
+        let mut data = Vec::new();
+        while let Some(c) = self.chunk() {
+            data.extend(c);
+        }
+        let mut trailers = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                break;
+            }
+            trailers.push(l.to_ascii_lowercase());
+        }
+        (data, trailers)
+    }
+}
+
+/// Answer one request on `go` (bounded to 30 s): lets the streaming runtime go on.
+fn let_it_go(go: &std::net::TcpListener) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match go.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\ngo\n")
+                    .unwrap();
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the runtime never asked to go on"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accepting: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_streamed_response_arrives_in_chunks_with_its_error_trailers() {
+    let dir = workdir();
+    let img = image(dir.path(), "stream", STREAMER, &[]);
+    let go = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    go.set_nonblocking(true).unwrap();
+    let port = go.local_addr().unwrap().port().to_string();
+    let server = Server::start(dir.path(), &img, &["--env", &format!("GO_PORT={port}")]);
+
+    let (mut answer, head) = Chunked::invoke(&server.addr, r#"{"mode":"ok"}"#);
+    assert!(head.starts_with("http/1.1 200"), "{head}\n{}", server.log());
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // The first chunk arrives while the runtime still waits (for this test) to send the rest.
+    assert_eq!(
+        answer.chunk().as_deref(),
+        Some(&b"first\n"[..]),
+        "{}",
+        server.log()
+    );
+    let_it_go(&go);
+    let (rest, trailers) = answer.rest();
+    assert_eq!(rest, b"second\n", "{}", server.log());
+    assert!(
+        !trailers
+            .iter()
+            .any(|t| t.starts_with("lambda-runtime-function-error-type")),
+        "{trailers:?}"
+    );
+
+    // A stream that ends in error trailers: passed on to the client as trailers.
+    let (mut answer, _) = Chunked::invoke(&server.addr, r#"{"mode":"fail"}"#);
+    assert_eq!(
+        answer.chunk().as_deref(),
+        Some(&b"first\n"[..]),
+        "{}",
+        server.log()
+    );
+    let_it_go(&go);
+    let (rest, trailers) = answer.rest();
+    assert_eq!(rest, b"second\n");
+    assert!(
+        trailers.contains(&"lambda-runtime-function-error-type: fixture.streamerror".to_owned()),
+        "{trailers:?}\n{}",
+        server.log()
+    );
+    assert!(
+        trailers
+            .iter()
+            .any(|t| t.starts_with("lambda-runtime-function-error-body: ")),
+        "{trailers:?}"
+    );
+    let log = server.stop();
+    assert_eq!(started(&log).len(), 2, "{log}");
+    assert_eq!(log.matches("END RequestId: ").count(), 2, "{log}");
+}

@@ -12,8 +12,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
+use hyper::body::{Bytes, Frame};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+
+use super::runtime_api::ERROR_TYPE_TRAILER;
 use tokio::task::JoinHandle;
 
 use super::cgroup::Limit;
@@ -40,7 +43,38 @@ pub type Launcher = Box<dyn FnMut(&str) -> Result<Launched, LaunchError> + Send>
 /// What the invoke side sends the supervisor.
 struct Submit {
     invoke: Invoke,
-    reply: oneshot::Sender<Outcome>,
+    reply: Replier,
+}
+
+/// An invocation's answer: whole, or streamed by the runtime
+/// (`Lambda-Runtime-Function-Response-Mode: streaming`): its data frames, then perhaps the
+/// trailers naming an error.
+pub enum Reply {
+    /// The whole outcome.
+    Whole(Outcome),
+    /// The frames, as the runtime sends them.
+    Stream(mpsc::Receiver<Frame<Bytes>>),
+}
+
+/// The sending side of an invocation's [`Reply`], used once.
+struct Replier(Option<oneshot::Sender<Reply>>);
+
+impl Replier {
+    /// Answer with the whole outcome (nothing happens when it was streamed already, or the
+    /// caller went away).
+    fn send(mut self, o: Outcome) -> std::result::Result<(), ()> {
+        match self.0.take() {
+            Some(tx) => tx.send(Reply::Whole(o)).map_err(drop),
+            None => Err(()),
+        }
+    }
+
+    /// Answer with a stream; false if the caller went away.
+    fn stream(&mut self, frames: mpsc::Receiver<Frame<Bytes>>) -> bool {
+        self.0
+            .take()
+            .is_some_and(|tx| tx.send(Reply::Stream(frames)).is_ok())
+    }
 }
 
 /// Submits invocations to a running [`Supervisor`].
@@ -52,8 +86,40 @@ pub struct Handle {
 impl Handle {
     /// Run one invocation; `None` if the supervisor stopped first.
     pub async fn invoke(&self, invoke: Invoke) -> Option<Outcome> {
+        match self.invoke_reply(invoke).await? {
+            Reply::Whole(o) => Some(o),
+            Reply::Stream(mut frames) => {
+                // Gathered whole (the runtime side caps a stream's size).
+                let mut body = Vec::new();
+                let mut error_type = None;
+                while let Some(f) = frames.recv().await {
+                    match f.into_data() {
+                        Ok(d) => body.extend_from_slice(&d),
+                        Err(f) => {
+                            error_type = f.trailers_ref().and_then(|t| {
+                                t.get(ERROR_TYPE_TRAILER)?.to_str().ok().map(str::to_owned)
+                            })
+                        }
+                    }
+                }
+                Some(Outcome {
+                    body: Bytes::from(body),
+                    error_type,
+                })
+            }
+        }
+    }
+
+    /// Run one invocation; its reply, whole or streamed; `None` if the supervisor stopped
+    /// first.
+    pub async fn invoke_reply(&self, invoke: Invoke) -> Option<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Submit { invoke, reply }).ok()?;
+        self.tx
+            .send(Submit {
+                invoke,
+                reply: Replier(Some(reply)),
+            })
+            .ok()?;
         rx.await.ok()
     }
 }
@@ -122,7 +188,7 @@ pub fn start(
 struct Pending {
     id: String,
     invoke: Invoke,
-    reply: oneshot::Sender<Outcome>,
+    reply: Replier,
     /// Set when init is retried within this invocation: its timeout counts from here.
     budget_from: Option<Instant>,
 }
@@ -130,7 +196,7 @@ struct Pending {
 struct Current {
     generation: u64,
     id: String,
-    reply: oneshot::Sender<Outcome>,
+    reply: Replier,
     started: Instant,
     deadline: Instant,
     init: Option<Duration>,
@@ -519,6 +585,39 @@ impl Supervisor {
                 generation,
                 request,
             } => self.on_extension(generation, request),
+            RtEvent::StreamStart {
+                generation,
+                id,
+                frames,
+                ack,
+            } => {
+                if !self.is_current(generation, &id) {
+                    let _ = ack.send(Ack::UnknownId(id));
+                    return;
+                }
+                let cur = self.current.as_mut().expect("checked");
+                // A caller gone away: the stream is read and dropped all the same.
+                cur.reply.stream(frames);
+                let _ = ack.send(Ack::Accepted);
+            }
+            RtEvent::StreamEnd {
+                generation,
+                id,
+                error_type,
+                ack,
+            } => {
+                let Some((cur, ack)) = self.take_current(generation, id, ack) else {
+                    return;
+                };
+                let _ = ack.send(Ack::Accepted);
+                self.finish(
+                    cur,
+                    Outcome {
+                        body: Bytes::new(),
+                        error_type,
+                    },
+                );
+            }
         }
     }
 
