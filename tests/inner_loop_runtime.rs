@@ -802,3 +802,84 @@ fn a_streamed_response_arrives_in_chunks_with_its_error_trailers() {
     assert_eq!(started(&log).len(), 2, "{log}");
     assert_eq!(log.matches("END RequestId: ").count(), 2, "{log}");
 }
+
+/// Answers every invocation with /var/task/message.txt.
+const MESSENGER: &str = r#"
+while :; do
+  next
+  respond /var/task/message.txt
+done
+"#;
+
+/// Wait (bounded) until the server's log has a line containing `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} within a minute:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn watch_rebuilds_and_serves_the_new_code_after_a_file_changes() {
+    let dir = workdir();
+    // The runtime's layer (busybox and the bootstrap) and a code layer from `code/`.
+    let img = image(dir.path(), "messenger", MESSENGER, &[]);
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("message.txt"), "one\n").unwrap();
+    let spec = dir.path().join("lamina.toml");
+    std::fs::write(
+        &spec,
+        format!("base = \"{img}\"\n\n[[layer]]\nsource = \"code\"\ndest = \"/var/task\"\n"),
+    )
+    .unwrap();
+    let to = oci_ref(&dir.path().join("watched"), "dev");
+    let server = Server::start(dir.path(), &to, &["--watch", spec.to_str().unwrap()]);
+    assert!(server.log().contains("watching "), "{}", server.log());
+    let (status, _, body) = http_post(&server.addr, INVOKE_PATH, b"{}");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"one\n"[..]),
+        "{}",
+        server.log()
+    );
+
+    // Change the code: the first invocation sent once lamina has seen the change gets the
+    // new code (it waits for the rebuild), through the same endpoint.
+    std::fs::write(code.join("message.txt"), "two\n").unwrap();
+    wait_for_log(&server, "message.txt changed: rebuilding");
+    let (status, _, body) = http_post(&server.addr, INVOKE_PATH, b"{}");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"two\n"[..]),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("serving the new code"),
+        "{}",
+        server.log()
+    );
+
+    // A build that fails leaves the previous code serving.
+    std::fs::write(&spec, "base = \"oci:/nonexistent-layout\"\n").unwrap();
+    wait_for_log(&server, "the build failed");
+    let (status, _, body) = http_post(&server.addr, INVOKE_PATH, b"{}");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"two\n"[..]),
+        "{}",
+        server.log()
+    );
+    let log = server.stop();
+    assert_eq!(
+        log.matches("lamina: watch: serving the new code").count(),
+        1,
+        "{log}"
+    );
+}

@@ -93,16 +93,14 @@ impl FunctionArgs {
         Ok(Some((uid, gid)))
     }
 
-    /// Read the image (reaching registries as `network` says) and unpack it, with the options
-    /// every invocation runs under.
-    pub async fn prepare(
-        &self,
-        network: &RegistryFlags,
-    ) -> anyhow::Result<(lamina::run::Prepared, lamina::run::RunOptions)> {
-        let cwd = cwd()?;
-        let r = parse_ref(&self.image, &cwd)?;
-        let platform = parse_platform(self.platform.as_deref())?;
-        let opts = lamina::run::RunOptions {
+    /// The image argument.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// The options every invocation runs under (AWS credentials resolved when asked for).
+    pub async fn options(&self) -> anyhow::Result<lamina::run::RunOptions> {
+        let mut opts = lamina::run::RunOptions {
             timeout: std::time::Duration::from_secs(self.timeout.into()),
             memory_mb: self.memory,
             env: self.env()?,
@@ -121,10 +119,22 @@ impl FunctionArgs {
                 None => None,
             },
         };
-        let mut opts = opts;
         if self.aws_credentials {
             opts.credentials = aws_credentials(&opts.region).await?;
         }
+        Ok(opts)
+    }
+
+    /// Read the image (reaching registries as `network` says) and unpack it, with the options
+    /// every invocation runs under.
+    pub async fn prepare(
+        &self,
+        network: &RegistryFlags,
+    ) -> anyhow::Result<(lamina::run::Prepared, lamina::run::RunOptions)> {
+        let cwd = cwd()?;
+        let r = parse_ref(&self.image, &cwd)?;
+        let platform = parse_platform(self.platform.as_deref())?;
+        let opts = self.options().await?;
         let prepared = lamina::run::prepare(&r, platform, &network.options(false)?, &mut |s| {
             eprintln!("lamina: {s}")
         })

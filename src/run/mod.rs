@@ -19,6 +19,7 @@ mod rootfs;
 mod runtime_api;
 mod sandbox;
 mod supervisor;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use env::execution_env;
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
 pub use sandbox::{Isolation, LAMBDA_GID, LAMBDA_UID};
+pub use watch::{Watch, serve_watching};
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
@@ -512,6 +514,18 @@ pub async fn serve(
     listen: SocketAddr,
     on_listen: &mut (dyn FnMut(SocketAddr) + Send),
 ) -> Result<()> {
+    serve_loop(p, o, listen, on_listen, None).await
+}
+
+/// [`serve`], following changes when `rebuild` is given (`--watch`): new code is built while
+/// invocations wait, then swapped in.
+async fn serve_loop(
+    p: &Prepared,
+    o: &RunOptions,
+    listen: SocketAddr,
+    on_listen: &mut (dyn FnMut(SocketAddr) + Send),
+    mut rebuild: Option<watch::Rebuild>,
+) -> Result<()> {
     precheck(p, o)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -520,19 +534,47 @@ pub async fn serve(
         .local_addr()
         .ctx(|| format!("listening on {listen}"))?;
     let limit = memory_limit(o);
-    let (handle, mut running) =
-        supervisor::start(settings(o), launcher(p, o, limit.clone()), true, limit);
-    let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
+    let (handle, mut running) = supervisor::start(
+        settings(o),
+        launcher(p, o, limit.clone()),
+        true,
+        limit.clone(),
+    );
+    let server = tokio::spawn(invoke_api::serve_invoke(listener, handle.clone()));
     on_listen(addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .ctx(|| "handling SIGTERM".to_owned())?;
-    let result = tokio::select! {
-        r = running.finished() => {
-            server.abort();
-            return r;
+    let result = loop {
+        let change = async {
+            match rebuild.as_mut() {
+                Some(r) => r.watcher.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = running.finished() => {
+                server.abort();
+                return r;
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            Some(what) = change => {
+                let r = rebuild.as_mut().expect("watching");
+                handle.hold();
+                match r.rebuild(&what).await {
+                    Some(new) if precheck(&new, o).is_ok() => {
+                        handle.swap(launcher(&new, o, limit.clone()));
+                    }
+                    Some(new) => {
+                        if let Err(e) = precheck(&new, o) {
+                            eprintln!("lamina: watch: {e}; still serving the previous code");
+                        }
+                        handle.release();
+                    }
+                    None => handle.release(),
+                }
+            }
         }
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
     };
     server.abort();
     running.stop().await?;

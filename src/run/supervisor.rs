@@ -40,6 +40,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Starts the function's process, given the address of its Runtime API (`127.0.0.1:PORT`).
 pub type Launcher = Box<dyn FnMut(&str) -> Result<Launched, LaunchError> + Send>;
 
+/// What a [`Handle`] sends the supervisor.
+enum Msg {
+    Invoke(Submit),
+    /// Start no invocation until `Release` or `Swap` (new code is being built).
+    Hold,
+    /// Go on with the code in place.
+    Release,
+    /// Run the function `launch` starts from now on: the process in place is stopped once no
+    /// invocation runs, and a new one started.
+    Swap(Launcher),
+}
+
 /// What the invoke side sends the supervisor.
 struct Submit {
     invoke: Invoke,
@@ -80,7 +92,7 @@ impl Replier {
 /// Submits invocations to a running [`Supervisor`].
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::UnboundedSender<Submit>,
+    tx: mpsc::UnboundedSender<Msg>,
 }
 
 impl Handle {
@@ -115,12 +127,32 @@ impl Handle {
     pub async fn invoke_reply(&self, invoke: Invoke) -> Option<Reply> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Submit {
+            .send(Msg::Invoke(Submit {
                 invoke,
                 reply: Replier(Some(reply)),
-            })
+            }))
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Hold invocations (they wait) until [`Handle::release`] or [`Handle::swap`]: the code is
+    /// being rebuilt, and a request arriving now must get the new code.
+    pub fn hold(&self) {
+        // A stopped supervisor has nothing to hold.
+        let _ = self.tx.send(Msg::Hold);
+    }
+
+    /// Go on with the code in place (a rebuild failed).
+    pub fn release(&self) {
+        // As above.
+        let _ = self.tx.send(Msg::Release);
+    }
+
+    /// Run new code: the process in place is stopped between invocations and `launch` starts
+    /// the next; held invocations then go on.
+    pub fn swap(&self, launch: Launcher) {
+        // As above.
+        let _ = self.tx.send(Msg::Swap(launch));
     }
 }
 
@@ -174,6 +206,10 @@ pub fn start(
         announced: false,
         limit,
         oom_seen: 0,
+        held: false,
+        swap: None,
+        restart: false,
+        eager,
     };
     let task = tokio::spawn(sup.run(submit_rx, rt_rx, exit_rx, stop_rx, eager));
     (
@@ -244,12 +280,20 @@ pub struct Supervisor {
     limit: Option<Arc<Limit>>,
     /// The cgroup's OOM kills already accounted for.
     oom_seen: u64,
+    /// No invocation starts (new code is being built).
+    held: bool,
+    /// New code to swap in once no invocation runs.
+    swap: Option<Launcher>,
+    /// Start a process as soon as the old one is gone (after a swap, when eager).
+    restart: bool,
+    /// Processes start before their first invocation (`lamina run`).
+    eager: bool,
 }
 
 impl Supervisor {
     async fn run(
         mut self,
-        mut submit_rx: mpsc::UnboundedReceiver<Submit>,
+        mut submit_rx: mpsc::UnboundedReceiver<Msg>,
         mut rt_rx: mpsc::UnboundedReceiver<RtEvent>,
         mut exit_rx: mpsc::UnboundedReceiver<(u64, io::Result<std::process::ExitStatus>)>,
         mut stop_rx: oneshot::Receiver<()>,
@@ -274,12 +318,18 @@ impl Supervisor {
                     Some((generation, status)) = exit_rx.recv() => self.on_exit(generation, status),
                     _ = sleep, if deadline.is_some() => self.on_deadline(Instant::now()),
                     s = submit_rx.recv() => match s {
-                        Some(Submit { invoke, reply }) => self.queue.push_back(Pending {
+                        Some(Msg::Invoke(Submit { invoke, reply })) => self.queue.push_back(Pending {
                             id: request_id(),
                             invoke,
                             reply,
                             budget_from: None,
                         }),
+                        Some(Msg::Hold) => self.held = true,
+                        Some(Msg::Release) => self.held = false,
+                        Some(Msg::Swap(launch)) => {
+                            self.held = false;
+                            self.swap = Some(launch);
+                        }
                         None => return Ok(()),
                     },
                 }
@@ -446,8 +496,20 @@ impl Supervisor {
 
     /// Start a process or hand the next invocation to the runtime, when the time has come.
     fn progress(&mut self) -> Result<()> {
+        if self.current.is_none()
+            && let Some(launch) = self.swap.take()
+        {
+            self.launch = launch;
+            self.kill_proc();
+            self.restart = self.eager;
+            eprintln!("lamina: swapping in the new code: the runtime starts again");
+        }
+        if self.restart && self.proc.is_none() && !self.held {
+            self.restart = false;
+            self.start_proc()?;
+        }
         loop {
-            if self.current.is_some() || self.queue.is_empty() {
+            if self.held || self.current.is_some() || self.queue.is_empty() {
                 return Ok(());
             }
             let Some(p) = self.proc.as_mut() else {
