@@ -180,6 +180,16 @@ fn the_function_runs_as_lambdas_user_and_a_root_only_file_fails_as_on_lambda() {
     );
     assert_eq!(var(&v, "gid"), Some("990"), "{}", describe(&out));
     let secret = var(&v, "secret").unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Unprivileged: the documented trade-off, said on stderr (see the test below).
+        assert!(
+            stderr_of(&out).contains("readable here but not on Lambda"),
+            "{}",
+            describe(&out)
+        );
+        return;
+    }
     assert!(
         secret.contains("Permission denied"),
         "a file only root may read must fail as it does on Lambda: {secret}\n{}",
@@ -220,6 +230,58 @@ fn the_function_runs_as_lambdas_user_and_a_root_only_file_fails_as_on_lambda() {
         "{}",
         describe(&out)
     );
+}
+
+#[test]
+fn unprivileged_lamina_maps_its_own_uid_to_993_and_says_what_that_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let files: &[(&str, &[u8], u32)] = &[("/etc/secret", b"root only\n", 0o600)];
+    let img = image(dir.path(), "whoami-unprivileged", WHOAMI, files);
+    let cache = dir.path().join("unprivileged-cache");
+    std::fs::create_dir(&cache).unwrap();
+    // As root, lamina is run as nobody (setpriv, from util-linux); otherwise as the user.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            lamina_bin(),
+        ]);
+        c
+    } else {
+        Command::new(lamina_bin())
+    };
+    let out = cmd
+        .args(["invoke", &img])
+        .env("LAMINA_CACHE_DIR", &cache)
+        .env("HOME", &cache)
+        .current_dir(&cache)
+        .output()
+        .expect("setpriv (util-linux) runs lamina");
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = vars(&stdout(&out));
+    assert_eq!(
+        (var(&v, "uid"), var(&v, "gid")),
+        (Some("993"), Some("990")),
+        "{}",
+        describe(&out)
+    );
+    let err = stderr_of(&out);
+    assert!(err.contains("mapped to uid 993 gid 990 inside"), "{err}");
+    // The trade-off, said: the image's files appear owned by 993, so root's file is readable.
+    assert!(
+        err.contains("lamina: note: ") && err.contains("readable here but not on Lambda"),
+        "{err}"
+    );
+    assert_eq!(var(&v, "secret"), Some("read"), "{err}");
+    assert_eq!(var(&v, "task"), Some("read-only"));
+    assert_eq!(var(&v, "tmp"), Some("writable"));
 }
 
 /// Answers with its whole environment (busybox `env`).

@@ -345,10 +345,8 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     if !env.iter().any(|(k, _)| k == "LANG") {
         set(&mut env, "LANG", "en_US.UTF-8".to_owned());
     }
-    if p.entrypoint.first().map(String::as_str) == Some(AWS_ENTRYPOINT)
-        && let Some(handler) = p.cmd.first()
-    {
-        set(&mut env, "_HANDLER", handler.clone());
+    if let Some(handler) = handler_of(p) {
+        set(&mut env, "_HANDLER", handler);
     }
     for (k, v) in o.credentials.vars() {
         if let Some(v) = v {
@@ -466,14 +464,21 @@ fn memory_limit(o: &RunOptions) -> Option<std::sync::Arc<cgroup::Limit>> {
     }
 }
 
-fn settings(o: &RunOptions) -> Settings {
+fn settings(o: &RunOptions, p: &Prepared) -> Settings {
     Settings {
         timeout: o.timeout,
         function_name: o.function_name.clone(),
         memory_mb: o.memory_mb,
         region: o.region.clone(),
-        handler: String::new(),
+        handler: handler_of(p).unwrap_or_default(),
     }
+}
+
+/// The handler Lambda would name (`_HANDLER`): CMD[0] when the entrypoint is AWS's.
+fn handler_of(p: &Prepared) -> Option<String> {
+    (p.entrypoint.first().map(String::as_str) == Some(AWS_ENTRYPOINT))
+        .then(|| p.cmd.first().cloned())
+        .flatten()
 }
 
 /// Check what can be checked before starting: something to run.
@@ -488,7 +493,7 @@ pub async fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result
     precheck(p, o)?;
     let limit = memory_limit(o);
     let (handle, mut running) =
-        supervisor::start(settings(o), launcher(p, o, limit.clone()), false, limit);
+        supervisor::start(settings(o, p), launcher(p, o, limit.clone()), false, limit);
     let outcome = tokio::select! {
         outcome = handle.invoke(invoke) => Some(outcome),
         r = running.finished() => {
@@ -535,7 +540,7 @@ async fn serve_loop(
         .ctx(|| format!("listening on {listen}"))?;
     let limit = memory_limit(o);
     let (handle, mut running) = supervisor::start(
-        settings(o),
+        settings(o, p),
         launcher(p, o, limit.clone()),
         true,
         limit.clone(),
@@ -676,7 +681,10 @@ mod tests {
         assert_eq!(get(&s.env, "AWS_DEFAULT_REGION"), Some("eu-west-3"));
         assert_eq!(get(&s.env, "AWS_ACCESS_KEY_ID"), Some("AKID"));
         assert_eq!(get(&s.env, "AWS_SESSION_TOKEN"), None);
-        assert_eq!(settings(&o).region, "eu-west-3");
+        assert_eq!(
+            settings(&o, &prepared(t.path(), &["/bootstrap"], &[])).region,
+            "eu-west-3"
+        );
         assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 }

@@ -943,6 +943,11 @@ pub fn oci_config(spec: &Spec, ident: &Identity) -> Value {
 }
 
 fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
+    if !spec.extensions.is_empty() {
+        eprintln!(
+            "lamina: note: the extensions in /opt/extensions are not started under --runtime {runtime}"
+        );
+    }
     let sandbox_err = |e: Error| LaunchError::Sandbox(e);
     let bundle = crate::staging::dir("lamina-bundle-")
         .ctx(|| "creating an OCI bundle directory".to_owned())
