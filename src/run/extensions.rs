@@ -62,44 +62,7 @@ pub(super) async fn extension_api(
         });
     };
     match (req.method().clone(), rest) {
-        (Method::POST, "register") => {
-            let Some(name) = header(&req, "lambda-extension-name") else {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequest",
-                    "missing Lambda-Extension-Name header",
-                );
-            };
-            let body = read_capped(req.into_body(), MAX_BODY).await;
-            let events_of = body
-                .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v.get("events").cloned())
-                .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok());
-            let Some(subscribed) = events_of else {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequest",
-                    r#"the body must be {"events": ["INVOKE", "SHUTDOWN"]} (a subset)"#,
-                );
-            };
-            if let Some(bad) = subscribed
-                .iter()
-                .find(|e| !matches!(e.as_str(), "INVOKE" | "SHUTDOWN"))
-            {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidEventType",
-                    &format!("unknown event type {bad} (INVOKE, SHUTDOWN)"),
-                );
-            }
-            let (reply, rx) = oneshot::channel();
-            send(ExtRequest::Register {
-                name,
-                events: subscribed,
-                reply,
-            });
-            registered(rx.await)
-        }
+        (Method::POST, "register") => register(req, send).await,
         (Method::GET, "event/next") => {
             let Some(id) = id else {
                 return missing_id();
@@ -149,6 +112,46 @@ pub(super) async fn extension_api(
         }
         _ => api_error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
     }
+}
+
+/// `POST register`: the name from `Lambda-Extension-Name`, the events from the body.
+async fn register(req: Request<Incoming>, send: impl Fn(ExtRequest)) -> Response<Body> {
+    let Some(name) = header(&req, "lambda-extension-name") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "missing Lambda-Extension-Name header",
+        );
+    };
+    let body = read_capped(req.into_body(), MAX_BODY).await;
+    let events_of = body
+        .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("events").cloned())
+        .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok());
+    let Some(subscribed) = events_of else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            r#"the body must be {"events": ["INVOKE", "SHUTDOWN"]} (a subset)"#,
+        );
+    };
+    if let Some(bad) = subscribed
+        .iter()
+        .find(|e| !matches!(e.as_str(), "INVOKE" | "SHUTDOWN"))
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidEventType",
+            &format!("unknown event type {bad} (INVOKE, SHUTDOWN)"),
+        );
+    }
+    let (reply, rx) = oneshot::channel();
+    send(ExtRequest::Register {
+        name,
+        events: subscribed,
+        reply,
+    });
+    registered(rx.await)
 }
 
 fn missing_id() -> Response<Body> {

@@ -773,24 +773,28 @@ fn userns_hints() -> String {
     }
 }
 
+/// When `ident` switches ids, the pipes through which lamina writes the child's maps (its
+/// thread started): the child's ends.
+fn maps_from_lamina(ident: &Identity) -> Result<Option<(OwnedFd, OwnedFd)>, LaunchError> {
+    if ident.switch_to.is_none() {
+        return Ok(None);
+    }
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| LaunchError::Sandbox(Error::Sandbox(format!("cannot create a pipe: {e}"))))
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    write_maps_for_child(ready_r, go_w, ident);
+    Ok(Some((ready_w, go_r)))
+}
+
 fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
     let sandbox_err = |m: String| LaunchError::Sandbox(Error::Sandbox(m));
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sandbox_err(format!("cannot create a pipe: {e}")))?;
     let ident = Identity::for_this_process(spec.user);
-    let map_sync = match ident.switch_to {
-        Some(_) => {
-            let pipe = || {
-                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| sandbox_err(format!("cannot create a pipe: {e}")))
-            };
-            let (ready_r, ready_w) = pipe()?;
-            let (go_r, go_w) = pipe()?;
-            write_maps_for_child(ready_r, go_w, &ident);
-            Some((ready_w, go_r))
-        }
-        None => None,
-    };
+    let map_sync = maps_from_lamina(&ident)?;
     let plan = plan(spec, &ident, map_sync, report_w)?;
     if plan.locked.contains(MsFlags::MS_NOEXEC) {
         return Err(sandbox_err(format!(

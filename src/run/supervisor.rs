@@ -450,19 +450,7 @@ impl Supervisor {
             }
         };
         let launched_extensions = launched.extensions.clone();
-        if !launched_extensions.is_empty() {
-            eprintln!(
-                "lamina: starting the extensions {}",
-                launched_extensions.join(", ")
-            );
-        }
-        if !self.announced {
-            eprintln!("lamina: isolation: {}", launched.how);
-            if let Some(c) = &launched.caveat {
-                eprintln!("lamina: note: {c}");
-            }
-            self.announced = true;
-        }
+        self.announce(&launched);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let exit_tx = self.exit_tx.clone();
         tokio::spawn(async move {
@@ -492,6 +480,23 @@ impl Supervisor {
             drain_deadline: None,
         });
         Ok(())
+    }
+
+    /// Say which extensions start, and (once) which isolation is in use.
+    fn announce(&mut self, launched: &Launched) {
+        if !launched.extensions.is_empty() {
+            eprintln!(
+                "lamina: starting the extensions {}",
+                launched.extensions.join(", ")
+            );
+        }
+        if !self.announced {
+            eprintln!("lamina: isolation: {}", launched.how);
+            if let Some(c) = &launched.caveat {
+                eprintln!("lamina: note: {c}");
+            }
+            self.announced = true;
+        }
     }
 
     /// Start a process or hand the next invocation to the runtime, when the time has come.
@@ -652,35 +657,51 @@ impl Supervisor {
                 id,
                 frames,
                 ack,
-            } => {
-                if !self.is_current(generation, &id) {
-                    let _ = ack.send(Ack::UnknownId(id));
-                    return;
-                }
-                let cur = self.current.as_mut().expect("checked");
-                // A caller gone away: the stream is read and dropped all the same.
-                cur.reply.stream(frames);
-                let _ = ack.send(Ack::Accepted);
-            }
+            } => self.on_stream_start(generation, id, frames, ack),
             RtEvent::StreamEnd {
                 generation,
                 id,
                 error_type,
                 ack,
-            } => {
-                let Some((cur, ack)) = self.take_current(generation, id, ack) else {
-                    return;
-                };
-                let _ = ack.send(Ack::Accepted);
-                self.finish(
-                    cur,
-                    Outcome {
-                        body: Bytes::new(),
-                        error_type,
-                    },
-                );
-            }
+            } => self.on_stream_end(generation, id, error_type, ack),
         }
+    }
+
+    /// The runtime starts streaming the response of `id`: the caller gets the stream now.
+    fn on_stream_start(
+        &mut self,
+        generation: u64,
+        id: String,
+        frames: mpsc::Receiver<Frame<Bytes>>,
+        ack: oneshot::Sender<Ack>,
+    ) {
+        if !self.is_current(generation, &id) {
+            let _ = ack.send(Ack::UnknownId(id));
+            return;
+        }
+        let cur = self.current.as_mut().expect("checked");
+        // A caller gone away: the stream is read and dropped all the same.
+        cur.reply.stream(frames);
+        let _ = ack.send(Ack::Accepted);
+    }
+
+    /// The streamed response of `id` ended: the invocation is over.
+    fn on_stream_end(
+        &mut self,
+        generation: u64,
+        id: String,
+        error_type: Option<String>,
+        ack: oneshot::Sender<Ack>,
+    ) {
+        let Some((cur, ack)) = self.take_current(generation, id, ack) else {
+            return;
+        };
+        let _ = ack.send(Ack::Accepted);
+        let outcome = Outcome {
+            body: Bytes::new(),
+            error_type,
+        };
+        self.finish(cur, outcome);
     }
 
     /// The runtime of process `generation` asks for an invocation (its init is over).
