@@ -461,6 +461,17 @@ fn memory_over_the_limit_is_runtime_out_of_memory_or_said_not_enforced() {
     );
     let err = stderr_of(&out);
     if err.contains("lamina: memory: limited to 128 MB") {
+        // The cgroup is removed when lamina ends; one a killed lamina left (a dead pid) is
+        // swept by the next run.
+        let cgroup = err
+            .lines()
+            .find_map(|l| l.split("(cgroup v").nth(1))
+            .and_then(|r| r.split_once(' '))
+            .map(|(_, path)| PathBuf::from(path.trim_end_matches(')')))
+            .unwrap_or_else(|| panic!("no cgroup path in:\n{err}"));
+        assert!(!cgroup.exists(), "{} was left behind", cgroup.display());
+        let stale = cgroup.parent().unwrap().join("lamina-99999999-0"); // past any pid_max
+        std::fs::create_dir(&stale).unwrap();
         assert!(!out.status.success(), "{}", describe(&out));
         let body: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", describe(&out)));
@@ -480,6 +491,11 @@ fn memory_over_the_limit_is_runtime_out_of_memory_or_said_not_enforced() {
             stderr_of(&out).contains("Max Memory Used: "),
             "{}",
             describe(&out)
+        );
+        assert!(
+            !stale.exists(),
+            "the stale cgroup {} was not swept",
+            stale.display()
         );
     } else {
         // A host that delegates no cgroup: said, and the function still runs.

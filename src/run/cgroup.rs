@@ -51,6 +51,30 @@ fn unique_name() -> String {
     )
 }
 
+/// Remove the cgroups earlier lamina processes left under `parent` (killed before they could):
+/// `lamina-PID-N` whose PID is gone. `rmdir` removes only an empty cgroup, so one still in use
+/// stays.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lamina-"))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            // Best effort: one that cannot be removed stays for a later sweep.
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
 fn write(path: &Path, value: &str) -> Result<(), String> {
     std::fs::write(path, value).map_err(|e| format!("writing {}: {e}", path.display()))
 }
@@ -78,6 +102,7 @@ impl Limit {
                     )
                 })?;
             }
+            sweep(&parent);
             let dir = parent.join(unique_name());
             std::fs::create_dir(&dir).map_err(|e| {
                 format!(
@@ -106,6 +131,7 @@ impl Limit {
                     base.display()
                 )
             })?;
+        sweep(&parent);
         let dir = parent.join(unique_name());
         std::fs::create_dir(&dir)
             .map_err(|e| format!("creating {}: {e} (cgroup v1 needs root)", dir.display()))?;
