@@ -466,6 +466,9 @@ fn the_function_sees_a_read_only_root_a_writable_tmp_and_lambdas_environment() {
             "probe-fn",
             "--timeout",
             "7",
+            // This test is about the sandbox's mounts and Lambda's environment: as root, as it
+            // was written (the default user, 993, is tested in tests/inner_loop_runtime.rs).
+            "--root",
         ],
     );
     assert!(out.status.success(), "{}", describe(&out));

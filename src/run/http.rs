@@ -6,19 +6,26 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-pub(super) type Body = Full<Bytes>;
+/// A response body: whole (`respond`), or streamed from a channel ([`ChannelBody`]).
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 pub(super) fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -94,3 +101,19 @@ pub(super) async fn read_capped(body: Incoming, cap: usize) -> Option<(Bytes, u6
 
 /// How far past the cap a body is still counted (to report its size as Lambda does).
 const COUNT_LIMIT: u64 = 16;
+
+/// A body whose frames (data, then perhaps trailers) arrive on a channel; it ends when the
+/// sender is dropped. Memory stays bounded by the channel's capacity.
+pub(super) struct ChannelBody(pub(super) mpsc::Receiver<Frame<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}

@@ -21,6 +21,8 @@ pub struct Settings {
     pub memory_mb: u32,
     /// The AWS region the function pretends to run in.
     pub region: String,
+    /// The handler (`_HANDLER`), told to extensions when they register.
+    pub handler: String,
 }
 
 impl Settings {

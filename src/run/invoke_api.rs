@@ -8,9 +8,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use super::http::ChannelBody;
 use super::http::{Body, accept_loop, header, read_capped, respond};
 use super::invocation::{Invoke, MAX_PAYLOAD};
-use super::supervisor::Handle;
+use super::supervisor::{Handle, Reply};
 use crate::error::{Error, Result};
 
 /// Serve the invoke side on `listener` until the task is dropped or aborted.
@@ -56,12 +57,16 @@ async fn invoke_api(req: Request<Incoming>, handle: Handle) -> Response<Body> {
         });
         return respond(StatusCode::ACCEPTED, Bytes::new());
     }
-    let Some(outcome) = handle.invoke(invoke).await else {
-        return user_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServiceException",
-            "the function's environment stopped",
-        );
+    let outcome = match handle.invoke_reply(invoke).await {
+        Some(Reply::Whole(o)) => o,
+        Some(Reply::Stream(frames)) => return streamed(frames),
+        None => {
+            return user_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                "the function's environment stopped",
+            );
+        }
     };
     let mut r = respond(StatusCode::OK, outcome.body);
     r.headers_mut().insert(
@@ -74,6 +79,34 @@ async fn invoke_api(req: Request<Incoming>, handle: Handle) -> Response<Body> {
             HeaderValue::from_static("Unhandled"),
         );
     }
+    r
+}
+
+/// A response the function streams: passed on chunk by chunk (chunked transfer encoding), the
+/// runtime's error trailers (`Lambda-Runtime-Function-Error-Type`, `-Error-Body`) last — sent
+/// by HTTP/1.1 only to a client that asked for trailers (`TE: trailers`).
+fn streamed(frames: tokio::sync::mpsc::Receiver<hyper::body::Frame<Bytes>>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let mut r = Response::new(ChannelBody(frames).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    h.insert(
+        "lambda-runtime-function-response-mode",
+        HeaderValue::from_static("streaming"),
+    );
+    h.insert(
+        "trailer",
+        HeaderValue::from_static(
+            "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        ),
+    );
     r
 }
 

@@ -8,6 +8,9 @@
 //! Runtime Interface Emulator (`invoke_api`), with a `supervisor` between them running one
 //! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
+mod cgroup;
+mod env;
+mod extensions;
 mod http;
 mod ids;
 mod invocation;
@@ -16,10 +19,11 @@ mod rootfs;
 mod runtime_api;
 mod sandbox;
 mod supervisor;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -29,9 +33,11 @@ use crate::reference::ImageRef;
 use crate::registry::Options;
 use crate::transport::{self, ReadMode, Source};
 
+pub use env::execution_env;
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
-pub use sandbox::Isolation;
+pub use sandbox::{Isolation, LAMBDA_GID, LAMBDA_UID};
+pub use watch::{Watch, serve_watching};
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
 pub const AWS_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
@@ -55,8 +61,15 @@ pub struct RunOptions {
     /// `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: String,
     /// AWS credentials given to the function as Lambda gives it its role's (the binary passes
-    /// its own, so a function can reach AWS as the user does).
+    /// the ones its AWS configuration resolves to with `--aws-credentials`).
     pub credentials: Credentials,
+    /// Who the function runs as: `Some((uid, gid))`, Lambda's `sbx_user1051` (993:990) by
+    /// default, as Lambda runs every function whatever the image's `USER`; `None` runs it as
+    /// root (`--root`). See `sandbox::Identity` for how the ids are mapped.
+    pub user: Option<(u32, u32)>,
+    /// `AWS_EXECUTION_ENV` (`AWS_Lambda_python3.12`), for a function on a managed runtime
+    /// ([`execution_env`] makes it from the runtime's name); unset for OS-only runtimes.
+    pub execution_env: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +82,8 @@ impl Default for RunOptions {
             function_name: "function".to_owned(),
             region: DEFAULT_REGION.to_owned(),
             credentials: Credentials::default(),
+            user: Some((LAMBDA_UID, LAMBDA_GID)),
+            execution_env: None,
         }
     }
 }
@@ -133,8 +148,9 @@ pub struct Prepared {
     pub env: Vec<String>,
     /// The working directory (`/` when the config names none).
     pub workdir: String,
-    /// The image config's `User`, which is not used (the function runs as root inside the
-    /// sandbox, which is the user running lamina outside).
+    /// The image config's `User`, which is not used (Lambda runs every function as its own
+    /// user, `sbx_user1051`, whatever the image says; lamina does the same, see
+    /// [`RunOptions::user`]).
     pub user: Option<String>,
 }
 
@@ -303,22 +319,6 @@ fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
     }
 }
 
-/// The `AWS_LAMBDA_LOG_STREAM_NAME` Lambda would give a new environment.
-fn log_stream_name() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let date = crate::image::rfc3339(secs);
-    format!(
-        "{}/{}/{}/[$LATEST]{}",
-        &date[..4],
-        &date[5..7],
-        &date[8..10],
-        ids::request_id().replace('-', "")
-    )
-}
-
 /// The process to start for `p`: ENTRYPOINT + CMD (its program found in the image's `PATH`),
 /// and the environment — the image's, then Lambda's (`AWS_LAMBDA_RUNTIME_API` pointing at
 /// `runtime_api`, the function's name, memory size and version, `_HANDLER` when the entrypoint
@@ -339,30 +339,14 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     if !env.iter().any(|(k, _)| k == "PATH") {
         set(&mut env, "PATH", DEFAULT_PATH.to_owned());
     }
-    let name = &o.function_name;
-    for (k, v) in [
-        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name()),
-        ("AWS_REGION", o.region.clone()),
-        ("AWS_DEFAULT_REGION", o.region.clone()),
-        ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
-        ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
-        ("TZ", ":UTC".to_owned()),
-    ] {
+    for (k, v) in env::lambda_vars(o, runtime_api) {
         set(&mut env, k, v);
     }
     if !env.iter().any(|(k, _)| k == "LANG") {
         set(&mut env, "LANG", "en_US.UTF-8".to_owned());
     }
-    if p.entrypoint.first().map(String::as_str) == Some(AWS_ENTRYPOINT)
-        && let Some(handler) = p.cmd.first()
-    {
-        set(&mut env, "_HANDLER", handler.clone());
+    if let Some(handler) = handler_of(p) {
+        set(&mut env, "_HANDLER", handler);
     }
     for (k, v) in o.credentials.vars() {
         if let Some(v) = v {
@@ -380,7 +364,34 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         env,
         cwd: p.workdir.clone(),
         hostname: "lamina".to_owned(),
+        user: o.user,
+        cgroup_procs: None,
+        extensions: external_extensions(&p.rootfs),
     })
+}
+
+/// The external extensions of the image: executable files in `/opt/extensions`, by name.
+fn external_extensions(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(Some(dir)) = rootfs::lookup(root, Path::new("/opt/extensions")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("/opt/extensions/{n}"))
+        .collect()
 }
 
 /// The absolute path (inside the image) of the program `name`: looked up in `PATH` when it has
@@ -414,21 +425,60 @@ fn resolve_program(root: &Path, name: &str, workdir: &str, env: &[(String, Strin
     name.to_owned()
 }
 
-fn launcher(p: &Prepared, o: &RunOptions) -> supervisor::Launcher {
+fn launcher(
+    p: &Prepared,
+    o: &RunOptions,
+    limit: Option<std::sync::Arc<cgroup::Limit>>,
+) -> supervisor::Launcher {
     let (p, o) = (p.clone(), o.clone());
     Box::new(move |addr: &str| {
-        let spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
+        let mut spec = process(&p, &o, addr).map_err(sandbox::LaunchError::Sandbox)?;
+        spec.cgroup_procs = limit.as_ref().map(|l| l.procs_file());
         sandbox::launch(&o.isolation, &spec)
     })
 }
 
-fn settings(o: &RunOptions) -> Settings {
+/// The memory limit of `o.memory_mb`, where this host lets lamina make one; otherwise said on
+/// stderr (the size is then only told to the function).
+fn memory_limit(o: &RunOptions) -> Option<std::sync::Arc<cgroup::Limit>> {
+    let made = match &o.isolation {
+        Isolation::Namespaces => cgroup::Limit::create(o.memory_mb),
+        Isolation::Oci(rt) => Err(format!("lamina does not set cgroups through {rt}")),
+    };
+    match made {
+        Ok(l) => {
+            eprintln!(
+                "lamina: memory: limited to {} MB ({})",
+                o.memory_mb,
+                l.describe()
+            );
+            Some(std::sync::Arc::new(l))
+        }
+        Err(why) => {
+            eprintln!(
+                "lamina: memory: --memory {} is told to the function but not enforced: {why}",
+                o.memory_mb
+            );
+            None
+        }
+    }
+}
+
+fn settings(o: &RunOptions, p: &Prepared) -> Settings {
     Settings {
         timeout: o.timeout,
         function_name: o.function_name.clone(),
         memory_mb: o.memory_mb,
         region: o.region.clone(),
+        handler: handler_of(p).unwrap_or_default(),
     }
+}
+
+/// The handler Lambda would name (`_HANDLER`): CMD[0] when the entrypoint is AWS's.
+fn handler_of(p: &Prepared) -> Option<String> {
+    (p.entrypoint.first().map(String::as_str) == Some(AWS_ENTRYPOINT))
+        .then(|| p.cmd.first().cloned())
+        .flatten()
 }
 
 /// Check what can be checked before starting: something to run.
@@ -441,7 +491,9 @@ fn precheck(p: &Prepared, o: &RunOptions) -> Result<()> {
 /// threads (which the sandbox's processes are tied to, see `run::sandbox`) until it shuts down.
 pub async fn invoke_once(p: &Prepared, o: &RunOptions, invoke: Invoke) -> Result<Outcome> {
     precheck(p, o)?;
-    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), false);
+    let limit = memory_limit(o);
+    let (handle, mut running) =
+        supervisor::start(settings(o, p), launcher(p, o, limit.clone()), false, limit);
     let outcome = tokio::select! {
         outcome = handle.invoke(invoke) => Some(outcome),
         r = running.finished() => {
@@ -467,6 +519,18 @@ pub async fn serve(
     listen: SocketAddr,
     on_listen: &mut (dyn FnMut(SocketAddr) + Send),
 ) -> Result<()> {
+    serve_loop(p, o, listen, on_listen, None).await
+}
+
+/// [`serve`], following changes when `rebuild` is given (`--watch`): new code is built while
+/// invocations wait, then swapped in.
+async fn serve_loop(
+    p: &Prepared,
+    o: &RunOptions,
+    listen: SocketAddr,
+    on_listen: &mut (dyn FnMut(SocketAddr) + Send),
+    mut rebuild: Option<watch::Rebuild>,
+) -> Result<()> {
     precheck(p, o)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -474,18 +538,48 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .ctx(|| format!("listening on {listen}"))?;
-    let (handle, mut running) = supervisor::start(settings(o), launcher(p, o), true);
-    let server = tokio::spawn(invoke_api::serve_invoke(listener, handle));
+    let limit = memory_limit(o);
+    let (handle, mut running) = supervisor::start(
+        settings(o, p),
+        launcher(p, o, limit.clone()),
+        true,
+        limit.clone(),
+    );
+    let server = tokio::spawn(invoke_api::serve_invoke(listener, handle.clone()));
     on_listen(addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .ctx(|| "handling SIGTERM".to_owned())?;
-    let result = tokio::select! {
-        r = running.finished() => {
-            server.abort();
-            return r;
+    let result = loop {
+        let change = async {
+            match rebuild.as_mut() {
+                Some(r) => r.watcher.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = running.finished() => {
+                server.abort();
+                return r;
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            Some(what) = change => {
+                let r = rebuild.as_mut().expect("watching");
+                handle.hold();
+                match r.rebuild(&what).await {
+                    Some(new) if precheck(&new, o).is_ok() => {
+                        handle.swap(launcher(&new, o, limit.clone()));
+                    }
+                    Some(new) => {
+                        if let Err(e) = precheck(&new, o) {
+                            eprintln!("lamina: watch: {e}; still serving the previous code");
+                        }
+                        handle.release();
+                    }
+                    None => handle.release(),
+                }
+            }
         }
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
     };
     server.abort();
     running.stop().await?;
@@ -587,7 +681,10 @@ mod tests {
         assert_eq!(get(&s.env, "AWS_DEFAULT_REGION"), Some("eu-west-3"));
         assert_eq!(get(&s.env, "AWS_ACCESS_KEY_ID"), Some("AKID"));
         assert_eq!(get(&s.env, "AWS_SESSION_TOKEN"), None);
-        assert_eq!(settings(&o).region, "eu-west-3");
+        assert_eq!(
+            settings(&o, &prepared(t.path(), &["/bootstrap"], &[])).region,
+            "eu-west-3"
+        );
         assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 }

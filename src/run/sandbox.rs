@@ -57,6 +57,117 @@ pub struct Spec {
     /// The working directory inside the root.
     pub cwd: String,
     pub hostname: String,
+    /// Who the function runs as inside: `None` is root (the user running lamina, mapped to
+    /// root), `Some((uid, gid))` anyone else — Lambda's `sbx_user1051` by default, see
+    /// [`Identity`].
+    pub user: Option<(u32, u32)>,
+    /// The `cgroup.procs` file of the memory-limited cgroup the function joins (`cgroup`),
+    /// when there is one.
+    pub cgroup_procs: Option<PathBuf>,
+    /// External extensions (paths inside the root, `/opt/extensions/NAME`), started with the
+    /// function's environment just before the runtime, in the same sandbox.
+    pub extensions: Vec<String>,
+}
+
+/// The uid Lambda runs every function as (`sbx_user1051`), whatever the image's `USER` says.
+pub const LAMBDA_UID: u32 = 993;
+/// The gid of Lambda's `sbx_user1051`.
+pub const LAMBDA_GID: u32 = 990;
+
+/// How the user namespace maps ids, decided before `fork` from who runs lamina.
+///
+/// An unprivileged process may map only its own uid into a new user namespace. So:
+/// - to run as root inside (`--root`), the user running lamina is mapped to uid 0, as ever;
+/// - to run as another user `U` when lamina runs as root (or holds a mapping of `U` and 0 in
+///   its own namespace), uid 0 inside is root outside and `U` inside is `U` outside: the
+///   image's files (unpacked by root) stay owned by root, so a file only root may read fails
+///   as it does on Lambda. The sandbox is set up as root inside, then drops to `U` before exec;
+/// - otherwise the user running lamina is mapped straight to `U`: the function sees its uid,
+///   but the image's files (unpacked by that user) appear owned by `U`, so permission failures
+///   on root-owned files do not show. [`Identity::caveat`] says so on stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `/proc/self/uid_map` of the new namespace.
+    pub uid_map: String,
+    /// `/proc/self/gid_map` of the new namespace.
+    pub gid_map: String,
+    /// `(uid, gid)` to switch to after the sandbox is set up (the root-owned mapping).
+    pub switch_to: Option<(u32, u32)>,
+    /// What the user should know about a mapping less faithful than Lambda's.
+    pub caveat: Option<String>,
+}
+
+/// Is `id` mapped in the id map file `map` (`/proc/self/uid_map` syntax)?
+fn mapped(map: &str, id: u32) -> bool {
+    map.lines().any(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        f.len() == 3 && f[0] <= u64::from(id) && u64::from(id) < f[0] + f[2]
+    })
+}
+
+impl Identity {
+    /// The mapping for running as `user` (`None`: root) when lamina runs as `host` (uid, gid)
+    /// in a namespace whose maps are `outer` (uid map, gid map).
+    pub fn plan(user: Option<(u32, u32)>, host: (u32, u32), outer: (&str, &str)) -> Identity {
+        let (hu, hg) = host;
+        match user {
+            None | Some((0, _)) => Identity {
+                uid_map: format!("0 {hu} 1\n"),
+                gid_map: format!("0 {hg} 1\n"),
+                switch_to: None,
+                caveat: None,
+            },
+            Some((u, g)) if hu == 0 && mapped(outer.0, u) && mapped(outer.1, g) => Identity {
+                uid_map: format!("0 0 1\n{u} {u} 1\n"),
+                gid_map: if g == 0 {
+                    "0 0 1\n".to_owned()
+                } else {
+                    format!("0 0 1\n{g} {g} 1\n")
+                },
+                switch_to: Some((u, g)),
+                caveat: None,
+            },
+            Some((u, g)) => Identity {
+                uid_map: format!("{u} {hu} 1\n"),
+                gid_map: format!("{g} {hg} 1\n"),
+                switch_to: None,
+                caveat: Some(format!(
+                    "the function runs as uid {u} by mapping your uid {hu} to it (an unprivileged user can map only its own uid): \
+                     the image's files appear owned by uid {u}, so a file only root may read is readable here but not on Lambda. \
+                     Run lamina as root for Lambda's ownership, or --root to run as root inside"
+                )),
+            },
+        }
+    }
+
+    /// The mapping for this process (its effective ids and its namespace's maps).
+    pub fn for_this_process(user: Option<(u32, u32)>) -> Identity {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let (um, gm) = (read("/proc/self/uid_map"), read("/proc/self/gid_map"));
+        Identity::plan(
+            user,
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+            (&um, &gm),
+        )
+    }
+
+    /// How the function's identity is described to the user.
+    fn describe(&self, user: Option<(u32, u32)>) -> String {
+        let host = nix::unistd::geteuid();
+        match (user, &self.switch_to) {
+            (None | Some((0, _)), _) => format!("uid {host} mapped to root inside"),
+            (Some((u, g)), Some(_)) => {
+                format!("running as uid {u} gid {g} (root outside is root inside)")
+            }
+            (Some((u, g)), None) => format!("uid {host} mapped to uid {u} gid {g} inside"),
+        }
+    }
 }
 
 /// Why a launch failed.
@@ -74,6 +185,10 @@ pub struct Launched {
     pub child: tokio::process::Child,
     /// Which isolation is in use, for the user.
     pub how: String,
+    /// What differs from Lambda in this isolation (said once on stderr).
+    pub caveat: Option<String>,
+    /// The names of the external extensions started with it.
+    pub extensions: Vec<String>,
     stop: Stop,
 }
 
@@ -160,10 +275,50 @@ fn cstring(s: impl AsRef<OsStr>) -> Result<CString, LaunchError> {
     })
 }
 
+/// A NULL-terminated array of C strings (`argv`, `envp`), built before `fork` so that the
+/// child only passes pointers.
+struct ExecArgs {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never changed; the
+// value is only read (by the forked child).
+unsafe impl Send for ExecArgs {}
+// SAFETY: as above: nothing mutates it after construction.
+unsafe impl Sync for ExecArgs {}
+
+impl ExecArgs {
+    fn new(items: &[String]) -> Result<ExecArgs, LaunchError> {
+        let strings: Vec<CString> = items.iter().map(cstring).collect::<Result<_, _>>()?;
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Ok(ExecArgs {
+            _strings: strings,
+            ptrs,
+        })
+    }
+}
+
 /// Everything the child needs, prepared before `fork` (the child allocates nothing).
 struct Plan {
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
+    /// Deny `setgroups` (required to write a gid map unprivileged); not when switching ids,
+    /// where the supplementary groups are cleared instead.
+    deny_setgroups: bool,
+    /// `(uid, gid)` to switch to once the sandbox is set up.
+    switch_to: Option<(u32, u32)>,
+    /// The `cgroup.procs` file to join first.
+    cgroup_procs: Option<CString>,
+    /// The extensions' `execve` arguments, prepared before `fork`.
+    extensions: Vec<ExecArgs>,
+    /// Their environment (the function's), shared.
+    ext_env: ExecArgs,
+    /// When the maps have more than the writer's own id, they are written from outside by
+    /// lamina (which holds `CAP_SETUID` where the child, in its new namespace, does not): the
+    /// child sends its pid on the first descriptor and waits for a `G` on the second.
+    map_sync: Option<(OwnedFd, OwnedFd)>,
     root: CString,
     proc_dir: CString,
     tmp_dir: CString,
@@ -212,10 +367,13 @@ fn locked_flags(root: &Path) -> MsFlags {
     m
 }
 
-fn plan(spec: &Spec, report: OwnedFd) -> Result<Plan, LaunchError> {
+fn plan(
+    spec: &Spec,
+    ident: &Identity,
+    map_sync: Option<(OwnedFd, OwnedFd)>,
+    report: OwnedFd,
+) -> Result<Plan, LaunchError> {
     let root = &spec.rootfs;
-    let uid = nix::unistd::geteuid();
-    let gid = nix::unistd::getegid();
     let dev = root.join("dev");
     let mut devices = Vec::new();
     for d in DEVICES {
@@ -234,8 +392,27 @@ fn plan(spec: &Spec, report: OwnedFd) -> Result<Plan, LaunchError> {
         dev_links.push((cstring(target)?, cstring(dev.join(name).as_os_str())?));
     }
     Ok(Plan {
-        uid_map: format!("0 {uid} 1\n").into_bytes(),
-        gid_map: format!("0 {gid} 1\n").into_bytes(),
+        uid_map: ident.uid_map.clone().into_bytes(),
+        gid_map: ident.gid_map.clone().into_bytes(),
+        deny_setgroups: ident.switch_to.is_none(),
+        switch_to: ident.switch_to,
+        map_sync,
+        cgroup_procs: match &spec.cgroup_procs {
+            Some(p) => Some(cstring(p.as_os_str())?),
+            None => None,
+        },
+        extensions: spec
+            .extensions
+            .iter()
+            .map(|e| ExecArgs::new(std::slice::from_ref(e)))
+            .collect::<Result<_, _>>()?,
+        ext_env: ExecArgs::new(
+            &spec
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )?,
         root: cstring(root.as_os_str())?,
         proc_dir: cstring(root.join("proc").as_os_str())?,
         tmp_dir: cstring(root.join("tmp").as_os_str())?,
@@ -278,6 +455,58 @@ fn write_proc(path: &CStr, data: &[u8]) -> Result<(), Errno> {
     }
 }
 
+/// In the child: send its pid to lamina, which writes its id maps, and wait for the go.
+fn maps_from_outside(ready: BorrowedFd, go: BorrowedFd, fd: BorrowedFd) -> io::Result<()> {
+    let pid = nix::unistd::getpid().as_raw().to_ne_bytes();
+    match nix::unistd::write(ready, &pid) {
+        Ok(4) => {}
+        Ok(_) => {
+            return Err(failed(
+                fd,
+                "writing the uid_map (sending the pid)",
+                Errno::EIO,
+            ));
+        }
+        Err(e) => return Err(failed(fd, "writing the uid_map (sending the pid)", e)),
+    }
+    let mut answer = [0u8; 1];
+    loop {
+        match nix::unistd::read(go, &mut answer) {
+            Ok(1) if answer[0] == b'G' => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            _ => {
+                return Err(failed(
+                    fd,
+                    "writing /proc/PID/uid_map from outside",
+                    Errno::EPERM,
+                ));
+            }
+        }
+    }
+}
+
+/// In lamina: wait (on its own thread) for the child's pid, write its maps, answer `G` (or
+/// `E`). The thread ends when the child has its maps or is gone.
+fn write_maps_for_child(ready: OwnedFd, go: OwnedFd, ident: &Identity) {
+    let (uid_map, gid_map) = (ident.uid_map.clone(), ident.gid_map.clone());
+    std::thread::spawn(move || {
+        let mut pid = [0u8; 4];
+        if std::fs::File::from(ready).read_exact(&mut pid).is_err() {
+            return; // the child failed before (its report says why)
+        }
+        let pid = i32::from_ne_bytes(pid);
+        let write = |what: &str, data: &str| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/{what}"))
+                .and_then(|mut f| io::Write::write_all(&mut f, data.as_bytes()))
+        };
+        let ok = write("uid_map", &uid_map).is_ok() && write("gid_map", &gid_map).is_ok();
+        // The child waits for this byte; if it cannot be written the child is gone.
+        let _ = io::Write::write_all(&mut std::fs::File::from(go), if ok { b"G" } else { b"E" });
+    });
+}
+
 /// The intermediate process: outside the new pid namespace, it waits for the function's pid 1
 /// and exits as it did. It keeps no descriptor but the standard ones, so that `spawn` returns
 /// as soon as the function's exec succeeds.
@@ -318,10 +547,49 @@ fn intermediate(child: Pid) -> ! {
 /// Runs in the forked child before exec: namespaces, the intermediate process, mounts, root.
 fn enter(p: &Plan) -> io::Result<()> {
     let fd = p.report.as_fd();
+    if let Some(procs) = &p.cgroup_procs {
+        write_proc(procs, b"0").map_err(|e| failed(fd, "joining the memory cgroup", e))?;
+    }
     enter_namespaces(p, fd)?;
     mount_root(p, fd)?;
     mount_dev(p, fd)?;
-    switch_root(p, fd)
+    switch_root(p, fd)?;
+    become_user(p, fd)?;
+    start_extensions(p);
+    Ok(())
+}
+
+/// Fork and exec each external extension (children of the runtime's process, in its
+/// sandbox). One that cannot be executed exits 127 and never registers, which the supervisor
+/// sees as an init that does not finish.
+fn start_extensions(p: &Plan) {
+    for ext in &p.extensions {
+        // SAFETY: the child only calls execve and _exit.
+        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+            // SAFETY: NULL-terminated arrays of valid C strings, prepared before the fork.
+            unsafe {
+                libc::execve(ext.ptrs[0], ext.ptrs.as_ptr(), p.ext_env.ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        // A failed fork leaves that extension unstarted: reported as above.
+    }
+}
+
+/// Drop from root inside to the function's user (when the mapping has both): no
+/// supplementary groups, the gid, then the uid — which clears every capability, and the
+/// parent-death signal, set again.
+fn become_user(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
+    let Some((uid, gid)) = p.switch_to else {
+        return Ok(());
+    };
+    use nix::unistd::{Gid, Uid};
+    nix::unistd::setgroups(&[]).map_err(|e| failed(fd, "clearing the supplementary groups", e))?;
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| failed(fd, "setresgid", e))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| failed(fd, "setresuid", e))?;
+    set_pdeathsig(Signal::SIGKILL).map_err(|e| failed(fd, "prctl(PR_SET_PDEATHSIG)", e))
 }
 
 /// New user, mount, pid, UTS and IPC namespaces (the user mapped to root), and the fork that
@@ -336,14 +604,21 @@ fn enter_namespaces(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
             | CloneFlags::CLONE_NEWIPC,
     )
     .map_err(|e| failed(fd, "unshare(user, mount, pid, uts, ipc namespaces)", e))?;
-    match write_proc(c"/proc/self/setgroups", b"deny") {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(failed(fd, "writing /proc/self/setgroups", e)),
+    if p.deny_setgroups {
+        match write_proc(c"/proc/self/setgroups", b"deny") {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(failed(fd, "writing /proc/self/setgroups", e)),
+        }
     }
-    write_proc(c"/proc/self/uid_map", &p.uid_map)
-        .map_err(|e| failed(fd, "writing /proc/self/uid_map", e))?;
-    write_proc(c"/proc/self/gid_map", &p.gid_map)
-        .map_err(|e| failed(fd, "writing /proc/self/gid_map", e))?;
+    match &p.map_sync {
+        Some((ready, go)) => maps_from_outside(ready.as_fd(), go.as_fd(), fd)?,
+        None => {
+            write_proc(c"/proc/self/uid_map", &p.uid_map)
+                .map_err(|e| failed(fd, "writing /proc/self/uid_map", e))?;
+            write_proc(c"/proc/self/gid_map", &p.gid_map)
+                .map_err(|e| failed(fd, "writing /proc/self/gid_map", e))?;
+        }
+    }
     // SAFETY: the child only makes async-signal-safe calls until it execs.
     match unsafe { nix::unistd::fork() } {
         Err(e) => return Err(failed(fd, "fork", e)),
@@ -498,11 +773,29 @@ fn userns_hints() -> String {
     }
 }
 
+/// When `ident` switches ids, the pipes through which lamina writes the child's maps (its
+/// thread started): the child's ends.
+fn maps_from_lamina(ident: &Identity) -> Result<Option<(OwnedFd, OwnedFd)>, LaunchError> {
+    if ident.switch_to.is_none() {
+        return Ok(None);
+    }
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| LaunchError::Sandbox(Error::Sandbox(format!("cannot create a pipe: {e}"))))
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    write_maps_for_child(ready_r, go_w, ident);
+    Ok(Some((ready_w, go_r)))
+}
+
 fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
     let sandbox_err = |m: String| LaunchError::Sandbox(Error::Sandbox(m));
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sandbox_err(format!("cannot create a pipe: {e}")))?;
-    let plan = plan(spec, report_w)?;
+    let ident = Identity::for_this_process(spec.user);
+    let map_sync = maps_from_lamina(&ident)?;
+    let plan = plan(spec, &ident, map_sync, report_w)?;
     if plan.locked.contains(MsFlags::MS_NOEXEC) {
         return Err(sandbox_err(format!(
             "{} is on a file system mounted noexec, so nothing in it can run: set LAMINA_CACHE_DIR to a directory elsewhere",
@@ -547,10 +840,16 @@ fn launch_namespaced(spec: &Spec) -> Result<Launched, LaunchError> {
         (Ok(child), _) => Ok(Launched {
             child,
             how: format!(
-                "user+mount+pid namespaces (uid {} mapped to root inside), {root_how} into {}, read-only root, tmpfs /tmp, /proc, minimal /dev; host network",
-                nix::unistd::geteuid(),
+                "user+mount+pid namespaces ({}), {root_how} into {}, read-only root, tmpfs /tmp, /proc, minimal /dev; host network",
+                ident.describe(spec.user),
                 spec.rootfs.display()
             ),
+            caveat: ident.caveat.clone(),
+            extensions: spec
+                .extensions
+                .iter()
+                .map(|e| e.rsplit('/').next().unwrap_or(e).to_owned())
+                .collect(),
             stop: Stop::Signal,
         }),
         (Err(e), Some(step)) => {
@@ -589,13 +888,25 @@ fn exec_error(e: &io::Error) -> String {
 /// The OCI runtime spec (`config.json`) for a rootless container running `spec`: the user
 /// mapped to root, the root read-only, `/tmp` a writable tmpfs, no network namespace (the
 /// function reaches the Runtime API on the host's 127.0.0.1), no cgroup settings.
-pub fn oci_config(spec: &Spec, uid: u32, gid: u32) -> Value {
+pub fn oci_config(spec: &Spec, ident: &Identity) -> Value {
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let (uid, gid) = spec.user.unwrap_or((0, 0));
+    let mappings = |map: &str| -> Vec<Value> {
+        map.lines()
+            .filter_map(|l| {
+                let f: Vec<u32> = l
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (f.len() == 3).then(|| json!({"containerID": f[0], "hostID": f[1], "size": f[2]}))
+            })
+            .collect()
+    };
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": uid, "gid": gid},
             "args": spec.args,
             "env": env,
             "cwd": spec.cwd,
@@ -619,8 +930,8 @@ pub fn oci_config(spec: &Spec, uid: u32, gid: u32) -> Value {
              "options": ["nosuid", "nodev", "mode=1777", "size=524288k"]}
         ],
         "linux": {
-            "uidMappings": [{"containerID": 0, "hostID": uid, "size": 1}],
-            "gidMappings": [{"containerID": 0, "hostID": gid, "size": 1}],
+            "uidMappings": mappings(&ident.uid_map),
+            "gidMappings": mappings(&ident.gid_map),
             "namespaces": [
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}
             ],
@@ -636,6 +947,11 @@ pub fn oci_config(spec: &Spec, uid: u32, gid: u32) -> Value {
 }
 
 fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
+    if !spec.extensions.is_empty() {
+        eprintln!(
+            "lamina: note: the extensions in /opt/extensions are not started under --runtime {runtime}"
+        );
+    }
     let sandbox_err = |e: Error| LaunchError::Sandbox(e);
     let bundle = crate::staging::dir("lamina-bundle-")
         .ctx(|| "creating an OCI bundle directory".to_owned())
@@ -643,11 +959,8 @@ fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
     let state = crate::staging::dir("lamina-oci-state-")
         .ctx(|| "creating an OCI runtime state directory".to_owned())
         .map_err(sandbox_err)?;
-    let config = oci_config(
-        spec,
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
+    let ident = Identity::for_this_process(spec.user);
+    let config = oci_config(spec, &ident);
     let path = bundle.path().join("config.json");
     std::fs::write(
         &path,
@@ -692,6 +1005,9 @@ fn launch_oci(runtime: &str, spec: &Spec) -> Result<Launched, LaunchError> {
             "OCI runtime `{runtime}` (rootless bundle {}, read-only root, tmpfs /tmp; host network)",
             bundle.path().display()
         ),
+        caveat: ident.caveat.clone(),
+        // Not started under an OCI runtime (the bundle runs one process).
+        extensions: Vec::new(),
         stop: Stop::Oci {
             runtime: runtime.to_owned(),
             state,
@@ -716,12 +1032,57 @@ mod tests {
             ],
             cwd: "/var/task".into(),
             hostname: "lamina".into(),
+            user: None,
+            cgroup_procs: None,
+            extensions: Vec::new(),
         }
     }
 
     #[test]
+    fn identities_map_what_the_user_running_lamina_may_map() {
+        let full = "         0          0 4294967295\n";
+        let lambda = Some((LAMBDA_UID, LAMBDA_GID));
+        // As root: root stays root (the image's files stay root's), 993 is 993.
+        let i = Identity::plan(lambda, (0, 0), (full, full));
+        assert_eq!(i.uid_map, "0 0 1\n993 993 1\n");
+        assert_eq!(i.gid_map, "0 0 1\n990 990 1\n");
+        assert_eq!(i.switch_to, Some((993, 990)));
+        assert!(i.caveat.is_none());
+        // Unprivileged: only its own uid, mapped straight to 993, with a caveat.
+        let i = Identity::plan(lambda, (1000, 1000), ("0 1000 1\n", "0 1000 1\n"));
+        assert_eq!(i.uid_map, "993 1000 1\n");
+        assert_eq!(i.switch_to, None);
+        assert!(
+            i.caveat
+                .unwrap()
+                .contains("readable here but not on Lambda")
+        );
+        // Root in a namespace where 993 is not mapped: the same fallback.
+        let i = Identity::plan(lambda, (0, 0), ("0 0 1\n", "0 0 1\n"));
+        assert_eq!(i.uid_map, "993 0 1\n");
+        // --root: as before.
+        let i = Identity::plan(None, (1000, 1001), (full, full));
+        assert_eq!(
+            (i.uid_map.as_str(), i.gid_map.as_str()),
+            ("0 1000 1\n", "0 1001 1\n")
+        );
+        let c = oci_config(
+            &Spec {
+                user: lambda,
+                ..spec()
+            },
+            &Identity::plan(lambda, (0, 0), (full, full)),
+        );
+        assert_eq!(c["process"]["user"], json!({"uid": 993, "gid": 990}));
+        assert_eq!(
+            c["linux"]["uidMappings"],
+            json!([{"containerID": 0, "hostID": 0, "size": 1}, {"containerID": 993, "hostID": 993, "size": 1}])
+        );
+    }
+
+    #[test]
     fn oci_config_is_rootless_read_only_with_a_writable_tmp() {
-        let c = oci_config(&spec(), 1000, 1001);
+        let c = oci_config(&spec(), &Identity::plan(None, (1000, 1001), ("", "")));
         assert_eq!(c["ociVersion"], "1.0.2");
         assert_eq!(c["root"]["path"], "/cache/rootfs/abc/rootfs");
         assert_eq!(c["root"]["readonly"], true);
