@@ -355,10 +355,22 @@ pub async fn update(
         // Another writer is at risk of overwriting us if it checked the tag before our PUT and
         // puts after our read-back: wait several times what that check-and-put took us, so a
         // slow registry or a loaded machine widens the wait with the window.
+        // Read back twice: a writer descheduled between its check and its PUT (a loaded CI
+        // machine) lands later than the first read-back; the second, after twice as long
+        // again, catches most of those. Without a conditional PUT in the distribution API
+        // this narrows the window but cannot close it: a lost entry costs a rebuild later,
+        // never a wrong image.
         let settle = (started.elapsed() * 4).clamp(SETTLE, MAX_SETTLE);
-        tokio::time::sleep(settle).await;
-        let back = try_load(client, r).await.unwrap_or_default();
-        if new.keys().all(|k| back.entries.contains_key(k)) {
+        let mut kept = true;
+        for wait in [settle, settle * 2] {
+            tokio::time::sleep(wait).await;
+            let back = try_load(client, r).await.unwrap_or_default();
+            if !new.keys().all(|k| back.entries.contains_key(k)) {
+                kept = false;
+                break;
+            }
+        }
+        if kept {
             return Ok(attempt);
         }
         backoff(attempt).await;
