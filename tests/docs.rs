@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::*;
 
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,8 +1,8 @@
 //! The build spec: `lamina.toml` (serde, unknown fields refused) plus command-line overrides,
 //! resolved into a [`BuildSpec`] whose paths are absolute and whose values are validated.
 
-pub mod deploy;
 pub mod client;
+pub mod deploy;
 pub mod flags;
 pub mod function;
 pub mod init;
