@@ -86,6 +86,9 @@ pub struct How<'a> {
     pub remote: Option<Remote<'a>>,
     /// Rebuild every layer a content key found and fail if the bytes differ.
     pub verify: bool,
+    /// Counts the regular files of a layer being built, each once its bytes are in the tar
+    /// (progress shows it); untouched when a cache has the layer.
+    pub files: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// A layer of a build, where it came from, and its content key (when one was computed).
@@ -164,8 +167,13 @@ pub fn build_with(
         });
     }
     let mut input = c.input;
+    let count = || {
+        if let Some(n) = how.files {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     let built = gzip_blob(blobs, opts.compression_level, tee(), |w| {
-        tar::write_tar(&c.entries, &mut input, opts.mtime, w).map(|_| ())
+        tar::write_tar_counting(&c.entries, &mut input, opts.mtime, w, &count).map(|_| ())
     })?;
     if let Some((hit, provenance)) = &found {
         same_bytes(l, hit, *provenance, content.as_deref(), &built)?;
