@@ -118,9 +118,13 @@ pub fn build_with(
     if opts.fix_permissions {
         fix::fix_permissions(&mut c.entries);
     }
-    let zip = matches!(c.input, Input::Zip(_)).then_some(l.source.as_path());
+    let zip_paths: Vec<PathBuf> = match &c.input {
+        Input::Zip(z) => z.paths().into_iter().map(Path::to_path_buf).collect(),
+        Input::Files => Vec::new(),
+    };
+    let zip: Vec<&Path> = zip_paths.iter().map(PathBuf::as_path).collect();
     let stat_key = match how.cache {
-        Some(_) => Some(cache::LayerCache::key(&c.entries, zip, &opts)?),
+        Some(_) => Some(cache::LayerCache::key(&c.entries, &zip, &opts)?),
         None => None,
     };
     if let (Some(cache), Some(k)) = (how.cache, &stat_key)
@@ -137,7 +141,7 @@ pub fn build_with(
     // with a registry cache, record it), not for a `--no-cache` build that could only record it.
     let lookup = how.cache.is_some_and(|c| !c.is_refreshing()) || how.remote.is_some();
     let content = match lookup {
-        true => Some(key::content_key(&c.entries, zip, l, &opts)?),
+        true => Some(key::content_key(&c.entries, &zip, l, &opts)?),
         false => None,
     };
     let mut found = None;
