@@ -431,7 +431,7 @@ fn dotnet_publish_dir() {
 }
 
 /// An OS-only runtime: nothing `init` recognises, so `provided.al2023` with a `bootstrap`, which
-/// lands executable at /var/runtime/bootstrap (where `check` runs its L007).
+/// lands executable at /var/runtime/bootstrap (where `check` runs its L007), and only there.
 #[test]
 fn provided_bootstrap() {
     let files: Files = &[
