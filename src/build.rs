@@ -536,6 +536,7 @@ fn build_layers(
                 cache,
                 remote,
                 verify,
+                files: Some(bar.files()),
             };
             match layer::build_with(l, lopts, blobs, skip, &mut tee, &how) {
                 Ok(got) => {

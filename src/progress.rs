@@ -71,8 +71,9 @@ impl Progress {
 
 impl Progress {
     /// Start showing one layer being written, named by its role and source (`code src ->
-    /// /var/task`): on a terminal a bar of the compressed bytes written and their rate; as
-    /// plain lines, one line when it is done.
+    /// /var/task`): on a terminal a bar of the files and compressed bytes written and their
+    /// rate; as plain lines, one line when it is done (with the files and bytes of a layer
+    /// built).
     pub fn layer(&self, name: &str) -> LayerBar {
         let bar = match self {
             Progress::Bars(m) => {
@@ -95,6 +96,7 @@ impl Progress {
             bar,
             name: name.to_owned(),
             written: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            files: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             started: std::time::Instant::now(),
         }
     }
@@ -109,17 +111,35 @@ pub struct LayerBar {
     bar: Option<ProgressBar>,
     name: String,
     written: Arc<std::sync::atomic::AtomicU64>,
+    files: Arc<std::sync::atomic::AtomicU64>,
     started: std::time::Instant,
 }
 
+/// `1 file`, `2 files`.
+fn files_word(n: u64) -> String {
+    format!("{n} file{}", if n == 1 { "" } else { "s" })
+}
+
 impl LayerBar {
-    /// A tee counting the compressed bytes into the bar, then handing them to `next`.
+    /// Where the layer builder counts the files it has written (`layer::How::files`).
+    pub fn files(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.files
+    }
+
+    /// A tee counting the compressed bytes into the bar (and showing the files written so
+    /// far), then handing them to `next`.
     pub fn counting(&self, mut next: Option<ByteSink>) -> ByteSink {
-        let (bar, written) = (self.bar.clone(), self.written.clone());
+        let (bar, written, files) = (self.bar.clone(), self.written.clone(), self.files.clone());
+        let mut shown = 0;
         Box::new(move |b: &[u8]| {
             written.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if let Some(bar) = &bar {
                 bar.inc(b.len() as u64);
+                let n = files.load(std::sync::atomic::Ordering::Relaxed);
+                if n != shown {
+                    shown = n;
+                    bar.set_message(format!("compressing, {}", files_word(n)));
+                }
             }
             if let Some(n) = &mut next {
                 n(b);
@@ -132,7 +152,8 @@ impl LayerBar {
     pub fn finish(&self, size: u64, from: &str) {
         let how = if from == "built" {
             format!(
-                "built, {size} bytes in {:.2}s",
+                "built, {}, {size} bytes in {:.2}s",
+                files_word(self.files.load(std::sync::atomic::Ordering::Relaxed)),
                 self.started.elapsed().as_secs_f64()
             )
         } else {

@@ -7,8 +7,9 @@
 //! wrapper first in `PATH` adds `--registry-endpoint` and `--ca-cert` to the commands that talk
 //! to registries, so the recipes' real ECR host name reaches the loopback registry.
 //!
-//! The deploy steps (`lamina deploy`, being written for another issue) are checked to be there
-//! and not run yet: see `DEPLOY_RUNS`.
+//! The deploy steps run too: moto is also the IAM (the function's execution role, made here
+//! under the ARN the recipes name) and Lambda API, and after each recipe the function's
+//! `Code.ImageUri` must be the pushed repository pinned to the digest the build printed.
 
 mod common;
 
@@ -24,11 +25,12 @@ use common::loopback_http::{LoopServer, bind_loopback, read_head, respond};
 use common::*;
 use serde_json::Value;
 
-/// Whether the recipes' deploy steps run: false until `lamina deploy` lands (then the lead
-/// sets it, and a stand-in for the Lambda API is added to [`Stage`]).
-const DEPLOY_RUNS: bool = false;
-
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+/// The function the recipes deploy, and the execution role they name for it (`FUNCTION`,
+/// `FUNCTION_ROLE` in their variables).
+const FUNCTION: &str = "fn";
+const FUNCTION_ROLE: &str = "arn:aws:iam::123456789012:role/fn-lambda";
 
 /// The CI service a page's YAML is for, and how its shell steps are read out of it.
 #[derive(Clone, Copy)]
@@ -143,7 +145,7 @@ impl Stage {
         fs::create_dir(&shim).unwrap();
         let script = format!(
             "#!/bin/bash\n\
-             case \"$1\" in build|push|pull|inspect|check)\n  \
+             case \"$1\" in build|push|pull|inspect|check|deploy)\n  \
              exec '{bin}' \"$@\" --registry-endpoint 'https://{host}' {flags} ;;\nesac\n\
              exec '{bin}' \"$@\"\n",
             bin = lamina_bin(),
@@ -156,6 +158,9 @@ impl Stage {
         fs::create_dir(&aws).unwrap();
         fs::write(aws.join("config"), "").unwrap();
         fs::write(aws.join("credentials"), "").unwrap();
+        // The function's execution role, where the recipes say it is (moto's account is the
+        // recipes' 123456789012).
+        assert_eq!(moto.create_role("fn-lambda"), FUNCTION_ROLE);
         Stage { moto, reg, sandbox }
     }
 
@@ -236,14 +241,49 @@ impl Stage {
     }
 }
 
-/// The recipe's deploy step is there and calls `lamina deploy`.
-fn assert_deploy_step(recipe: &Recipe, step: &str) {
-    let (_, script) = recipe
-        .steps
-        .iter()
-        .find(|(n, _)| n == step)
-        .unwrap_or_else(|| panic!("no deploy step `{step}`"));
-    assert!(script.contains("lamina deploy --image"), "{script}");
+impl Stage {
+    /// The recipe's variables name the function and role this stage serves.
+    fn assert_names(&self, recipe: &Recipe) {
+        let var = |k: &str| {
+            recipe
+                .env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(var("FUNCTION"), Some(FUNCTION), "{:?}", recipe.env);
+        assert_eq!(
+            var("FUNCTION_ROLE"),
+            Some(FUNCTION_ROLE),
+            "{:?}",
+            recipe.env
+        );
+    }
+
+    /// After the deploy step: the function exists in moto's Lambda, an image function whose
+    /// `ImageUri` is the pushed repository pinned to the digest of the build's report
+    /// (`image.json`), with the execution role the recipe names.
+    fn assert_deployed(&self) {
+        let report: Value = serde_json::from_slice(
+            &fs::read(self.sandbox.dir.path().join("fixtures/image.json")).unwrap(),
+        )
+        .unwrap();
+        let digest = report["digest"]
+            .as_str()
+            .expect("image.json names a digest");
+        let f = self.moto.function(FUNCTION);
+        assert!(
+            !f.is_null(),
+            "the recipe did not create function {FUNCTION}"
+        );
+        assert_eq!(f["Configuration"]["PackageType"], "Image", "{f}");
+        assert_eq!(f["Configuration"]["Role"], FUNCTION_ROLE, "{f}");
+        let uri = f["Code"]["ImageUri"].as_str().unwrap_or_default();
+        assert!(
+            uri.starts_with(&format!("{ECR_HOST}/fn")) && uri.ends_with(&format!("@{digest}")),
+            "ImageUri {uri} is not {ECR_HOST}/fn pinned to the built {digest}"
+        );
+    }
 }
 
 /// The static keys the stand-ins take in place of a role's temporary credentials.
@@ -263,16 +303,14 @@ fn the_github_actions_recipe_builds_checks_and_pushes_to_ecr() {
     // What the runner sets, and what configure-aws-credentials exports for the role.
     let mut ci = vec![("GITHUB_SHA", sha.to_owned()), ("CI", "true".to_owned())];
     ci.extend(role_keys());
+    stage.assert_names(&recipe);
     let mut ran = Vec::new();
     for (name, _) in &recipe.steps {
-        if name == "Deploy" && !DEPLOY_RUNS {
-            continue;
-        }
         let out = stage.run(&recipe, name, &ci);
         assert!(out.status.success(), "step `{name}`:\n{}", describe(&out));
         ran.push(name.clone());
     }
-    assert_eq!(ran, ["Install lamina", "Build and push"]);
+    assert_eq!(ran, ["Install lamina", "Build and push", "Deploy"]);
     stage.assert_pushed(sha);
     let pushed: Value = serde_json::from_slice(
         &fs::read(stage.sandbox.dir.path().join("fixtures/pushed.json")).unwrap(),
@@ -287,7 +325,7 @@ fn the_github_actions_recipe_builds_checks_and_pushes_to_ecr() {
         fs::read_dir(&cache).is_ok_and(|mut rd| rd.next().is_some()),
         "~/.cache/lamina, the path the recipe caches, holds lamina's cache"
     );
-    assert_deploy_step(&recipe, "Deploy");
+    stage.assert_deployed();
 }
 
 #[test]
@@ -307,6 +345,7 @@ fn the_gitlab_recipe_gets_credentials_by_web_identity_and_pushes_to_ecr() {
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwcm9qZWN0X3BhdGg6Z3JvdXAvZm4ifQ.c2ln".to_owned(),
         ),
     ];
+    stage.assert_names(&recipe);
     let out = stage.run(&recipe, "image", &ci);
     assert!(out.status.success(), "job `image`:\n{}", describe(&out));
     stage.assert_pushed("0123abcd");
@@ -319,7 +358,9 @@ fn the_gitlab_recipe_gets_credentials_by_web_identity_and_pushes_to_ecr() {
         project.join(".lamina-cache").is_dir(),
         "LAMINA_CACHE_DIR (the cached path) holds lamina's cache"
     );
-    assert_deploy_step(&recipe, "deploy");
+    let out = stage.run(&recipe, "deploy", &ci);
+    assert!(out.status.success(), "job `deploy`:\n{}", describe(&out));
+    stage.assert_deployed();
 }
 
 /// CodeBuild's container credentials endpoint: the service role's temporary keys, as JSON,
@@ -386,6 +427,7 @@ fn the_codebuild_recipe_builds_checks_and_pushes_to_ecr() {
             ContainerCredentials::TOKEN.to_owned(),
         ),
     ];
+    stage.assert_names(&recipe);
     let out = stage.run(&recipe, "install+build", &ci);
     assert!(
         out.status.success(),
@@ -402,5 +444,10 @@ fn the_codebuild_recipe_builds_checks_and_pushes_to_ecr() {
         fs::read_dir(&cache).is_ok_and(|mut rd| rd.next().is_some()),
         "~/.cache/lamina, the path the recipe caches, holds lamina's cache"
     );
-    assert_deploy_step(&recipe, "deploy");
+    // CodeBuild's one shell: the phases again (the build finds its layers cached), then
+    // post_build.
+    let out = stage.run(&recipe, "deploy", &ci);
+    assert!(out.status.success(), "post_build:\n{}", describe(&out));
+    stage.assert_pushed("89abcdef0123");
+    stage.assert_deployed();
 }

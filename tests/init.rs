@@ -431,7 +431,7 @@ fn dotnet_publish_dir() {
 }
 
 /// An OS-only runtime: nothing `init` recognises, so `provided.al2023` with a `bootstrap`, which
-/// lands executable at /var/runtime/bootstrap (where `check` runs its L007).
+/// lands executable at /var/runtime/bootstrap (where `check` runs its L007), and only there.
 #[test]
 fn provided_bootstrap() {
     let files: Files = &[
@@ -444,12 +444,44 @@ fn provided_bootstrap() {
     ];
     let p = project(files);
     let b = init_build_check(p.path(), &[], "provided.al2023", "function.handler");
-    assert_code(&b, files);
+    // Issue 13: the bootstrap is placed once, at /var/runtime/bootstrap, not also as code.
+    assert_code(&b, &files[1..]);
     let e = b
         .file("var/runtime/bootstrap")
         .expect("the bootstrap at /var/runtime/bootstrap");
     assert_eq!(e.data, files[0].1);
     assert_eq!(e.mode, 0o755);
+    assert!(
+        b.file("var/task/bootstrap").is_none(),
+        "the bootstrap is shipped twice: {:?}",
+        added_files(&b)
+    );
+}
+
+/// The same project as a .zip: `bootstrap` once, at the zip's root, executable (where Lambda's
+/// OS-only runtimes look for it), beside the code.
+#[test]
+fn provided_bootstrap_zip_holds_it_once() {
+    let script: &[u8] = b"#!/bin/sh\n# a custom runtime\nexec cat\n";
+    let p = project(&[
+        ("bootstrap", script, 0o755),
+        ("function.sh", b"handler() { echo ok; }\n", 0o644),
+    ]);
+    lamina_ok(&["init"], p.path(), &[]);
+    lamina_ok(&["zip"], p.path(), &[]);
+    let file = fs::File::open(p.path().join("function.zip")).unwrap();
+    let mut z = zip::ZipArchive::new(file).unwrap();
+    // By index, as the central directory lists them: a second `bootstrap` would show.
+    let mut names: Vec<String> = (0..z.len())
+        .map(|i| z.by_index(i).unwrap().name().unwrap().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bootstrap", "function.sh"]);
+    let mut e = z.by_name("bootstrap").unwrap();
+    assert_eq!(e.unix_mode().map(|m| m & 0o7777), Some(0o755));
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+    assert_eq!(data, script);
 }
 
 // ---- Real layouts (issue 13): what `init` detects, and what lands where after `lamina build`.

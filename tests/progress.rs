@@ -57,6 +57,15 @@ fn plain_lines_name_each_layer_and_say_cached() {
     for r in ROLES {
         assert!(first.contains(&format!("{r}: built")), "{r}:\n{first}");
     }
+    // Issue 13: the files of each layer built are counted (bin/tool; six.py and its RECORD;
+    // app.py; bootstrap).
+    for (r, files) in ROLES
+        .iter()
+        .zip(["1 file,", "2 files,", "1 file,", "1 file,"])
+    {
+        let line = format!("{r}: built, {files} ");
+        assert!(first.contains(&line), "{line}:\n{first}");
+    }
     let second = stderr_of(&lamina_ok(&build_args(t.path(), "two"), t.path(), &env));
     for r in ROLES {
         assert!(second.contains(&format!("{r}: cached")), "{r}:\n{second}");
@@ -108,4 +117,8 @@ fn a_terminal_gets_bars() {
     for r in ROLES {
         assert!(shown.contains(&format!("{r}: built")), "{r}:\n{shown}");
     }
+    assert!(
+        shown.contains("dependencies src -> /var/task: built, 2 files, "),
+        "the bar's last line counts the files:\n{shown}"
+    );
 }

@@ -603,3 +603,169 @@ fn a_registry_gets_nothing_from_a_refused_client_and_the_image_of_a_good_one() {
     let manifest: Value = serde_json::from_slice(&reg.raw_manifest("fn:good")).unwrap();
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
 }
+
+/// `lamina invoke` of `image`: the handler's answer, a raised exception's `errorType`, and a
+/// timeout, as Lambda reports them.
+fn serves(image: &str) {
+    let event = json!({"n": 7, "s": "wheel"});
+    let out = invoke(image, &event, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout_json(&out),
+        json!({"echo": event, "function": "function"})
+    );
+    let out = invoke(image, &json!({"mode": "error"}), &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout_json(&out)["errorType"],
+        "MyError",
+        "{}",
+        describe(&out)
+    );
+    let out = invoke(image, &json!({"mode": "sleep"}), &["--timeout", "1"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout_json(&out)["errorType"], "Sandbox.Timedout");
+}
+
+/// The wheel in `dir` whose name starts with `prefix`.
+fn wheel_named(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                && p.extension().is_some_and(|x| x == "whl")
+        })
+        .unwrap_or_else(|| panic!("no {prefix}*.whl in {}: run .ci/run", dir.display()))
+}
+
+/// The files of the image's runtime client layer (the first layer above the base's one).
+fn client_layer_files(p: &Path) -> Vec<String> {
+    let (manifest, _, _) = read_layout(&p.join("out"), "latest");
+    tar_entries(&layer_tar(&p.join("out"), &manifest, 1))
+        .iter()
+        .filter(|e| !e.is_dir())
+        .map(TarEntry::path_str)
+        .collect()
+}
+
+/// Issue 17: `path` may be the client's wheel itself (its dependencies, unpacked, beside the
+/// code), or the directory of wheels `pip download` writes (the client's and its
+/// dependencies'): unpacked into the client's layer, the function answers as with a `pip
+/// install --target` directory.
+#[test]
+fn the_client_as_a_wheel_or_a_directory_of_wheels_serves() {
+    let f = fixture();
+    let (host, _) = arch();
+    let wheels_dir = wheels(f.minor, host);
+    let ric = wheel_named(&wheels_dir, "awslambdaric-");
+
+    let deps_from = f.dir.join("dep-wheels");
+    std::fs::create_dir_all(&deps_from).unwrap();
+    for dep in ["simplejson-", "snapshot_restore_py-"] {
+        let w = wheel_named(&wheels_dir, dep);
+        std::fs::copy(&w, deps_from.join(w.file_name().unwrap())).unwrap();
+    }
+    let p = project("wheel-file", &f.base, &ric, "dependencies = \"deps\"\n");
+    unpack_wheels(&deps_from, &p.join("deps"));
+    let out = lamina_in(&p, &["build"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("runtime client: python awslambdaric with /usr/bin/python3"),
+        "{}",
+        describe(&out)
+    );
+    let files = client_layer_files(&p);
+    assert!(
+        files.contains(&"var/runtime/awslambdaric/__main__.py".to_owned())
+            && !files.iter().any(|f| f.ends_with(".whl")),
+        "{files:?}"
+    );
+    serves(&oci_ref(&p.join("out"), "latest"));
+
+    let p = project("wheel-dir", &f.base, &wheels_dir, "");
+    let out = lamina_in(&p, &["build"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let files = client_layer_files(&p);
+    for want in [
+        "var/runtime/awslambdaric/__main__.py",
+        "var/runtime/simplejson/__init__.py",
+        "var/runtime/snapshot_restore_py.py",
+    ] {
+        assert!(files.contains(&want.to_owned()), "{want}: {files:?}");
+    }
+    assert!(!files.iter().any(|f| f.ends_with(".whl")), "{files:?}");
+    serves(&oci_ref(&p.join("out"), "latest"));
+}
+
+/// A wheel given as a file is checked as an unpacked one: for another Python, L010; for
+/// another CPU, L009; each with the pip command that fetches the right one.
+#[test]
+fn a_wrong_wheel_file_is_l010_or_l009() {
+    let f = fixture();
+    let (host, other) = arch();
+    let p = project(
+        "wheel-other-python",
+        &f.base,
+        &wheel_named(&wheels(f.minor + 1, host), "awslambdaric-"),
+        "",
+    );
+    refused(
+        &p,
+        "L010",
+        &[
+            &format!("cp3{}", f.minor + 1),
+            &format!("the base's Python 3.{}", f.minor),
+            &format!("--python-version 3.{} awslambdaric", f.minor),
+        ],
+    );
+    let p = project(
+        "wheel-other-cpu",
+        &f.base,
+        &wheel_named(&wheels(f.minor, other), "awslambdaric-"),
+        "",
+    );
+    refused(
+        &p,
+        "L009",
+        &[
+            "/var/runtime/runtime_client",
+            &format!("--platform manylinux2014_{host}"),
+        ],
+    );
+}
+
+/// Two wheels of a directory that write one path with different bytes: refused, naming the
+/// path and both wheels; no image written.
+#[test]
+fn wheels_that_disagree_on_a_file_are_refused() {
+    let f = fixture();
+    let (host, _) = arch();
+    let dir = f.dir.join("clashing-wheels");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ric = wheel_named(&wheels(f.minor, host), "awslambdaric-");
+    std::fs::copy(&ric, dir.join(ric.file_name().unwrap())).unwrap();
+    write_zip(
+        &dir.join("one-1.0-py3-none-any.whl"),
+        &[ZipItem::File("shared.py", 0o644, b"one = 1\n")],
+    );
+    write_zip(
+        &dir.join("two-1.0-py3-none-any.whl"),
+        &[ZipItem::File("shared.py", 0o644, b"two = 2\n")],
+    );
+    let p = project("clash", &f.base, &dir, "");
+    let out = lamina_in(&p, &["build"]);
+    assert_no_panic(&out);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr_of(&out);
+    for n in [
+        "/var/runtime/shared.py",
+        "one-1.0-py3-none-any.whl",
+        "two-1.0-py3-none-any.whl",
+    ] {
+        assert!(err.contains(n), "no `{n}`:\n{err}");
+    }
+    assert!(!p.join("out").exists(), "an image was written");
+}

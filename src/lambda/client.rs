@@ -198,6 +198,23 @@ fn client_files(c: &RuntimeClient, shown: &str, fetch: &str) -> (Vec<Finding>, S
     };
     let src = &c.source;
     match c.language {
+        Language::Python if c.is_wheels() => match client_heads(c) {
+            Err(e) => (
+                missing(&format!("is not readable as wheels ({e})")),
+                String::new(),
+            ),
+            Ok(files)
+                if !files
+                    .iter()
+                    .any(|(rel, _)| rel == "awslambdaric/__main__.py") =>
+            {
+                (
+                    missing("holds no awslambdaric wheel (no awslambdaric/__main__.py in it)"),
+                    String::new(),
+                )
+            }
+            Ok(_) => (Vec::new(), String::new()),
+        },
         Language::Python if !src.join("awslambdaric/__main__.py").is_file() => (
             missing("does not hold awslambdaric (no awslambdaric/__main__.py)"),
             String::new(),
@@ -249,25 +266,74 @@ fn client_files(c: &RuntimeClient, shown: &str, fetch: &str) -> (Vec<Finding>, S
     }
 }
 
+/// How much of a client file the checks read: a wheel's `WHEEL` file whole (up to
+/// [`READ_CAP`]), of any other its ELF header.
+fn cap_for(rel: &str) -> u64 {
+    if rel.ends_with("/WHEEL") && rel.contains(".dist-info/") {
+        READ_CAP
+    } else {
+        64
+    }
+}
+
+/// The client's files as the layer will hold them — paths relative to its directory, with
+/// their first bytes ([`cap_for`]) — read from the directory, or from the wheels' entries
+/// (at most [`MAX_FILES`] in all).
+fn client_heads(c: &RuntimeClient) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    if !c.is_wheels() {
+        return Ok(files_under(&c.source)
+            .into_iter()
+            .map(|p| {
+                let rel = p
+                    .strip_prefix(&c.source)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                let h = head(&p, cap_for(&rel));
+                (rel, h)
+            })
+            .collect());
+    }
+    let wheels = if c.source.is_file() {
+        vec![c.source.clone()]
+    } else {
+        crate::layer::source::wheels_in(&c.source).map_err(std::io::Error::other)?
+    };
+    let mut out = Vec::new();
+    for w in wheels {
+        let f = std::fs::File::open(&w)?;
+        let mut z = zip::ZipArchive::new(f)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", w.display())))?;
+        for i in 0..z.len() {
+            if out.len() >= MAX_FILES {
+                return Ok(out);
+            }
+            let e = z.by_index(i).map_err(std::io::Error::other)?;
+            if e.is_dir() {
+                continue;
+            }
+            let rel = e.name().map_err(std::io::Error::other)?.into_owned();
+            let mut h = Vec::new();
+            e.take(cap_for(&rel)).read_to_end(&mut h)?;
+            out.push((rel, h));
+        }
+    }
+    Ok(out)
+}
+
 /// L009 and L010 on the client's files on this machine: ELF files for another CPU, wheels
 /// (`*.dist-info/WHEEL` tags) and extension modules (`.cpython-3NN-` names) for another
 /// Python than the base's.
 fn client_native(c: &RuntimeClient, arch: &str, py: Option<(u32, u32)>, fix: &str) -> Vec<Finding> {
     let mut v = Vec::new();
     let (mut elf_bad, mut tag_bad) = (None, None);
-    for p in files_under(&c.source) {
-        let rel = p
-            .strip_prefix(&c.source)
-            .unwrap_or(&p)
-            .to_string_lossy()
-            .into_owned();
-        let at = format!("{}/{rel}", c.layer().dest);
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    let dest = c.layer().dest;
+    for (rel, h) in client_heads(c).unwrap_or_default() {
+        let at = format!("{dest}/{rel}");
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
         if name == "WHEEL" && rel.contains(".dist-info/") {
-            let text = String::from_utf8_lossy(&head(&p, READ_CAP)).into_owned();
+            let text = String::from_utf8_lossy(&h).into_owned();
             let tags: Vec<&str> = text
                 .lines()
                 .filter_map(|l| l.strip_prefix("Tag:"))
@@ -302,7 +368,6 @@ fn client_native(c: &RuntimeClient, arch: &str, py: Option<(u32, u32)>, fix: &st
                 ));
             }
         }
-        let h = head(&p, 64);
         if super::elf::is_elf(&h)
             && let Ok(hdr) = super::elf::parse(&h)
             && !super::elf::fits(&hdr, arch)

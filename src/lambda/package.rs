@@ -148,6 +148,7 @@ impl Contents {
                 dir_mode: None,
                 uid: 0,
                 gid: 0,
+                wheels: false,
             };
             let mut c = collect(&l)?;
             for e in &c.entries {
@@ -699,6 +700,7 @@ fn layer_zip_size(p: &Path) -> Result<u64> {
         dir_mode: None,
         uid: 0,
         gid: 0,
+        wheels: false,
     };
     if !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
         return Err(Error::source(p, "--with-layer takes a Lambda layer .zip"));

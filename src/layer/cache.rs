@@ -77,13 +77,13 @@ impl LayerCache {
     }
 
     /// The key of a layer: its entries and where their bytes come from, and the options.
-    pub fn key(entries: &[Entry], zip: Option<&Path>, opts: &LayerOptions) -> Result<String> {
+    pub fn key(entries: &[Entry], zips: &[&Path], opts: &LayerOptions) -> Result<String> {
         let mut h = Sha256::new();
         h.update(FORMAT.as_bytes());
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
         h.update(opts.mtime.to_le_bytes());
         h.update(opts.compression_level.to_le_bytes());
-        if let Some(z) = zip {
+        for z in zips {
             h.update(b"zip");
             stamp(&mut h, z)?;
         }

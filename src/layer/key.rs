@@ -27,13 +27,13 @@ const MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// The content key of a layer: `b3:` and 64 hex digits.
 ///
-/// `entries` are the layer's entries after normalization (and `--fix-permissions`), `zip` the
-/// archive the entries' bytes come from when the source is a .zip (hashed whole), `l` the
+/// `entries` are the layer's entries after normalization (and `--fix-permissions`), `zips` the
+/// archives the entries' bytes come from when the source is a .zip or wheels (hashed whole), `l` the
 /// layer's spec (its destination and excludes are hashed too, although the entries already
 /// reflect them) and `opts` the options of the build.
 pub fn content_key(
     entries: &[Entry],
-    zip: Option<&Path>,
+    zips: &[&Path],
     l: &LayerSpec,
     opts: &LayerOptions,
 ) -> Result<String> {
@@ -46,7 +46,7 @@ pub fn content_key(
             } => Some(p.as_path()),
             _ => None,
         })
-        .chain(zip)
+        .chain(zips.iter().copied())
         .collect();
     let hashes = hash_files(&files)?;
     let mut hashes = hashes.into_iter();
@@ -100,7 +100,7 @@ pub fn content_key(
             }
         }
     }
-    if zip.is_some() {
+    for _ in zips {
         field(b"zip");
         let zh = hashes.next().expect("the zip's hash");
         field(zh.as_bytes());
@@ -166,13 +166,14 @@ mod tests {
             dir_mode: None,
             uid: 0,
             gid: 0,
+            wheels: false,
         }
     }
 
     fn key_of(dir: &Path, opts: &LayerOptions) -> String {
         let l = spec(dir);
         let c = source::collect(&l).unwrap();
-        content_key(&c.entries, None, &l, opts).unwrap()
+        content_key(&c.entries, &[], &l, opts).unwrap()
     }
 
     const OPTS: LayerOptions = LayerOptions {

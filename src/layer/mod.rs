@@ -86,6 +86,9 @@ pub struct How<'a> {
     pub remote: Option<Remote<'a>>,
     /// Rebuild every layer a content key found and fail if the bytes differ.
     pub verify: bool,
+    /// Counts the regular files of a layer being built, each once its bytes are in the tar
+    /// (progress shows it); untouched when a cache has the layer.
+    pub files: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// A layer of a build, where it came from, and its content key (when one was computed).
@@ -115,9 +118,13 @@ pub fn build_with(
     if opts.fix_permissions {
         fix::fix_permissions(&mut c.entries);
     }
-    let zip = matches!(c.input, Input::Zip(_)).then_some(l.source.as_path());
+    let zip_paths: Vec<PathBuf> = match &c.input {
+        Input::Zip(z) => z.paths().into_iter().map(Path::to_path_buf).collect(),
+        Input::Files => Vec::new(),
+    };
+    let zip: Vec<&Path> = zip_paths.iter().map(PathBuf::as_path).collect();
     let stat_key = match how.cache {
-        Some(_) => Some(cache::LayerCache::key(&c.entries, zip, &opts)?),
+        Some(_) => Some(cache::LayerCache::key(&c.entries, &zip, &opts)?),
         None => None,
     };
     if let (Some(cache), Some(k)) = (how.cache, &stat_key)
@@ -134,7 +141,7 @@ pub fn build_with(
     // with a registry cache, record it), not for a `--no-cache` build that could only record it.
     let lookup = how.cache.is_some_and(|c| !c.is_refreshing()) || how.remote.is_some();
     let content = match lookup {
-        true => Some(key::content_key(&c.entries, zip, l, &opts)?),
+        true => Some(key::content_key(&c.entries, &zip, l, &opts)?),
         false => None,
     };
     let mut found = None;
@@ -164,8 +171,13 @@ pub fn build_with(
         });
     }
     let mut input = c.input;
+    let count = || {
+        if let Some(n) = how.files {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     let built = gzip_blob(blobs, opts.compression_level, tee(), |w| {
-        tar::write_tar(&c.entries, &mut input, opts.mtime, w).map(|_| ())
+        tar::write_tar_counting(&c.entries, &mut input, opts.mtime, w, &count).map(|_| ())
     })?;
     if let Some((hit, provenance)) = &found {
         same_bytes(l, hit, *provenance, content.as_deref(), &built)?;

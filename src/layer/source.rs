@@ -21,8 +21,51 @@ use crate::layer::LayerSpec;
 pub enum Input {
     /// Each file entry names its file on disk ([`Data::Path`]).
     Files,
-    /// File entries name entries of this zip by index ([`Data::Zip`]).
-    Zip(Box<zip::ZipArchive<File>>),
+    /// File entries name entries of these zips by index ([`Data::Zip`]).
+    Zip(Box<Zips>),
+}
+
+/// The most wheels a directory of wheels may hold.
+const MAX_WHEELS: usize = 1000;
+
+/// One zip, or several read as one (a directory of wheels): entries are numbered across them,
+/// in order, so a [`Data::Zip`] index names one entry of one archive.
+pub struct Zips {
+    /// Each archive, its path, and the index its first entry has.
+    parts: Vec<(PathBuf, usize, zip::ZipArchive<File>)>,
+}
+
+impl Zips {
+    fn one(path: PathBuf, z: zip::ZipArchive<File>) -> Zips {
+        Zips {
+            parts: vec![(path, 0, z)],
+        }
+    }
+
+    /// The entry numbered `i` (decompressed as it is read).
+    pub fn by_index(&mut self, i: usize) -> zip::result::ZipResult<zip::read::ZipFile<'_, File>> {
+        let part = self
+            .parts
+            .iter_mut()
+            .rev()
+            .find(|(_, first, _)| *first <= i)
+            .ok_or(zip::result::ZipError::FileNotFound)?;
+        part.2.by_index(i - part.1)
+    }
+
+    /// The archives, in order (their bytes are part of a layer's keys).
+    pub fn paths(&self) -> Vec<&Path> {
+        self.parts.iter().map(|(p, _, _)| p.as_path()).collect()
+    }
+
+    /// The archive the entry numbered `i` is in.
+    fn path_of(&self, i: usize) -> &Path {
+        self.parts
+            .iter()
+            .rev()
+            .find(|(_, first, _)| *first <= i)
+            .map_or(Path::new("?"), |(p, _, _)| p.as_path())
+    }
 }
 
 /// The entries of one layer and what their bytes come from.
@@ -63,9 +106,9 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
     let mut entries = Vec::new();
     let mut inodes = HashMap::new();
     let is_zip = meta.is_file()
-        && l.source
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+        && l.source.extension().is_some_and(|e| {
+            e.eq_ignore_ascii_case("zip") || (l.wheels && e.eq_ignore_ascii_case("whl"))
+        });
     let input = if meta.is_dir() || is_zip {
         let ex = excludes(l)?;
         if !dest.is_empty() {
@@ -73,7 +116,15 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
             entries.push(Entry::dir(dest.as_bytes().to_vec(), dir_mode, l.uid, l.gid));
         }
         if is_zip {
-            Input::Zip(Box::new(read_zip(l, dest.as_bytes(), &ex, &mut entries)?))
+            let z = read_zip(l, 0, dest.as_bytes(), &ex, &mut entries)?;
+            Input::Zip(Box::new(Zips::one(l.source.clone(), z)))
+        } else if l.wheels {
+            Input::Zip(Box::new(read_wheels(
+                l,
+                dest.as_bytes(),
+                &ex,
+                &mut entries,
+            )?))
         } else {
             let tree = Tree {
                 l,
@@ -511,10 +562,117 @@ fn read_zip_link(
     Ok(target)
 }
 
-/// Add the entries of a zip source under `dest`; file bytes are read later, by index, while
-/// the tar is written.
+/// The `*.whl` files directly in `dir`, sorted by name.
+pub fn wheels_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).at("reading", dir)? {
+        let e = e.at("reading", dir)?;
+        let p = e.path();
+        if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("whl"))
+            && e.file_type().at("reading", &p)?.is_file()
+        {
+            if v.len() == MAX_WHEELS {
+                return Err(Error::source(
+                    dir,
+                    format!("holds more than {MAX_WHEELS} wheels"),
+                ));
+            }
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Add the entries of every wheel in the directory `l.source` under `dest`, as one tree: a
+/// path two wheels both write is kept once when they agree (same kind, same bytes or target)
+/// and refused, naming both wheels, when they do not.
+fn read_wheels(l: &LayerSpec, dest: &[u8], ex: &GlobSet, out: &mut Vec<Entry>) -> Result<Zips> {
+    let wheels = wheels_in(&l.source)?;
+    if wheels.is_empty() {
+        return Err(Error::source(
+            &l.source,
+            "holds no wheel (*.whl): give the directory `pip download` or `pip wheel` wrote, or a `pip install --target` directory",
+        ));
+    }
+    let mut zips = Zips { parts: Vec::new() };
+    let mut merged: Vec<Entry> = Vec::new();
+    let mut first = 0;
+    for w in wheels {
+        let one = LayerSpec {
+            source: w.clone(),
+            ..l.clone()
+        };
+        let z = read_zip(&one, first, dest, ex, &mut merged)?;
+        let n = z.len();
+        zips.parts.push((w, first, z));
+        first += n;
+    }
+    // Stable: for one path, the wheels' entries stay in the wheels' order.
+    merged.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut kept: Vec<Entry> = Vec::with_capacity(merged.len());
+    for e in merged {
+        match kept.last() {
+            Some(k) if k.path == e.path => same_entry(&mut zips, k, &e)?,
+            _ => kept.push(e),
+        }
+    }
+    out.extend(kept);
+    Ok(zips)
+}
+
+/// Two wheels' entries for one path must agree: both directories, the same link target, or
+/// files with the same bytes.
+fn same_entry(zips: &mut Zips, a: &Entry, b: &Entry) -> Result<()> {
+    // Read no further than the declared size (checked against zip bombs when listed).
+    let bytes = |zips: &mut Zips, i: usize, size: u64| -> Result<crate::digest::Digest> {
+        let shown = zips.path_of(i).to_owned();
+        let f = zips
+            .by_index(i)
+            .map_err(|e| Error::source(&shown, format!("entry #{i}: {e}")))?;
+        let (d, _) = crate::digest::hash_reader(f.take(size)).at("reading", &shown)?;
+        Ok(d)
+    };
+    let agree = match (&a.kind, &b.kind) {
+        (Kind::Dir, Kind::Dir) => true,
+        (Kind::Symlink(x), Kind::Symlink(y)) => x == y,
+        (
+            Kind::File {
+                size: sa,
+                data: Data::Zip(ia),
+            },
+            Kind::File {
+                size: sb,
+                data: Data::Zip(ib),
+            },
+        ) => sa == sb && a.mode == b.mode && bytes(zips, *ia, *sa)? == bytes(zips, *ib, *sb)?,
+        _ => false,
+    };
+    if agree {
+        return Ok(());
+    }
+    let from = |e: &Entry| match &e.kind {
+        Kind::File {
+            data: Data::Zip(i), ..
+        } => zips.path_of(*i).display().to_string(),
+        _ => "a wheel".to_owned(),
+    };
+    Err(Error::source(
+        zips.path_of(0).parent().unwrap_or(Path::new(".")),
+        format!(
+            "two wheels write `/{}` with different contents ({} and {}): keep one of them",
+            String::from_utf8_lossy(&a.path),
+            from(a),
+            from(b)
+        ),
+    ))
+}
+
+/// Add the entries of a zip source under `dest`, numbered from `first`; file bytes are read
+/// later, by index, while the tar is written.
 fn read_zip(
     l: &LayerSpec,
+    first: usize,
     dest: &[u8],
     ex: &GlobSet,
     out: &mut Vec<Entry>,
@@ -555,7 +713,7 @@ fn read_zip(
         } else {
             tree.add(&rel, FsEntry::Other);
             // A zip made without Unix modes (e.g. on Windows) gives plain readable files.
-            let data = Data::Zip(i);
+            let data = Data::Zip(first + i);
             let size = m.size;
             (
                 file_mode(mode, l.mode.map(|m| m.0)),
@@ -680,6 +838,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`last`") && e.contains("10 GiB"), "{e}");
+    }
+
+    fn wheel(path: &Path, files: &[(&str, &[u8])]) {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(File::create(path).unwrap());
+        for (name, data) in files {
+            let o = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
+            z.start_file(*name, o).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    fn file_paths(c: &Collected) -> Vec<String> {
+        c.entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. }))
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect()
+    }
+
+    /// A directory of wheels is the merge of their entries; a `.whl` file, its entries; both
+    /// only when the layer says it is wheels (a `[[layer]]` copies a `.whl` as a file).
+    #[test]
+    fn wheels_merge_and_refuse_a_path_written_twice_differently() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("wheels");
+        fs::create_dir(&dir).unwrap();
+        wheel(
+            &dir.join("a-1-py3-none-any.whl"),
+            &[("a/__init__.py", b"a"), ("shared/LICENSE", b"same")],
+        );
+        wheel(
+            &dir.join("b-1-py3-none-any.whl"),
+            &[("b.py", b"b"), ("shared/LICENSE", b"same")],
+        );
+        let mut l = crate::spec::flags::plain_layer(dir.clone(), "/var/runtime");
+        l.wheels = true;
+        let mut c = collect(&l).unwrap();
+        assert_eq!(
+            file_paths(&c),
+            [
+                "var/runtime/a/__init__.py",
+                "var/runtime/b.py",
+                "var/runtime/shared/LICENSE"
+            ]
+        );
+        // Each entry reads from its own wheel.
+        let Input::Zip(z) = &mut c.input else {
+            panic!("read as zips")
+        };
+        assert_eq!(z.paths().len(), 2);
+        for e in &c.entries {
+            if let Kind::File {
+                data: Data::Zip(i), ..
+            } = e.kind
+            {
+                let mut s = String::new();
+                z.by_index(i).unwrap().read_to_string(&mut s).unwrap();
+                let want = match e.path.as_slice() {
+                    b"var/runtime/a/__init__.py" => "a",
+                    b"var/runtime/b.py" => "b",
+                    _ => "same",
+                };
+                assert_eq!(s, want);
+            }
+        }
+
+        let one = dir.join("a-1-py3-none-any.whl");
+        let mut l1 = crate::spec::flags::plain_layer(one.clone(), "/var/runtime");
+        l1.wheels = true;
+        assert_eq!(
+            file_paths(&collect(&l1).unwrap()),
+            ["var/runtime/a/__init__.py", "var/runtime/shared/LICENSE"]
+        );
+        let plain = crate::spec::flags::plain_layer(one, "/x/");
+        assert_eq!(
+            file_paths(&collect(&plain).unwrap()),
+            ["x/a-1-py3-none-any.whl"]
+        );
+
+        wheel(
+            &dir.join("c-1-py3-none-any.whl"),
+            &[("shared/LICENSE", b"other")],
+        );
+        let e = collect(&l).err().unwrap().to_string();
+        assert!(
+            e.contains("/var/runtime/shared/LICENSE")
+                && e.contains("c-1-py3-none-any.whl")
+                && e.contains("different contents"),
+            "{e}"
+        );
     }
 
     #[test]

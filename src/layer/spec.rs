@@ -28,6 +28,11 @@ pub struct LayerSpec {
     /// Group of every entry in the layer.
     #[serde(default)]
     pub gid: u32,
+    /// Not in lamina.toml: the source is Python wheels (`runtime_client`'s `path`). A `.whl`
+    /// file is read as its entries, as a .zip is; a directory as the entries of every `*.whl`
+    /// in it, merged (two wheels writing one path with different bytes are refused).
+    #[serde(skip)]
+    pub wheels: bool,
 }
 
 /// A Unix permission mode: a TOML integer (`0o644`) or an octal string (`"0644"`).

@@ -128,6 +128,18 @@ fn append(
 
 /// Write all entries, in order, as one tar stream ending with the two zero blocks.
 pub fn write_tar<W: Write>(entries: &[Entry], input: &mut Input, mtime: u64, out: W) -> Result<W> {
+    write_tar_counting(entries, input, mtime, out, &|| {})
+}
+
+/// [`write_tar`], calling `file_written` after each regular file's bytes are in the stream
+/// (progress counts them).
+pub fn write_tar_counting<W: Write>(
+    entries: &[Entry],
+    input: &mut Input,
+    mtime: u64,
+    out: W,
+    file_written: &dyn Fn(),
+) -> Result<W> {
     let mut b = tar::Builder::new(out);
     for e in entries {
         let shown = || format!("/{}", String::from_utf8_lossy(&e.path));
@@ -157,6 +169,9 @@ pub fn write_tar<W: Write>(entries: &[Entry], input: &mut Input, mtime: u64, out
                 })?;
             }
             _ => append(&mut b, e, mtime, &mut io::empty(), &shown)?,
+        }
+        if matches!(e.kind, Kind::File { .. }) {
+            file_written();
         }
     }
     b.into_inner().ctx(|| "finishing tar stream".to_owned())

@@ -118,9 +118,10 @@ pub struct RuntimeClientSpec {
     #[schemars(with = "Language")]
     pub language: Language,
     /// The client's files, fetched with the language's own tool: for Python a `pip install
-    /// --target DIR awslambdaric` directory (or unpacked wheels), for Node the directory `npm
-    /// install aws-lambda-ric` ran in (it holds `node_modules`), for Java the client's jar or a
-    /// directory of jars. Relative to the spec's directory.
+    /// --target DIR awslambdaric` directory, a wheel (`.whl`), or a directory of wheels (`pip
+    /// download -d DIR awslambdaric`: the client's and its dependencies'), for Node the
+    /// directory `npm install aws-lambda-ric` ran in (it holds `node_modules`), for Java the
+    /// client's jar or a directory of jars. Relative to the spec's directory.
     pub path: PathBuf,
 }
 
@@ -167,7 +168,27 @@ impl RuntimeClient {
         if self.language != Language::Python {
             l.exclude.clear();
         }
+        l.wheels = self.is_wheels();
         l
+    }
+
+    /// Python's client given as wheels, unpacked into its layer: a `.whl` file, or a directory
+    /// of them (what `pip download` or `pip wheel` writes) that is not a `pip install --target`
+    /// directory (it has no `awslambdaric/`).
+    pub fn is_wheels(&self) -> bool {
+        if self.language != Language::Python {
+            return false;
+        }
+        let whl = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("whl"));
+        if self.source.is_file() {
+            return whl(&self.source);
+        }
+        self.source.is_dir()
+            && !self.source.join("awslambdaric").exists()
+            && std::fs::read_dir(&self.source).is_ok_and(|rd| {
+                rd.flatten()
+                    .any(|e| whl(&e.path()) && e.file_type().is_ok_and(|t| t.is_file()))
+            })
     }
 }
 

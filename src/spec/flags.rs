@@ -55,6 +55,7 @@ pub fn plain_layer(source: impl Into<std::path::PathBuf>, dest: &str) -> LayerSp
         dir_mode: None,
         uid: 0,
         gid: 0,
+        wheels: false,
     }
 }
 

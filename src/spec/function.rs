@@ -102,6 +102,29 @@ pub fn pip_installed(dir: &Path) -> BTreeSet<String> {
     names
 }
 
+/// `file`'s path inside the directory `dir` as an exclude glob (escaped, `/`-separated), or
+/// `None` when it lies elsewhere (or `dir` is not a directory). Directories are compared
+/// resolved when they exist, so `./bootstrap`, `src/../bootstrap` and symlinked directories
+/// match too; the file itself is not followed (a `bootstrap` symlink in the code is the entry
+/// to leave out, wherever it points).
+fn inside(dir: &Path, file: &Path) -> Option<String> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let dir = resolved(dir);
+    let file = match (file.parent(), file.file_name()) {
+        (Some(parent), Some(name)) => resolved(parent).join(name),
+        _ => file.to_path_buf(),
+    };
+    let rel = file.strip_prefix(&dir).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    (!parts.is_empty()).then(|| globset::escape(&parts.join("/")))
+}
+
 /// Expand `[function]` (paths relative to `dir`). The only failure is a runtime lamina does not
 /// know; the caller names the spec file.
 pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> {
@@ -122,6 +145,14 @@ pub fn expand(f: &FunctionSpec, dir: &Path) -> Result<Expanded, UnknownRuntime> 
         let code = dir.join(c);
         let mut code_layer = layer(code.clone(), "/var/task");
         code_layer.exclude = f.exclude.clone();
+        // The bootstrap is placed once, by its own layer: not also as code.
+        if let Some(rel) = f
+            .bootstrap
+            .as_ref()
+            .and_then(|b| inside(&code, &dir.join(b)))
+        {
+            code_layer.exclude.push(rel);
+        }
         if code.is_dir() {
             let family = rt.map(|r| r.family);
             // Node: node_modules beside the handler.
@@ -219,6 +250,44 @@ mod tests {
         assert_eq!(e.layers.len(), 2);
         assert_eq!(e.layers[0].exclude, ["app.py"]);
         assert_eq!(e.layers[1].exclude, ["requests", "requests-2.0.dist-info"]);
+    }
+
+    #[test]
+    fn a_bootstrap_inside_the_code_is_not_code_too() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("target/lambda/x")).unwrap();
+        std::fs::write(d.path().join("target/lambda/x/bootstrap"), "").unwrap();
+        std::fs::write(d.path().join("bootstrap"), "").unwrap();
+        let with = |code: &str, bootstrap: &str| FunctionSpec {
+            runtime: Some("provided.al2023".into()),
+            code: Some(code.into()),
+            bootstrap: Some(bootstrap.into()),
+            exclude: vec!["out".into()],
+            ..Default::default()
+        };
+        for (code, bootstrap, excluded) in [
+            (".", "bootstrap", Some("bootstrap")),
+            (".", "./bootstrap", Some("bootstrap")),
+            (
+                "./",
+                "target/lambda/x/bootstrap",
+                Some("target/lambda/x/bootstrap"),
+            ),
+            (
+                "target",
+                "target/lambda/x/bootstrap",
+                Some("lambda/x/bootstrap"),
+            ),
+            ("target/lambda/x", "bootstrap", None),
+        ] {
+            let e = expand(&with(code, bootstrap), d.path()).unwrap();
+            let code_layer = e.layers.iter().find(|l| l.dest == "/var/task").unwrap();
+            let mut want = vec!["out".to_owned()];
+            want.extend(excluded.map(str::to_owned));
+            assert_eq!(code_layer.exclude, want, "{code} {bootstrap}");
+            assert_eq!(e.zip_layers[0].exclude, want, "{code} {bootstrap}");
+            assert_eq!(e.zip_layers[1].dest, "/var/task/bootstrap");
+        }
     }
 
     #[test]
