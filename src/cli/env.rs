@@ -39,3 +39,19 @@ pub fn docker_config_dir() -> PathBuf {
 pub fn ssl_cert_file() -> Option<PathBuf> {
     var("SSL_CERT_FILE").map(PathBuf::from)
 }
+
+/// `LAMINA_ROOTFS`: how `run`/`invoke` put an image's layers together — `overlay`, `copy`,
+/// or `auto` (the default: overlayfs where the kernel allows it in a user namespace).
+pub fn composition() -> anyhow::Result<lamina::run::Composition> {
+    use lamina::run::Composition;
+    match var("LAMINA_ROOTFS").as_deref().map(|v| v.to_str()) {
+        None | Some(Some("auto")) => Ok(Composition::Auto),
+        Some(Some("overlay")) => Ok(Composition::Overlay),
+        Some(Some("copy")) => Ok(Composition::Copy),
+        Some(v) => Err(lamina::Error::Usage(format!(
+            "LAMINA_ROOTFS is {:?}: it takes auto, overlay or copy",
+            v.unwrap_or("(not UTF-8)")
+        ))
+        .into()),
+    }
+}

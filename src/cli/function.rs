@@ -86,10 +86,16 @@ impl FunctionArgs {
                 session_token: host_env("AWS_SESSION_TOKEN"),
             },
         };
-        let prepared = lamina::run::prepare(&r, platform, &network.options(false)?, &mut |s| {
-            eprintln!("lamina: {s}")
-        })
-        .await?;
+        // An OCI runtime takes one directory: the composed copy.
+        let how = match &self.runtime {
+            Some(_) => lamina::run::Composition::Copy,
+            None => super::env::composition()?,
+        };
+        let prepared =
+            lamina::run::prepare_with(&r, platform, &network.options(false)?, how, &mut |s| {
+                eprintln!("lamina: {s}")
+            })
+            .await?;
         if let Some(u) = &prepared.user {
             eprintln!(
                 "lamina: the image's USER {u} is not used: the function runs as root inside the sandbox (you, outside)"
