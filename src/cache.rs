@@ -52,6 +52,15 @@ pub fn clone_blob(from: &Path, dir: &Path, hex: &str) -> Result<()> {
     Ok(())
 }
 
+/// Record that the cache file or entry `path` was used now (its modification time, lamina's
+/// own record for least-recently-used eviction: access times are unreliable). Best effort.
+pub fn touch(path: &Path) {
+    let _ = File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
 /// Make `dst` share `src`'s extents (copy on write); false where the file system cannot.
 fn reflink(src: &File, dst: &File) -> bool {
     #[cfg(target_os = "linux")]

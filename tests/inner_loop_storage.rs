@@ -323,3 +323,68 @@ fn identities(dir: &Path) -> BTreeMap<PathBuf, (u64, i64)> {
     }
     out
 }
+
+/// A `docker-archive:` base is gzipped once: the second build takes the remembered gzip
+/// blobs (its memo and the blobs are the same files, untouched), and builds the same image;
+/// an archive written again (a new modification time) is read again.
+#[test]
+fn a_docker_archive_base_is_gzipped_once() {
+    let w = Work::new();
+    let (_, first) = w.build("one", "v1", &[]);
+    let memos = w.cache().join("archives");
+    let blobs = w.cache().join("blobs/sha256");
+    let memo_files = identities(&memos);
+    assert_eq!(memo_files.len(), 1, "one memo: {memo_files:?}");
+    let memo: Value =
+        serde_json::from_slice(&std::fs::read(memo_files.keys().next().unwrap()).unwrap()).unwrap();
+    let layers = memo["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{memo}");
+    // The remembered blobs are the base's layers gzipped: they decompress to the diff_ids.
+    let base = base_layers(b"pad");
+    let mut gz_identity = BTreeMap::new();
+    for (l, tar) in layers.iter().zip(&base) {
+        assert_eq!(l["diff_id"], sha256_digest(tar));
+        let path = blobs.join(hex_of(l["digest"].as_str().unwrap()));
+        let gz = std::fs::read(&path).unwrap();
+        assert_eq!(sha256_digest(&gz), l["digest"].as_str().unwrap());
+        assert_eq!(gunzip(&gz), *tar);
+        let m = std::fs::metadata(&path).unwrap();
+        gz_identity.insert(path, (m.ino(), m.mtime_nsec()));
+    }
+    let (_, second) = w.build("two", "v1", &[]);
+    // The memo was read, not written again (a rename would give it a new inode), and the blobs
+    // were not made again.
+    let after: BTreeMap<PathBuf, u64> = identities(&memos)
+        .into_iter()
+        .map(|(p, (ino, _))| (p, ino))
+        .collect();
+    let before: BTreeMap<PathBuf, u64> = memo_files
+        .iter()
+        .map(|(p, (ino, _))| (p.clone(), *ino))
+        .collect();
+    assert_eq!(after, before);
+    for (path, id) in &gz_identity {
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!((m.ino(), m.mtime_nsec()), *id, "{}", path.display());
+    }
+    // The same base layers both times.
+    let base_of = |tag: &str| {
+        let (m, _, _) = read_layout(&w.dir.join("images"), tag);
+        layer_digests(&m)[..2].to_vec()
+    };
+    assert_eq!(
+        base_of("one"),
+        base_of("two"),
+        "{}\n{}",
+        describe(&first),
+        describe(&second)
+    );
+    // Written again: read again, under a new memo.
+    let base = w.base();
+    let data = std::fs::read(&base).unwrap();
+    std::fs::remove_file(&base).unwrap();
+    std::fs::write(&base, &data).unwrap();
+    w.build("three", "v1", &[]);
+    assert_eq!(identities(&memos).len(), 2);
+    assert_eq!(base_of("one"), base_of("three"));
+}
