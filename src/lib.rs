@@ -35,6 +35,7 @@ mod build;
 mod cache;
 mod digest;
 mod error;
+pub mod gc;
 mod image;
 mod lambda;
 mod layer;

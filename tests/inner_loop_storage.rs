@@ -388,3 +388,248 @@ fn a_docker_archive_base_is_gzipped_once() {
     assert_eq!(identities(&memos).len(), 2);
     assert_eq!(base_of("one"), base_of("three"));
 }
+
+/// Bytes on disk under `dir` as `du` counts them: each file's blocks once.
+fn du(dir: &Path) -> u64 {
+    fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>, total: &mut u64) {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        if seen.insert((m.dev(), m.ino())) {
+            *total += m.blocks() * 512;
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path(), seen, total);
+            }
+        }
+    }
+    let mut total = 0;
+    walk(dir, &mut Default::default(), &mut total);
+    total
+}
+
+/// Incompressible bytes (a code layer that gzip cannot shrink), different for each `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The directories the cache's own accounting leaves out (the cache's, `blobs/sha256`'s,
+/// `rootfs/`'s...): a few blocks each.
+const DIR_SLACK: u64 = 16 * 4096;
+
+/// Ten edits, each built and invoked, under a 6 MiB cap: the cache never holds more (as `du`
+/// counts it), what went was the least recently used, and the last image still runs.
+#[test]
+fn the_cache_stays_under_its_cap_after_many_builds() {
+    let w = Work::new();
+    let cap: u64 = 6 << 20;
+    let cap_s = cap.to_string();
+    let env = [("LAMINA_CACHE_MAX", cap_s.as_str())];
+    let mut evicted = false;
+    let mut last = String::new();
+    for i in 0..10 {
+        let src = w.dir.join(format!("code-e{i}"));
+        write_file(&src.join("blob"), &noise(i, 512 << 10), 0o644);
+        let (image, out) = w.build(&format!("e{i}"), &format!("v{i}"), &env);
+        evicted |= stderr_of(&out).contains("over its cap");
+        let used = du(&w.cache());
+        assert!(
+            used <= cap + DIR_SLACK,
+            "after build {i}: {used} bytes in the cache, over its cap of {cap}"
+        );
+        let (v, err) = w.invoke(&image, &env);
+        assert_sees(&v, &format!("v{i}"), &err);
+        evicted |= err.contains("over its cap");
+        let used = du(&w.cache());
+        assert!(
+            used <= cap + DIR_SLACK,
+            "after invoke {i}: {used} bytes in the cache, over its cap of {cap}\n{err}"
+        );
+        last = image;
+    }
+    assert!(
+        evicted,
+        "ten edits of 512 KiB each must have gone over 6 MiB"
+    );
+    // `lamina cache` agrees with du, and the last image runs from what is left.
+    let out = w.lamina_ok(&["cache", "du", "--json"], &env);
+    let u: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(u["max"], cap);
+    let total = u["total"].as_u64().unwrap();
+    assert!(total <= cap && total + DIR_SLACK >= du(&w.cache()), "{u}");
+    let (v, err) = w.invoke(&last, &env);
+    assert_sees(&v, "v9", &err);
+    assert!(err.contains("reusing the root file system"), "{err}");
+}
+
+/// A bare HTTP/1.1 POST on loopback: the status line and the body.
+fn post(addr: &str, path: &str, body: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// A `lamina run` in the background, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `lamina run IMAGE --port 0` and wait (up to a minute) for its invoke address.
+fn serve(w: &Work, image: &str) -> (Running, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(lamina_bin())
+        .args(["run", image, "--port", "0"])
+        .env("LAMINA_CACHE_DIR", w.cache())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if let Some(rest) = line.split("http://").nth(1) {
+                let addr = rest.split('/').next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("lamina run prints its invoke address within a minute");
+    (running, addr)
+}
+
+/// While `lamina run` serves an image, `lamina cache prune --all` leaves the entries it uses
+/// (and says so) and removes the rest; once it stops, they go too. Entries of the old layout
+/// (one directory per image manifest) go at the first pruning, whatever the cap.
+#[test]
+fn an_entry_in_use_is_not_evicted_and_prune_reports_what_it_removed() {
+    let w = Work::new();
+    let (one, _) = w.build("one", "v1", &[]);
+    let (two, _) = w.build("two", "v2", &[]);
+    w.invoke(&two, &[]);
+    let old = w.cache().join("rootfs").join("ab".repeat(32));
+    write_file(&old.join("rootfs/bin/tool"), b"old layout", 0o755);
+    std::fs::write(
+        old.join("complete"),
+        format!("sha256:{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let out = w.lamina_ok(&["cache", "prune", "--json"], &[]);
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed = p["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "only the old layout's entry: {p}");
+    assert_eq!(removed[0]["path"], old.display().to_string());
+    assert!(!old.exists());
+
+    let (_run, addr) = serve(&w, &one);
+    let (status, body) = post(&addr, "/2015-03-31/functions/function/invocations", "{}");
+    assert!(status.contains("200"), "{status}\n{body}");
+    let in_use: Vec<PathBuf> = w.entries().into_values().flatten().collect();
+    let out = w.lamina_ok(&["cache", "prune", "--all"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("entries in use by a running lamina were kept"),
+        "{said}"
+    );
+    assert!(said.contains("removed blobs "), "{said}");
+    assert!(said.contains("removed rootfs "), "{said}");
+    let left: Vec<PathBuf> = w.entries().into_values().flatten().collect();
+    // Image one's two base layers, code layer and top layer stay; two's code layer and top go.
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(left.iter().all(|e| in_use.contains(e)));
+    for e in in_use.iter().filter(|e| !left.contains(e)) {
+        assert!(
+            said.contains(&e.display().to_string()),
+            "{} not reported:\n{said}",
+            e.display()
+        );
+    }
+    // Still served from the same root.
+    let (status, body) = post(&addr, "/2015-03-31/functions/function/invocations", "{}");
+    assert!(
+        status.contains("200") && body.contains("\"code\":\"v1\""),
+        "{status}\n{body}"
+    );
+    drop(_run);
+    let out = w.lamina_ok(&["cache", "prune", "--all", "--json"], &[]);
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["removed"].as_array().unwrap().len(), 4, "{p}");
+    assert_eq!(p["in_use"], 0);
+    assert!(w.entries().is_empty());
+}
+
+/// Two prunings at once both succeed, and between them remove each entry once.
+#[test]
+fn two_concurrent_prunes_do_not_fail() {
+    let w = Work::new();
+    let (one, _) = w.build("one", "v1", &[]);
+    let (two, _) = w.build("two", "v2", &[]);
+    w.invoke(&one, &[("LAMINA_ROOTFS", "copy")]);
+    w.invoke(&two, &[]);
+    let entries: usize = w.entries().values().map(Vec::len).sum();
+    let spawn = || {
+        std::process::Command::new(lamina_bin())
+            .args(["cache", "prune", "--all", "--json"])
+            .env("LAMINA_CACHE_DIR", w.cache())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut rootfs_removed = 0;
+    for out in [&a, &b] {
+        assert!(out.status.success(), "{}", describe(out));
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+        rootfs_removed += p["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "rootfs")
+            .count();
+    }
+    assert_eq!(rootfs_removed, entries);
+    assert!(w.entries().is_empty());
+    assert!(
+        std::fs::read_dir(w.cache().join("blobs/sha256"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}

@@ -55,3 +55,15 @@ pub fn composition() -> anyhow::Result<lamina::run::Composition> {
         .into()),
     }
 }
+
+/// `LAMINA_CACHE_MAX`: the cache's size cap (`10G`, `500M`…), else [`lamina::gc::DEFAULT_MAX`].
+pub fn cache_max() -> anyhow::Result<u64> {
+    match var("LAMINA_CACHE_MAX") {
+        None => Ok(lamina::gc::DEFAULT_MAX),
+        Some(v) => {
+            let s = v.to_string_lossy();
+            lamina::gc::parse_size(&s)
+                .map_err(|e| lamina::Error::Usage(format!("LAMINA_CACHE_MAX: {e}")).into())
+        }
+    }
+}

@@ -91,11 +91,20 @@ impl FunctionArgs {
             Some(_) => lamina::run::Composition::Copy,
             None => super::env::composition()?,
         };
-        let prepared =
-            lamina::run::prepare_with(&r, platform, &network.options(false)?, how, &mut |s| {
+        let cap = super::env::cache_max()?;
+        let network_opts = network.options(false)?;
+        let prepared = {
+            // Pruning waits while the root file system is prepared; then the entries it uses
+            // are held by the sandbox (`Prepared::held`).
+            let _cache = lamina::gc::CacheLock::shared(&network_opts.cache_dir)?;
+            lamina::run::prepare_with(&r, platform, &network_opts, how, &mut |s| {
                 eprintln!("lamina: {s}")
             })
-            .await?;
+            .await?
+        };
+        if !prepared.reused {
+            super::cache::after(&network_opts.cache_dir, cap, false);
+        }
         if let Some(u) = &prepared.user {
             eprintln!(
                 "lamina: the image's USER {u} is not used: the function runs as root inside the sandbox (you, outside)"

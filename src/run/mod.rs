@@ -34,6 +34,17 @@ use crate::transport::{self, ReadMode, Source};
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
 pub use rootfs::Composition;
+pub(crate) use rootfs::remove_tree;
+
+/// The marker file of a root file system cache entry (for the cache's pruning).
+pub(crate) fn rootfs_marker() -> &'static str {
+    rootfs::MARKER
+}
+
+/// The file whose time says when a root file system cache entry was last used.
+pub(crate) fn rootfs_last_used() -> &'static str {
+    rootfs::LAST_USED
+}
 pub use sandbox::Isolation;
 
 /// The entrypoint of AWS's base images: it takes the handler as its one argument.
@@ -134,6 +145,9 @@ pub struct Prepared {
     pub composition: Composition,
     /// How many layers were unpacked now (the others came from the cache).
     pub unpacked_layers: usize,
+    /// Shared locks on the cache entries the root file system is made of: while any clone of
+    /// this lives, pruning the cache leaves them alone.
+    pub held: std::sync::Arc<Vec<std::fs::File>>,
     /// The root file system came from the cache.
     pub reused: bool,
     /// Device nodes of the image not reproduced.
@@ -319,6 +333,7 @@ pub async fn prepare_with(
         overlay: unpacked.overlay,
         composition: unpacked.composition,
         unpacked_layers: unpacked.unpacked,
+        held: std::sync::Arc::new(unpacked.held),
         reused: unpacked.reused,
         skipped: unpacked.skipped,
         entrypoint: c.entrypoint().clone().unwrap_or_default(),
@@ -545,6 +560,7 @@ mod tests {
             overlay: None,
             composition: Composition::Copy,
             unpacked_layers: 0,
+            held: Default::default(),
             reused: false,
             skipped: Vec::new(),
             entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),

@@ -81,7 +81,7 @@ impl std::fmt::Display for Composition {
 }
 
 /// A root file system ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Unpacked {
     /// The root directory: the composed copy, or (overlay) the empty directory the sandbox
     /// mounts the overlay on.
@@ -99,6 +99,8 @@ pub struct Unpacked {
     pub reused: bool,
     /// What could not be reproduced (device nodes), for a note to the user.
     pub skipped: Vec<String>,
+    /// Shared locks on the entries used, which keep pruning from removing them.
+    pub held: Vec<fs::File>,
 }
 
 /// `<cache>/rootfs`: where layer, top and composed entries live.
@@ -195,6 +197,37 @@ pub fn entry_cached<T>(
     Ok((entry, Some(out)))
 }
 
+/// [`entry_cached`], the entry then held in use ([`crate::gc::hold`]); built again should
+/// pruning have removed it between the two.
+fn entry_held<T>(
+    parent: &Path,
+    key: &str,
+    marker: &str,
+    mut build: impl FnMut(&Path) -> Result<T>,
+    held: &mut Vec<fs::File>,
+) -> Result<(PathBuf, Option<T>)> {
+    let mut tries = 0;
+    loop {
+        let (entry, built) = entry_cached(parent, key, marker, &mut build)?;
+        tries += 1;
+        match crate::gc::hold(&entry) {
+            Ok(f) if cached(&entry).is_some() => {
+                held.push(f);
+                return Ok((entry, built));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at("locking", &entry),
+        }
+        if tries >= 3 {
+            return Err(io::Error::other(
+                "removed by a concurrent pruning three times",
+            ))
+            .at("keeping", &entry);
+        }
+    }
+}
+
 /// The root file system of the image whose layers are `layers` with working directory
 /// `workdir`: every layer unpacked into the cache (each verified against its digest and diff_id
 /// as it streams) unless there already, the top layer made, then composed as `how` says
@@ -212,11 +245,16 @@ pub fn unpack_cached(
     let mut stack: Vec<PathBuf> = Vec::new(); // bottom first while built
     let mut unpacked = 0;
     let mut skipped = Vec::new();
+    let mut held = Vec::new();
     for (l, chain) in layers.iter().zip(&chains) {
         let below: Vec<PathBuf> = stack.iter().rev().cloned().collect();
-        let (entry, built) = entry_cached(&dir, chain.hex(), &format!("layer {chain}"), |root| {
-            layers::unpack_layer(root, &below, l, reference)
-        })?;
+        let (entry, built) = entry_held(
+            &dir,
+            chain.hex(),
+            &format!("layer {chain}"),
+            |root| layers::unpack_layer(root, &below, l, reference),
+            &mut held,
+        )?;
         if let Some(s) = built {
             unpacked += 1;
             skipped.extend(s);
@@ -225,11 +263,12 @@ pub fn unpack_cached(
     }
     let top_chain = chains.last();
     let below: Vec<PathBuf> = stack.iter().rev().cloned().collect();
-    let (top, built_top) = entry_cached(
+    let (top, built_top) = entry_held(
         &dir,
         &derived_key("top", top_chain, workdir),
         "top",
         |root| layers::make_top(root, &below, workdir),
+        &mut held,
     )?;
     stack.push(top.join("rootfs"));
     stack.reverse(); // top first from here on
@@ -247,15 +286,18 @@ pub fn unpack_cached(
                 unpacked,
                 reused,
                 skipped,
+                held,
             });
         }
     }
     let bottom_first: Vec<PathBuf> = stack.iter().rev().cloned().collect();
-    let (copy, built) = entry_cached(
+    let mut copy_held = Vec::new();
+    let (copy, built) = entry_held(
         &dir,
         &derived_key("copy", top_chain, workdir),
         "copy",
         |root| compose::copy(root, &bottom_first),
+        &mut copy_held,
     )?;
     let rootfs = copy.join("rootfs");
     Ok(Unpacked {
@@ -266,6 +308,7 @@ pub fn unpack_cached(
         unpacked,
         reused: reused && built.is_none(),
         skipped,
+        held: copy_held,
     })
 }
 
