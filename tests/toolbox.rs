@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "update",
     "run",
     "invoke",
+    "cache",
     "completions",
     "man",
     "schema",

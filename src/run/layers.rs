@@ -231,6 +231,10 @@ impl Writer {
                     let host = self.root.join(&missing);
                     clear(&host)?;
                     fs::DirBuilder::new().mode(0o755).create(&host)?;
+                    // Whited out by this layer, then written in: nothing below shows through.
+                    if self.whited.contains(&missing) {
+                        set_opaque(&host)?;
+                    }
                 }
             }
         }

@@ -802,6 +802,34 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_whited_out_then_written_into_shows_nothing_from_below() {
+        let l1 = tar_of(&[E::File("d/old", "o", 0o644), E::File("e/old", "o", 0o644)]);
+        // `d` hidden then written into without a directory entry; `e`'s file hidden alone.
+        let l2 = tar_of(&[
+            E::File(".wh.d", "", 0o644),
+            E::File("d/new", "n", 0o644),
+            E::File("e/.wh.old", "", 0o644),
+            E::File("e/new", "n", 0o644),
+        ]);
+        let (_t, r) = unpack(&[l1, l2]);
+        let u = r.unwrap();
+        let names = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("d"), ["new"]);
+        assert_eq!(names("e"), ["new"]);
+        let stack = &u_stack(u.rootfs.parent().unwrap().parent().unwrap(), &u.rootfs);
+        assert!(find(stack, Path::new("d/old")).unwrap().is_none());
+        assert!(find(stack, Path::new("e/old")).unwrap().is_none());
+        assert!(find(stack, Path::new("d/new")).unwrap().is_some());
+    }
+
+    #[test]
     fn links_are_kept_and_resolved_inside_the_root() {
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("victim");

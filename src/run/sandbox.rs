@@ -146,6 +146,9 @@ impl Launched {
 pub fn launch(iso: &Isolation, spec: &Spec) -> Result<Launched, LaunchError> {
     match iso {
         Isolation::Namespaces => launch_namespaced(spec),
+        Isolation::Oci(_) if spec.overlay.is_some() => Err(LaunchError::Sandbox(Error::Sandbox(
+            "an OCI runtime takes one root directory, not overlayfs layers: prepare the image with Composition::Copy".to_owned(),
+        ))),
         Isolation::Oci(runtime) => launch_oci(runtime, spec),
     }
 }
