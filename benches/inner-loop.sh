@@ -15,7 +15,7 @@
 # the cache uses, against the base plus EDITS code layers.
 #
 # Environment: PROFILE=release|debug (default release: builds lamina --release first; debug
-# measures target/debug/lamina as it is), MB (layer 2 size), BENCH_DIR (scratch directory,
+# measures a debug build), GEN (the tree generator), MB (layer 2 size), BENCH_DIR (scratch directory,
 # default a new one under /tmp, removed on exit), LAMINA_BENCH_KEEP=1 keeps it, LAMINA_ROOTFS
 # (overlay, copy or auto) passed through.
 set -euo pipefail
@@ -24,7 +24,7 @@ ROOT=$PWD
 EDITS=${1:-10}
 MB=${MB:-150}
 PROFILE=${PROFILE:-release}
-GEN=$ROOT/../shared/bench/gen-tree.py
+GEN=${GEN:-$ROOT/../shared/bench/gen-tree.py}
 PY=/usr/bin/python3.11
 
 die() { echo "inner-loop.sh: $*" >&2; exit 1; }

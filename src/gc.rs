@@ -276,9 +276,12 @@ fn units(cache: &Path) -> io::Result<Vec<Unit>> {
     Ok(out)
 }
 
+/// Per file (`(device, inode)`): how many names it has inside the cache, and its bytes.
+type Links = HashMap<(u64, u64), (u32, u64)>;
+
 /// How many names each file has inside the cache, and the bytes of each file once.
-fn census(units: &[Unit]) -> (HashMap<(u64, u64), (u32, u64)>, u64) {
-    let mut links: HashMap<(u64, u64), (u32, u64)> = HashMap::new();
+fn census(units: &[Unit]) -> (Links, u64) {
+    let mut links: Links = HashMap::new();
     for u in units {
         for (id, bytes) in &u.files {
             links.entry(*id).or_insert((0, *bytes)).0 += 1;
