@@ -102,6 +102,10 @@ struct Writer {
     ancestors: HashSet<PathBuf>,
     /// Paths this layer whited out: a directory it then writes there is opaque.
     whited: HashSet<PathBuf>,
+    /// The last parent directory resolved (as written, as resolved), reused by the next
+    /// regular file in the same directory (a layer lists a directory's files together); any
+    /// other kind of entry forgets it, as it may change what a path resolves to.
+    last_parent: Option<(PathBuf, PathBuf)>,
     skipped: Vec<String>,
 }
 
@@ -116,6 +120,7 @@ impl Writer {
             written: HashSet::new(),
             ancestors: HashSet::new(),
             whited: HashSet::new(),
+            last_parent: None,
             skipped: Vec::new(),
         }
     }
@@ -327,6 +332,7 @@ impl Writer {
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         if let Some(w) = whiteout(name.as_bytes()) {
+            self.last_parent = None;
             return self.apply_whiteout(parent_rel, w);
         }
         if matches!(kind, T::Char | T::Block) {
@@ -346,7 +352,14 @@ impl Writer {
         ) {
             return Ok(());
         }
-        let parent = self.parent_dir(parent_rel)?;
+        let regular = matches!(kind, T::Regular | T::Continuous | T::GNUSparse);
+        let parent = match self.last_parent.take() {
+            Some((asked, resolved)) if regular && asked == parent_rel => resolved,
+            _ => self.parent_dir(parent_rel)?,
+        };
+        if regular {
+            self.last_parent = Some((parent_rel.to_owned(), parent.clone()));
+        }
         let dest = parent.join(&name);
         let host = self.root.join(&dest);
         match kind {
