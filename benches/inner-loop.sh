@@ -39,6 +39,7 @@ case $PROFILE in
 esac
 
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/lamina-inner-loop.XXXXXX)}
+mkdir -p "$BENCH_DIR"
 cleanup() {
   if [ "${LAMINA_BENCH_KEEP:-}" = 1 ]; then
     echo "kept $BENCH_DIR" >&2

@@ -33,6 +33,7 @@
 //! inside); setuid and setgid bits are dropped; device nodes are skipped (the sandbox provides
 //! `/dev`).
 
+use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
@@ -449,15 +450,93 @@ pub fn find(stack: &[PathBuf], rel: &Path) -> io::Result<Option<(PathBuf, Metada
     Ok(None)
 }
 
-/// A stack of directories on disk as a [`Tree`].
+/// A stack of directories on disk as a [`Tree`], for one resolution: it remembers, for each
+/// directory it has met, which layers' directories are merged there, so that each look-up costs
+/// one `lstat` per layer rather than one per layer and component.
 struct OnDisk<'a> {
     stack: &'a [PathBuf],
+    /// Directory (relative path) -> the layers (indexes into `stack`, top first) holding a
+    /// directory there that shows through.
+    merged: HashMap<Vec<u8>, Vec<usize>>,
+}
+
+impl<'a> OnDisk<'a> {
+    fn new(stack: &'a [PathBuf]) -> Self {
+        OnDisk {
+            stack,
+            merged: HashMap::new(),
+        }
+    }
+
+    /// The layers merged at the directory `dir` (`""` for the root).
+    fn merged_at(&mut self, dir: &[u8]) -> io::Result<Vec<usize>> {
+        if dir.is_empty() {
+            return Ok((0..self.stack.len()).collect());
+        }
+        if let Some(l) = self.merged.get(dir) {
+            return Ok(l.clone());
+        }
+        // Not met in this resolution (the contract says it was): work it out from the root.
+        let mut at: Vec<u8> = Vec::new();
+        for c in dir.split(|b| *b == b'/') {
+            if !at.is_empty() {
+                at.push(b'/');
+            }
+            at.extend_from_slice(c);
+            if !self.merged.contains_key(&at) {
+                let probe = at.clone();
+                self.look(&probe)?;
+            }
+        }
+        Ok(self.merged.get(dir).cloned().unwrap_or_default())
+    }
+
+    /// What is at `path`, and the host file showing there; directories remembered.
+    fn look(&mut self, path: &[u8]) -> io::Result<Option<(PathBuf, Metadata)>> {
+        let parent = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => &path[..i],
+            None => b"",
+        };
+        let layers = self.merged_at(parent)?;
+        let rel = Path::new(OsStr::from_bytes(path));
+        let mut found: Option<(PathBuf, Metadata)> = None;
+        let mut dirs = Vec::new();
+        for i in layers {
+            let host = self.stack[i].join(rel);
+            let m = match fs::symlink_metadata(&host) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            if is_whiteout(&m) || !m.is_dir() {
+                // Hides what is below; shows itself if nothing above did.
+                if found.is_none() && !is_whiteout(&m) {
+                    found = Some((host, m));
+                }
+                break;
+            }
+            let last = i + 1 == self.stack.len();
+            let opaque = !last && is_opaque(&host);
+            if found.is_none() {
+                found = Some((host, m));
+            }
+            dirs.push(i);
+            if opaque {
+                break;
+            }
+        }
+        if found.as_ref().is_some_and(|(_, m)| m.is_dir()) {
+            self.merged.insert(path.to_vec(), dirs);
+        }
+        Ok(found)
+    }
 }
 
 impl Tree for OnDisk<'_> {
     type Error = io::Error;
     fn entry(&mut self, path: &[u8]) -> io::Result<Entry> {
-        match find(self.stack, Path::new(OsStr::from_bytes(path)))? {
+        match self.look(path)? {
             None => Ok(Entry::Missing),
             Some((_, m)) if m.is_dir() => Ok(Entry::Dir),
             Some((host, m)) if m.file_type().is_symlink() => Ok(Entry::Symlink(
@@ -495,7 +574,7 @@ pub fn resolve_dir(
         lenient: false,
         confined: false,
     };
-    match resolve(&mut OnDisk { stack }, dir.as_os_str().as_bytes(), follow) {
+    match resolve(&mut OnDisk::new(stack), dir.as_os_str().as_bytes(), follow) {
         Ok(r) if r.entry == Entry::Dir => Ok(Ok(PathBuf::from(OsString::from_vec(r.path)))),
         Ok(r) => Err(not_a_dir(&r.path)),
         Err(ResolveError::Missing(p)) => Ok(Err(PathBuf::from(OsString::from_vec(p)))),
@@ -516,7 +595,7 @@ pub fn lookup(stack: &[PathBuf], path: &Path) -> io::Result<Option<(PathBuf, Pat
         lenient: false,
         confined: false,
     };
-    match resolve(&mut OnDisk { stack }, path.as_os_str().as_bytes(), follow) {
+    match resolve(&mut OnDisk::new(stack), path.as_os_str().as_bytes(), follow) {
         Ok(r) => {
             let rel = PathBuf::from(OsString::from_vec(r.path));
             Ok(find(stack, &rel)?.map(|(host, _)| (rel, host)))
