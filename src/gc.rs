@@ -233,10 +233,7 @@ fn rootfs_units(dir: &Path, out: &mut Vec<Unit>) -> io::Result<()> {
             continue;
         }
         let path = e.path();
-        let marker = fs::read_to_string(path.join(crate::run::rootfs_marker())).ok();
-        let current = marker.as_deref().is_some_and(|m| {
-            m.starts_with("layer ") || m.starts_with("top") || m.starts_with("copy")
-        });
+        let current = current_entry(&path);
         let time = |name: &str| fs::metadata(path.join(name)).ok().map(|m| latest_mtime(&m));
         let last = time(crate::run::rootfs_last_used())
             .into_iter()
@@ -258,6 +255,77 @@ fn rootfs_units(dir: &Path, out: &mut Vec<Unit>) -> io::Result<()> {
 
 fn latest_mtime(m: &fs::Metadata) -> SystemTime {
     m.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// `<entry>/size` of a rootfs entry: the bytes of its files, each counted once within the
+/// entry (shared ones too), recorded the first time pruning looks (an entry never changes).
+const SIZE_FILE: &str = "size";
+
+/// The recorded size of the rootfs entry `entry`, computed and recorded when missing.
+fn entry_size(entry: &Path) -> io::Result<u64> {
+    let p = entry.join(SIZE_FILE);
+    if let Ok(text) = fs::read_to_string(&p)
+        && let Ok(n) = text.trim().parse()
+    {
+        return Ok(n);
+    }
+    let mut files = Vec::new();
+    walk(entry, &mut files)?;
+    let mut seen = std::collections::HashSet::new();
+    let n: u64 = files
+        .into_iter()
+        .filter(|(id, _)| seen.insert(*id))
+        .map(|(_, b)| b)
+        .sum();
+    // Best effort, through a temporary name: without the record the entry is walked again.
+    if let Ok(tmp) = crate::staging::file_in(entry, ".size-")
+        && fs::write(tmp.path(), format!("{n}\n")).is_ok()
+    {
+        let _ = tmp.persist(&p);
+    }
+    Ok(n)
+}
+
+/// An upper bound of the cache's size, without walking the unpacked trees: the blob, index and
+/// record files, and each rootfs entry's recorded size (files shared between entries counted
+/// in each); and whether an entry must go whatever the size (the old layout, debris).
+fn estimate(cache: &Path) -> io::Result<(u64, bool)> {
+    let mut flat_units = Vec::new();
+    flat(&crate::cache::blobs(cache), "blobs", &mut flat_units)?;
+    flat(&cache.join("verified").join("fs"), "index", &mut flat_units)?;
+    for d in ["layers", "archives", "verified"] {
+        flat(&cache.join(d), "records", &mut flat_units)?;
+    }
+    let mut total: u64 = flat_units
+        .iter()
+        .flat_map(|u| u.files.iter().map(|(_, b)| *b))
+        .sum();
+    let mut stale = false;
+    let dir = cache.join("rootfs");
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((total, false)),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        if !current_entry(&path) {
+            stale = true;
+            continue;
+        }
+        total += entry_size(&path)?;
+    }
+    Ok((total, stale))
+}
+
+/// Is `entry` a complete rootfs entry of the current layout?
+fn current_entry(entry: &Path) -> bool {
+    fs::read_to_string(entry.join(crate::run::rootfs_marker()))
+        .is_ok_and(|m| m.starts_with("layer ") || m.starts_with("top") || m.starts_with("copy"))
 }
 
 /// Every unit of the cache.
@@ -475,6 +543,12 @@ fn referenced_digests(text: &str) -> Vec<String> {
 /// is using the cache (it will prune after itself). Never fails the command: a failure comes
 /// back as a message to show.
 pub fn evict_over(cache: &Path, max: u64) -> Option<String> {
+    // Under the cap by an upper bound, with nothing stale: no lock, no walk of the trees.
+    if let Ok((bound, false)) = estimate(cache)
+        && bound <= max
+    {
+        return None;
+    }
     match prune(cache, max, false) {
         Ok(Some(p)) if !p.removed.is_empty() => Some(format!(
             "the cache was over its cap of {}: removed {} least recently used entries ({} freed; now {})",
@@ -570,6 +644,11 @@ mod tests {
         let held = hold(&entry).unwrap();
         let before = usage(cache).unwrap();
         assert!(before.total >= 3 * (64 << 10), "{before:?}");
+        // The cheap estimate is an upper bound, and records the entry's size once.
+        let (bound, stale) = estimate(cache).unwrap();
+        assert!(!stale && bound >= before.total, "{bound} < {before:?}");
+        assert_eq!(estimate(cache).unwrap().0, bound);
+        assert!(entry.join(SIZE_FILE).is_file());
         let p = prune(cache, 0, true).unwrap().unwrap();
         assert_eq!(p.in_use, 1, "{p:?}");
         assert!(entry.join("rootfs/f").is_file(), "the held entry stays");
