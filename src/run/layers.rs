@@ -238,7 +238,7 @@ impl Writer {
                     fs::DirBuilder::new().mode(0o755).create(&host)?;
                     // Whited out by this layer, then written in: nothing below shows through.
                     if self.whited.contains(&missing) {
-                        set_opaque(&host)?;
+                        self.make_opaque(&missing)?;
                     }
                 }
             }
@@ -247,6 +247,42 @@ impl Writer {
             "/{}: more than {MAX_CREATED} directories to create",
             rel.display()
         )))
+    }
+
+    /// Make this layer's directory `rel` hide everything lower layers have in it: the opaque
+    /// mark, or where the file system keeps no user extended attributes, one whiteout per name
+    /// the layers below show there (a directory this layer then writes at one of those names
+    /// is made opaque in turn).
+    fn make_opaque(&mut self, rel: &Path) -> io::Result<()> {
+        let host = self.root.join(rel);
+        match set_opaque(&host) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EOPNOTSUPP)) => {}
+            r => return r,
+        }
+        let lower = &self.stack[1..];
+        let mut names = std::collections::BTreeSet::new();
+        for layer in lower {
+            if let Ok(rd) = fs::read_dir(layer.join(rel)) {
+                for e in rd {
+                    names.insert(e?.file_name());
+                }
+            }
+        }
+        for name in names {
+            let target = rel.join(&name);
+            if fs::symlink_metadata(host.join(&name)).is_ok() || find(lower, &target)?.is_none() {
+                continue;
+            }
+            nix::sys::stat::mknod(
+                &host.join(&name),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .map_err(io::Error::from)?;
+            self.whited.insert(target);
+        }
+        Ok(())
     }
 
     fn note_written(&mut self, rel: &Path) {
@@ -285,7 +321,7 @@ impl Writer {
         match w {
             Whiteout::Opaque => {
                 self.copy_up(&parent)?;
-                set_opaque(&self.root.join(&parent))
+                self.make_opaque(&parent)
             }
             Whiteout::Hides(hidden) => {
                 let target = parent.join(OsStr::from_bytes(hidden));
@@ -367,7 +403,7 @@ impl Writer {
                 ensure_dir(&host, 0o700)?;
                 fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
                 if self.whited.contains(&dest) && !is_opaque(&host) {
-                    set_opaque(&host)?;
+                    self.make_opaque(&dest)?;
                 }
                 self.dirs.insert(dest.clone(), (mode, mtime));
             }

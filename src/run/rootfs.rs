@@ -391,8 +391,19 @@ pub fn is_opaque(p: &Path) -> bool {
     n == 1 && buf[0] == b'y'
 }
 
-/// Mark the directory `p` opaque for overlayfs.
+#[cfg(test)]
+thread_local! {
+    /// Tests: act as a file system without user extended attributes.
+    pub(super) static NO_XATTRS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Mark the directory `p` opaque for overlayfs (`ENOTSUP` where the file system keeps no user
+/// extended attributes).
 pub fn set_opaque(p: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if NO_XATTRS.with(|n| n.get()) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSUP));
+    }
     let path = CString::new(p.as_os_str().as_bytes())?;
     let name = CString::new(OPAQUE_XATTR)?;
     // SAFETY: both strings are NUL-terminated and the value is one readable byte.
@@ -878,6 +889,43 @@ mod tests {
         assert!(find(stack, Path::new("opt/old/sub")).unwrap().is_none());
         assert!(find(stack, Path::new("opt/old/c")).unwrap().is_some());
         assert!(find(stack, Path::new("etc/keep")).unwrap().is_some());
+    }
+
+    #[test]
+    fn without_user_xattrs_opaque_directories_become_whiteouts() {
+        NO_XATTRS.with(|n| n.set(true));
+        let l1 = tar_of(&[
+            E::File("opt/old/a", "a", 0o644),
+            E::File("opt/keep", "k", 0o644),
+            E::File("d/old", "o", 0o644),
+        ]);
+        let l2 = tar_of(&[
+            E::File("opt/new", "n", 0o644),
+            E::File("opt/.wh..wh..opq", "", 0o644),
+            E::Dir("opt/old/", 0o755),
+            E::File("opt/old/c", "c", 0o644),
+            E::File(".wh.d", "", 0o644),
+            E::File("d/new", "n", 0o644),
+        ]);
+        let (_t, r) = unpack(&[l1, l2]);
+        NO_XATTRS.with(|n| n.set(false));
+        let u = r.unwrap();
+        let names = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("opt"), ["new", "old"]);
+        assert_eq!(names("opt/old"), ["c"]);
+        assert_eq!(names("d"), ["new"]);
+        let stack = &u_stack(u.rootfs.parent().unwrap().parent().unwrap(), &u.rootfs);
+        assert!(find(stack, Path::new("opt/keep")).unwrap().is_none());
+        assert!(find(stack, Path::new("opt/old/a")).unwrap().is_none());
+        assert!(find(stack, Path::new("d/old")).unwrap().is_none());
+        assert!(!is_opaque(&stack[1].join("opt")), "no attribute was used");
     }
 
     #[test]
