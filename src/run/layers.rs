@@ -256,7 +256,8 @@ impl Writer {
     fn make_opaque(&mut self, rel: &Path) -> io::Result<()> {
         let host = self.root.join(rel);
         match set_opaque(&host) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EOPNOTSUPP)) => {}
+            // ENOTSUP: Linux gives the same number for EOPNOTSUPP.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
             r => return r,
         }
         let lower = &self.stack[1..];
