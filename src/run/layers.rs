@@ -398,15 +398,31 @@ impl Writer {
             self.last_parent = Some((parent_rel.to_owned(), parent.clone()));
         }
         let dest = parent.join(&name);
-        let host = self.root.join(&dest);
+        self.place(kind, &mut entry, &dest, mode, mtime)?;
+        self.note_written(&dest);
+        Ok(())
+    }
+
+    /// Put the entry `entry` (of `kind`, not a whiteout, parent resolved) at `dest`.
+    fn place<R: Read>(
+        &mut self,
+        kind: tar::EntryType,
+        entry: &mut tar::Entry<'_, R>,
+        dest: &Path,
+        mode: u32,
+        mtime: u64,
+    ) -> io::Result<()> {
+        use tar::EntryType as T;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let host = self.root.join(dest);
         match kind {
             T::Directory => {
                 ensure_dir(&host, 0o700)?;
                 fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
-                if self.whited.contains(&dest) && !is_opaque(&host) {
-                    self.make_opaque(&dest)?;
+                if self.whited.contains(dest) && !is_opaque(&host) {
+                    self.make_opaque(dest)?;
                 }
-                self.dirs.insert(dest.clone(), (mode, mtime));
+                self.dirs.insert(dest.to_owned(), (mode, mtime));
             }
             T::Symlink => {
                 let target = entry
@@ -419,7 +435,7 @@ impl Writer {
                         target.len()
                     )));
                 }
-                self.remove(&dest)?;
+                self.remove(dest)?;
                 symlink(OsStr::from_bytes(&target), &host)?;
                 // Some file systems cannot time a link: its time matters to nothing that runs.
                 let _ = set_mtime_nofollow(&host, mtime);
@@ -429,10 +445,10 @@ impl Writer {
                     .link_name_bytes()
                     .ok_or_else(|| invalid("a hard link without a target"))?
                     .into_owned();
-                self.hard_link(&target, &dest)?;
+                self.hard_link(&target, dest)?;
             }
             T::Fifo => {
-                self.remove(&dest)?;
+                self.remove(dest)?;
                 nix::unistd::mkfifo(
                     &host,
                     nix::sys::stat::Mode::from_bits_truncate(mode & 0o777),
@@ -440,19 +456,18 @@ impl Writer {
                 .map_err(io::Error::from)?;
             }
             _ => {
-                self.remove(&dest)?;
+                self.remove(dest)?;
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&host)?;
-                io::copy(&mut entry, &mut f)?;
+                io::copy(entry, &mut f)?;
                 f.set_permissions(fs::Permissions::from_mode(mode & !0o6000))?;
                 f.set_times(FileTimes::new().set_modified(mtime_of(mtime)))?;
             }
         }
-        self.note_written(&dest);
         Ok(())
     }
 
