@@ -18,8 +18,9 @@
 //! - `index`: one file of `verified/fs` (the Lambda gate's listings of layers), by its times.
 //!
 //! Records that point at blobs (`layers/`, the build's layer cache, and `archives/`, the
-//! docker-archive memos) go with their blobs; verification markers (`verified/`, empty files)
-//! are removed once a month old (the blob is then verified once more).
+//! docker-archive memos) go with their blobs; records of any kind unused for a month go too
+//! (for verification markers, `verified/`, a month after they were made: the blob is then
+//! verified once more).
 //!
 //! Concurrent lamina processes: a build, or a run while it prepares its root file system, holds
 //! a shared lock on `<cache>/.lock` ([`CacheLock::shared`]); pruning takes it exclusively, so
@@ -42,7 +43,8 @@ use crate::error::{Error, IoContext, Result};
 /// and many code layers fit).
 pub const DEFAULT_MAX: u64 = 10 << 30;
 
-/// Verification markers older than this are removed by pruning.
+/// Records (verification markers, layer-cache records, docker-archive memos) unused for this
+/// long are removed by pruning.
 const MARKER_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long `lamina cache prune` waits for the other lamina processes using the cache.
@@ -447,9 +449,8 @@ pub fn prune(cache: &Path, max: u64, wait: bool) -> Result<Option<Pruned>> {
     let mut in_use = 0;
     let now = SystemTime::now();
     for u in &all {
-        let old_marker = u.kind == "records"
-            && u.path.parent() == Some(&cache.join("verified"))
-            && now.duration_since(u.last).unwrap_or_default() > MARKER_AGE;
+        let old_marker =
+            u.kind == "records" && now.duration_since(u.last).unwrap_or_default() > MARKER_AGE;
         let evictable = u.kind != "records";
         if !(u.stale || old_marker || (evictable && total > max)) {
             continue;
