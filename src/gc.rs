@@ -290,7 +290,8 @@ fn entry_size(entry: &Path) -> io::Result<u64> {
 
 /// An upper bound of the cache's size, without walking the unpacked trees: the blob, index and
 /// record files, and each rootfs entry's recorded size (files shared between entries counted
-/// in each); and whether an entry must go whatever the size (the old layout, debris).
+/// in each); and whether something must go whatever the size (an entry of the old layout,
+/// debris, a record unused for a month).
 fn estimate(cache: &Path) -> io::Result<(u64, bool)> {
     let mut flat_units = Vec::new();
     flat(&crate::cache::blobs(cache), "blobs", &mut flat_units)?;
@@ -302,7 +303,10 @@ fn estimate(cache: &Path) -> io::Result<(u64, bool)> {
         .iter()
         .flat_map(|u| u.files.iter().map(|(_, b)| *b))
         .sum();
-    let mut stale = false;
+    let now = SystemTime::now();
+    let mut stale = flat_units.iter().any(|u| {
+        u.kind == "records" && now.duration_since(u.last).unwrap_or_default() > MARKER_AGE
+    });
     let dir = cache.join("rootfs");
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
