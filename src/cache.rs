@@ -52,6 +52,15 @@ pub fn clone_blob(from: &Path, dir: &Path, hex: &str) -> Result<()> {
     Ok(())
 }
 
+/// Record that the cache file or entry `path` was used now (its modification time, lamina's
+/// own record for least-recently-used eviction: access times are unreliable). Best effort.
+pub fn touch(path: &Path) {
+    let _ = File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
 /// Make `dst` share `src`'s extents (copy on write); false where the file system cannot.
 fn reflink(src: &File, dst: &File) -> bool {
     #[cfg(target_os = "linux")]
@@ -65,6 +74,32 @@ fn reflink(src: &File, dst: &File) -> bool {
         let _ = (src, dst);
         false
     }
+}
+
+/// Remove `path` and everything below it, opening up directory modes first (an image may hold
+/// directories its owner cannot write). Symbolic links are removed, never followed.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    fn open_up(p: &Path) -> io::Result<()> {
+        let m = fs::symlink_metadata(p)?;
+        if m.is_dir() {
+            fs::set_permissions(
+                p,
+                <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+            )?;
+            for e in fs::read_dir(p)? {
+                open_up(&e?.path())?;
+            }
+        }
+        Ok(())
+    }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
+    open_up(path)?;
+    fs::remove_dir_all(path)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod cache;
 pub mod deploy;
 mod digest;
 mod error;
+pub mod gc;
 mod image;
 mod lambda;
 mod layer;

@@ -53,6 +53,9 @@ enum Command {
     /// Run a function image for one invocation and print its response; non-zero exit when
     /// the invocation fails.
     Invoke(Box<invoke::InvokeArgs>),
+    /// Show the disk lamina's cache uses (`lamina cache`, `lamina cache du`), or prune it to its
+    /// cap (`lamina cache prune [--max SIZE] [--all]`).
+    Cache(cli::cache::CacheArgs),
     /// Print the shell completion script for bash, zsh, fish, powershell or elvish.
     Completions(toolbox::CompletionsArgs),
     /// Print the manual page lamina(1), or write one page per command with --dir.
@@ -78,6 +81,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Zip(a) => zip::run(*a).await,
         Command::Run(a) => run::run(*a).await,
         Command::Invoke(a) => invoke::run(*a).await,
+        Command::Cache(a) => cli::cache::run(a).await,
         Command::Completions(a) => toolbox::completions(a, Cli::command()),
         Command::Man(a) => toolbox::man(a, Cli::command()),
         Command::Schema(a) => toolbox::schema(a),

@@ -27,6 +27,7 @@ const SUBCOMMANDS: &[&str] = &[
     "deploy",
     "run",
     "invoke",
+    "cache",
     "completions",
     "man",
     "schema",

@@ -216,7 +216,13 @@ pub async fn run(mut a: BuildArgs) -> anyhow::Result<()> {
     let mut opts = a.network.options(quiet)?;
     a.push.apply(&mut opts)?;
     a.ecr.apply(&mut opts);
-    let report = lamina::build(&spec, &opts, &mut log).await?;
+    let cap = super::env::cache_max()?;
+    let report = {
+        // Pruning waits for the build (it must not remove a blob from under it).
+        let _cache = lamina::gc::CacheLock::shared(&opts.cache_dir)?;
+        lamina::build(&spec, &opts, &mut log).await?
+    };
+    super::cache::after(&opts.cache_dir, cap, quiet);
     if a.output.json {
         return print_json(&report);
     }

@@ -45,3 +45,31 @@ pub fn ssl_cert_file() -> Option<PathBuf> {
 pub fn custom_s3_endpoint() -> bool {
     var("AWS_ENDPOINT_URL_S3").is_some() || var("AWS_ENDPOINT_URL").is_some()
 }
+
+/// `LAMINA_ROOTFS`: how `run`/`invoke` put an image's layers together — `overlay`, `copy`,
+/// or `auto` (the default: overlayfs where the kernel allows it in a user namespace).
+pub fn composition() -> anyhow::Result<lamina::run::Composition> {
+    use lamina::run::Composition;
+    match var("LAMINA_ROOTFS").as_deref().map(|v| v.to_str()) {
+        None | Some(Some("auto")) => Ok(Composition::Auto),
+        Some(Some("overlay")) => Ok(Composition::Overlay),
+        Some(Some("copy")) => Ok(Composition::Copy),
+        Some(v) => Err(lamina::Error::Usage(format!(
+            "LAMINA_ROOTFS is {:?}: it takes auto, overlay or copy",
+            v.unwrap_or("(not UTF-8)")
+        ))
+        .into()),
+    }
+}
+
+/// `LAMINA_CACHE_MAX`: the cache's size cap (`10G`, `500M`…), else [`lamina::gc::DEFAULT_MAX`].
+pub fn cache_max() -> anyhow::Result<u64> {
+    match var("LAMINA_CACHE_MAX") {
+        None => Ok(lamina::gc::DEFAULT_MAX),
+        Some(v) => {
+            let s = v.to_string_lossy();
+            lamina::gc::parse_size(&s)
+                .map_err(|e| lamina::Error::Usage(format!("LAMINA_CACHE_MAX: {e}")).into())
+        }
+    }
+}

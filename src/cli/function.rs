@@ -135,10 +135,25 @@ impl FunctionArgs {
         let r = parse_ref(&self.image, &cwd)?;
         let platform = parse_platform(self.platform.as_deref())?;
         let opts = self.options().await?;
-        let prepared = lamina::run::prepare(&r, platform, &network.options(false)?, &mut |s| {
-            eprintln!("lamina: {s}")
-        })
-        .await?;
+        // An OCI runtime takes one directory: the composed copy.
+        let how = match &self.runtime {
+            Some(_) => lamina::run::Composition::Copy,
+            None => super::env::composition()?,
+        };
+        let cap = super::env::cache_max()?;
+        let network_opts = network.options(false)?;
+        let prepared = {
+            // Pruning waits while the root file system is prepared; then the entries it uses
+            // are held by the sandbox (`Prepared::held`).
+            let _cache = lamina::gc::CacheLock::shared(&network_opts.cache_dir)?;
+            lamina::run::prepare_with(&r, platform, &network_opts, how, &mut |s| {
+                eprintln!("lamina: {s}")
+            })
+            .await?
+        };
+        if !prepared.reused {
+            super::cache::after(&network_opts.cache_dir, cap, false);
+        }
         if let Some(u) = &prepared.user {
             eprintln!(
                 "lamina: the image's USER {u} is not used: Lambda runs every function as its own user ({})",

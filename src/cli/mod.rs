@@ -3,6 +3,7 @@
 //! decided in [`exit`].
 
 pub mod build;
+pub mod cache;
 pub mod check;
 pub mod copy;
 pub mod deploy;

@@ -9,12 +9,14 @@
 //! invocation at a time; [`invoke_once`] runs one invocation and stops.
 
 mod cgroup;
+mod compose;
 mod env;
 mod extensions;
 mod http;
 mod ids;
 mod invocation;
 mod invoke_api;
+mod layers;
 mod rootfs;
 mod runtime_api;
 mod sandbox;
@@ -36,6 +38,7 @@ use crate::transport::{self, ReadMode, Source};
 pub use env::execution_env;
 pub use invocation::{Invoke, Outcome, Settings};
 pub use invoke_api::event_payload;
+pub use rootfs::Composition;
 pub use sandbox::{Isolation, LAMBDA_GID, LAMBDA_UID};
 pub use watch::{Watch, serve_watching};
 
@@ -134,8 +137,21 @@ pub struct Prepared {
     pub manifest_digest: Digest,
     /// The image's platform (the host's: lamina does not emulate).
     pub platform: Platform,
-    /// The unpacked root file system (in the cache).
+    /// The root file system: the composed copy (in the cache), or the empty directory the
+    /// sandbox mounts the overlay on.
     pub rootfs: PathBuf,
+    /// The directories the root file system is composed of, top first (the copy alone for a
+    /// copy).
+    pub stack: Vec<PathBuf>,
+    /// For overlayfs: the directory its `lowerdir` names are relative to, and the option.
+    pub overlay: Option<(PathBuf, String)>,
+    /// How the layers were put together.
+    pub composition: Composition,
+    /// How many layers were unpacked now (the others came from the cache).
+    pub unpacked_layers: usize,
+    /// Shared locks on the cache entries the root file system is made of: while any clone of
+    /// this lives, pruning the cache leaves them alone.
+    pub held: std::sync::Arc<Vec<std::fs::File>>,
     /// The root file system came from the cache.
     pub reused: bool,
     /// Device nodes of the image not reproduced.
@@ -250,12 +266,25 @@ fn workdir_of(src: &Source) -> String {
 }
 
 /// Read the image `r` for this machine and unpack its root file system into the cache
-/// (`opts.cache_dir`, unpacked on the blocking pool), or find it there. `log` hears what is
-/// done.
+/// (`opts.cache_dir`, unpacked on the blocking pool), or find it there, composed as
+/// [`Composition::Auto`] chooses. `log` hears what is done.
 pub async fn prepare(
     r: &ImageRef,
     platform: Option<Platform>,
     opts: &Options,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Result<Prepared> {
+    prepare_with(r, platform, opts, Composition::Auto, log).await
+}
+
+/// [`prepare`], composing the layers as `how` says (an OCI runtime takes one directory:
+/// [`Composition::Copy`]). Only the layers missing from the cache are unpacked (each once, shared
+/// by every image built on it); `log` hears how many, and which composition is used.
+pub async fn prepare_with(
+    r: &ImageRef,
+    platform: Option<Platform>,
+    opts: &Options,
+    how: Composition,
     log: &mut (dyn FnMut(String) + Send),
 ) -> Result<Prepared> {
     let shown = r.to_string();
@@ -263,30 +292,33 @@ pub async fn prepare(
     let src = read_for_host(r, platform, host, opts).await?;
     let workdir = workdir_of(&src);
     let started = Instant::now();
-    let (cache, digest, layers, wd, name) = (
+    let (cache, layers, wd, name) = (
         opts.cache_dir.clone(),
-        src.manifest_digest.clone(),
         src.image.layers.clone(),
         workdir.clone(),
         shown.clone(),
     );
     let unpacked = crate::task::blocking("unpacking the image", move || {
-        rootfs::unpack_cached(&cache, &digest, &layers, &wd, &name)
+        rootfs::unpack_cached(&cache, &layers, &wd, &name, how, &sandbox::overlay_mounts)
     })
     .await?;
+    let n = src.image.layers.len();
+    let how_shown = match &unpacked.composition {
+        Composition::Overlay => format!("overlayfs of {} directories", unpacked.stack.len()),
+        _ => format!("a composed copy in {}", unpacked.rootfs.display()),
+    };
     if unpacked.reused {
         log(format!(
-            "reusing the root file system of {} ({})",
-            src.manifest_digest,
-            unpacked.rootfs.display()
+            "reusing the root file system of {} ({n} cached layers; {how_shown})",
+            src.manifest_digest
         ));
     } else {
         log(format!(
-            "unpacked {} layers of {} into {} in {:.2}s",
-            src.image.layers.len(),
+            "unpacked {} of the {n} layers of {} in {:.2}s ({} from the cache); root file system: {how_shown}",
+            unpacked.unpacked,
             src.manifest_digest,
-            unpacked.rootfs.display(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            n - unpacked.unpacked
         ));
     }
     if !unpacked.skipped.is_empty() {
@@ -302,6 +334,11 @@ pub async fn prepare(
         manifest_digest: src.manifest_digest.clone(),
         platform: host,
         rootfs: unpacked.rootfs,
+        stack: unpacked.stack,
+        overlay: unpacked.overlay,
+        composition: unpacked.composition,
+        unpacked_layers: unpacked.unpacked,
+        held: std::sync::Arc::new(unpacked.held),
         reused: unpacked.reused,
         skipped: unpacked.skipped,
         entrypoint: c.entrypoint().clone().unwrap_or_default(),
@@ -356,9 +393,10 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
     for (k, v) in &o.env {
         set(&mut env, k, v.clone());
     }
-    let program = resolve_program(&p.rootfs, &args[0], &p.workdir, &env);
+    let program = resolve_program(&p.stack, &args[0], &p.workdir, &env);
     Ok(sandbox::Spec {
         rootfs: p.rootfs.clone(),
+        overlay: p.overlay.clone(),
         program,
         args,
         env,
@@ -366,43 +404,55 @@ pub fn process(p: &Prepared, o: &RunOptions, runtime_api: &str) -> Result<sandbo
         hostname: "lamina".to_owned(),
         user: o.user,
         cgroup_procs: None,
-        extensions: external_extensions(&p.rootfs),
+        extensions: external_extensions(&p.stack),
     })
 }
 
-/// The external extensions of the image: executable files in `/opt/extensions`, by name.
-fn external_extensions(root: &Path) -> Vec<String> {
+/// The external extensions of the image: executable files in `/opt/extensions`, by name. The
+/// directory may be spread over several layers of the stack: names are gathered from each, and
+/// each is then looked up through the whole stack (whiteouts and links applied).
+fn external_extensions(stack: &[PathBuf]) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(Some(dir)) = rootfs::lookup(root, Path::new("/opt/extensions")) else {
+    let Ok(Some((rel, _))) = rootfs::lookup(stack, Path::new("/opt/extensions")) else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter(|e| {
-            e.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .collect();
-    names.sort();
+    let mut names = std::collections::BTreeSet::new();
+    for layer in stack {
+        if let Ok(entries) = std::fs::read_dir(layer.join(&rel)) {
+            names.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned)),
+            );
+        }
+    }
     names
         .into_iter()
         .map(|n| format!("/opt/extensions/{n}"))
+        .filter(|p| {
+            rootfs::lookup(stack, Path::new(p))
+                .ok()
+                .flatten()
+                .and_then(|(_, host)| std::fs::metadata(host).ok())
+                .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .collect()
 }
 
 /// The absolute path (inside the image) of the program `name`: looked up in `PATH` when it has
 /// no `/`, taken from `workdir` when relative. Left as given when not found (the exec then
 /// fails as Lambda's would, with `Runtime.InvalidEntrypoint`).
-fn resolve_program(root: &Path, name: &str, workdir: &str, env: &[(String, String)]) -> String {
+fn resolve_program(
+    stack: &[PathBuf],
+    name: &str,
+    workdir: &str,
+    env: &[(String, String)],
+) -> String {
     let found = |p: &Path| {
-        rootfs::lookup(root, p)
+        rootfs::lookup(stack, p)
             .ok()
             .flatten()
-            .filter(|rel| root.join(rel).is_file())
+            .filter(|(_, host)| host.is_file())
             .is_some()
     };
     if name.starts_with('/') {
@@ -596,6 +646,11 @@ mod tests {
             manifest_digest: Digest::of(b"m"),
             platform: Platform::LinuxAmd64,
             rootfs: root.to_owned(),
+            stack: vec![root.to_owned()],
+            overlay: None,
+            composition: Composition::Copy,
+            unpacked_layers: 0,
+            held: Default::default(),
             reused: false,
             skipped: Vec::new(),
             entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),

@@ -1,86 +1,172 @@
-//! An image's root file system on disk, for `lamina run`: its layers applied in order with the
-//! OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`), into a cache directory keyed by the manifest
-//! digest and reused once complete.
+//! An image's root file system on disk, for `lamina run`, built from its layers rather than
+//! per image: each layer is unpacked once into its own cache entry (`layers`), and an image's
+//! layers are composed at run time (`compose`) — by overlayfs inside the sandbox's user
+//! namespace where the kernel allows it, else into one directory of hard links. A code change
+//! then unpacks only the code layer.
+//!
+//! The cache, `<cache>/rootfs/<key>/`: every entry holds `rootfs/` (the directory) and
+//! [`MARKER`], written last (without it the entry is an interrupted unpack). Keys:
+//!
+//! - a layer: its *chain id* (OCI image spec: the diff_id of the bottom layer, then
+//!   `sha256(chain-below + " " + diff_id)`), not its diff_id alone, because a layer's entries
+//!   are placed by resolving their parent directories through the layers below it (a link
+//!   `lib -> usr/lib` of the base decides where the next layer's `lib/x.so` goes), and its
+//!   whiteouts only mean something over them. Layers shared as a prefix (a base and its
+//!   dependencies) are shared by every image built on them;
+//! - the image's small top layer (the sandbox's mount points and the image's working
+//!   directory, created where the image lacks them): `sha256("top " chain workdir)`;
+//! - a composed copy (the fallback): `sha256("copy " chain workdir)`.
+//!
+//! Inside a layer's `rootfs/`, a whiteout is what overlayfs reads: a character device 0/0 for a
+//! hidden name (which Linux lets an unprivileged user create), and a `user.overlay.opaque=y`
+//! extended attribute on an opaque directory (overlayfs' `userxattr` form, the one a user
+//! namespace may use). Lower layers' directories are copied up (mode and time kept) where a
+//! layer puts something in them.
 //!
 //! Extraction is meant to be safe for an unprivileged user and a hostile layer: every path is
 //! cleaned (an entry or a hard-link target that climbs above the root is refused), parent
-//! directories are resolved *inside* the root (a symbolic link, absolute or relative, is followed
-//! as the sandbox will see it, never out to the host), and the last component is never followed
-//! (an existing link there is replaced, as container runtimes do). Modes, symbolic links, hard
-//! links, fifos and modification times are kept; ownership is not (the sandbox maps the user
-//! running lamina to root, so every file belongs to root inside); setuid and setgid bits are
-//! dropped; device nodes are skipped (the sandbox provides `/dev`).
+//! directories are resolved *inside* the root as composed so far (a symbolic link, absolute or
+//! relative, is followed as the sandbox will see it, never out to the host), and the last
+//! component is never followed (an existing link there is replaced, as container runtimes do).
+//! Modes, symbolic links, hard links, fifos and modification times are kept; ownership is not
+//! (the sandbox maps the user running lamina into the namespace, so every file has one owner
+//! inside); setuid and setgid bits are dropped; device nodes are skipped (the sandbox provides
+//! `/dev`).
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, Metadata};
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::digest::{Digest, HashingReader};
-use crate::error::{Error, IoContext, Result};
+use crate::digest::Digest;
+use crate::error::{IoContext, Result};
 use crate::image::Layer;
-use crate::image::fs::{
-    Entry, Follow, MAX_LINK_TARGET, MAX_LINKS, ResolveError, Tree, Whiteout, resolve, whiteout,
-};
-use crate::image::media::Compression;
+use crate::image::fs::{Entry, Follow, MAX_LINKS, ResolveError, Tree, resolve};
+
+use super::{compose, layers};
 
 /// The file written last into a cache entry: without it the entry is an interrupted unpack.
-pub const MARKER: &str = "complete";
+pub const MARKER: &str = crate::gc::ROOTFS_MARKER;
 
 /// Directories the sandbox mounts over (`/proc`, `/dev`, `/tmp`): created when an image lacks
 /// them, so that nothing has to be created in the read-only root at run time.
 pub const MOUNT_POINTS: [&str; 3] = ["proc", "dev", "tmp"];
 
+/// The extended attribute marking an opaque directory for overlayfs mounted with `userxattr`.
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// How an image's layers are put together for the sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Composition {
+    /// overlayfs in the sandbox's user namespace when the kernel allows it, else a copy.
+    #[default]
+    Auto,
+    /// overlayfs, read-only, over the layers' directories.
+    Overlay,
+    /// One directory of hard links (copies across file systems) to the layers' files.
+    Copy,
+}
+
+impl std::fmt::Display for Composition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Composition::Auto => "auto",
+            Composition::Overlay => "overlay",
+            Composition::Copy => "copy",
+        })
+    }
+}
+
 /// A root file system ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Unpacked {
-    /// The root directory.
+    /// The root directory: the composed copy, or (overlay) the empty directory the sandbox
+    /// mounts the overlay on.
     pub rootfs: PathBuf,
-    /// It was in the cache already.
+    /// The directories the root is composed of, top first (one, the copy, for a copy): what
+    /// [`lookup`] searches on the host.
+    pub stack: Vec<PathBuf>,
+    /// For overlay: the directory the `lowerdir` names are relative to, and the option.
+    pub overlay: Option<(PathBuf, String)>,
+    /// Which composition was used.
+    pub composition: Composition,
+    /// Layers unpacked now (the others came from the cache).
+    pub unpacked: usize,
+    /// Nothing had to be unpacked or composed: everything came from the cache.
     pub reused: bool,
     /// What could not be reproduced (device nodes), for a note to the user.
     pub skipped: Vec<String>,
+    /// Shared locks on the entries used, which keep pruning from removing them.
+    pub held: Vec<fs::File>,
 }
 
-/// `<cache>/rootfs/<manifest hex>`: the cache entry of one image manifest.
-pub fn cache_entry(cache_dir: &Path, manifest: &Digest) -> PathBuf {
-    cache_dir.join("rootfs").join(manifest.hex())
+/// `<cache>/rootfs`: where layer, top and composed entries live.
+pub fn rootfs_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("rootfs")
 }
 
-/// The unpacked root of a complete cache entry, if there is one.
-pub fn cached(cache_dir: &Path, manifest: &Digest) -> Option<PathBuf> {
-    let entry = cache_entry(cache_dir, manifest);
+/// The chain ids of `layers`, bottom first (OCI image spec, "ChainID").
+pub fn chain_ids(layers: &[Layer]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(layers.len());
+    for l in layers {
+        let next = match out.last() {
+            None => l.diff_id.clone(),
+            Some(below) => Digest::of(format!("{below} {}", l.diff_id).as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// The key of a derived entry (`top`, `copy`) of the image whose layer chain ends in `chain`.
+fn derived_key(kind: &str, chain: Option<&Digest>, workdir: &str) -> String {
+    let chain = chain.map(Digest::to_string).unwrap_or_default();
+    Digest::of(format!("{kind} {chain} {workdir}").as_bytes())
+        .hex()
+        .to_owned()
+}
+
+/// The `rootfs/` of a complete cache entry, if there is one.
+pub fn cached(entry: &Path) -> Option<PathBuf> {
     let rootfs = entry.join("rootfs");
     (entry.join(MARKER).is_file() && rootfs.is_dir()).then_some(rootfs)
 }
 
-/// The root file system of the image whose manifest is `manifest` and whose layers are
-/// `layers`: from the cache when complete, else unpacked (each layer verified against its digest
-/// and diff_id as it streams) into a temporary directory beside the entry, the marker written
-/// last, then moved into place in one rename. The image's `workdir` is created when missing, as
-/// container runtimes create it (the root is read-only once running).
-pub fn unpack_cached(
-    cache_dir: &Path,
-    manifest: &Digest,
-    layers: &[Layer],
-    workdir: &str,
-    reference: &str,
-) -> Result<Unpacked> {
-    if let Some(rootfs) = cached(cache_dir, manifest) {
-        return Ok(Unpacked {
-            rootfs,
-            reused: true,
-            skipped: Vec::new(),
-        });
+/// The file whose modification time says when a cache entry was last used (lamina's own
+/// record, for least-recently-used eviction: access times are unreliable).
+pub const LAST_USED: &str = crate::gc::ROOTFS_LAST_USED;
+
+/// Record that the entry was used now, for least-recently-used eviction.
+pub fn touch(entry: &Path) {
+    // Best effort: an entry that cannot be timed only looks older than it is.
+    let _ = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(entry.join(LAST_USED))
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// The cache entry `<rootfs dir>/<key>`: reused when complete, else built by `build` into
+/// `rootfs/` of a staging directory beside it, the marker (`marker` as its text) written last,
+/// then moved into place in one rename. True when it was built now.
+pub fn entry_cached<T>(
+    parent: &Path,
+    key: &str,
+    marker: &str,
+    build: impl FnOnce(&Path) -> Result<T>,
+) -> Result<(PathBuf, Option<T>)> {
+    let entry = parent.join(key);
+    if cached(&entry).is_some() {
+        touch(&entry);
+        return Ok((entry, None));
     }
-    let entry = cache_entry(cache_dir, manifest);
-    let parent = entry.parent().expect("a cache entry has a parent");
     fs::create_dir_all(parent).at("creating", parent)?;
-    // Owned while it is unpacked: removed on error, on SIGINT/SIGTERM, or by a later lamina
+    // Owned while it is built: removed on error, on SIGINT/SIGTERM, or by a later lamina
     // when this one was killed (see crate::staging).
     let (tmp, _owner) = crate::staging::dir_in(parent, ".unpack-")
         .at("creating a directory in", parent)?
@@ -91,39 +177,139 @@ pub fn unpack_cached(
         .mode(0o755)
         .create(&root)
         .at("creating", &root)?;
-    let mut u = Unpacker::new(&root);
-    for l in layers {
-        u.apply_layer(l, reference)?;
-    }
-    u.finish(workdir)
-        .at("finishing the root file system in", &root)?;
-    let marker = guard.0.join(MARKER);
-    fs::write(&marker, format!("{manifest}\n")).at("writing", &marker)?;
+    let out = build(&root)?;
+    let m = guard.0.join(MARKER);
+    fs::write(&m, format!("{marker}\n")).at("writing", &m)?;
     if entry.exists() {
         // An interrupted unpack left it (no marker), or another lamina just finished it.
-        if let Some(rootfs) = cached(cache_dir, manifest) {
-            return Ok(Unpacked {
-                rootfs,
-                reused: true,
-                skipped: u.skipped,
-            });
+        if cached(&entry).is_some() {
+            return Ok((entry, Some(out)));
         }
         remove_tree(&entry).at("removing the incomplete", &entry)?;
     }
     match fs::rename(&guard.0, &entry) {
-        Ok(()) => {
-            std::mem::forget(guard);
-        }
+        Ok(()) => std::mem::forget(guard),
         Err(e) => {
-            if cached(cache_dir, manifest).is_none() {
-                return Err(e).at("moving the unpacked image to", &entry);
+            if cached(&entry).is_none() {
+                return Err(e).at("moving the unpacked files to", &entry);
             }
         }
     }
+    Ok((entry, Some(out)))
+}
+
+/// [`entry_cached`], the entry then held in use ([`crate::gc::hold`]); built again should
+/// pruning have removed it between the two.
+fn entry_held<T>(
+    parent: &Path,
+    key: &str,
+    marker: &str,
+    mut build: impl FnMut(&Path) -> Result<T>,
+    held: &mut Vec<fs::File>,
+) -> Result<(PathBuf, Option<T>)> {
+    let mut tries = 0;
+    loop {
+        let (entry, built) = entry_cached(parent, key, marker, &mut build)?;
+        tries += 1;
+        match crate::gc::hold(&entry) {
+            Ok(f) if cached(&entry).is_some() => {
+                held.push(f);
+                return Ok((entry, built));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at("locking", &entry),
+        }
+        if tries >= 3 {
+            return Err(io::Error::other(
+                "removed by a concurrent pruning three times",
+            ))
+            .at("keeping", &entry);
+        }
+    }
+}
+
+/// The root file system of the image whose layers are `layers` with working directory
+/// `workdir`: every layer unpacked into the cache (each verified against its digest and diff_id
+/// as it streams) unless there already, the top layer made, then composed as `how` says
+/// (`probe` tells whether overlayfs can mount a given `lowerdir` here).
+pub fn unpack_cached(
+    cache_dir: &Path,
+    layers: &[Layer],
+    workdir: &str,
+    reference: &str,
+    how: Composition,
+    probe: &dyn Fn(&Path, &str, &Path) -> bool,
+) -> Result<Unpacked> {
+    let dir = rootfs_dir(cache_dir);
+    let chains = chain_ids(layers);
+    let mut stack: Vec<PathBuf> = Vec::new(); // bottom first while built
+    let mut unpacked = 0;
+    let mut skipped = Vec::new();
+    let mut held = Vec::new();
+    for (l, chain) in layers.iter().zip(&chains) {
+        let below: Vec<PathBuf> = stack.iter().rev().cloned().collect();
+        let (entry, built) = entry_held(
+            &dir,
+            chain.hex(),
+            &format!("layer {chain}"),
+            |root| layers::unpack_layer(root, &below, l, reference),
+            &mut held,
+        )?;
+        if let Some(s) = built {
+            unpacked += 1;
+            skipped.extend(s);
+        }
+        stack.push(entry.join("rootfs"));
+    }
+    let top_chain = chains.last();
+    let below: Vec<PathBuf> = stack.iter().rev().cloned().collect();
+    let (top, built_top) = entry_held(
+        &dir,
+        &derived_key("top", top_chain, workdir),
+        "top",
+        |root| layers::make_top(root, &below, workdir),
+        &mut held,
+    )?;
+    stack.push(top.join("rootfs"));
+    stack.reverse(); // top first from here on
+    let reused = unpacked == 0 && built_top.is_none();
+    if how != Composition::Copy
+        && let Some(lowerdir) = compose::lowerdir(&dir, &stack)
+    {
+        let mnt = compose::mount_point(&dir)?;
+        if how == Composition::Overlay || probe(&dir, &lowerdir, &mnt) {
+            return Ok(Unpacked {
+                rootfs: mnt,
+                stack,
+                overlay: Some((dir, lowerdir)),
+                composition: Composition::Overlay,
+                unpacked,
+                reused,
+                skipped,
+                held,
+            });
+        }
+    }
+    let bottom_first: Vec<PathBuf> = stack.iter().rev().cloned().collect();
+    let mut copy_held = Vec::new();
+    let (copy, built) = entry_held(
+        &dir,
+        &derived_key("copy", top_chain, workdir),
+        "copy",
+        |root| compose::copy(root, &bottom_first),
+        &mut copy_held,
+    )?;
+    let rootfs = copy.join("rootfs");
     Ok(Unpacked {
-        rootfs: entry.join("rootfs"),
-        reused: false,
-        skipped: u.skipped,
+        stack: vec![rootfs.clone()],
+        rootfs,
+        overlay: None,
+        composition: Composition::Copy,
+        unpacked,
+        reused: reused && built.is_none(),
+        skipped,
+        held: copy_held,
     })
 }
 
@@ -138,28 +324,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Remove `path` and everything below it, opening up directory modes first (an image may hold
-/// directories its owner cannot write). Symbolic links are removed, never followed.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    fn open_up(p: &Path) -> io::Result<()> {
-        let m = fs::symlink_metadata(p)?;
-        if m.is_dir() {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o700))?;
-            for e in fs::read_dir(p)? {
-                open_up(&e?.path())?;
-            }
-        }
-        Ok(())
-    }
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        Ok(m) if !m.is_dir() => return fs::remove_file(path),
-        Ok(_) => {}
-    }
-    open_up(path)?;
-    fs::remove_dir_all(path)
-}
+pub use crate::cache::remove_tree;
 
 /// An archive path made relative and clean: `/`, `.` and empty components dropped, `..`
 /// climbing (lexically, as Docker cleans entry names). `None` when it climbs above the root.
@@ -179,19 +344,203 @@ pub fn clean(path: &[u8]) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Is `m` an overlay whiteout (a character device 0/0)?
+pub fn is_whiteout(m: &Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// Does the directory `p` carry overlayfs' opaque mark (`user.overlay.opaque=y`)?
+pub fn is_opaque(p: &Path) -> bool {
+    let (Ok(path), Ok(name)) = (
+        CString::new(p.as_os_str().as_bytes()),
+        CString::new(OPAQUE_XATTR),
+    ) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: act as a file system without user extended attributes.
+    pub(super) static NO_XATTRS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Mark the directory `p` opaque for overlayfs (`ENOTSUP` where the file system keeps no user
+/// extended attributes).
+pub fn set_opaque(p: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if NO_XATTRS.with(|n| n.get()) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSUP));
+    }
+    let path = CString::new(p.as_os_str().as_bytes())?;
+    let name = CString::new(OPAQUE_XATTR)?;
+    // SAFETY: both strings are NUL-terminated and the value is one readable byte.
+    let r = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Directories composed top first, as overlayfs composes them: a path is what the topmost
+/// directory holding it has there, unless a whiteout hides it, a non-directory stands at one of
+/// its ancestors, or an opaque directory above cuts the lower ones off.
+pub fn find(stack: &[PathBuf], rel: &Path) -> io::Result<Option<(PathBuf, Metadata)>> {
+    let comps: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    if comps.is_empty() {
+        return match stack.first() {
+            Some(top) => Ok(Some((top.clone(), fs::symlink_metadata(top)?))),
+            None => Ok(None),
+        };
+    }
+    for dir in stack {
+        let mut p = dir.clone();
+        let mut cut = false;
+        for (k, c) in comps.iter().enumerate() {
+            p.push(c);
+            let m = match fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if is_whiteout(&m) {
+                return Ok(None);
+            }
+            if k + 1 == comps.len() {
+                return Ok(Some((p, m)));
+            }
+            if !m.is_dir() {
+                return Ok(None);
+            }
+            cut |= is_opaque(&p);
+        }
+        if cut {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+/// A stack of directories on disk as a [`Tree`], for one resolution: it remembers, for each
+/// directory it has met, which layers' directories are merged there, so that each look-up costs
+/// one `lstat` per layer rather than one per layer and component.
+struct OnDisk<'a> {
+    stack: &'a [PathBuf],
+    /// Directory (relative path) -> the layers (indexes into `stack`, top first) holding a
+    /// directory there that shows through.
+    merged: HashMap<Vec<u8>, Vec<usize>>,
+}
+
+impl<'a> OnDisk<'a> {
+    fn new(stack: &'a [PathBuf]) -> Self {
+        OnDisk {
+            stack,
+            merged: HashMap::new(),
+        }
+    }
+
+    /// The layers merged at the directory `dir` (`""` for the root).
+    fn merged_at(&mut self, dir: &[u8]) -> io::Result<Vec<usize>> {
+        if dir.is_empty() {
+            return Ok((0..self.stack.len()).collect());
+        }
+        if let Some(l) = self.merged.get(dir) {
+            return Ok(l.clone());
+        }
+        // Not met in this resolution (the contract says it was): work it out from the root.
+        let mut at: Vec<u8> = Vec::new();
+        for c in dir.split(|b| *b == b'/') {
+            if !at.is_empty() {
+                at.push(b'/');
+            }
+            at.extend_from_slice(c);
+            if !self.merged.contains_key(&at) {
+                let probe = at.clone();
+                self.look(&probe)?;
+            }
+        }
+        Ok(self.merged.get(dir).cloned().unwrap_or_default())
+    }
+
+    /// What is at `path`, and the host file showing there; directories remembered.
+    fn look(&mut self, path: &[u8]) -> io::Result<Option<(PathBuf, Metadata)>> {
+        let parent = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => &path[..i],
+            None => b"",
+        };
+        let layers = self.merged_at(parent)?;
+        let rel = Path::new(OsStr::from_bytes(path));
+        let mut found: Option<(PathBuf, Metadata)> = None;
+        let mut dirs = Vec::new();
+        for i in layers {
+            let host = self.stack[i].join(rel);
+            let m = match fs::symlink_metadata(&host) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            if is_whiteout(&m) || !m.is_dir() {
+                // Hides what is below; shows itself if nothing above did.
+                if found.is_none() && !is_whiteout(&m) {
+                    found = Some((host, m));
+                }
+                break;
+            }
+            let last = i + 1 == self.stack.len();
+            let opaque = !last && is_opaque(&host);
+            if found.is_none() {
+                found = Some((host, m));
+            }
+            dirs.push(i);
+            if opaque {
+                break;
+            }
+        }
+        if found.as_ref().is_some_and(|(_, m)| m.is_dir()) {
+            self.merged.insert(path.to_vec(), dirs);
+        }
+        Ok(found)
+    }
+}
+
+impl Tree for OnDisk<'_> {
+    type Error = io::Error;
+    fn entry(&mut self, path: &[u8]) -> io::Result<Entry> {
+        match self.look(path)? {
+            None => Ok(Entry::Missing),
+            Some((_, m)) if m.is_dir() => Ok(Entry::Dir),
+            Some((host, m)) if m.file_type().is_symlink() => Ok(Entry::Symlink(
+                fs::read_link(&host)?.into_os_string().into_vec(),
+            )),
+            Some(_) => Ok(Entry::Other),
+        }
+    }
+}
+
 fn not_a_dir(p: &[u8]) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotADirectory,
         format!("/{} is not a directory", String::from_utf8_lossy(p)),
-    )
-}
-
-/// `.wh..` / `.wh...`: see [`Whiteout::Invalid`].
-fn invalid_whiteout() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "a whiteout of `.` or `..`, which names no file of a lower layer (taken literally it \
-         would delete the directory holding it): the layer is corrupt or hostile",
     )
 }
 
@@ -202,70 +551,45 @@ fn too_many_links(p: &Path) -> io::Error {
     ))
 }
 
-/// The unpacked root on disk as a [`Tree`]. With `create`, a missing directory is made
-/// (mode 0755, as runtimes do for a layer's implied parents) when resolution reaches it.
-struct OnDisk<'a> {
-    root: &'a Path,
-    create: bool,
-}
-
-impl Tree for OnDisk<'_> {
-    type Error = io::Error;
-    fn entry(&mut self, path: &[u8]) -> io::Result<Entry> {
-        let host = self.root.join(OsStr::from_bytes(path));
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => Ok(Entry::Dir),
-            Ok(m) if m.file_type().is_symlink() => Ok(Entry::Symlink(
-                fs::read_link(&host)?.into_os_string().into_vec(),
-            )),
-            Ok(_) => Ok(Entry::Other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.create => {
-                fs::DirBuilder::new().mode(0o755).create(&host)?;
-                Ok(Entry::Dir)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Resolve the directory `dir` (relative to `root`) as the sandbox will see it: symbolic links
-/// followed inside `root`, `..` never above it. Missing directories are created (mode 0755, as
-/// runtimes do for a layer's implied parents) when `create`, else give `None`. The result is
-/// relative to `root` and names a real directory reached without leaving it.
-pub fn resolve_dir(root: &Path, dir: &Path, create: bool) -> io::Result<Option<PathBuf>> {
+/// Resolve the directory `dir` in the composed `stack` as the sandbox will see it: symbolic
+/// links followed inside it, `..` never above it. `Ok(Err(missing))` names the first missing
+/// component (relative to the root, links resolved) when there is one. The result is relative to
+/// the root and names a real directory reached without leaving it.
+pub fn resolve_dir(
+    stack: &[PathBuf],
+    dir: &Path,
+) -> io::Result<std::result::Result<PathBuf, PathBuf>> {
     let follow = Follow {
         last: true,
         lenient: false,
         confined: false,
     };
-    let tree = &mut OnDisk { root, create };
-    match resolve(tree, dir.as_os_str().as_bytes(), follow) {
-        Ok(r) if r.entry == Entry::Dir => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
+    match resolve(&mut OnDisk::new(stack), dir.as_os_str().as_bytes(), follow) {
+        Ok(r) if r.entry == Entry::Dir => Ok(Ok(PathBuf::from(OsString::from_vec(r.path)))),
         Ok(r) => Err(not_a_dir(&r.path)),
-        Err(ResolveError::Missing(_)) => Ok(None),
+        Err(ResolveError::Missing(p)) => Ok(Err(PathBuf::from(OsString::from_vec(p)))),
         Err(ResolveError::NotADirectory(p)) => Err(not_a_dir(&p)),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(dir)),
         // Not confined: `..` stays at the root.
-        Err(ResolveError::Escapes) => Ok(None),
+        Err(ResolveError::Escapes) => Ok(Err(PathBuf::new())),
         Err(ResolveError::Tree(e)) => Err(e),
     }
 }
 
-/// Find `path` (absolute in the image, or relative to its root) inside `root`, following every
-/// symbolic link inside it: the resolved path relative to `root`, if it exists.
-pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
+/// Find `path` (absolute in the image, or relative to its root) in the composed `stack`,
+/// following every symbolic link inside it: the resolved path relative to the root, and the
+/// host file holding it, if it exists.
+pub fn lookup(stack: &[PathBuf], path: &Path) -> io::Result<Option<(PathBuf, PathBuf)>> {
     let follow = Follow {
         last: true,
         lenient: false,
         confined: false,
     };
-    let tree = &mut OnDisk {
-        root,
-        create: false,
-    };
-    match resolve(tree, path.as_os_str().as_bytes(), follow) {
-        Ok(r) => Ok(Some(PathBuf::from(OsString::from_vec(r.path)))),
+    match resolve(&mut OnDisk::new(stack), path.as_os_str().as_bytes(), follow) {
+        Ok(r) => {
+            let rel = PathBuf::from(OsString::from_vec(r.path));
+            Ok(find(stack, &rel)?.map(|(host, _)| (rel, host)))
+        }
         Err(ResolveError::Missing(_) | ResolveError::NotADirectory(_)) => Ok(None),
         Err(ResolveError::TooManyLinks) => Err(too_many_links(path)),
         // Not confined: `..` stays at the root.
@@ -275,7 +599,7 @@ pub fn lookup(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
 }
 
 /// Remove whatever is at `host` (a directory with its contents; a link itself).
-fn clear(host: &Path) -> io::Result<()> {
+pub fn clear(host: &Path) -> io::Result<()> {
     match fs::symlink_metadata(host) {
         Ok(m) if m.is_dir() => remove_tree(host),
         Ok(_) => fs::remove_file(host),
@@ -284,12 +608,12 @@ fn clear(host: &Path) -> io::Result<()> {
     }
 }
 
-fn mtime_of(secs: u64) -> SystemTime {
+pub(super) fn mtime_of(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// Set a path's modification (and access) time without following a symbolic link.
-fn set_mtime_nofollow(host: &Path, secs: u64) -> io::Result<()> {
+pub(super) fn set_mtime_nofollow(host: &Path, secs: u64) -> io::Result<()> {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs as i64, 0);
@@ -303,325 +627,8 @@ fn set_mtime_nofollow(host: &Path, secs: u64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// Applies layers, in order, to one directory.
-struct Unpacker<'a> {
-    root: &'a Path,
-    /// Directories an entry declared: their mode and mtime, applied at the end (until then each
-    /// is kept writable by its owner so later entries can go in).
-    dirs: BTreeMap<PathBuf, (u32, u64)>,
-    /// Paths (resolved, relative to the root) the current layer wrote, and their ancestors:
-    /// a whiteout only hides what lower layers put there.
-    written: HashSet<PathBuf>,
-    ancestors: HashSet<PathBuf>,
-    skipped: Vec<String>,
-}
-
-fn bad_layer(l: &Layer, reference: &str, msg: impl std::fmt::Display) -> Error {
-    Error::image(reference, format!("layer {}: {msg}", l.digest))
-}
-
-impl<'a> Unpacker<'a> {
-    fn new(root: &'a Path) -> Self {
-        Unpacker {
-            root,
-            dirs: BTreeMap::new(),
-            written: HashSet::new(),
-            ancestors: HashSet::new(),
-            skipped: Vec::new(),
-        }
-    }
-
-    /// Stream one layer blob (gzip or plain tar) into the root, checking its digest and size,
-    /// and the digest of the tar stream against the diff_id.
-    fn apply_layer(&mut self, l: &Layer, reference: &str) -> Result<()> {
-        self.written.clear();
-        self.ancestors.clear();
-        let f = File::open(&l.path).map_err(|e| {
-            bad_layer(
-                l,
-                reference,
-                format!("cannot open {}: {e}", l.path.display()),
-            )
-        })?;
-        let mut blob = HashingReader::new(f);
-        let diff_id = {
-            let mut buf = BufReader::with_capacity(1 << 20, &mut blob);
-            let compression =
-                Compression::sniff(buf.fill_buf().map_err(|e| bad_layer(l, reference, e))?);
-            let decoded: Box<dyn Read + '_> = match compression {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
-                Compression::Zstd => {
-                    return Err(bad_layer(
-                        l,
-                        reference,
-                        "is zstd-compressed; lamina run reads gzip and uncompressed layers",
-                    ));
-                }
-                Compression::None => Box::new(buf),
-            };
-            let mut tar_stream = HashingReader::new(decoded);
-            let unreadable =
-                |e: io::Error| bad_layer(l, reference, format!("is not a readable tar: {e}"));
-            for entry in tar::Archive::new(&mut tar_stream)
-                .entries()
-                .map_err(unreadable)?
-            {
-                let entry = entry.map_err(unreadable)?;
-                let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                self.apply_entry(entry)
-                    .map_err(|e| bad_layer(l, reference, format!("entry `{shown}`: {e}")))?;
-            }
-            io::copy(&mut tar_stream, &mut io::sink()).map_err(unreadable)?;
-            tar_stream.finish().1
-        };
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| bad_layer(l, reference, e))?;
-        let (_, digest, size) = blob.finish();
-        if digest != l.digest || size != l.size {
-            return Err(bad_layer(
-                l,
-                reference,
-                format!(
-                    "the blob does not match its descriptor ({digest}, {size} bytes; expected {} bytes): the image is corrupt",
-                    l.size
-                ),
-            ));
-        }
-        if diff_id != l.diff_id {
-            return Err(bad_layer(
-                l,
-                reference,
-                format!(
-                    "its tar stream is {diff_id}, but the config's diff_id is {}: the image is corrupt",
-                    l.diff_id
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn note_written(&mut self, rel: &Path) {
-        self.written.insert(rel.to_owned());
-        let mut p = rel.parent();
-        while let Some(a) = p {
-            if !self.ancestors.insert(a.to_owned()) {
-                break;
-            }
-            p = a.parent();
-        }
-    }
-
-    /// Forget the declared modes of `rel` and everything below it (it was removed).
-    fn forget(&mut self, rel: &Path) {
-        let gone: Vec<PathBuf> = self
-            .dirs
-            .range(rel.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(rel))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in gone {
-            self.dirs.remove(&k);
-        }
-    }
-
-    fn remove(&mut self, rel: &Path) -> io::Result<()> {
-        self.forget(rel);
-        clear(&self.root.join(rel))
-    }
-
-    /// An opaque whiteout on `dir`: remove everything below it that lower layers put there.
-    fn prune(&mut self, dir: &Path) -> io::Result<()> {
-        let host = self.root.join(dir);
-        let mut names: Vec<OsString> = Vec::new();
-        for e in fs::read_dir(&host)? {
-            names.push(e?.file_name());
-        }
-        for n in names {
-            let child = dir.join(&n);
-            let is_dir = fs::symlink_metadata(self.root.join(&child))?.is_dir();
-            if self.written.contains(&child) || self.ancestors.contains(&child) {
-                if is_dir {
-                    self.prune(&child)?;
-                }
-            } else {
-                self.remove(&child)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A whiteout entry in `parent_rel`: hide what lower layers put there.
-    fn apply_whiteout(&mut self, parent_rel: &Path, w: Whiteout) -> io::Result<()> {
-        let Some(parent) = resolve_dir(self.root, parent_rel, false)? else {
-            return Ok(()); // nothing below a missing directory to hide
-        };
-        match w {
-            Whiteout::Opaque => self.prune(&parent),
-            Whiteout::Hides(hidden) => {
-                let target = parent.join(OsStr::from_bytes(hidden));
-                if !self.written.contains(&target) {
-                    self.remove(&target)?;
-                }
-                Ok(())
-            }
-            Whiteout::Ignored => Ok(()),
-            Whiteout::Invalid => Err(invalid_whiteout()),
-        }
-    }
-
-    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> io::Result<()> {
-        use tar::EntryType as T;
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
-        ) {
-            return Ok(());
-        }
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let rel = clean(&entry.path_bytes()).ok_or_else(|| invalid("climbs above the root"))?;
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-        let mtime = entry.header().mtime().unwrap_or(0);
-        let Some(name) = rel.file_name().map(OsStr::to_owned) else {
-            // The root itself.
-            if kind == T::Directory {
-                self.dirs.insert(PathBuf::new(), (mode, mtime));
-            }
-            return Ok(());
-        };
-        let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        if let Some(w) = whiteout(name.as_bytes()) {
-            return self.apply_whiteout(parent_rel, w);
-        }
-        // Missing directories are created, so `None` cannot come back; refuse it all the same.
-        let parent = resolve_dir(self.root, parent_rel, true)?
-            .ok_or_else(|| invalid("a parent directory that cannot be made"))?;
-        let dest = parent.join(&name);
-        let host = self.root.join(&dest);
-        match kind {
-            T::Directory => {
-                ensure_dir(&host, 0o700)?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
-                self.dirs.insert(dest.clone(), (mode, mtime));
-            }
-            T::Regular | T::Continuous | T::GNUSparse => {
-                self.remove(&dest)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&host)?;
-                io::copy(&mut entry, &mut f)?;
-                f.set_permissions(fs::Permissions::from_mode(mode & !0o6000))?;
-                f.set_times(FileTimes::new().set_modified(mtime_of(mtime)))?;
-            }
-            T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid("a symbolic link without a target"))?
-                    .into_owned();
-                if target.len() > MAX_LINK_TARGET {
-                    return Err(invalid(&format!(
-                        "a symbolic link target of {} bytes, longer than the {MAX_LINK_TARGET} Linux stores",
-                        target.len()
-                    )));
-                }
-                self.remove(&dest)?;
-                symlink(OsStr::from_bytes(&target), &host)?;
-                // Some file systems cannot time a link: its time matters to nothing that runs.
-                let _ = set_mtime_nofollow(&host, mtime);
-            }
-            T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid("a hard link without a target"))?
-                    .into_owned();
-                self.hard_link(&target, &dest)?;
-            }
-            T::Fifo => {
-                self.remove(&dest)?;
-                nix::unistd::mkfifo(
-                    &host,
-                    nix::sys::stat::Mode::from_bits_truncate(mode & 0o777),
-                )
-                .map_err(io::Error::from)?;
-            }
-            T::Char | T::Block => {
-                self.skipped.push(format!("/{}", dest.display()));
-                return Ok(());
-            }
-            _ => return Ok(()),
-        }
-        self.note_written(&dest);
-        Ok(())
-    }
-
-    /// A hard link at `dest` (resolved, relative to the root) to the archive path `target`,
-    /// which must already be in the root (and not be a directory).
-    fn hard_link(&mut self, target: &[u8], dest: &Path) -> io::Result<()> {
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let host = self.root.join(dest);
-        let target_rel = clean(target)
-            .ok_or_else(|| invalid("a hard link whose target climbs above the root"))?;
-        let tname = target_rel
-            .file_name()
-            .ok_or_else(|| invalid("a hard link to the root"))?;
-        let tparent = resolve_dir(
-            self.root,
-            target_rel.parent().unwrap_or(Path::new("")),
-            false,
-        )?
-        .ok_or_else(|| {
-            invalid(&format!(
-                "a hard link to /{}, which does not exist",
-                target_rel.display()
-            ))
-        })?;
-        let thost = self.root.join(tparent.join(tname));
-        let m = fs::symlink_metadata(&thost).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("hard link target /{}: {e}", target_rel.display()),
-            )
-        })?;
-        if m.is_dir() {
-            return Err(invalid("a hard link to a directory"));
-        }
-        if thost != host {
-            self.remove(dest)?;
-            fs::hard_link(&thost, &host)?;
-        }
-        Ok(())
-    }
-
-    /// Create the sandbox's mount points where the image has none, and its working directory,
-    /// then give directories their modes and times, deepest first (so that setting them does not
-    /// disturb what follows).
-    fn finish(&mut self, workdir: &str) -> io::Result<()> {
-        for m in MOUNT_POINTS {
-            let host = self.root.join(m);
-            ensure_dir(&host, 0o755)?;
-        }
-        if let Some(w) = clean(workdir.as_bytes()) {
-            resolve_dir(self.root, &w, true)
-                .map_err(|e| io::Error::new(e.kind(), format!("WorkingDir {workdir}: {e}")))?;
-        }
-        let mut dirs: Vec<(&PathBuf, &(u32, u64))> = self.dirs.iter().collect();
-        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-        for (rel, &(mode, mtime)) in dirs {
-            let host = self.root.join(rel);
-            if !fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
-                continue;
-            }
-            fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
-            set_mtime_nofollow(&host, mtime)?;
-        }
-        Ok(())
-    }
-}
-
 /// Make `host` a directory (created with `mode`), replacing whatever non-directory is there.
-fn ensure_dir(host: &Path, mode: u32) -> io::Result<()> {
+pub(super) fn ensure_dir(host: &Path, mode: u32) -> io::Result<()> {
     match fs::symlink_metadata(host) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) => {
@@ -749,14 +756,44 @@ mod tests {
             .map(|(i, b)| layer(&blobs, i, b, i % 2 == 0))
             .collect();
         let cache = t.path().join("cache");
-        let r = unpack_cached(
-            &cache,
-            &Digest::of(b"manifest"),
-            &layers,
-            "/work/dir",
-            "oci:test",
-        );
+        let r = copy_of(&cache, &layers, "/work/dir", "oci:test");
         (t, r)
+    }
+
+    /// The layers unpacked and composed as a copy (overlayfs needs a mount namespace: the
+    /// sandbox's tests cover it).
+    fn copy_of(cache: &Path, layers: &[Layer], workdir: &str, reference: &str) -> Result<Unpacked> {
+        unpack_cached(
+            cache,
+            layers,
+            workdir,
+            reference,
+            Composition::Copy,
+            &|_, _, _| false,
+        )
+    }
+
+    /// The layer and top entries of a cache holding one image, top first (by marker kind and
+    /// chain: the top, then layers newest first).
+    fn u_stack(dir: &Path, copy_root: &Path) -> Vec<PathBuf> {
+        let mut layers: Vec<(PathBuf, std::time::SystemTime)> = Vec::new();
+        let mut top = None;
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let marker = fs::read_to_string(p.join(MARKER)).unwrap();
+            let at = fs::metadata(p.join(MARKER)).unwrap().modified().unwrap();
+            if marker.starts_with("layer") {
+                layers.push((p.join("rootfs"), at));
+            } else if marker.starts_with("top") {
+                top = Some(p.join("rootfs"));
+            } else {
+                assert_eq!(p.join("rootfs"), copy_root);
+            }
+        }
+        layers.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+        let mut out = vec![top.unwrap()];
+        out.extend(layers.into_iter().map(|(p, _)| p));
+        out
     }
 
     #[test]
@@ -817,9 +854,85 @@ mod tests {
         }
         let entry = root.parent().unwrap();
         assert!(entry.join(MARKER).is_file());
-        // Nothing left beside the entry.
-        let siblings: Vec<_> = fs::read_dir(entry.parent().unwrap()).unwrap().collect();
-        assert_eq!(siblings.len(), 1);
+        // Beside the entry: the two layers and the top layer, each complete; no debris.
+        let siblings: Vec<_> = fs::read_dir(entry.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(siblings.len(), 4, "{siblings:?}");
+        assert!(siblings.iter().all(|s| s.join(MARKER).is_file()));
+        // The layers as overlayfs reads them: the same answers as the copy.
+        let stack = &u_stack(entry.parent().unwrap(), root);
+        assert!(find(stack, Path::new("etc/gone")).unwrap().is_none());
+        assert!(find(stack, Path::new("opt/old/a")).unwrap().is_none());
+        assert!(find(stack, Path::new("opt/old/sub")).unwrap().is_none());
+        assert!(find(stack, Path::new("opt/old/c")).unwrap().is_some());
+        assert!(find(stack, Path::new("etc/keep")).unwrap().is_some());
+    }
+
+    #[test]
+    fn without_user_xattrs_opaque_directories_become_whiteouts() {
+        NO_XATTRS.with(|n| n.set(true));
+        let l1 = tar_of(&[
+            E::File("opt/old/a", "a", 0o644),
+            E::File("opt/keep", "k", 0o644),
+            E::File("d/old", "o", 0o644),
+        ]);
+        let l2 = tar_of(&[
+            E::File("opt/new", "n", 0o644),
+            E::File("opt/.wh..wh..opq", "", 0o644),
+            E::Dir("opt/old/", 0o755),
+            E::File("opt/old/c", "c", 0o644),
+            E::File(".wh.d", "", 0o644),
+            E::File("d/new", "n", 0o644),
+        ]);
+        let (_t, r) = unpack(&[l1, l2]);
+        NO_XATTRS.with(|n| n.set(false));
+        let u = r.unwrap();
+        let names = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("opt"), ["new", "old"]);
+        assert_eq!(names("opt/old"), ["c"]);
+        assert_eq!(names("d"), ["new"]);
+        let stack = &u_stack(u.rootfs.parent().unwrap().parent().unwrap(), &u.rootfs);
+        assert!(find(stack, Path::new("opt/keep")).unwrap().is_none());
+        assert!(find(stack, Path::new("opt/old/a")).unwrap().is_none());
+        assert!(find(stack, Path::new("d/old")).unwrap().is_none());
+        assert!(!is_opaque(&stack[1].join("opt")), "no attribute was used");
+    }
+
+    #[test]
+    fn a_directory_whited_out_then_written_into_shows_nothing_from_below() {
+        let l1 = tar_of(&[E::File("d/old", "o", 0o644), E::File("e/old", "o", 0o644)]);
+        // `d` hidden then written into without a directory entry; `e`'s file hidden alone.
+        let l2 = tar_of(&[
+            E::File(".wh.d", "", 0o644),
+            E::File("d/new", "n", 0o644),
+            E::File("e/.wh.old", "", 0o644),
+            E::File("e/new", "n", 0o644),
+        ]);
+        let (_t, r) = unpack(&[l1, l2]);
+        let u = r.unwrap();
+        let names = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("d"), ["new"]);
+        assert_eq!(names("e"), ["new"]);
+        let stack = &u_stack(u.rootfs.parent().unwrap().parent().unwrap(), &u.rootfs);
+        assert!(find(stack, Path::new("d/old")).unwrap().is_none());
+        assert!(find(stack, Path::new("e/old")).unwrap().is_none());
+        assert!(find(stack, Path::new("d/new")).unwrap().is_some());
     }
 
     #[test]
@@ -865,12 +978,18 @@ mod tests {
         assert_eq!(fs::read_to_string(root.join("top")).unwrap(), "t");
         let a = fs::metadata(root.join("usr/lib/libc.so")).unwrap();
         let b = fs::metadata(root.join("usr/lib/libc.so.6")).unwrap();
-        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        // One file (the copy links the layer's files, so it has more than two names).
+        assert_eq!(a.ino(), b.ino());
         assert_eq!(
-            lookup(&root, Path::new("/lib/libc.so.6")).unwrap(),
+            lookup(std::slice::from_ref(&root), Path::new("/lib/libc.so.6"))
+                .unwrap()
+                .map(|(rel, _)| rel),
             Some(PathBuf::from("usr/lib/libc.so.6"))
         );
-        assert_eq!(lookup(&root, Path::new("/lib/nothing")).unwrap(), None);
+        assert_eq!(
+            lookup(std::slice::from_ref(&root), Path::new("/lib/nothing")).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -915,9 +1034,10 @@ mod tests {
                 e.contains(&format!("`{name}`")) && e.contains("whiteout"),
                 "{e}"
             );
-            // Nothing above the root was touched: the cache holds no entry, and no debris.
+            // Nothing above the root was touched: the cache holds the base layer only, and no
+            // debris.
             let rootfs = t.path().join("cache/rootfs");
-            assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 0, "{name}");
+            assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 1, "{name}");
         }
         let long = "d/".repeat(2100);
         let (_t, r) = unpack(&[tar_of(&[E::Link("far", &long)])]);
@@ -932,9 +1052,7 @@ mod tests {
         let mut l = layer(t.path(), 0, &tar_bytes, true);
         l.diff_id = Digest::of(b"something else");
         let cache = t.path().join("cache");
-        let e = unpack_cached(&cache, &Digest::of(b"m"), &[l], "/", "oci:x")
-            .unwrap_err()
-            .to_string();
+        let e = copy_of(&cache, &[l], "/", "oci:x").unwrap_err().to_string();
         assert!(e.contains("diff_id"), "{e}");
         assert_eq!(fs::read_dir(cache.join("rootfs")).unwrap().count(), 0);
     }
@@ -945,16 +1063,18 @@ mod tests {
         let tar_bytes = tar_of(&[E::Dir("ro/", 0o500), E::File("ro/a", "a", 0o444)]);
         let l = layer(t.path(), 0, &tar_bytes, false);
         let cache = t.path().join("cache");
-        let m = Digest::of(b"m");
-        let first = unpack_cached(&cache, &m, std::slice::from_ref(&l), "/", "oci:x").unwrap();
+        let first = copy_of(&cache, std::slice::from_ref(&l), "/", "oci:x").unwrap();
         assert!(!first.reused);
-        let again = unpack_cached(&cache, &m, std::slice::from_ref(&l), "/", "oci:x").unwrap();
+        assert_eq!(first.unpacked, 1);
+        let again = copy_of(&cache, std::slice::from_ref(&l), "/", "oci:x").unwrap();
         assert!(again.reused);
+        assert_eq!(again.unpacked, 0);
         assert_eq!(again.rootfs, first.rootfs);
         // Interrupted: no marker. The entry is unpacked again (read-only directories included).
-        fs::remove_file(cache_entry(&cache, &m).join(MARKER)).unwrap();
-        let redone = unpack_cached(&cache, &m, std::slice::from_ref(&l), "/", "oci:x").unwrap();
-        assert!(!redone.reused);
+        let layer_entry = rootfs_dir(&cache).join(l.diff_id.hex());
+        fs::remove_file(layer_entry.join(MARKER)).unwrap();
+        let redone = copy_of(&cache, std::slice::from_ref(&l), "/", "oci:x").unwrap();
+        assert_eq!(redone.unpacked, 1);
         assert_eq!(fs::read_to_string(redone.rootfs.join("ro/a")).unwrap(), "a");
         remove_tree(&cache).unwrap();
         assert!(!cache.exists());
@@ -971,7 +1091,7 @@ mod tests {
         fs::create_dir_all(stale.join("rootfs/ro")).unwrap();
         fs::write(stale.join("rootfs/ro/f"), b"x").unwrap();
         fs::set_permissions(stale.join("rootfs/ro"), fs::Permissions::from_mode(0o500)).unwrap();
-        let u = unpack_cached(&cache, &Digest::of(b"m"), &[], "/", "oci:test").unwrap();
+        let u = copy_of(&cache, &[], "/", "oci:test").unwrap();
         assert!(!stale.exists(), "the dead owner's staging is removed");
         assert!(u.rootfs.is_dir());
         // A layer that fails to verify leaves no staging behind.
@@ -979,7 +1099,7 @@ mod tests {
             size: 1,
             ..layer(t.path(), 0, b"not a tar", true)
         };
-        assert!(unpack_cached(&cache, &Digest::of(b"n"), &[bad], "/", "oci:test").is_err());
+        assert!(copy_of(&cache, &[bad], "/", "oci:test").is_err());
         let left: Vec<_> = fs::read_dir(&parent)
             .unwrap()
             .flatten()

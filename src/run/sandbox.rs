@@ -47,8 +47,11 @@ pub enum Isolation {
 /// What to run: the image's process, resolved.
 #[derive(Clone, Debug)]
 pub struct Spec {
-    /// The unpacked root file system.
+    /// The unpacked root file system (for overlayfs: the empty directory it is mounted on).
     pub rootfs: PathBuf,
+    /// overlayfs to mount on `rootfs`, read-only: the directory its `lowerdir` names are
+    /// relative to, and its options.
+    pub overlay: Option<(PathBuf, String)>,
     /// The program: an absolute path inside the root.
     pub program: String,
     /// The argument vector (`args[0]` as the image gives it).
@@ -258,6 +261,9 @@ impl Launched {
 pub fn launch(iso: &Isolation, spec: &Spec) -> Result<Launched, LaunchError> {
     match iso {
         Isolation::Namespaces => launch_namespaced(spec),
+        Isolation::Oci(_) if spec.overlay.is_some() => Err(LaunchError::Sandbox(Error::Sandbox(
+            "an OCI runtime takes one root directory, not overlayfs layers: prepare the image with Composition::Copy".to_owned(),
+        ))),
         Isolation::Oci(runtime) => launch_oci(runtime, spec),
     }
 }
@@ -329,6 +335,8 @@ struct Plan {
     dev_links: Vec<(CString, CString)>,
     /// The flags of the mount holding the root, which a read-only remount must keep.
     locked: MsFlags,
+    /// overlayfs instead of a bind mount: the directory to mount from, and the options.
+    overlay: Option<(CString, CString)>,
     cwd: CString,
     hostname: CString,
     /// The write end of the report pipe (close-on-exec): the child says there which step
@@ -420,6 +428,10 @@ fn plan(
         devices,
         dev_links,
         locked: locked_flags(root),
+        overlay: match &spec.overlay {
+            Some((dir, opts)) => Some((cstring(dir.as_os_str())?, cstring(opts)?)),
+            None => None,
+        },
         cwd: cstring(&spec.cwd)?,
         hostname: cstring(&spec.hostname)?,
         report,
@@ -629,7 +641,8 @@ fn enter_namespaces(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
     set_pdeathsig(Signal::SIGKILL).map_err(|e| failed(fd, "prctl(PR_SET_PDEATHSIG)", e))
 }
 
-/// The root bound read-only on itself, `/proc` and a tmpfs `/tmp` in it.
+/// The root bound read-only on itself (or overlayfs mounted read-only on it), `/proc` and a
+/// tmpfs `/tmp` in it.
 fn mount_root(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
     let none: Option<&CStr> = None;
     mount(
@@ -640,22 +653,36 @@ fn mount_root(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
         none,
     )
     .map_err(|e| failed(fd, "making the mounts private", e))?;
-    mount(
-        Some(p.root.as_c_str()),
-        p.root.as_c_str(),
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(|e| failed(fd, "bind-mounting the root", e))?;
-    mount(
-        none,
-        p.root.as_c_str(),
-        none,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | p.locked,
-        none,
-    )
-    .map_err(|e| failed(fd, "remounting the root read-only", e))?;
+    if let Some((dir, opts)) = &p.overlay {
+        // The layers are named relative to their directory, which keeps the option short.
+        nix::unistd::chdir(dir.as_c_str())
+            .map_err(|e| failed(fd, "entering the layers' directory", e))?;
+        mount(
+            Some(c"overlay"),
+            p.root.as_c_str(),
+            Some(c"overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_c_str()),
+        )
+        .map_err(|e| failed(fd, "mounting the layers (overlayfs)", e))?;
+    } else {
+        mount(
+            Some(p.root.as_c_str()),
+            p.root.as_c_str(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| failed(fd, "bind-mounting the root", e))?;
+        mount(
+            none,
+            p.root.as_c_str(),
+            none,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | p.locked,
+            none,
+        )
+        .map_err(|e| failed(fd, "remounting the root read-only", e))?;
+    }
     mount(
         Some(c"proc"),
         p.proc_dir.as_c_str(),
@@ -672,6 +699,44 @@ fn mount_root(p: &Plan, fd: BorrowedFd) -> io::Result<()> {
         Some(c"mode=1777,size=512m"),
     )
     .map_err(|e| failed(fd, "mounting a tmpfs on /tmp", e))
+}
+
+/// Can overlayfs be mounted here, inside a new user namespace, from `dir` with `opts` on
+/// `target`? Tried in a forked child (new user and mount namespaces, the user mapped to root,
+/// the mount made then dropped with the namespace), as the sandbox will do it.
+pub fn overlay_mounts(dir: &Path, opts: &str, target: &Path) -> bool {
+    let (Ok(dir), Ok(opts), Ok(target)) = (
+        CString::new(dir.as_os_str().as_bytes()),
+        CString::new(opts),
+        CString::new(target.as_os_str().as_bytes()),
+    ) else {
+        return false;
+    };
+    let uid_map = format!("0 {} 1\n", nix::unistd::geteuid()).into_bytes();
+    // SAFETY: the child makes only async-signal-safe calls (no allocation) and `_exit`s.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let tried = (|| -> Result<(), Errno> {
+                nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
+                write_proc(c"/proc/self/uid_map", &uid_map)?;
+                nix::unistd::chdir(dir.as_c_str())?;
+                mount(
+                    Some(c"overlay"),
+                    target.as_c_str(),
+                    Some(c"overlay"),
+                    MsFlags::MS_RDONLY,
+                    Some(opts.as_c_str()),
+                )
+            })();
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(i32::from(tried.is_err())) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+            nix::sys::wait::waitpid(child, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ),
+        Err(_) => false,
+    }
 }
 
 /// A minimal `/dev`: a tmpfs with the host's harmless devices bound in and the usual links,
@@ -1024,6 +1089,7 @@ mod tests {
     fn spec() -> Spec {
         Spec {
             rootfs: PathBuf::from("/cache/rootfs/abc/rootfs"),
+            overlay: None,
             program: "/lambda-entrypoint.sh".into(),
             args: vec!["/lambda-entrypoint.sh".into(), "app.handler".into()],
             env: vec![

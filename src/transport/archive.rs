@@ -460,6 +460,12 @@ pub fn read_docker_archive(
     reference: &str,
     cache: &Path,
 ) -> Result<Source> {
+    let memo = memo_path(file, name, cache);
+    if let Some(m) = &memo
+        && let Some(src) = from_memo(m, platform, mode, reference, cache)
+    {
+        return src;
+    }
     let tmp = unpack(file, reference)?;
     let root = tmp.path();
     let mpath = match inside(root, "manifest.json", reference) {
@@ -504,13 +510,26 @@ pub fn read_docker_archive(
             path, rel, diff_id, &blobs, mode, reference, cache,
         )?);
     }
+    if let Some(m) = &memo {
+        remember(m, &cbytes, &layers, cache);
+    }
+    Ok(source_of(config, layers, cbytes, Some(tmp)))
+}
+
+/// The image of a docker archive: the manifest is lamina's own rendering (a docker archive has
+/// none) of the config as stored.
+fn source_of(
+    config: ImageConfiguration,
+    layers: Vec<Layer>,
+    cbytes: Vec<u8>,
+    keep: Option<crate::staging::Dir>,
+) -> Source {
     let image = Image {
         config,
         layers,
         annotations: Default::default(),
     };
-    // The manifest is lamina's own rendering (a docker archive has none) of the config as stored.
-    let mut src = Source::rendered(image, Some(tmp));
+    let mut src = Source::rendered(image, keep);
     if src.config != cbytes {
         src.config_digest = Digest::of(&cbytes);
         src.config_size = cbytes.len() as u64;
@@ -519,5 +538,142 @@ pub fn read_docker_archive(
         src.manifest_digest = Digest::of(&m);
         src.manifest = m;
     }
-    Ok(src)
+    src
+}
+
+/// The largest memo read back (a config and a few hundred layers fit many times over).
+const MAX_MEMO: u64 = 4 << 20;
+
+/// What reading a docker archive gave, remembered: its config as stored and its layers as
+/// gzip blobs of the cache.
+#[derive(serde::Serialize, Deserialize)]
+struct Memo {
+    config: String,
+    layers: Vec<MemoLayer>,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct MemoLayer {
+    digest: String,
+    size: u64,
+    diff_id: String,
+}
+
+/// `<cache>/archives/<key>.json`: the memo of the archive `file` (the image `name` in it), keyed
+/// by the file's device, inode, size and modification time in nanoseconds — the rule verified
+/// blobs are remembered by (see `layout::verified_marker`): every write changes one of them.
+fn memo_path(file: &Path, name: Option<&str>, cache: &Path) -> Option<PathBuf> {
+    use sha2::{Digest as _, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(file).ok()?;
+    let mut h = Sha256::new();
+    h.update(b"docker-archive memo 1\0");
+    h.update(name.unwrap_or("").as_bytes());
+    h.update(b"\0");
+    for v in [
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    Some(
+        cache
+            .join("archives")
+            .join(format!("{}.json", hex::encode(h.finalize()))),
+    )
+}
+
+/// The image as remembered in the memo `m`, its gzip blobs in the cache, without unpacking or
+/// compressing anything; `None` when there is no usable memo (missing, unreadable, a blob gone
+/// from the cache), and the archive is then read in full.
+fn from_memo(
+    m: &Path,
+    platform: Option<Platform>,
+    mode: ReadMode,
+    reference: &str,
+    cache: &Path,
+) -> Option<Result<Source>> {
+    let f = File::open(m).ok()?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(f, MAX_MEMO), &mut bytes).ok()?;
+    let memo: Memo = serde_json::from_slice(&bytes).ok()?;
+    let cbytes = memo.config.into_bytes();
+    let config: ImageConfiguration = parse_doc(&cbytes, "the remembered config").ok()?;
+    let blobs = crate::cache::blobs(cache);
+    let mut layers = Vec::with_capacity(memo.layers.len());
+    for l in memo.layers {
+        let digest: Digest = l.digest.parse().ok()?;
+        let path = blobs.join(digest.hex());
+        if fs::metadata(&path).ok()?.len() != l.size {
+            return None;
+        }
+        layers.push(Layer {
+            media_type: MediaType::ImageLayerGzip,
+            digest,
+            size: l.size,
+            diff_id: l.diff_id.parse().ok()?,
+            path,
+            origin: Origin::Base,
+            from: None,
+        });
+    }
+    if let Err(e) = check_platform(&config, platform, reference) {
+        return Some(Err(e));
+    }
+    if mode == ReadMode::Verified
+        && let Err(e) = layout::verify_layers(&layers, reference, cache)
+    {
+        return Some(Err(e));
+    }
+    crate::cache::touch(m);
+    Some(Ok(source_of(config, layers, cbytes, None)))
+}
+
+/// Remember what reading an archive gave (best effort: without a memo the archive is only read
+/// in full again): its layers' gzip blobs linked into the cache (and marked verified: lamina
+/// computed their digests from the bytes it wrote or checked), then the memo, written whole.
+fn remember(m: &Path, cbytes: &[u8], layers: &[Layer], cache: &Path) {
+    let Ok(config) = String::from_utf8(cbytes.to_vec()) else {
+        return;
+    };
+    let blobs = crate::cache::blobs(cache);
+    if fs::create_dir_all(&blobs).is_err() {
+        return;
+    }
+    let mut remembered = Vec::with_capacity(layers.len());
+    for l in layers {
+        if crate::cache::link_blob(&l.path, &blobs, l.digest.hex()).is_err() {
+            return;
+        }
+        let cached = Layer {
+            path: blobs.join(l.digest.hex()),
+            ..l.clone()
+        };
+        layout::remember_written(&cached, cache);
+        remembered.push(MemoLayer {
+            digest: l.digest.to_string(),
+            size: l.size,
+            diff_id: l.diff_id.to_string(),
+        });
+    }
+    let memo = Memo {
+        config,
+        layers: remembered,
+    };
+    let Some(dir) = m.parent() else { return };
+    if fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let Ok(json) = serde_json::to_vec(&memo) else {
+        return;
+    };
+    if let Ok(tmp) = crate::staging::file_in(dir, ".memo-")
+        && let Ok(mut f) = tmp.reopen()
+        && io::Write::write_all(&mut f, &json).is_ok()
+    {
+        let _ = tmp.persist(m);
+    }
 }
