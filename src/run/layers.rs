@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crate::digest::HashingReader;
 use crate::error::{Error, IoContext, Result};
@@ -135,26 +136,19 @@ impl Writer {
                 format!("cannot open {}: {e}", l.path.display()),
             )
         })?;
-        let mut blob = HashingReader::new(f);
-        let diff_id = {
-            let mut buf = BufReader::with_capacity(1 << 20, &mut blob);
-            let compression =
-                Compression::sniff(buf.fill_buf().map_err(|e| bad_layer(l, reference, e))?);
-            let decoded: Box<dyn Read + '_> = match compression {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
-                Compression::Zstd => {
-                    return Err(bad_layer(
-                        l,
-                        reference,
-                        "is zstd-compressed; lamina run reads gzip and uncompressed layers",
-                    ));
-                }
-                Compression::None => Box::new(buf),
-            };
-            let mut tar_stream = HashingReader::new(decoded);
-            let unreadable =
-                |e: io::Error| bad_layer(l, reference, format!("is not a readable tar: {e}"));
-            for entry in tar::Archive::new(&mut tar_stream)
+        // Decompressing and hashing run on a thread of their own, overlapped with creating
+        // the files here: a first invoke's unpack costs as much CPU as file-system calls.
+        let (tx, rx) = mpsc::sync_channel(8);
+        let decoder = std::thread::spawn(move || decode(f, &tx));
+        let mut stream = ReadAhead {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let unreadable =
+            |e: io::Error| bad_layer(l, reference, format!("is not a readable tar: {e}"));
+        let applied = (|| -> Result<()> {
+            for entry in tar::Archive::new(&mut stream)
                 .entries()
                 .map_err(unreadable)?
             {
@@ -163,11 +157,32 @@ impl Writer {
                 self.apply_entry(entry)
                     .map_err(|e| bad_layer(l, reference, format!("entry `{shown}`: {e}")))?;
             }
-            io::copy(&mut tar_stream, &mut io::sink()).map_err(unreadable)?;
-            tar_stream.finish().1
+            io::copy(&mut stream, &mut io::sink()).map_err(unreadable)?;
+            Ok(())
+        })();
+        // Stops the decoder if this side stopped early.
+        drop(stream);
+        let decoded = decoder
+            .join()
+            .map_err(|_| Error::Internal("the thread decompressing a layer panicked".into()))?;
+        // A decoding failure explains a tar error that follows from it: it comes first.
+        let (diff_id, digest, size) = match decoded {
+            Decoded::Done(d, digest, size) => (d, digest, size),
+            Decoded::Stopped => {
+                return applied.and(Err(Error::Internal(
+                    "the layer's decoder stopped early".into(),
+                )));
+            }
+            Decoded::Zstd => {
+                return Err(bad_layer(
+                    l,
+                    reference,
+                    "is zstd-compressed; lamina run reads gzip and uncompressed layers",
+                ));
+            }
+            Decoded::Failed(e) => return Err(bad_layer(l, reference, e)),
         };
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| bad_layer(l, reference, e))?;
-        let (_, digest, size) = blob.finish();
+        applied?;
         if digest != l.digest || size != l.size {
             return Err(bad_layer(
                 l,
@@ -517,5 +532,86 @@ impl Writer {
             set_mtime_nofollow(&host, mtime)?;
         }
         Ok(())
+    }
+}
+
+/// What the decoding thread of [`Writer::apply_layer`] ends with.
+enum Decoded {
+    /// The diff_id, the blob's digest and its size: the whole blob was read.
+    Done(crate::digest::Digest, crate::digest::Digest, u64),
+    /// The reader went away first (an error on its side).
+    Stopped,
+    /// A zstd layer, which `lamina run` does not read.
+    Zstd,
+    /// Reading or decompressing failed.
+    Failed(io::Error),
+}
+
+/// Read the layer file `f`, decompress it and hash both forms, sending the tar stream in
+/// chunks to `tx` (an error is sent too, so that the tar reader stops on it).
+fn decode(f: File, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) -> Decoded {
+    const CHUNK: usize = 256 << 10;
+    let mut blob = HashingReader::new(f);
+    let diff_id = {
+        let mut buf = BufReader::with_capacity(1 << 20, &mut blob);
+        let compression = match buf.fill_buf() {
+            Ok(head) => Compression::sniff(head),
+            Err(e) => return Decoded::Failed(e),
+        };
+        let decoded: Box<dyn Read + '_> = match compression {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+            Compression::Zstd => return Decoded::Zstd,
+            Compression::None => Box::new(buf),
+        };
+        let mut tar_stream = HashingReader::new(decoded);
+        loop {
+            let mut chunk = vec![0; CHUNK];
+            match tar_stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if tx.send(Ok(chunk)).is_err() {
+                        return Decoded::Stopped;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Decoded::Failed(e);
+                }
+            }
+        }
+        tar_stream.finish().1
+    };
+    if let Err(e) = io::copy(&mut blob, &mut io::sink()) {
+        return Decoded::Failed(e);
+    }
+    let (_, digest, size) = blob.finish();
+    Decoded::Done(diff_id, digest, size)
+}
+
+/// The tar stream as the decoding thread sends it; its end (the sender gone) is the end.
+struct ReadAhead {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = (self.chunk.len() - self.at).min(out.len());
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
