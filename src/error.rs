@@ -105,6 +105,26 @@ pub enum ErrorKind {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A registry that could not be reached (an error with no HTTP status) with its message
+    /// rewritten by `f` (to name the image and the way to go on without the registry); any
+    /// other error as it is.
+    pub fn when_unreachable(self, f: impl FnOnce(&str) -> String) -> Error {
+        match self {
+            Error::Registry {
+                registry,
+                status: None,
+                code,
+                message,
+            } => Error::Registry {
+                registry,
+                status: None,
+                code,
+                message: f(&message),
+            },
+            other => other,
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -47,50 +47,5 @@ pub fn api_error<E>(what: &str, subject: &str, endpoint: &str, e: SdkError<E>) -
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    let code = e.code().map(str::to_owned);
-    let hint = match code.as_deref() {
-        Some(
-            "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException",
-        ) => " (check the AWS credentials: environment, profile, SSO login)",
-        Some("AccessDeniedException") => " (the AWS identity lacks the permission)",
-        _ => match &e {
-            SdkError::DispatchFailure(_) => {
-                " (the API cannot be reached: check the network, AWS_ENDPOINT_URL and the credentials)"
-            }
-            SdkError::TimeoutError(_) => " (the API did not answer in time)",
-            _ => "",
-        },
-    };
-    let mut msgs: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !m.is_empty() && !msgs.iter().any(|p| p.contains(&m)) {
-            msgs.push(m);
-        }
-        cur = c.source();
-    }
-    if let Some(m) = e.message()
-        && !msgs.iter().any(|p| p.contains(m))
-    {
-        msgs.push(m.to_owned());
-    }
-    let message = format!("{what} for {subject}: {}{hint}", msgs.join(": "));
-    if matches!(
-        code.as_deref(),
-        Some(
-            "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "ExpiredTokenException"
-                | "AccessDeniedException"
-        )
-    ) {
-        return Error::Auth(message);
-    }
-    Error::Registry {
-        registry: endpoint.to_owned(),
-        status: e.raw_response().map(|r| r.status().as_u16()),
-        code,
-        message,
-    }
+    crate::registry::ecr::sdk_error(&format!("{what} for {subject}"), endpoint.to_owned(), e)
 }

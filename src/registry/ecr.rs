@@ -107,17 +107,42 @@ fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
     r: &EcrRegistry,
     e: aws_sdk_ecr::error::SdkError<E>,
 ) -> Error {
-    let hint = match e.code() {
-        Some(
-            "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException",
-        ) => " (check the AWS credentials: environment, profile, SSO login)",
-        Some("AccessDeniedException") => " (the AWS identity lacks the ECR permission)",
-        _ if matches!(e, aws_sdk_ecr::error::SdkError::DispatchFailure(_)) => {
-            " (no AWS credentials were found, or the ECR API cannot be reached)"
-        }
-        _ => "",
+    sdk_error(
+        &format!("ECR {what} for account {} in {}", r.account, r.region),
+        api_endpoint(r),
+        e,
+    )
+}
+
+/// A lamina error for a failed AWS SDK call (ECR's here, Lambda's and S3's in `deploy`: one
+/// SDK error type): `what` says what was asked about what (`ECR GetAuthorizationToken for
+/// account 1 in us-east-1`), `endpoint` where it went. The message holds the error's and its
+/// causes' messages (each once, without the SDK's debug dumps) and a hint for the usual causes.
+/// Credentials refused or lacking permission are [`Error::Auth`] (retrying will not help); the
+/// rest [`Error::Registry`] naming `endpoint`, with the service's code and HTTP status.
+pub(crate) fn sdk_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
+    what: &str,
+    endpoint: String,
+    e: aws_sdk_ecr::error::SdkError<E>,
+) -> Error {
+    use aws_sdk_ecr::error::SdkError;
+    let code = e.code().map(str::to_owned);
+    let refused = matches!(
+        code.as_deref(),
+        Some("UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException")
+    );
+    let hint = match code.as_deref() {
+        _ if refused => " (check the AWS credentials: environment, profile, SSO login)",
+        Some("AccessDeniedException") => " (the AWS identity lacks the permission)",
+        _ => match &e {
+            SdkError::DispatchFailure(_) => {
+                " (no AWS credentials were found, or the API cannot be reached: check the \
+                 network, AWS_ENDPOINT_URL and the credentials)"
+            }
+            SdkError::TimeoutError(_) => " (the API did not answer in time)",
+            _ => "",
+        },
     };
-    // The messages of the error and its causes, without the SDK's debug dumps.
     let mut msgs: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cur {
@@ -127,31 +152,19 @@ fn api_error<E: std::error::Error + ProvideErrorMetadata + 'static>(
         }
         cur = c.source();
     }
-    if let Some(m) = e.message() {
+    if let Some(m) = e.message()
+        && !msgs.iter().any(|p| p.contains(m))
+    {
         msgs.push(m.to_owned());
     }
-    let message = format!(
-        "ECR {what} for account {} in {}: {}{hint}",
-        r.account,
-        r.region,
-        msgs.join(": ")
-    );
-    // Credentials refused or lacking permission: retrying will not help.
-    if matches!(
-        e.code(),
-        Some(
-            "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "ExpiredTokenException"
-                | "AccessDeniedException"
-        )
-    ) {
+    let message = format!("{what}: {}{hint}", msgs.join(": "));
+    if refused || code.as_deref() == Some("AccessDeniedException") {
         return Error::Auth(message);
     }
     Error::Registry {
-        registry: api_endpoint(r),
+        registry: endpoint,
         status: e.raw_response().map(|resp| resp.status().as_u16()),
-        code: e.code().map(str::to_owned),
+        code,
         message,
     }
 }

@@ -247,24 +247,13 @@ pub async fn preflight(dest: &ImageRef, opts: &Options) -> Result<Option<Session
 /// A destination registry that could not be reached (no HTTP status): the message also names
 /// the image and the way to finish without the registry — write a layout, push it later.
 fn unreachable_destination(e: Error, dest: &ImageRef) -> Error {
-    match e {
-        Error::Registry {
-            registry,
-            status: None,
-            code,
-            message,
-        } => Error::Registry {
-            registry,
-            status: None,
-            code,
-            message: format!(
-                "destination {dest}: {message}. To finish without the registry, keep the image \
-                 in a layout (`--to oci:DIR`) and `lamina push oci:DIR {dest}` once it is \
-                 reachable"
-            ),
-        },
-        other => other,
-    }
+    e.when_unreachable(|message| {
+        format!(
+            "destination {dest}: {message}. To finish without the registry, keep the image \
+             in a layout (`--to oci:DIR`) and `lamina push oci:DIR {dest}` once it is \
+             reachable"
+        )
+    })
 }
 
 /// A connection to a registry and the runtime it lives on (the caller's): one build connects,

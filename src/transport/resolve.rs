@@ -192,24 +192,13 @@ impl Opened {
 /// A registry that could not be reached (no HTTP status): the message also names the image
 /// and the way to work without the registry — a copy pulled where it is reachable.
 fn unreachable_image(e: Error, shown: &str) -> Error {
-    match e {
-        Error::Registry {
-            registry,
-            status: None,
-            code,
-            message,
-        } => Error::Registry {
-            registry,
-            status: None,
-            code,
-            message: format!(
-                "{shown}: {message}. To use it without reaching the registry, copy it once where \
-                 the registry is reachable: `lamina pull {shown} oci:DIR`, then name `oci:DIR` \
-                 instead (`base = \"oci:DIR\"` in lamina.toml)"
-            ),
-        },
-        other => other,
-    }
+    e.when_unreachable(|message| {
+        format!(
+            "{shown}: {message}. To use it without reaching the registry, copy it once where \
+             the registry is reachable: `lamina pull {shown} oci:DIR`, then name `oci:DIR` \
+             instead (`base = \"oci:DIR\"` in lamina.toml)"
+        )
+    })
 }
 
 /// The manifest descriptor `resolved` leads to for `platform`.
