@@ -201,18 +201,26 @@ fn walk(dir: &Path, out: &mut Vec<((u64, u64), u64)>) -> io::Result<()> {
     Ok(())
 }
 
-/// The files of a directory of flat files, one unit each (dot files are others' staging).
-fn flat(dir: &Path, kind: &'static str, out: &mut Vec<Unit>) -> io::Result<()> {
+/// The entries of `dir` but dot files (others' staging); none when `dir` does not exist.
+fn listed(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let mut out = Vec::new();
     for e in rd {
         let e = e?;
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            out.push(e);
         }
+    }
+    Ok(out)
+}
+
+/// The files of a directory of flat files, one unit each (dot files are others' staging).
+fn flat(dir: &Path, kind: &'static str, out: &mut Vec<Unit>) -> io::Result<()> {
+    for e in listed(dir)? {
         let m = e.metadata()?;
         if !m.is_file() {
             continue;
@@ -230,16 +238,7 @@ fn flat(dir: &Path, kind: &'static str, out: &mut Vec<Unit>) -> io::Result<()> {
 
 /// The entries of `rootfs/`.
 fn rootfs_units(dir: &Path, out: &mut Vec<Unit>) -> io::Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
+    for e in listed(dir)? {
         let path = e.path();
         let current = current_entry(&path);
         let time = |name: &str| fs::metadata(path.join(name)).ok().map(|m| latest_mtime(&m));

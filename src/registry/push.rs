@@ -667,13 +667,7 @@ pub(crate) async fn push_bytes(client: &Client, repo: &str, bytes: Vec<u8>) -> R
         data: Data::Bytes(Arc::new(bytes)),
         mount_from: None,
     };
-    let bar = client
-        .opts
-        .progress
-        .blob("push", &job.digest.to_string(), job.size);
-    let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
-    bar.finish(fate.word());
-    Ok(job.digest)
+    push_one(client, repo, job).await
 }
 
 /// Upload the blob file at `path` to `repo` unless the registry has it already.
@@ -690,13 +684,18 @@ pub(crate) async fn push_file(
         data: Data::File(path.to_owned()),
         mount_from: None,
     };
+    push_one(client, repo, job).await.map(|_| ())
+}
+
+/// One blob pushed on its own, with its progress line; its digest.
+async fn push_one(client: &Client, repo: &str, job: Job) -> Result<Digest> {
     let bar = client
         .opts
         .progress
         .blob("push", &job.digest.to_string(), job.size);
     let fate = push_blob(client, &Scopes::push(repo), repo, &job, &bar).await?;
     bar.finish(fate.word());
-    Ok(())
+    Ok(job.digest)
 }
 
 /// Whether `repo` holds blob `digest` (a HEAD request).
