@@ -47,11 +47,18 @@ pub struct Owner {
 impl Owner {
     fn take(path: &Path) -> io::Result<Owner> {
         let lock = File::open(path)?;
-        if !try_lock(&lock)? {
-            return Err(io::Error::other(format!(
-                "{} is locked by another process",
-                path.display()
-            )));
+        // The path was just made under this process's name: another lamina's sweep may hold
+        // its lock for a moment (it opens, locks, sees a live owner, lets go), never longer.
+        let mut tries = 0;
+        while !try_lock(&lock)? {
+            tries += 1;
+            if tries == 100 {
+                return Err(io::Error::other(format!(
+                    "{} is locked by another process",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         owned().push(path.to_owned());
         Ok(Owner {
@@ -196,11 +203,17 @@ pub fn sweep(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let own_pid = format!("{}-", std::process::id());
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
             continue;
         };
+        // This process's own entries are alive (another thread may be about to lock one it
+        // just made): never touched, not even locked for a moment.
+        if rest.starts_with(&own_pid) {
+            continue;
+        }
         let path = e.path();
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
@@ -293,6 +306,29 @@ fn open_up(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+
+    /// Threads making temporary files side by side in one directory (parallel layer builds
+    /// writing blobs) never fail on each other's new files. Each sweep used to lock the others'
+    /// fresh files for a moment, and a thread meeting that lock failed with "locked by another
+    /// process" (seen once in a full CI run; this test guards the path but does not reproduce
+    /// that timing on demand).
+    #[test]
+    fn threads_making_temporary_files_in_one_directory_never_collide() {
+        let t = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    // Each thread keeps its files while it makes more: every sweep then meets
+                    // many fresh files of the others.
+                    let mut kept = Vec::new();
+                    for _ in 0..100 {
+                        kept.push(file_in(t.path(), ".copy-").expect("a temporary file"));
+                    }
+                });
+            }
+        });
+    }
+
     use super::*;
 
     #[test]
