@@ -157,10 +157,19 @@ fn raw_request(addr: &str, head: &str, body: &[u8]) -> Option<u16> {
     let mut s = TcpStream::connect(addr).expect("connect to proxy");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(head.as_bytes()).ok()?;
-    // Ignore write errors: after a cut the rest of the body cannot be sent.
-    let _ = s.write_all(body);
+    // The body is written while the answer is read: a server may answer (and close) before it
+    // has read the body, and an answer left unread while this side is still writing can be
+    // lost to the connection's reset. Write errors are ignored: after a cut the rest of the
+    // body cannot be sent.
+    let mut w = s.try_clone().expect("clone the connection");
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&body);
+    });
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
     let text = String::from_utf8_lossy(&resp);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     text.starts_with("HTTP/1.").then_some(status)

@@ -476,7 +476,19 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         on_limit: &mut take_cut,
         cut: false,
     };
-    let complete = forward_body(&kind, &mut src, &mut budget)?;
+    let complete = match forward_body(&kind, &mut src, &mut budget) {
+        Ok(c) => c,
+        // The upstream answered and stopped reading before the whole body was sent (a
+        // registry refusing an unknown upload does): relay its answer, as a proxy does.
+        Err(_) if !budget.cut => {
+            record("answered early");
+            let _ = io::copy(&mut up, &mut client);
+            let _ = client.flush();
+            let _ = client.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     if !complete || budget.cut {
         record("cut");
         let _ = up.shutdown(Shutdown::Both);
