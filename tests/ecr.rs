@@ -17,13 +17,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tempfile::TempDir;
 
 /// moto's default account, which the ECR host below names.
 const ACCOUNT: &str = "123456789012";
@@ -42,159 +40,8 @@ const HELPER_PASSWORD: &str = "helper-Vb6pL0wE-secret";
 // Peers: moto as the ECR API
 // ---------------------------------------------------------------------------------------------
 
-const MOTO_HINT: &str = "install it with `python3 -m pip install 'moto[server]'` (boto3 comes \
-                         with it) or run `bash .ci/run`, which installs the test peers";
-
-/// `python3` with a command environment free of the caller's AWS settings.
-fn python() -> Command {
-    let bin = find_tool("python3").unwrap_or_else(|| {
-        panic!("`python3` is required by lamina's ECR tests but was not found; {MOTO_HINT}")
-    });
-    let mut cmd = Command::new(bin);
-    clear_aws_env(&mut cmd);
-    cmd
-}
-
-/// A `moto_server` on 127.0.0.1 with its own (in-memory) state; killed on drop.
-struct Moto {
-    /// `127.0.0.1:PORT`
-    host: String,
-    child: Child,
-    log: PathBuf,
-    _tmp: TempDir,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = find_tool("moto_server").unwrap_or_else(|| {
-            panic!("`moto_server` is required by lamina's ECR tests but was not found; {MOTO_HINT}")
-        });
-        let tmp = TempDir::new().expect("tempdir");
-        let log = tmp.path().join("moto.log");
-        let mut last = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let host = format!("127.0.0.1:{port}");
-            let log_file = fs::File::create(&log).expect("create moto.log");
-            let mut cmd = Command::new(&bin);
-            clear_aws_env(&mut cmd);
-            let mut child = cmd
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .current_dir(tmp.path())
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("dup log"))
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            let deadline = Instant::now() + STARTUP_DEADLINE;
-            let failure = loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    break format!(
-                        "moto_server exited with {status}:\n{}",
-                        fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                if http_status(&host, "/moto-api/") == Some(200) {
-                    return Moto {
-                        host,
-                        child,
-                        log,
-                        _tmp: tmp,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break format!(
-                        "moto_server did not answer on {host} within {STARTUP_DEADLINE:?}:\n{}",
-                        fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                thread::sleep(Duration::from_millis(100));
-            };
-            if !failure.contains("in use") {
-                panic!("{failure}");
-            }
-            // Someone took the port meanwhile: try another.
-            last = failure;
-        }
-        panic!("moto_server could not bind a port after 5 tries:\n{last}")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `http://127.0.0.1:PORT`, the value of `AWS_ENDPOINT_URL`.
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.host)
-    }
-
-    /// Run `BODY` with boto3's ECR client `c` (talking to this moto) and return the JSON it
-    /// assigned to `out`.
-    fn py(&self, body: &str) -> Value {
-        let script = format!(
-            "import base64, json, sys, boto3\n\
-             c = boto3.client('ecr', region_name='{REGION}', endpoint_url=sys.argv[1], \
-             aws_access_key_id='{AWS_KEY_ID}', aws_secret_access_key='{AWS_SECRET}')\n\
-             out = None\n\
-             {body}\n\
-             print(json.dumps(out, default=str))\n"
-        );
-        let out = run_bounded(
-            python().arg("-c").arg(&script).arg(self.endpoint()),
-            None,
-            Duration::from_secs(60),
-        );
-        assert!(
-            out.status.success(),
-            "python3/boto3 against moto failed ({MOTO_HINT}):\n{script}\n{}\n--- moto.log ---\n{}",
-            describe(&out),
-            self.log()
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("python3 printed no JSON ({e}):\n{}", describe(&out)))
-    }
-
-    /// (user, password) decoded from moto's GetAuthorizationToken.
-    fn registry_credentials(&self) -> (String, String) {
-        let v = self.py("d = c.get_authorization_token()['authorizationData'][0]\n\
-             out = base64.b64decode(d['authorizationToken']).decode()");
-        let token = v.as_str().expect("token string");
-        let (u, p) = token
-            .split_once(':')
-            .unwrap_or_else(|| panic!("moto's token is not USER:PASSWORD: {token}"));
-        (u.to_owned(), p.to_owned())
-    }
-
-    /// Every repository moto knows, by name (DescribeRepositories).
-    fn repositories(&self) -> BTreeMap<String, Value> {
-        let v = self.py("out = c.describe_repositories()['repositories']");
-        v.as_array()
-            .unwrap_or_else(|| panic!("repositories: {v}"))
-            .iter()
-            .map(|r| {
-                (
-                    r["repositoryName"].as_str().expect("name").to_owned(),
-                    r.clone(),
-                )
-            })
-            .collect()
-    }
-
-    fn create_repository(&self, name: &str) {
-        self.py(&format!(
-            "c.create_repository(repositoryName='{name}')\nout = True"
-        ));
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// moto as the ECR API: the harness `tests/deploy.rs` and the CI recipes use too.
+type Moto = MotoServer;
 
 /// moto and a TLS + htpasswd registry that accepts moto's ECR password.
 struct Ecr {
@@ -305,9 +152,9 @@ fn harness_moto_and_registry_with_the_ecr_password() {
         "moto's ECR password should name the account {ACCOUNT}: {}",
         ecr.password
     );
-    assert!(ecr.moto.repositories().is_empty());
+    assert!(ecr.moto.ecr_repositories().is_empty());
     ecr.moto.create_repository("harness/x");
-    assert!(ecr.moto.repositories().contains_key("harness/x"));
+    assert!(ecr.moto.ecr_repositories().contains_key("harness/x"));
     // The registry takes the ECR password, and rejects anything else.
     ecr.reg
         .skopeo_push(&fixture_base_ref(), "harness/x:latest", true);
@@ -335,7 +182,7 @@ fn harness_moto_and_registry_with_the_ecr_password() {
 fn build_to_ecr_creates_the_repository_and_pushes() {
     let ecr = Ecr::start();
     let sb = ecr.sandbox();
-    assert!(!ecr.moto.repositories().contains_key("team/fn"));
+    assert!(!ecr.moto.ecr_repositories().contains_key("team/fn"));
     let out = sb.ok(&Sandbox::build_args(
         &ecr_ref("team/fn:v1"),
         &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
@@ -355,7 +202,7 @@ fn build_to_ecr_creates_the_repository_and_pushes() {
     );
 
     // The repository was created, with ECR's defaults.
-    let repos = ecr.moto.repositories();
+    let repos = ecr.moto.ecr_repositories();
     let repo = repos
         .get("team/fn")
         .unwrap_or_else(|| panic!("moto has no team/fn after --create-repo: {repos:?}"));
@@ -391,7 +238,7 @@ fn build_to_ecr_creates_the_repository_and_pushes() {
         &cat(&endpoint_flags(&ecr.reg), &["--create-repo"]),
     ));
     assert_eq!(parse_digest(&out), digest);
-    assert_eq!(ecr.moto.repositories().len(), 1);
+    assert_eq!(ecr.moto.ecr_repositories().len(), 1);
 }
 
 /// A missing repository without `--create-repo`: `build` and `push` fail naming the repository
@@ -450,7 +297,7 @@ fn missing_repository_without_create_repo_fails_before_building() {
     );
     assert_eq!(ecr.reg.blob_count(), 0, "blobs were uploaded");
     assert!(
-        ecr.moto.repositories().is_empty(),
+        ecr.moto.ecr_repositories().is_empty(),
         "a repository was created without --create-repo"
     );
 }
@@ -503,7 +350,7 @@ fn second_push_skips_every_blob() {
     }
     assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
     assert_eq!(
-        ecr.moto.repositories().keys().collect::<Vec<_>>(),
+        ecr.moto.ecr_repositories().keys().collect::<Vec<_>>(),
         vec!["team/fn"]
     );
 }
@@ -527,7 +374,7 @@ fn created_repository_gets_tag_mutability_and_scan_on_push() {
     ));
     let digest = parse_digest(&out);
     assert_eq!(ecr.reg.manifest_digest("team/locked:v1"), digest);
-    let repos = ecr.moto.repositories();
+    let repos = ecr.moto.ecr_repositories();
     let repo = repos
         .get("team/locked")
         .unwrap_or_else(|| panic!("moto has no team/locked: {repos:?}"));
@@ -551,7 +398,7 @@ fn created_repository_gets_tag_mutability_and_scan_on_push() {
         ),
     ));
     assert!(stderr_of(&out).contains("SOMETIMES"), "{}", describe(&out));
-    assert!(!ecr.moto.repositories().contains_key("team/other"));
+    assert!(!ecr.moto.ecr_repositories().contains_key("team/other"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,7 +456,7 @@ fn missing_aws_credentials_fail_clearly() {
         describe(&out)
     );
     assert_not_built(&out);
-    assert!(ecr.moto.repositories().is_empty());
+    assert!(ecr.moto.ecr_repositories().is_empty());
     assert_eq!(ecr.reg.blob_count(), 0);
 }
 
@@ -659,7 +506,7 @@ fn cred_helper_for_the_ecr_host_takes_precedence() {
         );
     }
     // The repository still comes from the ECR API (moto).
-    assert!(ecr.moto.repositories().contains_key("team/fn"));
+    assert!(ecr.moto.ecr_repositories().contains_key("team/fn"));
 
     // Control: without the helper, lamina uses GetAuthorizationToken, whose password this
     // registry refuses.
@@ -716,7 +563,7 @@ fn ecr_endpoint_variable_alone_is_enough() {
     ));
     let digest = parse_digest(&out);
     assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
-    assert!(ecr.moto.repositories().contains_key("team/fn"));
+    assert!(ecr.moto.ecr_repositories().contains_key("team/fn"));
 }
 
 /// Credentials from a shared-config profile: `--profile ci`, and `AWS_PROFILE=ci`.
@@ -746,12 +593,12 @@ fn shared_config_profile_is_used() {
     // Control: the default profile has no credentials.
     let out = sb.fail(&args);
     assert_not_built(&out);
-    assert!(ecr.moto.repositories().is_empty());
+    assert!(ecr.moto.ecr_repositories().is_empty());
 
     let out = sb.ok(&cat(&args, &["--profile", "ci"]));
     let digest = parse_digest(&out);
     assert_eq!(ecr.reg.manifest_digest("team/fn:v1"), digest);
-    assert!(ecr.moto.repositories().contains_key("team/fn"));
+    assert!(ecr.moto.ecr_repositories().contains_key("team/fn"));
 
     // AWS_PROFILE picks it too.
     sb.set("AWS_PROFILE", "ci");
