@@ -121,11 +121,27 @@ async fn by_digest(
     let cache = &opts.cache_dir;
     let (c, p) = (cache.clone(), spec.platform);
     let (d, s) = (digest.clone(), shown.clone());
-    let found = crate::task::blocking("reading the cache", move || cached(&c, &d, p, &s)).await?;
+    let found =
+        crate::task::blocking("reading the cache", move || cached(&c, &d, Some(p), &s)).await?;
     match found {
         Cached::Ready(desc, index) => {
-            let src = read_cached(cache, rr, *desc, spec.platform, &shown).await?;
-            Ok((src, index, true))
+            match read_cached(cache, rr, *desc, Some(spec.platform), &shown).await {
+                Ok(src) => return Ok((src, index, true)),
+                // A damaged blob (now removed from the cache): offline, say so; else fetch
+                // the image again by its digest, as if it had never been cached.
+                Err(e) if spec.base_lock.offline => {
+                    return Err(Error::image(
+                        &shown,
+                        format!(
+                            "--offline: the cached copy of {digest} cannot be used: {e}. A damaged \
+                             blob is removed from the cache: build once without --offline to \
+                             fetch it again"
+                        ),
+                    ));
+                }
+                Err(e) => eprintln!("warning: {e}; fetching {digest} again"),
+            }
+            fetch_pinned(spec, rr, digest, opts).await
         }
         Cached::Missing(missing) if spec.base_lock.offline => Err(Error::image(
             &shown,
@@ -139,15 +155,23 @@ async fn by_digest(
                 missing.join(", ")
             ),
         )),
-        Cached::Missing(_) => {
-            let pinned = ImageRef::Docker(rr.with_digest(digest.clone()));
-            let src = transport::read(&pinned, Some(spec.platform), ReadMode::Verified, opts)
-                .await
-                .map_err(|e| explain(e, spec, Some(digest)))?;
-            let index = (&src.manifest_digest != digest).then(|| digest.clone());
-            Ok((src, index, false))
-        }
+        Cached::Missing(_) => fetch_pinned(spec, rr, digest, opts).await,
     }
+}
+
+/// The image `digest` names, read from its registry.
+async fn fetch_pinned(
+    spec: &BuildSpec,
+    rr: &RegistryRef,
+    digest: &Digest,
+    opts: &Options,
+) -> Result<(Source, Option<Digest>, bool)> {
+    let pinned = ImageRef::Docker(rr.with_digest(digest.clone()));
+    let src = transport::read(&pinned, Some(spec.platform), ReadMode::Verified, opts)
+        .await
+        .map_err(|e| explain(e, spec, Some(digest)))?;
+    let index = (&src.manifest_digest != digest).then(|| digest.clone());
+    Ok((src, index, false))
 }
 
 /// Resolve the reference's tag at the registry, then read the image for the platform.

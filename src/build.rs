@@ -578,15 +578,20 @@ pub async fn copy(
     }
     let staging = Staging::for_dest(dest)?;
     let gated = lambda_check && matches!(dest, ImageRef::Docker(_));
-    let opened = transport::Opened::open(src, opts).await?;
-    let resolved = opened.resolve(platform).await?;
-    let source = match opened.read(&resolved, platform, ReadMode::Verified).await {
-        Ok(s) => s,
-        // An index the push cannot choose from: refused under its rule's name.
-        Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {
-            return Err(crate::lambda::index_refusal(src, idx));
+    let source = match pinned_from_cache(src, platform, opts).await {
+        Some(s) => s,
+        None => {
+            let opened = transport::Opened::open(src, opts).await?;
+            let resolved = opened.resolve(platform).await?;
+            match opened.read(&resolved, platform, ReadMode::Verified).await {
+                Ok(s) => s,
+                // An index the push cannot choose from: refused under its rule's name.
+                Err(_) if gated && let transport::Resolved::Index(idx) = &resolved => {
+                    return Err(crate::lambda::index_refusal(src, idx));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Err(e) => return Err(e),
     };
     let source = if gated {
         let (shown, cache) = (src.to_string(), opts.cache_dir.clone());
@@ -605,6 +610,33 @@ pub async fn copy(
     let pushed =
         transport::write(dest, &img, staging, mtime, opts, None, &Default::default()).await?;
     Ok(report(dest, &img, pushed, false))
+}
+
+/// A registry image named by digest whose documents and blobs are all in the blob cache, read
+/// from there with no network (as a pinned base is); `None` when anything is missing, damaged
+/// or not a plain choice for `platform`: the registry is then asked as usual.
+async fn pinned_from_cache(
+    src: &ImageRef,
+    platform: Option<Platform>,
+    opts: &Options,
+) -> Option<transport::Source> {
+    let ImageRef::Docker(rr) = src else {
+        return None;
+    };
+    let digest = rr.digest.clone()?;
+    let (cache, shown) = (opts.cache_dir.clone(), src.to_string());
+    let (c, s) = (cache.clone(), shown.clone());
+    let found = crate::task::blocking("reading the cache", move || {
+        transport::cached(&c, &digest, platform, &s)
+    })
+    .await
+    .ok()?;
+    let transport::Cached::Ready(desc, _) = found else {
+        return None;
+    };
+    transport::read_cached(&cache, rr, *desc, platform, &shown)
+        .await
+        .ok()
 }
 
 /// What `lamina inspect` shows.

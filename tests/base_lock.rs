@@ -310,3 +310,79 @@ fn a_base_behind_credentials_names_login() {
         describe(&out)
     );
 }
+
+/// The blob cache heals: a cached manifest or layer of a pinned base whose bytes no longer
+/// match its digest is removed and fetched again (a warning names it), the image unchanged;
+/// offline, the damage is named instead. And `lamina pull` of an image pinned by digest and
+/// all cached reads it from the cache with no registry.
+#[test]
+fn a_damaged_cache_blob_is_fetched_again_and_a_cached_pinned_pull_needs_no_registry() {
+    let reg = Registry::plain();
+    reg.skopeo_push(&fixture_base_ref(), "base:latest", true);
+    let sb = Sandbox::new(Vec::new());
+    let proj = sb.work().join("proj");
+    let base = reg.reference("base:latest");
+    project(&proj, &base);
+    let (_, amd64, _) = resolve_platform(&fixture_base(), "latest", "amd64");
+    let first = parse_digest(&ok(build_to(&sb, "one", &[])));
+    let blobs = sb.root().join("cache/blobs/sha256");
+    let damage = |hex: &str| {
+        let p = blobs.join(hex);
+        let len = fs::metadata(&p).expect("the blob is cached").len() as usize;
+        // A new file (not a write through the inode the output layouts share).
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, vec![b'x'; len]).unwrap();
+    };
+    let intact = |hex: &str| sha256_hex(&fs::read(blobs.join(hex)).unwrap()) == hex;
+
+    // The manifest.
+    damage(hex_of(&amd64));
+    let out = ok(build_to(&sb, "two", &[]));
+    assert_eq!(parse_digest(&out), first, "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("warning") && err.contains(&amd64) && err.contains("does not match"),
+        "{err}"
+    );
+    assert!(intact(hex_of(&amd64)), "fetched again into the cache");
+
+    // A base layer, same size, other bytes.
+    let layer = layer_digests(&read_layout(&sb.work().join("one"), "latest").0)[0].clone();
+    damage(hex_of(&layer));
+    let out = ok(build_to(&sb, "three", &[]));
+    assert_eq!(parse_digest(&out), first, "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("warning") && err.contains(&layer) && err.contains("again"),
+        "{err}"
+    );
+    assert!(intact(hex_of(&layer)), "fetched again into the cache");
+
+    // Offline, the same damage is named, with the way out.
+    damage(hex_of(&layer));
+    let out = build_to(&sb, "four", &["--offline"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&layer) && err.contains("without --offline"),
+        "{err}"
+    );
+    assert!(!sb.work().join("four").exists(), "nothing written");
+    ok(build_to(&sb, "five", &[]));
+
+    // A pull pinned by digest: the first reaches the registry, the second, all cached, not.
+    let pinned = format!("{}@{amd64}", base.trim_end_matches(":latest"));
+    let pull = |out: &str| {
+        let mut args = strings(&["pull", &pinned]);
+        args.push(oci_ref(&sb.work().join(out), "latest"));
+        args.extend(strings(&["--platform", "linux/amd64"]));
+        sb.run(&args, None)
+    };
+    let online = parse_digest(&ok(pull("p1")));
+    assert_eq!(online, amd64);
+    drop(reg);
+    let offline = ok(pull("p2"));
+    assert_eq!(parse_digest(&offline), amd64, "{}", describe(&offline));
+    let layers = |out: &str| layer_digests(&read_layout(&sb.work().join(out), "latest").0);
+    assert_eq!(layers("p2"), layers("p1"));
+}

@@ -227,7 +227,20 @@ fn verify_layer(l: &Layer, cache: &Path) -> std::io::Result<()> {
     if marker.as_ref().is_some_and(|m| m.exists()) {
         return Ok(());
     }
-    let index = l.verify_and_index()?;
+    let index = match l.verify_and_index() {
+        Ok(i) => i,
+        Err(e) => {
+            // A damaged blob of lamina's own cache (addressed by content, never edited in
+            // place) is removed, so that the next read fetches it again instead of failing on
+            // it forever. A blob elsewhere (a user's layout) is left as it is.
+            if e.kind() == std::io::ErrorKind::InvalidData
+                && l.path.parent() == Some(crate::cache::blobs(cache).as_path())
+            {
+                let _ = fs::remove_file(&l.path);
+            }
+            return Err(e);
+        }
+    };
     if let Some(i) = index {
         fsindex::save(cache, &l.diff_id, &i);
     }

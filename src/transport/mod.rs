@@ -5,7 +5,7 @@ pub mod archive;
 pub mod layout;
 pub mod resolve;
 
-pub use resolve::{Opened, Resolved};
+pub use resolve::{Cached, Opened, Resolved, cached, read_cached};
 
 use std::collections::HashSet;
 use std::fs;

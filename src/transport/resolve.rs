@@ -385,15 +385,27 @@ pub enum Cached {
 
 /// Whether the image `digest` names (a manifest, or an index to walk for `platform`) is in
 /// the blob cache under `cache` whole: the documents, the config and every layer with its
-/// size. Reads only the cache (a few small files, capped and verified): no network.
-pub fn cached(cache: &Path, digest: &Digest, platform: Platform, shown: &str) -> Result<Cached> {
+/// size. Reads only the cache (a few small files, capped and verified): no network. A cached
+/// document whose bytes do not match its digest is removed (the cache is lamina's own, addressed
+/// by content: such a file is damage, never data) and reported missing, so the caller fetches it
+/// again, or, offline, names it.
+pub fn cached(
+    cache: &Path,
+    digest: &Digest,
+    platform: Option<Platform>,
+    shown: &str,
+) -> Result<Cached> {
     let blobs = crate::cache::blobs(cache);
     let present = |d: &Digest| blobs.join(d.hex()).is_file();
     if !present(digest) {
         return Ok(Cached::Missing(vec![format!("manifest {digest}")]));
     }
     let size = |d: &Digest| std::fs::metadata(blobs.join(d.hex())).map_or(0, |m| m.len());
-    let bytes = super::read_json_blob(&blobs, digest, size(digest), "manifest", shown)?;
+    let Some(bytes) = read_or_evict(&blobs, digest, size(digest), shown)? else {
+        return Ok(Cached::Missing(vec![format!(
+            "manifest {digest} (the cached copy was damaged and is removed)"
+        )]));
+    };
     let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| {
@@ -411,7 +423,7 @@ pub fn cached(cache: &Path, digest: &Digest, platform: Platform, shown: &str) ->
     let (desc, index) = if is_index(&mt) {
         let idx = parse_index(&bytes, digest, shown)?;
         let mut missing = Vec::new();
-        let walked = walk(&idx.manifests, Some(platform), shown, &mut |d| {
+        let walked = walk(&idx.manifests, platform, shown, &mut |d| {
             let nested = digest_of(d, shown)?;
             if !present(&nested) {
                 missing.push(format!("index {nested}"));
@@ -431,7 +443,11 @@ pub fn cached(cache: &Path, digest: &Digest, platform: Platform, shown: &str) ->
     if !present(&mdigest) {
         return Ok(Cached::Missing(vec![format!("manifest {mdigest}")]));
     }
-    let mbytes = super::read_json_blob(&blobs, &mdigest, desc.size(), "manifest", shown)?;
+    let Some(mbytes) = read_or_evict(&blobs, &mdigest, desc.size(), shown)? else {
+        return Ok(Cached::Missing(vec![format!(
+            "manifest {mdigest} (the cached copy was damaged and is removed)"
+        )]));
+    };
     let m = oci_spec::image::ImageManifest::from_reader(&mbytes[..])
         .map_err(|e| Error::image(shown, format!("manifest {mdigest} is not valid: {e}")))?;
     let mut missing = Vec::new();
@@ -449,13 +465,35 @@ pub fn cached(cache: &Path, digest: &Digest, platform: Platform, shown: &str) ->
     Ok(Cached::Ready(Box::new(desc), index))
 }
 
+/// A manifest or index from the blob cache, `None` (and the file removed, with a warning on
+/// stderr) when its bytes do not match `digest`; an error only when it cannot be read at all.
+fn read_or_evict(blobs: &Path, digest: &Digest, size: u64, shown: &str) -> Result<Option<Vec<u8>>> {
+    let path = blobs.join(digest.hex());
+    match crate::image::blob::read_capped(&path, size.min(8 << 20)) {
+        Err(e) => {
+            return Err(Error::image(
+                shown,
+                format!("cached manifest {digest}: {e}"),
+            ));
+        }
+        Ok(Some(b)) if Digest::of(&b) == *digest => return Ok(Some(b)),
+        Ok(_) => {}
+    }
+    eprintln!(
+        "warning: {shown}: the cached manifest {digest} ({}) does not match its digest; removed",
+        path.display()
+    );
+    let _ = std::fs::remove_file(&path);
+    Ok(None)
+}
+
 /// Read a registry image whose blobs [`cached`] found all in the cache, verified like any
 /// base (on the blocking pool), with no network.
 pub async fn read_cached(
     cache: &Path,
     r: &RegistryRef,
     desc: Descriptor,
-    platform: Platform,
+    platform: Option<Platform>,
     shown: &str,
 ) -> Result<Source> {
     let (blobs, cache, shown) = (
@@ -466,7 +504,7 @@ pub async fn read_cached(
     let from = (r.registry.clone(), r.repository.clone());
     blocking("reading the image", move || {
         let mode = ReadMode::Verified;
-        let mut src = layout::read_manifest(&blobs, &desc, Some(platform), mode, &shown, &cache)?;
+        let mut src = layout::read_manifest(&blobs, &desc, platform, mode, &shown, &cache)?;
         for l in &mut src.image.layers {
             l.from = Some(from.clone());
         }
