@@ -55,16 +55,46 @@ fn base_annotations(sb: &Sandbox, out: &str) -> (String, String) {
     )
 }
 
+/// The fixture base pushed to a loopback registry as `base:latest` (with --all, so digests
+/// are kept) and a project in `work/proj` built on it.
+struct Pinned {
+    reg: Registry,
+    sb: Sandbox,
+    proj: std::path::PathBuf,
+    /// `docker://HOST/base:latest`.
+    base: String,
+    /// The digest of the index's amd64 manifest.
+    amd64: String,
+}
+
+impl Pinned {
+    fn new() -> Pinned {
+        let reg = Registry::plain();
+        reg.skopeo_push(&fixture_base_ref(), "base:latest", true);
+        let sb = Sandbox::new(Vec::new());
+        let proj = sb.work().join("proj");
+        let base = reg.reference("base:latest");
+        project(&proj, &base);
+        let (_, amd64, _) = resolve_platform(&fixture_base(), "latest", "amd64");
+        Pinned {
+            reg,
+            sb,
+            proj,
+            base,
+            amd64,
+        }
+    }
+}
+
 #[test]
 fn a_locked_base_builds_offline_from_the_cache_with_the_registry_stopped() {
-    let reg = Registry::plain();
-    reg.skopeo_push(&fixture_base_ref(), "base:latest", true);
-    let sb = Sandbox::new(Vec::new());
-    let proj = sb.work().join("proj");
-    let base = reg.reference("base:latest");
-    project(&proj, &base);
-    // The amd64 manifest of the fixture index (copied with --all, so digests are kept).
-    let (_, amd64, _) = resolve_platform(&fixture_base(), "latest", "amd64");
+    let Pinned {
+        reg,
+        sb,
+        proj,
+        base,
+        amd64,
+    } = Pinned::new();
 
     let first = parse_digest(&ok(build_to(&sb, "one", &[])));
     let lock_path = proj.join("lamina.lock");
@@ -317,13 +347,13 @@ fn a_base_behind_credentials_names_login() {
 /// all cached reads it from the cache with no registry.
 #[test]
 fn a_damaged_cache_blob_is_fetched_again_and_a_cached_pinned_pull_needs_no_registry() {
-    let reg = Registry::plain();
-    reg.skopeo_push(&fixture_base_ref(), "base:latest", true);
-    let sb = Sandbox::new(Vec::new());
-    let proj = sb.work().join("proj");
-    let base = reg.reference("base:latest");
-    project(&proj, &base);
-    let (_, amd64, _) = resolve_platform(&fixture_base(), "latest", "amd64");
+    let Pinned {
+        reg,
+        sb,
+        base,
+        amd64,
+        ..
+    } = Pinned::new();
     let first = parse_digest(&ok(build_to(&sb, "one", &[])));
     let blobs = sb.root().join("cache/blobs/sha256");
     let damage = |hex: &str| {
@@ -334,29 +364,23 @@ fn a_damaged_cache_blob_is_fetched_again_and_a_cached_pinned_pull_needs_no_regis
         fs::write(&p, vec![b'x'; len]).unwrap();
     };
     let intact = |hex: &str| sha256_hex(&fs::read(blobs.join(hex)).unwrap()) == hex;
-
-    // The manifest.
-    damage(hex_of(&amd64));
-    let out = ok(build_to(&sb, "two", &[]));
-    assert_eq!(parse_digest(&out), first, "{}", describe(&out));
-    let err = stderr_of(&out);
-    assert!(
-        err.contains("warning") && err.contains(&amd64) && err.contains("does not match"),
-        "{err}"
-    );
-    assert!(intact(hex_of(&amd64)), "fetched again into the cache");
-
-    // A base layer, same size, other bytes.
+    // Damage `digest`'s blob, build into `out`: the same image, a warning naming the blob
+    // and saying `word`, the blob whole again in the cache.
+    let heals = |digest: &str, out: &str, word: &str| {
+        damage(hex_of(digest));
+        let out = ok(build_to(&sb, out, &[]));
+        assert_eq!(parse_digest(&out), first, "{}", describe(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("warning") && err.contains(digest) && err.contains(word),
+            "{err}"
+        );
+        assert!(intact(hex_of(digest)), "fetched again into the cache");
+    };
+    // The manifest, then a base layer (same size, other bytes).
+    heals(&amd64, "two", "does not match");
     let layer = layer_digests(&read_layout(&sb.work().join("one"), "latest").0)[0].clone();
-    damage(hex_of(&layer));
-    let out = ok(build_to(&sb, "three", &[]));
-    assert_eq!(parse_digest(&out), first, "{}", describe(&out));
-    let err = stderr_of(&out);
-    assert!(
-        err.contains("warning") && err.contains(&layer) && err.contains("again"),
-        "{err}"
-    );
-    assert!(intact(hex_of(&layer)), "fetched again into the cache");
+    heals(&layer, "three", "again");
 
     // Offline, the same damage is named, with the way out.
     damage(hex_of(&layer));
