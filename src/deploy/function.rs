@@ -122,15 +122,13 @@ fn arn_account(arn: &str) -> Option<&str> {
 }
 
 /// Refuse a deploy that cannot succeed, before anything is pushed or changed: a package type
-/// switch, an architecture that differs from the function's, a function to create without a
-/// role (or without a runtime and handler, for a zip), an ECR repository in another account
+/// switch, a function to create without a role (or without a runtime and handler, for a zip), an ECR repository in another account
 /// or region than the function.
 pub fn guard(
     ctx: &Ctx<'_>,
     t: &Target,
     found: Option<&Found>,
     image: bool,
-    arch: Option<crate::platform::Platform>,
     ecr: Option<&EcrRegistry>,
 ) -> Result<()> {
     let name = &t.name;
@@ -141,16 +139,6 @@ pub fn guard(
         if have != want {
             return Err(Error::usage(format!(
                 "Lambda function {name} is a {have} function and this deploy is a {want} package: Lambda cannot change a function's package type; deploy under a new function name (or delete {name} first)"
-            )));
-        }
-        if let (Some(arch), Some(have)) = (arch, f.config.architectures().first())
-            && have.as_str() != arch.lambda_name()
-        {
-            return Err(Error::usage(format!(
-                "Lambda function {name} runs on {} and the code is built for {} ({}): build for the function's architecture (--platform / `platform`), or deploy under a new function name",
-                have.as_str(),
-                arch.lambda_name(),
-                arch
             )));
         }
         account = account.or(f
@@ -290,9 +278,26 @@ async fn update(
         ));
         status = ctx.settle(name, phases).await?;
     }
-    if !same_code(&f, code) {
+    // Lambda changes a function's instruction set with its code (`Architectures` of
+    // UpdateFunctionCode), so code built for the other one is sent with it.
+    let arch = code.platform().lambda_name();
+    let moved = f
+        .config
+        .architectures()
+        .first()
+        .map(|a| a.as_str())
+        .filter(|have| *have != arch);
+    if !same_code(&f, code) || moved.is_some() {
         let started = Instant::now();
-        let req = ctx.client.update_function_code().function_name(name);
+        let mut req = ctx.client.update_function_code().function_name(name);
+        if let Some(have) = moved {
+            (ctx.log)(format!(
+                "function {name}: architecture {have} -> {arch} ({})",
+                code.platform()
+            ));
+            req = req.architectures(Architecture::from(arch));
+            changed.push("Architectures".to_owned());
+        }
         let req = match code {
             Ready::Image { uri, .. } => req.image_uri(uri),
             Ready::Zip { via, .. } => match via {

@@ -4,8 +4,8 @@
 //! configuration field compared with `GetFunction`), waiting after every write until Lambda
 //! has settled, with bounded parallelism across functions.
 //!
-//! Every check that can refuse a deploy (package type, architecture, role, ECR account and
-//! region, the Lambda gate) runs before anything is pushed or changed.
+//! Every check that can refuse a deploy (package type, role, ECR account and region, the
+//! Lambda gate) runs before anything is pushed or changed.
 
 mod aws;
 mod code;
@@ -193,19 +193,12 @@ async fn check(
             code::resolve_image(reference, *platform, plan.lambda_check, opts, ctx.log).await?,
         );
     }
-    let (image, arch, ecr) = match &plan.code {
-        Code::BuildImage(spec) => (
-            true,
-            Some(spec.platform),
-            Some(code::ecr_destination(&spec.to, "`to`")?.0),
-        ),
-        Code::Image { reference, .. } => (
-            true,
-            resolved.as_ref().map(|(r, _)| r.platform()),
-            Some(code::ecr_destination(reference, "--image")?.0),
-        ),
-        Code::BuildZip(spec) => (false, Some(spec.platform), None),
-        Code::Zip { platform, .. } => (false, Some(*platform), None),
+    let (image, ecr) = match &plan.code {
+        Code::BuildImage(spec) => (true, Some(code::ecr_destination(&spec.to, "`to`")?.0)),
+        Code::Image { reference, .. } => {
+            (true, Some(code::ecr_destination(reference, "--image")?.0))
+        }
+        Code::BuildZip(_) | Code::Zip { .. } => (false, None),
     };
     if image && !plan.layers.is_empty() {
         return Err(Error::usage(
@@ -213,7 +206,7 @@ async fn check(
         ));
     }
     for (t, f) in plan.functions.iter().zip(found) {
-        function::guard(ctx, t, f.as_ref(), image, arch, ecr.as_ref())?;
+        function::guard(ctx, t, f.as_ref(), image, ecr.as_ref())?;
     }
     Ok(resolved)
 }

@@ -66,7 +66,12 @@ pub struct Seen {
     pub at: Instant,
     /// Its request headers, as sent by the client.
     pub headers: Vec<(String, String)>,
+    /// The first [`BODY_KEPT`] bytes of its body as they came (chunk framing included).
+    pub body: Vec<u8>,
 }
+
+/// How much of each request body [`Seen`] keeps.
+pub const BODY_KEPT: usize = 64 * 1024;
 
 impl Seen {
     /// The first value of header `name` (case-insensitive).
@@ -294,11 +299,15 @@ struct Budget<'a> {
     limit: Option<u64>,
     on_limit: &'a mut dyn FnMut() -> bool,
     cut: bool,
+    /// The first [`BODY_KEPT`] bytes forwarded.
+    kept: Vec<u8>,
 }
 
 impl Budget<'_> {
     /// Forward `data`; `Ok(false)` once the body was cut.
     fn put(&mut self, data: &[u8]) -> io::Result<bool> {
+        let room = BODY_KEPT.saturating_sub(self.kept.len()).min(data.len());
+        self.kept.extend_from_slice(&data[..room]);
         if let Some(limit) = self.limit
             && self.written + data.len() as u64 > limit
         {
@@ -420,13 +429,14 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
     let arrived = Instant::now();
     let _upload = upload_session(&head).map(|id| InFlight::start(st, id));
     let fault = pick_fault(st, &head);
-    let record = |outcome: &'static str| {
+    let record = |outcome: &'static str, body: Vec<u8>| {
         st.seen.lock().unwrap().push(Seen {
             method: head.method.clone(),
             target: head.target.clone(),
             outcome,
             at: arrived,
             headers: head.headers.clone(),
+            body,
         })
     };
     let kind = body_kind(&head);
@@ -437,7 +447,7 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
     };
 
     if let Some((_, Fault::Status { code, retry_after })) = &fault {
-        record(if *code == 503 { "503" } else { "status" });
+        record(if *code == 503 { "503" } else { "status" }, Vec::new());
         return answer_status(
             &mut client,
             &head,
@@ -475,13 +485,14 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         limit,
         on_limit: &mut take_cut,
         cut: false,
+        kept: Vec::new(),
     };
     let complete = match forward_body(&kind, &mut src, &mut budget) {
         Ok(c) => c,
         // The upstream answered and stopped reading before the whole body was sent (a
         // registry refusing an unknown upload does): relay its answer, as a proxy does.
         Err(_) if !budget.cut => {
-            record("answered early");
+            record("answered early", std::mem::take(&mut budget.kept));
             let _ = io::copy(&mut up, &mut client);
             let _ = client.flush();
             let _ = client.shutdown(Shutdown::Write);
@@ -490,12 +501,12 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         Err(e) => return Err(e),
     };
     if !complete || budget.cut {
-        record("cut");
+        record("cut", std::mem::take(&mut budget.kept));
         let _ = up.shutdown(Shutdown::Both);
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     }
-    record("forwarded");
+    record("forwarded", std::mem::take(&mut budget.kept));
     up.flush()?;
     if let Some(n) = response_limit {
         // Relay the first bytes of the answer, then drop both connections mid-answer.
@@ -547,6 +558,7 @@ fn answer_status(
         limit: None,
         on_limit: &mut never,
         cut: false,
+        kept: Vec::new(),
     };
     forward_body(kind, src, &mut budget)?;
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
