@@ -500,6 +500,45 @@ fn a_missing_client_and_a_handler_that_does_not_resolve_are_named() {
     refused(&p, "L014", &["nowhere", "PYTHONPATH"]);
 }
 
+/// `lamina check` on a finished client-started image judges its handler as the build does:
+/// on the client's module path, with the base's Python; a good one passes with no finding
+/// about the handler, a broken one (built with --no-lambda-check) is L014.
+#[test]
+fn check_judges_the_handler_of_a_client_started_image() {
+    let f = fixture();
+    let p = project("check-good", &f.base, &f.ric, "");
+    let out = lamina_in(&p, &["build", "-q"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = lamina_in(&p, &["check", "oci:out:latest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    assert!(!said.contains("L014") && !said.contains("L015"), "{said}");
+
+    let p = project("check-bad", &f.base, &f.ric, "");
+    let spec = std::fs::read_to_string(p.join("lamina.toml")).unwrap();
+    std::fs::write(
+        p.join("lamina.toml"),
+        spec.replace("app.handler", "nowhere.handler"),
+    )
+    .unwrap();
+    let out = lamina_in(&p, &["build", "-q", "--no-lambda-check"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = lamina_in(&p, &["check", "oci:out:latest"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("error L014")
+            && stdout.contains("nowhere")
+            && stdout.contains("PYTHONPATH"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn go_needs_no_client_and_an_aws_base_is_not_given_one() {
     let f = fixture();

@@ -82,7 +82,7 @@ pub fn find_interpreter(fs: &FileSystem, lang: Language, path_var: &str) -> Opti
 
 /// `python3.N` in the interpreter's real file name, else the one `lib/python3.N/os.py` of its
 /// prefix (`/usr` for `/usr/bin/python3.11`).
-fn python_version(fs: &FileSystem, real: &str) -> Option<(u32, u32)> {
+pub(super) fn python_version(fs: &FileSystem, real: &str) -> Option<(u32, u32)> {
     let parse = |s: &str| {
         let minor = s.strip_prefix("python3.")?;
         minor.parse::<u32>().ok().map(|m| (3, m))

@@ -24,12 +24,63 @@ pub fn handler_of(p: &Process) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
-/// L014 (or L015) for the image's handler.
+/// L014 (or L015) for the image's handler: one an AWS base image's entrypoint receives, or one
+/// AWS's runtime interface client receives on another base ([`client_start`]).
 pub fn handler(fs: &FileSystem, p: &Process, rt: &RuntimeInfo) -> Vec<Finding> {
-    let Some(h) = handler_of(p) else {
+    if let Some(h) = handler_of(p) {
+        return check(fs, p, rt, h, "/var/task");
+    }
+    let Some((h, client_rt)) = client_start(fs, p) else {
         return Vec::new();
     };
-    check(fs, p, rt, h, "/var/task")
+    let task = p
+        .env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("LAMBDA_TASK_ROOT="))
+        .filter(|t| t.starts_with('/'))
+        .unwrap_or("/var/task");
+    check(fs, p, &client_rt, h, task)
+}
+
+/// The handler and language of an image that starts AWS's runtime interface client itself, as
+/// `[function] runtime_client` writes it (or by hand): `python3 -m awslambdaric`, `node
+/// …/aws-lambda-ric/…`, or `java … com.amazonaws.services.lambda.runtime.api.client.AWSLambda`,
+/// the handler being the first argument after the entrypoint (CMD\[0\]). The Python version
+/// is the interpreter's, as the build finds it.
+pub fn client_start<'a>(fs: &FileSystem, p: &'a Process) -> Option<(&'a str, RuntimeInfo)> {
+    let e = &p.entrypoint;
+    let program = e.first()?.rsplit('/').next().unwrap_or_default();
+    let family = if program.starts_with("python3")
+        && e.windows(2).any(|w| w[0] == "-m" && w[1] == "awslambdaric")
+    {
+        Family::Python
+    } else if program == "node" && e.iter().skip(1).any(|a| a.contains("aws-lambda-ric")) {
+        Family::Node
+    } else if program == "java" && e.iter().any(|a| a == crate::spec::client::JAVA_MAIN) {
+        Family::Java
+    } else {
+        return None;
+    };
+    let h = p
+        .cmd
+        .first()
+        .map(String::as_str)
+        .filter(|h| !h.is_empty())?;
+    let python = (family == Family::Python)
+        .then(|| {
+            let real = fs.resolve(e[0].trim_start_matches('/')).ok()?;
+            super::client::python_version(fs, &real)
+        })
+        .flatten();
+    Some((
+        h,
+        RuntimeInfo {
+            family: Some(family),
+            python,
+            name: None,
+        },
+    ))
 }
 
 /// L014 (or L015) for handler `h` of a function whose code is at `task` (`/var/task`).
@@ -245,5 +296,59 @@ mod tests {
         );
         // OS-only runtimes have no handler to resolve.
         assert_eq!(rules_of(&fs, "provided.al2023", "anything"), []);
+    }
+
+    fn started(entrypoint: &[&str], cmd: &str) -> Process {
+        Process {
+            entrypoint: entrypoint.iter().map(|s| (*s).to_owned()).collect(),
+            cmd: vec![cmd.to_owned()],
+            env: vec!["LAMBDA_TASK_ROOT=/app".into()],
+            workdir: String::new(),
+        }
+    }
+
+    /// The runtime interface client's own starts are recognized, with the language and the
+    /// handler; the handler is then looked for under LAMBDA_TASK_ROOT.
+    #[test]
+    fn images_that_start_the_runtime_client_have_their_handler_judged() {
+        let mut fs = FileSystem::new();
+        fs.insert("usr/bin/python3.11", Node::file(0o755, b""));
+        fs.insert("app/app.py", Node::file(0o644, b""));
+        fs.insert("app/index.mjs", Node::file(0o644, b""));
+        let rt = RuntimeInfo {
+            family: None,
+            python: None,
+            name: None,
+        };
+        let rules =
+            |p: &Process| -> Vec<Rule> { handler(&fs, p, &rt).iter().map(|f| f.rule).collect() };
+        let py = ["/usr/bin/python3.11", "-m", "awslambdaric"];
+        let p = started(&py, "app.handler");
+        let (h, info) = client_start(&fs, &p).unwrap();
+        assert_eq!(
+            (h, info.family, info.python),
+            ("app.handler", Some(Family::Python), Some((3, 11)))
+        );
+        assert_eq!(rules(&started(&py, "app.handler")), []);
+        assert_eq!(rules(&started(&py, "nowhere.handler")), [Rule::L014]);
+        let node = [
+            "/usr/bin/node",
+            "/var/runtime/node_modules/aws-lambda-ric/bin/index.mjs",
+        ];
+        assert_eq!(rules(&started(&node, "index.handler")), []);
+        assert_eq!(rules(&started(&node, "missing.handler")), [Rule::L014]);
+        let java = [
+            "/usr/bin/java",
+            "-cp",
+            "/var/runtime/lib/*",
+            crate::spec::client::JAVA_MAIN,
+        ];
+        assert_eq!(
+            rules(&started(&java, "com.example.Gone::handleRequest")),
+            [Rule::L014]
+        );
+        // Any other program: not the client's start, not judged.
+        assert!(client_start(&fs, &started(&["/usr/bin/python3", "app.py"], "x.y")).is_none());
+        assert_eq!(rules(&started(&["/bin/sh", "-c"], "nowhere.handler")), []);
     }
 }
