@@ -17,44 +17,6 @@ use tempfile::TempDir;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
-
-/// A minimal static ELF64 executable that calls exit(0), for `machine` (as the fixture's
-/// usr/bin/sh, written by fixtures/gen-base.py).
-fn exit0_elf(machine: u16) -> Vec<u8> {
-    let code: Vec<u8> = match machine {
-        EM_X86_64 => vec![0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05],
-        EM_AARCH64 => [0xD280_0BA8u32, 0xD280_0000, 0xD400_0001]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect(),
-        _ => panic!("no stub for machine {machine}"),
-    };
-    let base = 0x40_0000u64;
-    let size = (64 + 56 + code.len()) as u64;
-    let mut e = b"\x7fELF\x02\x01\x01\x00".to_vec();
-    e.extend_from_slice(&[0; 8]);
-    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    e.extend_from_slice(&machine.to_le_bytes());
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&(base + 120).to_le_bytes()); // e_entry
-    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for v in [64u16, 56, 1, 64, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    for v in [0, base, base, size, size, 0x1000] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    e.extend_from_slice(&code);
-    assert_eq!(e.len() as u64, size);
-    e
-}
-
 /// A sandboxed working directory: lamina's docker config points inside it.
 struct Work {
     tmp: TempDir,

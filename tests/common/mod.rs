@@ -5,7 +5,7 @@
 //!   and bounding external programs), [`oci_tools`] (`skopeo`, `umoci`), [`sandbox`] (lamina in
 //!   a temporary home, for the network tests).
 //! - What the tests build from and check: [`fixtures`], [`layout`] (OCI layouts, digests),
-//!   [`tars`], [`trees`] (file trees on disk), [`zips`].
+//!   [`tars`], [`trees`] (file trees on disk), [`zips`], [`elf`] (tiny programs per CPU).
 //! - [`netns`]: a private network namespace, for an address that is not loopback.
 //! - Registry peers, all on loopback with state in temporary directories, every wait bounded
 //!   and everything stopped on drop: [`distribution`] (`docker-registry`), [`token_server`],
@@ -17,6 +17,7 @@
 pub mod credentials;
 pub mod distribution;
 pub mod doc_examples;
+pub mod elf;
 pub mod fake_registry;
 pub mod fault_proxy;
 pub mod fixtures;
@@ -39,7 +40,7 @@ pub mod zips;
 // Each test binary compiles this module on its own and uses only part of it.
 #[allow(unused_imports)]
 pub use self::{
-    credentials::*, distribution::*, doc_examples::*, fake_registry::*, fault_proxy::*,
+    credentials::*, distribution::*, doc_examples::*, elf::*, fake_registry::*, fault_proxy::*,
     fixtures::*, lamina_cli::*, layout::*, loopback_http::*, moto::*, netns::*, oci_tools::*,
     process::*, redirect_registry::*, sandbox::*, schema_check::*, tars::*, tls::*,
     token_server::*, trees::*, zips::*,
