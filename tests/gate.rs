@@ -575,34 +575,6 @@ fn l015_a_handler_for_an_unknown_runtime_is_a_warning() {
 // L016 to L019: budgets and shapes
 // ---------------------------------------------------------------------------------------------
 
-/// Rewrite the image of `layout` (tag `latest`) with `edit` on its manifest and config, and
-/// re-hash them.
-fn rewrite(layout: &Path, edit: impl FnOnce(&Path, &mut Value, &mut Value)) {
-    let (mut manifest, _, mut config) = read_layout(layout, "latest");
-    edit(layout, &mut manifest, &mut config);
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = sha256_digest(bytes);
-        fs::write(blob_path(layout, &d), bytes).unwrap();
-        (d, bytes.len())
-    };
-    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
-    manifest["config"]["digest"] = cd.into();
-    manifest["config"]["size"] = cs.into();
-    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
-    let mut index = read_index(layout);
-    for d in index["manifests"].as_array_mut().unwrap() {
-        if d["annotations"]["org.opencontainers.image.ref.name"] == "latest" {
-            d["digest"] = md.clone().into();
-            d["size"] = ms.into();
-        }
-    }
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-}
-
 /// A gzip layer of `tar` appended to the image.
 fn append_layer(layout: &Path, manifest: &mut Value, config: &mut Value, tar: &[u8]) {
     use std::io::Write;
@@ -663,7 +635,7 @@ fn l016_to_l019_budgets_and_shapes_warn() {
     b.append_data(&mut h, "srv/orphan/file.txt", &b"hi"[..])
         .unwrap();
     let tar = b.into_inner().unwrap();
-    rewrite(&layout, |dir, m, c| {
+    rewrite_image(&layout, |dir, m, c| {
         append_layer(dir, m, c, &tar);
         // Annotations that push the manifest over 25,400 bytes.
         m["annotations"] = serde_json::json!({ "example.padding": "x".repeat(26_000) });

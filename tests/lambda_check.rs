@@ -162,37 +162,6 @@ fn assert_passes(report: &Value, out: &Output) {
     assert_eq!(report["ok"], true, "{report}");
 }
 
-/// Rewrite the single image of `layout` (tag `latest`): `edit` changes the manifest and config
-/// documents (and may write blobs); the config, manifest and index.json are re-hashed.
-fn rewrite(layout: &Path, edit: impl FnOnce(&Path, &mut Value, &mut Value)) {
-    let (mut manifest, _, mut config) = read_layout(layout, "latest");
-    edit(layout, &mut manifest, &mut config);
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = sha256_digest(bytes);
-        fs::write(blob_path(layout, &d), bytes).unwrap();
-        (d, bytes.len())
-    };
-    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
-    manifest["config"]["digest"] = cd.into();
-    manifest["config"]["size"] = cs.into();
-    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
-    let mut index = read_index(layout);
-    for d in index["manifests"].as_array_mut().unwrap() {
-        if d["annotations"][REF_NAME] == "latest" {
-            d["digest"] = md.clone().into();
-            d["size"] = ms.into();
-            if d.get("platform").is_some() {
-                d["platform"]["architecture"] = config["architecture"].clone();
-            }
-        }
-    }
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-}
-
 /// A small sound function on the fixture base: what the crafted images start from.
 fn sound_function(w: &Work, name: &str, platform: &str) -> String {
     let src = w.files(
@@ -370,7 +339,7 @@ fn l002_zstd_and_uncompressed_layers() {
     let w = Work::new();
     // zstd: lamina goes by the media type (it cannot read zstd, so it need not be real zstd).
     let reference = sound_function(&w, "zstd", "linux/amd64");
-    rewrite(&w.path().join("zstd"), |_, m, _| {
+    rewrite_image(&w.path().join("zstd"), |_, m, _| {
         m["layers"][2]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
     });
     let (report, out) = w.check(&reference, &[]);
@@ -381,7 +350,7 @@ fn l002_zstd_and_uncompressed_layers() {
 
     // Uncompressed: the layer stored as its tar, under the OCI media type for plain tars.
     let reference = sound_function(&w, "plain", "linux/amd64");
-    rewrite(&w.path().join("plain"), |layout, m, _| {
+    rewrite_image(&w.path().join("plain"), |layout, m, _| {
         let d = m["layers"][2]["digest"].as_str().unwrap().to_owned();
         let tar = gunzip(&read_blob(layout, &d));
         let td = sha256_digest(&tar);
@@ -403,7 +372,7 @@ fn l002_zstd_and_uncompressed_layers() {
 fn l003_an_architecture_lambda_does_not_run() {
     let w = Work::new();
     let reference = sound_function(&w, "s390x", "linux/amd64");
-    rewrite(&w.path().join("s390x"), |_, _, c| {
+    rewrite_image(&w.path().join("s390x"), |_, _, c| {
         c["architecture"] = "s390x".into();
     });
     let (report, out) = w.check(&reference, &[]);

@@ -296,3 +296,34 @@ pub fn assert_clean_gzip_header(blob: &[u8], what: &str) {
     assert_eq!(blob[3] & 0x10, 0, "{what}: gzip FLG has FCOMMENT set");
     assert_eq!(&blob[4..8], &[0, 0, 0, 0], "{what}: gzip MTIME is not zero");
 }
+
+/// Rewrite the single image of `layout` (tag `latest`): `edit` changes the manifest and config
+/// documents (and may write blobs); the config, manifest and index.json are re-hashed.
+pub fn rewrite_image(layout: &Path, edit: impl FnOnce(&Path, &mut Value, &mut Value)) {
+    let (mut manifest, _, mut config) = read_layout(layout, "latest");
+    edit(layout, &mut manifest, &mut config);
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha256_digest(bytes);
+        fs::write(blob_path(layout, &d), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let mut index = read_index(layout);
+    for d in index["manifests"].as_array_mut().unwrap() {
+        if d["annotations"][REF_NAME] == "latest" {
+            d["digest"] = md.clone().into();
+            d["size"] = ms.into();
+            if d.get("platform").is_some() {
+                d["platform"]["architecture"] = config["architecture"].clone();
+            }
+        }
+    }
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
