@@ -166,6 +166,7 @@ pub fn entry_cached<T>(
         return Ok((entry, None));
     }
     fs::create_dir_all(parent).at("creating", parent)?;
+    spread_directories(parent);
     // Owned while it is built: removed on error, on SIGINT/SIGTERM, or by a later lamina
     // when this one was killed (see crate::staging).
     let (tmp, _owner) = crate::staging::dir_in(parent, ".unpack-")
@@ -196,6 +197,36 @@ pub fn entry_cached<T>(
         }
     }
     Ok((entry, Some(out)))
+}
+
+/// `FS_TOPDIR_FL` (`chattr +T`): ext2/3/4 place the directories made in a directory so
+/// marked as they place top-level ones, spread over block groups with free inodes and few
+/// directories, rather than in the group of their parent.
+const TOPDIR_FL: libc::c_int = 0x0002_0000;
+
+/// Mark `dir` (the cache's `rootfs/`) as a top of directory hierarchies for ext2/3/4, so that
+/// each unpack's staging directory, and with it the files of the layer, goes to a block group
+/// of its own. Without it they share the group of the cache (often that of `/tmp` or `$HOME`,
+/// where other programs create and delete files all the time), and on ext4 without a journal
+/// the kernel then skips every inode deleted there in the last seconds (`recently_deleted` in
+/// fs/ext4/ialloc.c), one by one, for each file it creates: measured, a 16,000-file unpack
+/// took 13-16 s of kernel time instead of 1-1.7 s. Best effort: other file systems refuse the
+/// flag or ignore it, which changes nothing.
+fn spread_directories(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(d) = fs::File::open(dir) else { return };
+    let mut flags: libc::c_int = 0;
+    // SAFETY: the descriptor is open for the call and `flags` is the int the ioctl reads or
+    // writes (the kernel's FS_IOC_*FLAGS take an int, whatever their encoded size says).
+    unsafe {
+        if libc::ioctl(d.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0
+            || flags & TOPDIR_FL != 0
+        {
+            return;
+        }
+        flags |= TOPDIR_FL;
+        libc::ioctl(d.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+    }
 }
 
 /// [`entry_cached`], the entry then held in use ([`crate::gc::hold`]); built again should
@@ -1043,6 +1074,29 @@ mod tests {
         let (_t, r) = unpack(&[tar_of(&[E::Link("far", &long)])]);
         let e = r.unwrap_err().to_string();
         assert!(e.contains("`far`") && e.contains("4200 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_directory_spreads_its_unpacks_where_the_file_system_can() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join("cache");
+        let tar_bytes = tar_of(&[E::File("a", "a", 0o644)]);
+        let l = layer(t.path(), 0, &tar_bytes, true);
+        copy_of(&cache, &[l], "/", "oci:x").unwrap();
+        let dir = rootfs_dir(&cache);
+        let fs_type = nix::sys::statfs::statfs(&dir).unwrap().filesystem_type();
+        // ext2, ext3 and ext4 share the magic number; elsewhere the flag means nothing.
+        if fs_type != nix::sys::statfs::EXT4_SUPER_MAGIC {
+            return;
+        }
+        let out = std::process::Command::new("lsattr")
+            .arg("-d")
+            .arg(&dir)
+            .output()
+            .expect("lsattr (e2fsprogs) is needed");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let attrs = shown.split_whitespace().next().unwrap_or("");
+        assert!(out.status.success() && attrs.contains('T'), "{shown}");
     }
 
     #[test]
