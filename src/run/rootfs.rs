@@ -1449,14 +1449,11 @@ mod model_tests {
             check(&u.rootfs, p, node);
         }
         // The layers as overlayfs stacks them show the same paths, and hide the same ones.
-        let stack: Vec<PathBuf> = {
-            let layer_dirs = chain_ids(&layers)
-                .iter()
-                .rev()
-                .map(|c| rootfs_dir(&cache).join(c.hex()).join("rootfs"))
-                .collect::<Vec<_>>();
-            layer_dirs
-        };
+        let stack: Vec<PathBuf> = chain_ids(&layers)
+            .iter()
+            .rev()
+            .map(|c| rootfs_dir(&cache).join(c.hex()).join("rootfs"))
+            .collect();
         for p in model
             .keys()
             .filter(|p| !p.starts_with("proc") && !p.starts_with("var"))
