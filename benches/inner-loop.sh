@@ -96,10 +96,10 @@ with tarfile.open("base.tar", "w") as t:
         t.addfile(info, io.BytesIO(data))
 EOF
 # base1 and base2 stay until the end: on ext4 without a journal (this machine's disk), for some
-# seconds after ~16,000 files are deleted (300 s while the inode tables are not written back)
+# seconds after ~16,000 files are deleted (5 s, 35 while the inode tables are not written back)
 # the kernel skips their inode numbers one by one each time it allocates an inode in their
-# groups (`recently_deleted` in fs/ext4/ialloc.c), and the first invoke's unpack then takes
-# 5-18 s of kernel time instead of ~1 s.
+# groups (`recently_deleted` in fs/ext4/ialloc.c). lamina's cache keeps its unpacks out of
+# such groups (docs/local-runtime.md); the bench does not add deletions of its own anyway.
 BASE_BYTES=$(stat -c %s base.tar)
 
 # --- the function ----------------------------------------------------------------------------
