@@ -12,10 +12,12 @@
 # the same Runtime API). It measures, with a fresh cache: the first build, the first invoke
 # (unpacking the root file system included), then EDITS rounds of: change one line of the
 # handler -> lamina build -> lamina invoke (answered with the new code), and finally the disk
-# the cache uses, against the base plus EDITS code layers.
+# the cache uses, against the base plus EDITS code layers: the cache alone, and what it adds
+# beyond the output layout (whose blobs the cache shares as hard links), each in apparent bytes
+# (du -sb) and in blocks on disk (what `lamina cache du` counts).
 #
-# Environment: PROFILE=release|debug (default release: builds lamina --release first; debug
-# measures a debug build), GEN (the tree generator), MB (layer 2 size), BENCH_DIR (scratch directory,
+# Environment: LAMINA (a lamina binary to measure; else PROFILE=release|debug, default release:
+# builds lamina --release first; debug measures a debug build), GEN (the tree generator), MB (layer 2 size), BENCH_DIR (scratch directory,
 # default a new one under /tmp, removed on exit), LAMINA_BENCH_KEEP=1 keeps it, LAMINA_ROOTFS
 # (overlay, copy or auto) passed through; SYNC=0 skips the `sync` before the first invoke.
 set -euo pipefail
@@ -25,6 +27,8 @@ EDITS=${1:-10}
 MB=${MB:-150}
 PROFILE=${PROFILE:-release}
 GEN=${GEN:-$ROOT/../shared/bench/gen-tree.py}
+# A worktree under wt/ finds the shared generator one level further up.
+[ -f "$GEN" ] || [ ! -f "$ROOT/../../shared/bench/gen-tree.py" ] || GEN=$ROOT/../../shared/bench/gen-tree.py
 PY=/usr/bin/python3.11
 
 die() { echo "inner-loop.sh: $*" >&2; exit 1; }
@@ -32,11 +36,14 @@ die() { echo "inner-loop.sh: $*" >&2; exit 1; }
 [ -x "$PY" ] || die "$PY is needed: the base image is assembled from the host's python3.11"
 [ -f "$GEN" ] || die "the workload generator $GEN is missing"
 
-case $PROFILE in
+if [ -n "${LAMINA:-}" ]; then
+  [ -x "$LAMINA" ] || die "LAMINA=$LAMINA is not an executable"
+  PROFILE="given"
+else case $PROFILE in
   release) cargo build --release -q; LAMINA=${CARGO_TARGET_DIR:-$ROOT/target}/release/lamina ;;
   debug) cargo build -q; LAMINA=${CARGO_TARGET_DIR:-$ROOT/target}/debug/lamina ;;
   *) die "PROFILE is release or debug, not '$PROFILE'" ;;
-esac
+esac; fi
 
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/lamina-inner-loop.XXXXXX)}
 mkdir -p "$BENCH_DIR"
@@ -64,6 +71,9 @@ done
 mkdir -p base1/usr/lib base1/tmp base1/var/task
 cp -a /usr/lib/python3.11 base1/usr/lib/
 python3 "$GEN" base2/opt/deps --mb "$MB" >/dev/null
+# The base as files (apparent bytes, and blocks on this file system), for the cache figures.
+BASE_FILES=$(du -scb base1 base2 | tail -1 | cut -f1)
+BASE_FILES_DISK=$(du -sc -B1 base1 base2 | tail -1 | cut -f1)
 python3 - "$(dpkg --print-architecture 2>/dev/null || echo amd64)" <<'EOF'
 import hashlib, io, json, sys, tarfile
 arch = {"amd64": "amd64", "arm64": "arm64"}.get(sys.argv[1], "amd64")
@@ -85,7 +95,11 @@ with tarfile.open("base.tar", "w") as t:
         info = tarfile.TarInfo(name); info.size = len(data); info.mtime = 1700000000
         t.addfile(info, io.BytesIO(data))
 EOF
-rm -rf base1 base2
+# base1 and base2 stay until the end: on ext4 without a journal (this machine's disk), for some
+# seconds after ~16,000 files are deleted (5 s, 35 while the inode tables are not written back)
+# the kernel skips their inode numbers one by one each time it allocates an inode in their
+# groups (`recently_deleted` in fs/ext4/ialloc.c). lamina's cache keeps its unpacks out of
+# such groups (docs/local-runtime.md); the bench does not add deletions of its own anyway.
 BASE_BYTES=$(stat -c %s base.tar)
 
 # --- the function ----------------------------------------------------------------------------
@@ -133,7 +147,18 @@ done
 median=$(printf '%s\n' "${rounds[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 echo "edit -> rebuild -> answered invoke, median of $EDITS: $median s"
 
-cache_bytes=$(du -sb "$LAMINA_CACHE_DIR" | cut -f1)
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 code_bytes=$(du -sb fn | cut -f1)
-echo "cache after $EDITS edits: $((cache_bytes / 1048576)) MB (base $((BASE_BYTES / 1048576)) MB + $EDITS code layers of ~$((code_bytes / 1024)) KB; the base is held twice: its gzip blobs and its unpacked layers)"
+# The cache alone, in apparent bytes (du -sb) and in blocks (what `lamina cache du` counts).
+cache_bytes=$(du -sb "$LAMINA_CACHE_DIR" | cut -f1)
+cache_disk=$(du -s -B1 "$LAMINA_CACHE_DIR" | cut -f1)
+# What the cache adds beyond the output layout the builds wrote: du counts a file with several
+# names once, under the first argument, and the cache's blobs are hard links to the layout's.
+added_bytes=$(du -sb "$BENCH_DIR/out" "$LAMINA_CACHE_DIR" | tail -1 | cut -f1)
+added_disk=$(du -s -B1 "$BENCH_DIR/out" "$LAMINA_CACHE_DIR" | tail -1 | cut -f1)
+goal=$((BASE_BYTES + EDITS * code_bytes))
+verdict() { if [ "$1" -lt "$goal" ]; then echo "under"; else echo "OVER"; fi; }
+echo "base: $(mib "$BASE_BYTES") as a tar; as files $(mib "$BASE_FILES") ($(mib "$BASE_FILES_DISK") on disk); goal: under the tar plus $EDITS code layers of ~$((code_bytes / 1024)) KiB = $(mib "$goal")"
+echo "cache after $EDITS edits, alone:                  $(mib "$cache_bytes") ($(mib "$cache_disk") on disk): $(verdict "$cache_bytes") the goal, $(verdict "$cache_disk") on disk (it holds the base twice: gzip blobs for builds, unpacked layers for runs)"
+echo "cache after $EDITS edits, beyond the output layout: $(mib "$added_bytes") ($(mib "$added_disk") on disk): $(verdict "$added_bytes") the goal, $(verdict "$added_disk") on disk (its blobs are the layout's files, hard-linked)"
 "$LAMINA" cache du

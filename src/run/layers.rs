@@ -107,6 +107,13 @@ struct Writer {
     /// regular file in the same directory (a layer lists a directory's files together); any
     /// other kind of entry forgets it, as it may change what a path resolves to.
     last_parent: Option<(PathBuf, PathBuf)>,
+    /// Directories this layer holds as real directories, reached from the root through real
+    /// directories only (no symbolic link on the way, so each resolves to itself): a parent
+    /// found here needs no resolution through the layers. Only an entry that replaces or hides
+    /// something can change that, and every such entry empties the set (see [`Self::forget`]).
+    plain_dirs: HashSet<PathBuf>,
+    /// The buffer file bodies are copied through (one write per file up to its size).
+    buf: Vec<u8>,
     skipped: Vec<String>,
 }
 
@@ -122,6 +129,8 @@ impl Writer {
             ancestors: HashSet::new(),
             whited: HashSet::new(),
             last_parent: None,
+            plain_dirs: HashSet::new(),
+            buf: Vec::new(),
             skipped: Vec::new(),
         }
     }
@@ -384,7 +393,7 @@ impl Writer {
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         if let Some(w) = whiteout(name.as_bytes()) {
-            self.last_parent = None;
+            self.forget();
             return self.apply_whiteout(parent_rel, w);
         }
         if matches!(kind, T::Char | T::Block) {
@@ -405,17 +414,38 @@ impl Writer {
             return Ok(());
         }
         let regular = matches!(kind, T::Regular | T::Continuous | T::GNUSparse);
+        if !regular && kind != T::Directory {
+            // A link or a fifo may stand where a directory was.
+            self.forget();
+        }
         let parent = match self.last_parent.take() {
             Some((asked, resolved)) if regular && asked == parent_rel => resolved,
-            _ => self.parent_dir(parent_rel)?,
+            _ if self.plain_dirs.contains(parent_rel) => parent_rel.to_owned(),
+            _ => {
+                let resolved = self.parent_dir(parent_rel)?;
+                if resolved == parent_rel {
+                    self.plain_dirs.insert(resolved.clone());
+                }
+                resolved
+            }
         };
         if regular {
             self.last_parent = Some((parent_rel.to_owned(), parent.clone()));
         }
         let dest = parent.join(&name);
         self.place(kind, &mut entry, &dest, mode, mtime)?;
+        if kind == T::Directory && parent == parent_rel && self.plain_dirs.contains(&parent) {
+            self.plain_dirs.insert(dest.clone());
+        }
         self.note_written(&dest);
         Ok(())
+    }
+
+    /// Forget every parent directory resolved so far: the entry at hand may replace or hide
+    /// one of them (or a directory above one).
+    fn forget(&mut self) {
+        self.last_parent = None;
+        self.plain_dirs.clear();
     }
 
     /// Put the entry `entry` (of `kind`, not a whiteout, parent resolved) at `dest`.
@@ -432,8 +462,12 @@ impl Writer {
         let host = self.root.join(dest);
         match kind {
             T::Directory => {
-                ensure_dir(&host, 0o700)?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
+                // Kept writable by its owner until `finish` gives it its mode.
+                let created = fs::DirBuilder::new().mode(0o700 | mode).create(&host);
+                if created.is_err() || umask() & 0o700 != 0 {
+                    ensure_dir(&host, 0o700)?;
+                    fs::set_permissions(&host, fs::Permissions::from_mode(0o700 | mode))?;
+                }
                 if self.whited.contains(dest) && !is_opaque(&host) {
                     self.make_opaque(dest)?;
                 }
@@ -471,15 +505,23 @@ impl Writer {
                 .map_err(io::Error::from)?;
             }
             _ => {
-                self.remove(dest)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&host)?;
-                io::copy(entry, &mut f)?;
-                f.set_permissions(fs::Permissions::from_mode(mode & !0o6000))?;
+                // Created with its mode (setuid and setgid dropped): a new file opened for
+                // writing is writable whatever its mode says. Something already there (this
+                // layer wrote the path before, or a whiteout or directory of it stands there)
+                // is replaced: `create_new` never follows or reuses it.
+                let mode = mode & !0o6000;
+                let mut f = match create_file(&host, mode) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.forget();
+                        self.remove(dest)?;
+                        create_file(&host, mode)?
+                    }
+                    r => r?,
+                };
+                copy_body(entry, &mut f, &mut self.buf)?;
+                if mode & (0o1000 | umask()) != 0 {
+                    f.set_permissions(fs::Permissions::from_mode(mode))?;
+                }
                 f.set_times(FileTimes::new().set_modified(mtime_of(mtime)))?;
             }
         }
@@ -532,6 +574,59 @@ impl Writer {
             set_mtime_nofollow(&host, mtime)?;
         }
         Ok(())
+    }
+}
+
+/// Create the regular file `host` (never following a link there), open for writing, with the
+/// permission bits of `mode` as far as the umask lets them through.
+fn create_file(host: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(host)
+}
+
+/// The process's umask, read once (`/proc/self/status`; every bit set when unreadable, so
+/// that modes are always set explicitly). Reading it with `umask(2)` would change it for a
+/// moment under other threads.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
+}
+
+/// Copy a file's body from the tar stream through `buf` (grown to 256 KiB on first use), in
+/// as few writes as its size allows.
+fn copy_body(from: &mut impl Read, to: &mut File, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::io::Write;
+    if buf.is_empty() {
+        buf.resize(256 << 10, 0);
+    }
+    loop {
+        // Fill the buffer (the stream comes in chunks a file may straddle), then write it.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        to.write_all(&buf[..filled])?;
+        if filled < buf.len() {
+            return Ok(());
+        }
     }
 }
 
