@@ -250,6 +250,9 @@ fn concurrent_builds_lose_no_cache_entry() {
             .collect();
         running.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    if std::env::var_os("LAMINA_DEBUG").is_some() {
+        eprintln!("the writers said:\n{}", writers.join("\n---\n"));
+    }
     for (i, d) in dirs.iter().enumerate() {
         let dest = oci_ref(&t.path().join(format!("again{i}")), "latest");
         let (r, log) = build(&Sandbox::new(vec![]), d, &dest, &["--cache", &cache]);

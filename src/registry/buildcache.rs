@@ -50,7 +50,7 @@ const DATA_CAP: usize = 4 << 20;
 /// How many times a write is tried again when another runner moved the tag.
 const WRITE_ATTEMPTS: usize = 8;
 /// How long a write waits, at least and at most, before reading its own write back.
-const SETTLE: Duration = Duration::from_millis(150);
+const SETTLE: Duration = Duration::from_millis(50);
 const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -327,7 +327,8 @@ pub async fn update(
         let seen = entries.len();
         if !merge(&mut entries, new) && before.is_some() && read.manifest == before {
             trace(format!(
-                "attempt {attempt}: before {before:?}: every entry already there"
+                "attempt {attempt}: before {}: every entry already there",
+                show(&before)
             ));
             return Ok(attempt);
         }
@@ -352,7 +353,9 @@ pub async fn update(
         let now = current(client, r).await?;
         if now != before {
             trace(format!(
-                "attempt {attempt}: before {before:?}, the tag moved to {now:?}: merging again"
+                "attempt {attempt}: before {}, the tag moved to {}: merging again",
+                show(&before),
+                show(&now)
             ));
             backoff(attempt).await;
             continue;
@@ -394,9 +397,11 @@ pub async fn update(
             }
         }
         trace(format!(
-            "attempt {attempt}: before {before:?} ({seen} entries), wrote {written} ({} entries, {} new), settle {settle:?}, read back {backs:?}: {}",
+            "attempt {attempt}: before {} ({seen} entries), wrote {written} ({} entries, {} new), settle {settle:?}, read back {}: {}",
+            show(&before),
             wanted.len(),
             new.len(),
+            backs.iter().map(show).collect::<Vec<_>>().join(", "),
             if kept {
                 "kept"
             } else {
@@ -417,9 +422,15 @@ pub async fn update(
     ))
 }
 
+/// A digest the tag named, or `none`, for the debug trace.
+fn show(d: &Option<Digest>) -> String {
+    d.as_ref()
+        .map_or_else(|| "none".to_owned(), Digest::to_string)
+}
+
 /// How long a tag seen absent, or a cache seen unreadable or foreign, is left before it is
 /// looked at again and believed (then written over).
-const RECHECK: Duration = Duration::from_millis(100);
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// The tag's digest and the cache it names, for an update: `None` when it could not be read
 /// (try again later; never write over entries that could not be read). A tag seen absent and
@@ -442,7 +453,7 @@ async fn read_for_update(
             Ok(l) if before.is_some() && l.manifest.is_some() => {
                 return Ok(Some((before, read.unwrap_or_default())));
             }
-            Ok(l) => format!("absent (tag {before:?}, read {:?})", l.manifest),
+            Ok(l) => format!("absent (tag {}, read {})", show(&before), show(&l.manifest)),
             Err(Unread::Foreign(why)) => format!("foreign ({why})"),
             Err(Unread::Unreachable(why)) => {
                 trace(format!("attempt {attempt}: unreadable: {why}"));
