@@ -116,20 +116,34 @@ const BUF: usize = 256 << 10;
 /// BLAKE3 of each file, in order, on up to `available_parallelism` threads: large files are
 /// hashed by one thread each (reading is the bottleneck), small ones spread over the threads.
 fn hash_files(files: &[(&Path, Option<u64>)]) -> Result<Vec<blake3::Hash>> {
+    in_parallel(
+        files,
+        || vec![0u8; BUF],
+        |buf, (p, size)| hash_file(p, *size, buf),
+    )
+}
+
+/// `f` over every item, in order, on up to `available_parallelism` threads (each with its own
+/// scratch from `scratch`), items handed out one at a time; the first error wins. For work
+/// per file (hashing, stat calls) where the file system, not the CPU, sets the pace.
+pub(super) fn in_parallel<I: Sync, T: Send, S>(
+    items: &[I],
+    scratch: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .min(files.len().max(1));
+        .min(items.len().max(1));
     let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Result<blake3::Hash>>>> =
-        Mutex::new((0..files.len()).map(|_| None).collect());
+    let out: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let mut buf = vec![0u8; BUF];
+                let mut mine = scratch();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((p, size)) = files.get(i) else { break };
-                    let r = hash_file(p, *size, &mut buf);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(&mut mine, item);
                     out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
@@ -138,7 +152,7 @@ fn hash_files(files: &[(&Path, Option<u64>)]) -> Result<Vec<blake3::Hash>> {
     out.into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a file was not hashed".into()))))
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("an item was not processed".into()))))
         .collect()
 }
 

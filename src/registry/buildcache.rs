@@ -435,10 +435,10 @@ const RECHECK: Duration = Duration::from_millis(50);
 /// The tag's digest and the cache it names, for an update: `None` when it could not be read
 /// (try again later; never write over entries that could not be read). A tag seen absent and
 /// a cache seen foreign or corrupt are believed only when a second look, a moment later, sees
-/// the same: a registry that rewrites a tag's link file in place (distribution's filesystem
-/// driver truncates, then writes) or a read racing another writer's PUT can show a moment
-/// that is neither the old document nor the new one, and an update that believed it would
-/// write only its own entries over everyone else's.
+/// the same: an update that believed a passing state (a registry whose storage is eventually
+/// consistent, a read racing another writer's PUT) would write only its own entries over
+/// everyone else's. (Distribution's filesystem driver, which rewrites a tag's link in place,
+/// answers a read of the emptied link with a 500, which the client retries.)
 async fn read_for_update(
     client: &Client,
     r: &RegistryRef,
@@ -817,8 +817,8 @@ pub fn built_by_key(
 }
 
 impl Shared {
-    /// The registry cache of a build to `to` (`--cache` at `at`), read before its layers are
-    /// built; `None` without one, or when its registry cannot be reached (a warning to `log`:
+    /// The registry cache of a build to `to` (`--cache` at `at`, or the default), read when a
+    /// layer first needs it; `None` without one, or when its registry cannot be reached (a warning to `log`:
     /// the build goes on without it). `session` is the build's connection to a registry
     /// destination, reused when the cache is on the same registry.
     pub async fn for_build(
