@@ -335,18 +335,7 @@ pub async fn update(
         // What the read-back must find: ours, and every entry that was there (a writer that
         // replaced the document with one lacking them lost them: merge them back).
         let wanted: Vec<String> = entries.keys().cloned().collect();
-        let doc = serde_json::to_vec(&Document {
-            version: 1,
-            entries,
-        })
-        .expect("JSON serializes");
-        let size = doc.len() as u64;
-        let digest = super::push::push_bytes(client, repo, doc).await?;
-        super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
-        let manifest = manifest_bytes(&Blob {
-            digest: digest.to_string(),
-            size,
-        });
+        let manifest = upload_document(client, repo, entries).await?;
         let written = Digest::of(&manifest);
         // The tag must still name what was read: otherwise merge with the newer one first.
         let started = std::time::Instant::now();
@@ -381,21 +370,7 @@ pub async fn update(
         // this narrows the window but cannot close it: a lost entry costs a rebuild later,
         // never a wrong image.
         let settle = (started.elapsed() * 4).clamp(SETTLE, MAX_SETTLE);
-        let mut backs = Vec::new();
-        let mut kept = true;
-        for wait in [settle, settle * 2] {
-            tokio::time::sleep(wait).await;
-            let back = try_load(client, r).await.unwrap_or_default();
-            backs.push(back.manifest.clone());
-            let missing = wanted
-                .iter()
-                .filter(|k| !back.entries.contains_key(*k))
-                .count();
-            if missing > 0 {
-                kept = false;
-                break;
-            }
-        }
+        let (kept, backs) = read_back(client, r, settle, &wanted).await;
         trace(format!(
             "attempt {attempt}: before {} ({seen} entries), wrote {written} ({} entries, {} new), settle {settle:?}, read back {}: {}",
             show(&before),
@@ -420,6 +395,46 @@ pub async fn update(
             new.len()
         ),
     ))
+}
+
+/// Upload the document holding `entries` (and the empty config): the manifest that names it.
+async fn upload_document(
+    client: &Client,
+    repo: &str,
+    entries: BTreeMap<String, Entry>,
+) -> Result<Vec<u8>> {
+    let doc = serde_json::to_vec(&Document {
+        version: 1,
+        entries,
+    })
+    .expect("JSON serializes");
+    let size = doc.len() as u64;
+    let digest = super::push::push_bytes(client, repo, doc).await?;
+    super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
+    Ok(manifest_bytes(&Blob {
+        digest: digest.to_string(),
+        size,
+    }))
+}
+
+/// Read the cache back after `settle`, and again after twice as long, while it still holds
+/// every key in `wanted`: whether it did, and the manifest digests read.
+async fn read_back(
+    client: &Client,
+    r: &RegistryRef,
+    settle: Duration,
+    wanted: &[String],
+) -> (bool, Vec<Option<Digest>>) {
+    let mut backs = Vec::new();
+    for wait in [settle, settle * 2] {
+        tokio::time::sleep(wait).await;
+        let back = try_load(client, r).await.unwrap_or_default();
+        backs.push(back.manifest.clone());
+        if !wanted.iter().all(|k| back.entries.contains_key(k)) {
+            return (false, backs);
+        }
+    }
+    (true, backs)
 }
 
 /// A digest the tag named, or `none`, for the debug trace.
