@@ -10,11 +10,14 @@
 # run from a fresh copy of the tree (new inodes and mtimes: a fresh clone) and an empty local
 # cache:
 #   1. build + push with the warm registry cache (--cache);
-#   2. build + push without it (every blob is in the registry already: HEAD requests skip them,
-#      but the layer is read, tarred and compressed again);
+#   2. build + push without it (--cache none; every blob is in the registry already: HEAD
+#      requests skip them, but the layer is read, tarred and compressed again);
 #   3. the content key alone, on a warm and a cold page cache: a build to a layout whose local
 #      cache knows the layer by content (so it only collects, hashes and links);
-#      cold = `echo 3 > /proc/sys/vm/drop_caches` before each run (needs root; skipped otherwise).
+#      cold = `echo 3 > /proc/sys/vm/drop_caches` before each run (needs root; skipped otherwise);
+#   4. a cold build + push (a new repository each run: nothing to skip) with the registry cache
+#      on by default (the key computed, the cache written) and with --cache none: what the
+#      default costs a push that builds.
 # Environment: MB (tree size, default 200), BENCH_DIR (scratch directory, default a new one
 # under /tmp, removed on exit), LAMINA_BENCH_KEEP=1 keeps it.
 set -euo pipefail
@@ -106,7 +109,7 @@ bash -c "$BUILD --to '$DEST' --cache" >/dev/null
 echo "1. fresh clone, empty local cache, warm registry cache: build + push" >&2
 measure warm_registry_cache "fresh_clone" "$BUILD --to '$DEST' --cache"
 echo "2. the same without the registry cache (blobs already in the registry)" >&2
-measure no_registry_cache "fresh_clone" "$BUILD --to '$DEST'"
+measure no_registry_cache "fresh_clone" "$BUILD --to '$DEST' --cache none"
 
 echo "3. the content key alone (a layout build found by content in the local cache)" >&2
 KEYED="$BUILD --to 'oci:$W/keyed:latest'"
@@ -119,10 +122,17 @@ else
   echo "  key_cold_page_cache: skipped (dropping the page cache needs root)" >&2
 fi
 
+echo "4. cold build + push to a new repository: the default registry cache, and --cache none" >&2
+COLD="docker://$REG/bench/cold-\$(date +%s%N):latest"
+measure cold_default_cache "fresh_clone" "$BUILD --to \"$COLD\""
+measure cold_no_cache "fresh_clone" "$BUILD --to \"$COLD\" --cache none"
+
 echo
 echo "lamina $("$LAMINA" --version 2>/dev/null | head -n1), $(nproc) cores, tree $(du -sm "$TREE" | cut -f1) MB, median of $RUNS"
 printf '%-58s %8s\n' "fresh clone + push, warm registry cache (--cache)" "${T[warm_registry_cache]} s"
 printf '%-58s %8s\n' "fresh clone + push, no registry cache" "${T[no_registry_cache]} s"
 printf '%-58s %8s\n' "content key + link only, warm page cache" "${T[key_warm_page_cache]} s"
 [ -n "${T[key_cold_page_cache]:-}" ] && printf '%-58s %8s\n' "content key + link only, cold page cache" "${T[key_cold_page_cache]} s"
+printf '%-58s %8s\n' "cold build + push, default registry cache (written)" "${T[cold_default_cache]} s"
+printf '%-58s %8s\n' "cold build + push, --cache none" "${T[cold_no_cache]} s"
 exit 0

@@ -18,6 +18,7 @@ ROOT=$PWD
 RUNS=${1:-5}
 MB=${MB:-200}
 GEN=$ROOT/../shared/bench/gen-tree.py
+[ -f "$GEN" ] || GEN=/work/shared/bench/gen-tree.py
 LEVEL_GZIP=6
 
 die() { echo "compare.sh: $*" >&2; exit 1; }

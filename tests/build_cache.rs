@@ -233,22 +233,34 @@ fn concurrent_builds_lose_no_cache_entry() {
         })
         .collect();
     let cache = format!("docker://{}/shared/cache", reg.host);
-    std::thread::scope(|s| {
-        for (i, d) in dirs.iter().enumerate() {
-            let (cache, dest) = (cache.clone(), format!("docker://{}/fn{i}:v1", reg.host));
-            s.spawn(move || {
-                let (r, log) = build(&Sandbox::new(vec![]), d, &dest, &["--cache", &cache]);
-                assert_eq!(sources(&r), ["built", "built"], "{log}");
-            });
-        }
+    // The writers' logs (with LAMINA_DEBUG set, each update attempt's digests) are shown if
+    // an entry turns out lost.
+    let writers: Vec<String> = std::thread::scope(|s| {
+        let running: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (cache, dest) = (cache.clone(), format!("docker://{}/fn{i}:v1", reg.host));
+                s.spawn(move || {
+                    let (r, log) = build(&Sandbox::new(vec![]), d, &dest, &["--cache", &cache]);
+                    assert_eq!(sources(&r), ["built", "built"], "{log}");
+                    log
+                })
+            })
+            .collect();
+        running.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    if std::env::var_os("LAMINA_DEBUG").is_some() {
+        eprintln!("the writers said:\n{}", writers.join("\n---\n"));
+    }
     for (i, d) in dirs.iter().enumerate() {
         let dest = oci_ref(&t.path().join(format!("again{i}")), "latest");
         let (r, log) = build(&Sandbox::new(vec![]), d, &dest, &["--cache", &cache]);
         assert_eq!(
             sources(&r),
             ["registryCache", "registryCache"],
-            "function {i}'s entries were lost: {log}"
+            "function {i}'s entries were lost: {log}\nthe writers said:\n{}",
+            writers.join("\n---\n")
         );
     }
 }
@@ -359,5 +371,118 @@ fn cache_verify_fails_loudly_on_a_wrong_entry() {
     assert!(
         !t.path().join("oc").exists(),
         "nothing written on a mismatch"
+    );
+}
+
+/// The default: a docker:// destination with no `--cache` and no `cache` field gets a
+/// registry cache under `lamina-cache` in its repository. A second fresh runner, from another
+/// checkout, finds every layer there with no flag at all; an unchanged rebuild on a runner
+/// that already has the layers writes nothing to the cache (nothing to add); `--cache none`
+/// does not touch it; `--no-cache` finds nothing in it (builds) but records what it built.
+#[test]
+fn registry_destinations_get_the_cache_by_default() {
+    let t = TempDir::new().unwrap();
+    let reg = Registry::plain();
+    let proxy = FaultProxy::new(&reg.host);
+    let one = checkout(t.path(), "one", HANDLER, DEP);
+    let two = checkout(t.path(), "runner-2/two", HANDLER, DEP);
+    set_tree_times(&two, 1_600_000_000);
+    let dest = proxy.reference("team/fn:v1");
+    let runner = Sandbox::new(vec![]);
+    let (r1, log1) = build(&runner, &one, &dest, &[]);
+    assert_eq!(sources(&r1), ["built", "built"], "{log1}");
+    assert!(registry_has(&reg, "team/fn:lamina-cache"), "{log1}");
+    assert!(log1.contains("2 entries added"), "{log1}");
+
+    let (r2, log2) = build(&Sandbox::new(vec![]), &two, &dest, &[]);
+    assert_eq!(sources(&r2), ["registryCache", "registryCache"], "{log2}");
+    assert_eq!(digest(&r2), digest(&r1));
+
+    // Unchanged, on the first runner again: its local cache has both layers; the registry
+    // cache gets no write.
+    proxy.reset_counts();
+    let (r3, log3) = build(&runner, &one, &dest, &[]);
+    assert_eq!(sources(&r3), ["localCache", "localCache"], "{log3}");
+    let writes: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "PUT" || s.method == "POST" || s.method == "PATCH")
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect();
+    assert!(
+        writes
+            .iter()
+            .all(|w| !w.contains("lamina-cache") && !w.contains("/blobs/uploads")),
+        "no upload, no write of the cache: {writes:?}\n{log3}"
+    );
+    assert_eq!(proxy.count("GET", "/blobs/"), 0, "{:?}", proxy.requests());
+
+    proxy.reset_counts();
+    let (r4, log4) = build(&Sandbox::new(vec![]), &two, &dest, &["--cache", "none"]);
+    assert_eq!(sources(&r4), ["built", "built"], "{log4}");
+    assert_eq!(proxy.count("", "lamina-cache"), 0, "{:?}", proxy.requests());
+    assert_eq!(digest(&r4), digest(&r1));
+
+    let three = checkout(t.path(), "three", &HANDLER.replace('1', "3"), DEP);
+    let (r5, log5) = build(&Sandbox::new(vec![]), &three, &dest, &["--no-cache"]);
+    assert_eq!(sources(&r5), ["built", "built"], "{log5}");
+    assert!(
+        log5.contains("1 entries added"),
+        "the new layer is recorded: {log5}"
+    );
+    let (r6, log6) = build(&Sandbox::new(vec![]), &three, &dest, &[]);
+    assert_eq!(sources(&r6), ["registryCache", "registryCache"], "{log6}");
+    assert_eq!(digest(&r6), digest(&r5));
+}
+
+/// A cache that cannot be written (the registry refuses the PUT of its tag, as ECR does for a
+/// tag that exists in a repository with immutable tags) or read (403 on another cache
+/// repository) costs a one-line warning naming it: the build succeeds and pushes the same
+/// image as a build without any cache.
+#[test]
+fn a_refused_cache_is_a_warning_and_the_push_succeeds() {
+    let t = TempDir::new().unwrap();
+    let reg = Registry::plain();
+    let proxy = FaultProxy::new(&reg.host);
+    let dir = checkout(t.path(), "fn", HANDLER, DEP);
+    let expected = no_cache_digest(&dir, t.path(), "nc");
+    proxy.fail_status(
+        100,
+        400,
+        Match::new(&["PUT"], "/manifests/lamina-cache"),
+        None,
+    );
+    let dest = proxy.reference("team/fn:v1");
+    let (r, log) = build(&Sandbox::new(vec![]), &dir, &dest, &[]);
+    assert_eq!(sources(&r), ["built", "built"], "{log}");
+    assert_eq!(digest(&r), expected);
+    assert_eq!(
+        reg.manifest_digest("team/fn:v1"),
+        expected,
+        "the image is pushed"
+    );
+    let cache_ref = format!("{}/team/fn:lamina-cache", proxy.addr());
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(&cache_ref) && warnings[0].contains("not updated"),
+        "{log}"
+    );
+    assert!(!registry_has(&reg, "team/fn:lamina-cache"));
+
+    // Another repository as the cache, refused altogether.
+    proxy.fail_status(1000, 403, Match::new(&[], "/locked/cache/"), None);
+    let cache = proxy.reference("locked/cache");
+    let dest = proxy.reference("team/fn:v2");
+    let (r, log) = build(&Sandbox::new(vec![]), &dir, &dest, &["--cache", &cache]);
+    assert_eq!(sources(&r), ["built", "built"], "{log}");
+    assert_eq!(reg.manifest_digest("team/fn:v2"), expected);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning:")).collect();
+    assert!(
+        !warnings.is_empty()
+            && warnings
+                .iter()
+                .all(|w| w.contains(&format!("{}/locked/cache:lamina-cache", proxy.addr()))),
+        "{log}"
     );
 }

@@ -71,7 +71,8 @@ pub struct BuildArgs {
     /// A Lambda layer .zip the function uses: shorthand for --layer ZIP:/opt. Repeatable.
     #[arg(long = "lambda-layer-zip", value_name = "ZIP")]
     lambda_layer_zips: Vec<PathBuf>,
-    /// Rebuild every layer instead of reusing those whose inputs did not change.
+    /// Rebuild every layer instead of reusing those whose inputs did not change (the registry
+    /// cache is not looked up either, but still gets the layers built).
     #[arg(long)]
     no_cache: bool,
     /// Fail if lamina.lock would change (a base not in it, or one that moved with --update-base).
@@ -84,7 +85,8 @@ pub struct BuildArgs {
     #[arg(long)]
     update_base: bool,
     /// Share layers through a registry: docker://REPO[:TAG] (default tag lamina-cache); with
-    /// no value, a lamina-cache tag in the docker:// destination's repository; `none`: off.
+    /// no value, a lamina-cache tag in the docker:// destination's repository (the default
+    /// for a docker:// destination); `none`: off.
     #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
     cache: Option<String>,
     /// Rebuild every layer a cache finds and fail if its bytes differ from the cached ones.

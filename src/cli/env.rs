@@ -35,6 +35,11 @@ pub fn docker_config_dir() -> PathBuf {
         .join(".docker")
 }
 
+/// `LAMINA_DEBUG` set (not empty, not `0`): debug traces on stderr.
+pub fn debug() -> bool {
+    var("LAMINA_DEBUG").is_some_and(|v| v != "0")
+}
+
 /// `SSL_CERT_FILE`: a PEM bundle trusted besides the system's (after any `--ca-cert`).
 pub fn ssl_cert_file() -> Option<PathBuf> {
     var("SSL_CERT_FILE").map(PathBuf::from)

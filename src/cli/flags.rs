@@ -101,6 +101,7 @@ impl RegistryFlags {
             retries: self.retries,
             progress: Progress::for_stderr(quiet),
             stall_timeout: Duration::from_secs(self.stall_timeout),
+            debug: super::env::debug(),
             ..Options::new(super::env::cache_dir(), super::env::docker_config_dir())
         })
     }

@@ -36,7 +36,7 @@ fn count_gunzip() {
 const BUF: usize = 1 << 20;
 
 /// What a file that is not a regular file is, for messages.
-fn kind_of(t: std::fs::FileType) -> &'static str {
+pub(crate) fn kind_of(t: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_fifo() {
         "a named pipe"

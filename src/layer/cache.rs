@@ -32,9 +32,12 @@ pub struct LayerCache {
     refresh: bool,
 }
 
-fn stamp(h: &mut Sha256, p: &Path) -> Result<()> {
+/// A file's stamp: size, modification and change times, inode, device.
+type Stamp = [u64; 7];
+
+fn stamp(p: &Path) -> Result<Stamp> {
     let m = fs::metadata(p).at("reading metadata of", p)?;
-    for v in [
+    Ok([
         m.len(),
         m.mtime() as u64,
         m.mtime_nsec() as u64,
@@ -42,10 +45,30 @@ fn stamp(h: &mut Sha256, p: &Path) -> Result<()> {
         m.ctime_nsec() as u64,
         m.ino(),
         m.dev(),
-    ] {
+    ])
+}
+
+/// The stamps of the zips, then of the entries' files, in the order the key takes them: the
+/// `stat` calls run on all cores (a source tree's key costs one per file).
+fn stamps(entries: &[Entry], zips: &[&Path]) -> Result<Vec<Stamp>> {
+    let paths: Vec<&Path> = zips
+        .iter()
+        .copied()
+        .chain(entries.iter().filter_map(|e| match &e.kind {
+            Kind::File {
+                data: Data::Path(p),
+                ..
+            } => Some(p.as_path()),
+            _ => None,
+        }))
+        .collect();
+    super::key::in_parallel(&paths, || (), |_, p| stamp(p))
+}
+
+fn put_stamp(h: &mut Sha256, s: &Stamp) {
+    for v in s {
         h.update(v.to_le_bytes());
     }
-    Ok(())
 }
 
 /// A cached blob file's identity: device, inode and modification time in nanoseconds.
@@ -78,14 +101,16 @@ impl LayerCache {
 
     /// The key of a layer: its entries and where their bytes come from, and the options.
     pub fn key(entries: &[Entry], zips: &[&Path], opts: &LayerOptions) -> Result<String> {
+        let stamped = stamps(entries, zips)?;
+        let mut stamped = stamped.iter();
         let mut h = Sha256::new();
         h.update(FORMAT.as_bytes());
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
         h.update(opts.mtime.to_le_bytes());
         h.update(opts.compression_level.to_le_bytes());
-        for z in zips {
+        for _ in zips {
             h.update(b"zip");
-            stamp(&mut h, z)?;
+            put_stamp(&mut h, stamped.next().expect("a stamp per zip"));
         }
         for e in entries {
             h.update((e.path.len() as u64).to_le_bytes());
@@ -114,9 +139,9 @@ impl LayerCache {
                             h.update(b"z");
                             h.update((*i as u64).to_le_bytes());
                         }
-                        Data::Path(p) => {
+                        Data::Path(_) => {
                             h.update(b"p");
-                            stamp(&mut h, p)?;
+                            put_stamp(&mut h, stamped.next().expect("a stamp per file"));
                         }
                     }
                 }

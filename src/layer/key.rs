@@ -37,16 +37,17 @@ pub fn content_key(
     l: &LayerSpec,
     opts: &LayerOptions,
 ) -> Result<String> {
-    let files: Vec<&Path> = entries
+    // Each file with the bytes the tar takes from it (its size when collected); a zip whole.
+    let files: Vec<(&Path, Option<u64>)> = entries
         .iter()
         .filter_map(|e| match &e.kind {
             Kind::File {
                 data: Data::Path(p),
-                ..
-            } => Some(p.as_path()),
+                size,
+            } => Some((p.as_path(), Some(*size))),
             _ => None,
         })
-        .chain(zips.iter().copied())
+        .chain(zips.iter().map(|z| (*z, None)))
         .collect();
     let hashes = hash_files(&files)?;
     let mut hashes = hashes.into_iter();
@@ -108,23 +109,41 @@ pub fn content_key(
     Ok(format!("b3:{}", h.finalize().to_hex()))
 }
 
+/// The read buffer of each hashing thread: most source files (and every file of the bench
+/// function) fit, so a file costs one `read`.
+const BUF: usize = 256 << 10;
+
 /// BLAKE3 of each file, in order, on up to `available_parallelism` threads: large files are
 /// hashed by one thread each (reading is the bottleneck), small ones spread over the threads.
-fn hash_files(files: &[&Path]) -> Result<Vec<blake3::Hash>> {
+fn hash_files(files: &[(&Path, Option<u64>)]) -> Result<Vec<blake3::Hash>> {
+    in_parallel(
+        files,
+        || vec![0u8; BUF],
+        |buf, (p, size)| hash_file(p, *size, buf),
+    )
+}
+
+/// `f` over every item, in order, on up to `available_parallelism` threads (each with its own
+/// scratch from `scratch`), items handed out one at a time; the first error wins. For work
+/// per file (hashing, stat calls) where the file system, not the CPU, sets the pace.
+pub(super) fn in_parallel<I: Sync, T: Send, S>(
+    items: &[I],
+    scratch: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .min(files.len().max(1));
+        .min(items.len().max(1));
     let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Result<blake3::Hash>>>> =
-        Mutex::new((0..files.len()).map(|_| None).collect());
+    let out: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let mut buf = vec![0u8; 1 << 16];
+                let mut mine = scratch();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = files.get(i) else { break };
-                    let r = hash_file(p, &mut buf);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(&mut mine, item);
                     out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
@@ -133,21 +152,50 @@ fn hash_files(files: &[&Path]) -> Result<Vec<blake3::Hash>> {
     out.into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a file was not hashed".into()))))
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("an item was not processed".into()))))
         .collect()
 }
 
-fn hash_file(p: &Path, buf: &mut [u8]) -> Result<blake3::Hash> {
+/// BLAKE3 of the first `size` bytes of `p` (all of it when `None`): what the tar writer takes
+/// from it. Four system calls for a file that fits the buffer (open, fstat, read, close): the
+/// number of files, not their bytes, is what a source tree's key costs on a warm page cache.
+fn hash_file(p: &Path, size: Option<u64>, buf: &mut [u8]) -> Result<blake3::Hash> {
     use std::io::Read;
-    // Only a regular file: a named pipe put in place of a source file must not block the key.
-    let mut f: File = crate::image::blob::open_regular(p).at("opening", p)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Only a regular file: a named pipe put in place of a source file must not block the key
+    // (opened non-blocking, then checked; reads of a regular file never block, so the flag
+    // can stay).
+    let mut f: File = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .at("opening", p)?;
+    let meta = f.metadata().at("reading", p)?;
+    if !meta.is_file() {
+        let kind = crate::image::blob::kind_of(meta.file_type());
+        let why = format!("{} is {kind}, not a regular file", p.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why)).at("opening", p);
+    }
+    let mut left = size.unwrap_or(meta.len());
     let mut h = blake3::Hasher::new();
-    loop {
-        let n = f.read(buf).at("reading", p)?;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = f.read(&mut buf[..want]).at("reading", p)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    if size.is_none() {
+        // A zip is hashed whole, even one that grew since it was looked at.
+        loop {
+            let n = f.read(buf).at("reading", p)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
     }
     Ok(h.finalize())
 }

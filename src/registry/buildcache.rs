@@ -50,7 +50,7 @@ const DATA_CAP: usize = 4 << 20;
 /// How many times a write is tried again when another runner moved the tag.
 const WRITE_ATTEMPTS: usize = 8;
 /// How long a write waits, at least and at most, before reading its own write back.
-const SETTLE: Duration = Duration::from_millis(150);
+const SETTLE: Duration = Duration::from_millis(50);
 const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -117,9 +117,9 @@ pub async fn load(
     match try_load(client, r).await {
         Ok(l) => l,
         Err(why) => {
-            warn(format!(
+            warn(one_line(format!(
                 "warning: registry cache docker://{r} ignored: {why}"
-            ));
+            )));
             Loaded::default()
         }
     }
@@ -309,49 +309,58 @@ fn merge(entries: &mut BTreeMap<String, Entry>, new: &BTreeMap<String, Entry>) -
 
 /// Add `new` to the cache at `r`: read, merge, write, read back, again while another runner's
 /// write replaced ours (see the module's documentation). Returns how many attempts it took;
-/// an error when the registry refused the write or the tag kept moving.
+/// an error when the registry refused the write or the tag kept moving. Each attempt is told
+/// to `trace` (the digests before, written and read back).
 pub async fn update(
     client: &Client,
     r: &RegistryRef,
     new: &BTreeMap<String, Entry>,
+    trace: &mut (dyn FnMut(String) + Send),
 ) -> Result<usize> {
     let repo = &r.repository;
     for attempt in 1..=WRITE_ATTEMPTS {
-        // A corrupt or foreign artifact reads as empty, and is replaced.
-        let before = current(client, r).await?;
-        let read = match try_load(client, r).await {
-            Ok(l) => l,
-            // Replaced by this write.
-            Err(Unread::Foreign(_)) => Loaded::default(),
-            // Never write over entries that could not be read.
-            Err(Unread::Unreachable(_)) => {
-                backoff(attempt).await;
-                continue;
-            }
+        let Some((before, read)) = read_for_update(client, r, attempt, trace).await? else {
+            backoff(attempt).await;
+            continue;
         };
         let mut entries = read.entries;
+        let seen = entries.len();
         if !merge(&mut entries, new) && before.is_some() && read.manifest == before {
+            trace(format!(
+                "attempt {attempt}: before {}: every entry already there",
+                show(&before)
+            ));
             return Ok(attempt);
         }
-        let doc = serde_json::to_vec(&Document {
-            version: 1,
-            entries,
-        })
-        .expect("JSON serializes");
-        let size = doc.len() as u64;
-        let digest = super::push::push_bytes(client, repo, doc).await?;
-        super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
-        let manifest = manifest_bytes(&Blob {
-            digest: digest.to_string(),
-            size,
-        });
+        // What the read-back must find: ours, and every entry that was there (a writer that
+        // replaced the document with one lacking them lost them: merge them back).
+        let wanted: Vec<String> = entries.keys().cloned().collect();
+        let manifest = upload_document(client, repo, entries).await?;
+        let written = Digest::of(&manifest);
         // The tag must still name what was read: otherwise merge with the newer one first.
         let started = std::time::Instant::now();
-        if current(client, r).await? != before {
+        let now = current(client, r).await?;
+        if now != before {
+            trace(format!(
+                "attempt {attempt}: before {}, the tag moved to {}: merging again",
+                show(&before),
+                show(&now)
+            ));
             backoff(attempt).await;
             continue;
         }
-        super::push::put_manifest(client, repo, tag(r), MANIFEST_TYPE, manifest).await?;
+        match super::push::put_manifest(client, repo, tag(r), MANIFEST_TYPE, manifest).await {
+            Ok(()) => {}
+            Err(e) if blob_race(&e) => {
+                trace(format!(
+                    "attempt {attempt}: the registry did not see a blob the manifest names ({}): again",
+                    one_line(e.to_string())
+                ));
+                backoff(attempt).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         // Another writer is at risk of overwriting us if it checked the tag before our PUT and
         // puts after our read-back: wait several times what that check-and-put took us, so a
         // slow registry or a loaded machine widens the wait with the window.
@@ -361,15 +370,19 @@ pub async fn update(
         // this narrows the window but cannot close it: a lost entry costs a rebuild later,
         // never a wrong image.
         let settle = (started.elapsed() * 4).clamp(SETTLE, MAX_SETTLE);
-        let mut kept = true;
-        for wait in [settle, settle * 2] {
-            tokio::time::sleep(wait).await;
-            let back = try_load(client, r).await.unwrap_or_default();
-            if !new.keys().all(|k| back.entries.contains_key(k)) {
-                kept = false;
-                break;
+        let (kept, backs) = read_back(client, r, settle, &wanted).await;
+        trace(format!(
+            "attempt {attempt}: before {} ({seen} entries), wrote {written} ({} entries, {} new), settle {settle:?}, read back {}: {}",
+            show(&before),
+            wanted.len(),
+            new.len(),
+            backs.iter().map(show).collect::<Vec<_>>().join(", "),
+            if kept {
+                "kept"
+            } else {
+                "replaced, merging again"
             }
-        }
+        ));
         if kept {
             return Ok(attempt);
         }
@@ -382,6 +395,120 @@ pub async fn update(
             new.len()
         ),
     ))
+}
+
+/// Upload the document holding `entries` (and the empty config): the manifest that names it.
+async fn upload_document(
+    client: &Client,
+    repo: &str,
+    entries: BTreeMap<String, Entry>,
+) -> Result<Vec<u8>> {
+    let doc = serde_json::to_vec(&Document {
+        version: 1,
+        entries,
+    })
+    .expect("JSON serializes");
+    let size = doc.len() as u64;
+    let digest = super::push::push_bytes(client, repo, doc).await?;
+    super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
+    Ok(manifest_bytes(&Blob {
+        digest: digest.to_string(),
+        size,
+    }))
+}
+
+/// Read the cache back after `settle`, and again after twice as long, while it still holds
+/// every key in `wanted`: whether it did, and the manifest digests read.
+async fn read_back(
+    client: &Client,
+    r: &RegistryRef,
+    settle: Duration,
+    wanted: &[String],
+) -> (bool, Vec<Option<Digest>>) {
+    let mut backs = Vec::new();
+    for wait in [settle, settle * 2] {
+        tokio::time::sleep(wait).await;
+        let back = try_load(client, r).await.unwrap_or_default();
+        backs.push(back.manifest.clone());
+        if !wanted.iter().all(|k| back.entries.contains_key(k)) {
+            return (false, backs);
+        }
+    }
+    (true, backs)
+}
+
+/// A digest the tag named, or `none`, for the debug trace.
+fn show(d: &Option<Digest>) -> String {
+    d.as_ref()
+        .map_or_else(|| "none".to_owned(), Digest::to_string)
+}
+
+/// How long a tag seen absent, or a cache seen unreadable or foreign, is left before it is
+/// looked at again and believed (then written over).
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// The tag's digest and the cache it names, for an update: `None` when it could not be read
+/// (try again later; never write over entries that could not be read). A tag seen absent and
+/// a cache seen foreign or corrupt are believed only when a second look, a moment later, sees
+/// the same: an update that believed a passing state (a registry whose storage is eventually
+/// consistent, a read racing another writer's PUT) would write only its own entries over
+/// everyone else's. (Distribution's filesystem driver, which rewrites a tag's link in place,
+/// answers a read of the emptied link with a 500, which the client retries.)
+async fn read_for_update(
+    client: &Client,
+    r: &RegistryRef,
+    attempt: usize,
+    trace: &mut (dyn FnMut(String) + Send),
+) -> Result<Option<(Option<Digest>, Loaded)>> {
+    let mut looked = None;
+    for look in 0..2 {
+        let before = current(client, r).await?;
+        let read = try_load(client, r).await;
+        let state = match &read {
+            Ok(l) if before.is_some() && l.manifest.is_some() => {
+                return Ok(Some((before, read.unwrap_or_default())));
+            }
+            Ok(l) => format!("absent (tag {}, read {})", show(&before), show(&l.manifest)),
+            Err(Unread::Foreign(why)) => format!("foreign ({why})"),
+            Err(Unread::Unreachable(why)) => {
+                trace(format!("attempt {attempt}: unreadable: {why}"));
+                return Ok(None);
+            }
+        };
+        trace(format!(
+            "attempt {attempt}, look {look}: the cache is {state}"
+        ));
+        match looked.replace(state.clone()) {
+            Some(first) if first == state => {
+                return Ok(Some((before, read.unwrap_or_default())));
+            }
+            _ if look == 0 => tokio::time::sleep(RECHECK).await,
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// A manifest `PUT` refused because the registry did not see a blob it names, though the blob
+/// was uploaded: a race, not a refusal. Distribution's filesystem driver rewrites a
+/// repository's blob link in place (truncate, then write) whenever the same blob is uploaded
+/// again; another runner uploading the same empty config at that moment makes the check of our
+/// manifest read an empty link, which the registry answers with `DIGEST_INVALID` and
+/// `MANIFEST_BLOB_UNKNOWN` (400). Tried again, it succeeds.
+fn blob_race(e: &crate::error::Error) -> bool {
+    const RACY: [&str; 3] = ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UNKNOWN"];
+    match e {
+        crate::error::Error::Registry {
+            status: Some(400),
+            code,
+            message,
+            ..
+        } => {
+            code.as_deref().is_some_and(|c| RACY.contains(&c))
+                || message.contains("MANIFEST_BLOB_UNKNOWN")
+        }
+        _ => false,
+    }
 }
 
 /// A short, varying pause so that two runners retrying together drift apart.
@@ -422,7 +549,9 @@ pub struct Shared {
     pub at: RegistryRef,
     client: Arc<Client>,
     rt: tokio::runtime::Handle,
-    entries: BTreeMap<String, Entry>,
+    /// Read when first needed: a build whose layers all come from the local cache (an
+    /// unchanged rebuild) never asks the registry about the cache.
+    entries: tokio::sync::OnceCell<BTreeMap<String, Entry>>,
     /// A registry destination on the cache's registry: its client and repository (a hit is
     /// checked, or mounted, there instead of downloaded).
     dest: Option<(Arc<Client>, String)>,
@@ -434,22 +563,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Read the cache at `at` over `client` (warnings to `warn`); `dest` is a registry
+    /// The cache at `at` over `client`, read when first needed; `dest` is a registry
     /// destination on the same registry, if the build has one.
-    pub async fn open(
+    pub fn open(
         at: RegistryRef,
         client: Arc<Client>,
         dest: Option<(Arc<Client>, String)>,
         need_index: bool,
         cache_dir: PathBuf,
-        warn: &mut (dyn FnMut(String) + Send),
     ) -> Shared {
-        let loaded = load(&client, &at, warn).await;
         Shared {
             at,
             client,
             rt: tokio::runtime::Handle::current(),
-            entries: loaded.entries,
+            entries: tokio::sync::OnceCell::new(),
             dest,
             need_index,
             cache_dir,
@@ -457,13 +584,29 @@ impl Shared {
         }
     }
 
-    /// How many entries the cache holds.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// The cache's entries, read (once) now if they were not yet: what reading it said (how
+    /// many entries, or a warning) goes to the build's log with the lookups' warnings.
+    async fn entries(&self) -> &BTreeMap<String, Entry> {
+        self.entries
+            .get_or_init(|| async {
+                let mut said = Vec::new();
+                let loaded = load(&self.client, &self.at, &mut |m| said.push(m)).await;
+                said.push(format!(
+                    "registry cache docker://{}: {} entries",
+                    self.at,
+                    loaded.entries.len()
+                ));
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(said);
+                loaded.entries
+            })
+            .await
     }
 
-    /// The warnings lookups gave (a blob that was gone or did not match), once.
+    /// What reading the cache and the lookups said (a blob that was gone or did not match),
+    /// once.
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -472,14 +615,17 @@ impl Shared {
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(format!("warning: registry cache docker://{}: {m}", self.at));
+            .push(one_line(format!(
+                "warning: registry cache docker://{}: {m}",
+                self.at
+            )));
     }
 
     /// The layer the cache maps `key` to, made available: present in the destination
     /// registry (checked, or mounted from the cache's repository), or downloaded into `blobs`
     /// and verified by digest, size and diff_id. Called from blocking code.
     pub fn lookup(&self, key: &str, blobs: &Path) -> Option<LayerBlob> {
-        let e = self.entries.get(key)?;
+        let e = self.rt.block_on(self.entries()).get(key)?;
         let Some((digest, diff_id)) = e.digests() else {
             self.warn(format!("entry {key} does not parse; ignored"));
             return None;
@@ -591,13 +737,18 @@ impl Shared {
     pub async fn record(
         &self,
         built: &[(String, LayerBlob)],
+        trace: &mut (dyn FnMut(String) + Send),
     ) -> std::result::Result<(usize, usize), String> {
+        if built.is_empty() {
+            return Ok((0, 0));
+        }
+        let entries = self.entries().await;
         let mut new = BTreeMap::new();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         for (key, b) in built {
-            if self.entries.contains_key(key) || new.contains_key(key) {
+            if entries.contains_key(key) || new.contains_key(key) {
                 continue;
             }
             self.ensure_blob(b).await.map_err(|e| e.to_string())?;
@@ -621,7 +772,7 @@ impl Shared {
             .ensure_repository(&self.at.repository)
             .await
             .map_err(|e| e.to_string())?;
-        update(&self.client, &self.at, &new)
+        update(&self.client, &self.at, &new, trace)
             .await
             .map(|attempts| (new.len(), attempts))
             .map_err(|e| e.to_string())
@@ -631,6 +782,11 @@ impl Shared {
     /// destination's, or uploaded from the file built.
     async fn ensure_blob(&self, b: &LayerBlob) -> Result<()> {
         let repo = &self.at.repository;
+        // The image was just pushed to this very repository: its blobs are there (a blob is
+        // never asked about again once its upload is committed).
+        if self.dest.as_ref().is_some_and(|(_, d)| d == repo) {
+            return Ok(());
+        }
         if super::push::has_blob(&self.client, repo, &b.digest).await? {
             return Ok(());
         }
@@ -676,8 +832,8 @@ pub fn built_by_key(
 }
 
 impl Shared {
-    /// The registry cache of a build to `to` (`--cache` at `at`), read before its layers are
-    /// built; `None` without one, or when its registry cannot be reached (a warning to `log`:
+    /// The registry cache of a build to `to` (`--cache` at `at`, or the default), read when a
+    /// layer first needs it; `None` without one, or when its registry cannot be reached (a warning to `log`:
     /// the build goes on without it). `session` is the build's connection to a registry
     /// destination, reused when the cache is on the same registry.
     pub async fn for_build(
@@ -695,9 +851,9 @@ impl Shared {
             None => match Client::connect(&at.registry, at.api_host(), opts).await {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
-                    log(format!(
+                    log(one_line(format!(
                         "warning: registry cache docker://{at} not used: {e}"
-                    ));
+                    )));
                     return None;
                 }
             },
@@ -708,13 +864,9 @@ impl Shared {
         };
         let need_index = lambda_check && matches!(to, ImageRef::Docker(_));
         let cache_dir = opts.cache_dir.clone();
-        let c = Shared::open(at, client, dest, need_index, cache_dir, log).await;
-        log(format!(
-            "registry cache docker://{}: {} entries",
-            c.at,
-            c.len()
-        ));
-        Some(Arc::new(c))
+        Some(Arc::new(Shared::open(
+            at, client, dest, need_index, cache_dir,
+        )))
     }
 
     /// [`Shared::record`], telling `log` what was added, or why nothing could be.
@@ -724,17 +876,32 @@ impl Shared {
         log: &mut (dyn FnMut(String) + Send),
     ) {
         let at = &self.at;
-        match self.record(built).await {
+        let mut traces = Vec::new();
+        let got = self.record(built, &mut |t| traces.push(t)).await;
+        // Reading the cache for the record (a `--no-cache` build looked nothing up) said so.
+        self.take_warnings().into_iter().for_each(&mut *log);
+        if self.client.opts.debug {
+            for t in traces {
+                log(format!("debug: registry cache docker://{at}: {t}"));
+            }
+        }
+        match got {
             Ok((0, _)) => {}
             Ok((n, 1)) => log(format!("registry cache docker://{at}: {n} entries added")),
             Ok((n, k)) => log(format!(
                 "registry cache docker://{at}: {n} entries added (another build wrote it too: {k} attempts)"
             )),
-            Err(e) => log(format!(
-                "warning: registry cache docker://{at} not updated: {e}"
-            )),
+            Err(e) => log(one_line(format!(
+                "warning: registry cache docker://{at} not updated: {e}; the image is not affected"
+            ))),
         }
     }
+}
+
+/// A warning on one line: the cache is an optimization, so whatever went wrong with it (a
+/// registry's multi-line error body included) takes one line of the build's output.
+fn one_line(m: String) -> String {
+    m.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The media type of the layers lamina builds.

@@ -61,6 +61,9 @@ pub struct Options {
     /// When every registry request of the command must be done (`--timeout`); `None`, no
     /// limit. A registry trickling bytes never stalls, but still meets this.
     pub deadline: Option<Deadline>,
+    /// Debug traces (the CLI sets it from `LAMINA_DEBUG`): the registry cache's update
+    /// attempts, digest by digest, go to the command's log as `debug:` lines.
+    pub debug: bool,
 }
 
 /// The smallest upload chunk ECR (and S3 behind it) accepts: 5 MiB.
@@ -118,6 +121,7 @@ impl Options {
             ecr_tokens: Default::default(),
             stall_timeout: DEFAULT_STALL,
             deadline: None,
+            debug: false,
         }
     }
 }

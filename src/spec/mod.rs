@@ -50,7 +50,9 @@ pub struct SpecFile {
     /// `[deploy]`: the Lambda function(s) `lamina deploy` creates or updates.
     pub deploy: Option<deploy::DeploySpec>,
     /// The registry build cache: `true` (a `lamina-cache` tag in the destination's
-    /// repository), `false`, or a `docker://REPO[:TAG]` reference.
+    /// repository), `false` (none), or a `docker://REPO[:TAG]` reference. Unset: the
+    /// `lamina-cache` tag when the destination is a registry (`docker://`, ECR included), none
+    /// for a layout or archive destination.
     pub cache: Option<CacheField>,
 }
 
@@ -453,44 +455,65 @@ impl Resolver<'_> {
         Ok(to)
     }
 
-    /// The registry cache: the override, else the spec's `cache`, else none. The default place
-    /// is a `lamina-cache` tag in the destination's repository.
+    /// The registry cache: the override, else the spec's `cache`, else the default: a
+    /// `lamina-cache` tag in the destination's repository when the destination is a registry
+    /// (`docker://`, ECR included), none otherwise. `--cache none` and `cache = false` turn it
+    /// off. The cache never takes the destination's own tag: asked for, that is an error; by
+    /// default (a destination tagged `lamina-cache`), the cache is off.
     fn cache(
         &self,
         ov: &Overrides,
         sf: Option<&CacheField>,
         to: &ImageRef,
     ) -> Result<Option<crate::reference::RegistryRef>> {
-        let (choice, flag) = match (&ov.cache, sf) {
-            (Some(c), _) => (c.clone(), true),
-            (None, Some(CacheField::On(true))) => (CacheTo::Destination, false),
-            (None, Some(CacheField::On(false))) | (None, None) => (CacheTo::Off, false),
+        let (choice, what) = match (&ov.cache, sf) {
+            (Some(c), _) => (c.clone(), Some("--cache")),
+            (None, Some(CacheField::On(true))) => (CacheTo::Destination, Some("field `cache`")),
+            (None, Some(CacheField::On(false))) => (CacheTo::Off, None),
+            (None, None) if matches!(to, ImageRef::Docker(_)) => (CacheTo::Destination, None),
+            (None, None) => (CacheTo::Off, None),
             (None, Some(CacheField::At(s))) => (
                 CacheTo::parse(s, "field `cache`").map_err(|e| self.spec_err(e))?,
-                false,
+                Some("field `cache`"),
             ),
         };
-        match choice {
-            CacheTo::Off => Ok(None),
-            CacheTo::At(r) => Ok(Some(r)),
+        let fail = |what: &str, m: String| {
+            if what == "--cache" {
+                Error::Usage(m)
+            } else {
+                self.spec_err(m)
+            }
+        };
+        let at = match choice {
+            CacheTo::Off => return Ok(None),
+            CacheTo::At(r) => r,
             CacheTo::Destination => match to {
-                ImageRef::Docker(d) => Ok(Some(crate::reference::RegistryRef {
+                ImageRef::Docker(d) => crate::reference::RegistryRef {
                     tag: Some(crate::reference::BUILD_CACHE_TAG.to_owned()),
                     digest: None,
                     ..d.clone()
-                })),
+                },
                 _ => {
+                    let what = what.unwrap_or("field `cache`");
                     let m = format!(
-                        "{}: the default build cache is a tag in the destination's repository, but {to} is not a registry; name one: docker://REPO[:TAG]",
-                        if flag { "--cache" } else { "field `cache`" }
+                        "{what}: the default build cache is a tag in the destination's repository, but {to} is not a registry; name one: docker://REPO[:TAG]"
                     );
-                    Err(if flag {
-                        Error::Usage(m)
-                    } else {
-                        self.spec_err(m)
-                    })
+                    return Err(fail(what, m));
                 }
             },
+        };
+        let taken = matches!(to, ImageRef::Docker(d)
+            if d.registry == at.registry && d.repository == at.repository && d.tag == at.tag);
+        match (taken, what) {
+            (false, _) => Ok(Some(at)),
+            // The default never takes the function's tag: no cache for this destination.
+            (true, None) => Ok(None),
+            (true, Some(what)) => Err(fail(
+                what,
+                format!(
+                    "{what}: the build cache docker://{at} is the destination's own tag; the cache needs a tag of its own"
+                ),
+            )),
         }
     }
 
@@ -666,6 +689,54 @@ mod tests {
         };
         let b = BuildSpec::resolve(Some((file, sf("oci:out"))), &off, Path::new("/")).unwrap();
         assert_eq!(b.cache, None);
+    }
+
+    /// With no `--cache` and no `cache` field, a registry destination gets the lamina-cache
+    /// tag in its repository and any other destination none (no error); `cache = false`
+    /// turns it off; a destination tagged lamina-cache gets no default cache, and asking for
+    /// the cache on the destination's own tag is an error naming the flag.
+    #[test]
+    fn the_registry_cache_is_on_by_default_for_registry_destinations() {
+        let file = Path::new("/p/lamina.toml");
+        let sf = |to: &str, cache: Option<CacheField>| SpecFile {
+            to: Some(to.into()),
+            cache,
+            ..Default::default()
+        };
+        let resolve =
+            |sf: SpecFile, ov: &Overrides| BuildSpec::resolve(Some((file, sf)), ov, Path::new("/"));
+        let ov = Overrides::default();
+        let c = resolve(sf("docker://r.example/team/fn:v1", None), &ov)
+            .unwrap()
+            .cache
+            .unwrap();
+        assert_eq!(
+            (c.registry.as_str(), c.repository.as_str(), c.tag.as_deref()),
+            ("r.example", "team/fn", Some("lamina-cache"))
+        );
+        let ecr = "docker://123456789012.dkr.ecr.us-east-1.amazonaws.com/fn:v1";
+        assert!(resolve(sf(ecr, None), &ov).unwrap().cache.is_some());
+        for to in ["oci:out", "oci-archive:out.tar"] {
+            assert_eq!(resolve(sf(to, None), &ov).unwrap().cache, None, "{to}");
+        }
+        let off = Some(CacheField::On(false));
+        assert_eq!(
+            resolve(sf("docker://r.example/fn:v1", off), &ov)
+                .unwrap()
+                .cache,
+            None
+        );
+        let own = "docker://r.example/fn:lamina-cache";
+        assert_eq!(resolve(sf(own, None), &ov).unwrap().cache, None);
+        let asked = Overrides {
+            cache: Some(CacheTo::Destination),
+            ..Default::default()
+        };
+        let e = resolve(sf(own, None), &asked).unwrap_err();
+        assert!(
+            matches!(e, Error::Usage(_)) && e.to_string().contains("--cache"),
+            "{e}"
+        );
     }
 
     fn parse(text: &str) -> Result<SpecFile> {
