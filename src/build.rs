@@ -358,7 +358,7 @@ pub async fn build(
         Some(s) => s.finish(commits, true).await,
         None => Default::default(),
     };
-    let pushed = transport::write(
+    let write = transport::write(
         &spec.to,
         &rendered,
         staging,
@@ -366,12 +366,27 @@ pub async fn build(
         opts,
         session.as_ref(),
         &streamed,
-    )
-    .await?;
+    );
+    // A cache in the destination's repository (the default) is recorded while the image is
+    // pushed: its read-back waits overlap the uploads. An entry seen before its blob is
+    // committed is only a miss for a reader (lookups check the blob).
+    let pushed = match &shared {
+        Some(c) if c.in_destination() => {
+            let mut lines = Vec::new();
+            let mut keep = |l| lines.push(l);
+            let (pushed, ()) = tokio::join!(write, c.record_logged(&to_record, &mut keep));
+            let pushed = pushed?;
+            lines.into_iter().for_each(&mut *log);
+            pushed
+        }
+        Some(c) => {
+            let pushed = write.await?;
+            c.record_logged(&to_record, log).await;
+            pushed
+        }
+        None => write.await?,
+    };
     drop(base);
-    if let Some(c) = &shared {
-        c.record_logged(&to_record, log).await;
-    }
     Ok(with_sources(
         report(&spec.to, &rendered, pushed, true),
         &sources,

@@ -49,8 +49,12 @@ pub const MAX_ENTRIES: usize = 4096;
 const DATA_CAP: usize = 4 << 20;
 /// How many times a write is tried again when another runner moved the tag.
 const WRITE_ATTEMPTS: usize = 8;
-/// How long a write waits, at least and at most, before reading its own write back.
-const SETTLE: Duration = Duration::from_millis(50);
+/// How long a write waits, at least and at most, before reading its own write back. The wait
+/// scales with what the write's own check-and-put took (twice it), so a slow registry or
+/// a loaded machine widens it; the floor only covers a loopback registry's sub-millisecond
+/// round trips. Every push that records a layer pays it (three times: two read-backs), so it
+/// is kept small: a lost entry costs one rebuild later, never a wrong image.
+const SETTLE: Duration = Duration::from_millis(10);
 const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -335,7 +339,9 @@ pub async fn update(
         // What the read-back must find: ours, and every entry that was there (a writer that
         // replaced the document with one lacking them lost them: merge them back).
         let wanted: Vec<String> = entries.keys().cloned().collect();
-        let manifest = upload_document(client, repo, entries).await?;
+        // A cache artifact read from this repository names the empty config already there.
+        let config_there = read.manifest.is_some();
+        let manifest = upload_document(client, repo, entries, config_there).await?;
         let written = Digest::of(&manifest);
         // The tag must still name what was read: otherwise merge with the newer one first.
         let started = std::time::Instant::now();
@@ -362,15 +368,15 @@ pub async fn update(
             Err(e) => return Err(e),
         }
         // Another writer is at risk of overwriting us if it checked the tag before our PUT and
-        // puts after our read-back: wait several times what that check-and-put took us, so a
-        // slow registry or a loaded machine widens the wait with the window.
+        // puts after our read-back: wait twice what that check-and-put took us, so a slow
+        // registry or a loaded machine widens the wait with the window.
         // Read back twice: a writer descheduled between its check and its PUT (a loaded CI
         // machine) lands later than the first read-back; the second, after twice as long
         // again, catches most of those. Without a conditional PUT in the distribution API
         // this narrows the window but cannot close it: a lost entry costs a rebuild later,
         // never a wrong image.
-        let settle = (started.elapsed() * 4).clamp(SETTLE, MAX_SETTLE);
-        let (kept, backs) = read_back(client, r, settle, &wanted).await;
+        let settle = (started.elapsed() * 2).clamp(SETTLE, MAX_SETTLE);
+        let (kept, backs) = read_back(client, r, settle, &written, &wanted).await;
         trace(format!(
             "attempt {attempt}: before {} ({seen} entries), wrote {written} ({} entries, {} new), settle {settle:?}, read back {}: {}",
             show(&before),
@@ -397,11 +403,13 @@ pub async fn update(
     ))
 }
 
-/// Upload the document holding `entries` (and the empty config): the manifest that names it.
+/// Upload the document holding `entries` (and the empty config, unless `config_there`): the
+/// manifest that names it.
 async fn upload_document(
     client: &Client,
     repo: &str,
     entries: BTreeMap<String, Entry>,
+    config_there: bool,
 ) -> Result<Vec<u8>> {
     let doc = serde_json::to_vec(&Document {
         version: 1,
@@ -410,7 +418,9 @@ async fn upload_document(
     .expect("JSON serializes");
     let size = doc.len() as u64;
     let digest = super::push::push_bytes(client, repo, doc).await?;
-    super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
+    if !config_there {
+        super::push::push_bytes(client, repo, b"{}".to_vec()).await?;
+    }
     Ok(manifest_bytes(&Blob {
         digest: digest.to_string(),
         size,
@@ -418,16 +428,23 @@ async fn upload_document(
 }
 
 /// Read the cache back after `settle`, and again after twice as long, while it still holds
-/// every key in `wanted`: whether it did, and the manifest digests read.
+/// every key in `wanted`: whether it did, and the manifest digests read. A tag that still
+/// names what was `written` holds them (one `HEAD`); only another document is read whole.
 async fn read_back(
     client: &Client,
     r: &RegistryRef,
     settle: Duration,
+    written: &Digest,
     wanted: &[String],
 ) -> (bool, Vec<Option<Digest>>) {
     let mut backs = Vec::new();
     for wait in [settle, settle * 2] {
         tokio::time::sleep(wait).await;
+        let now = current(client, r).await.ok().flatten();
+        if now.as_ref() == Some(written) {
+            backs.push(now);
+            continue;
+        }
         let back = try_load(client, r).await.unwrap_or_default();
         backs.push(back.manifest.clone());
         if !wanted.iter().all(|k| back.entries.contains_key(k)) {
@@ -445,7 +462,7 @@ fn show(d: &Option<Digest>) -> String {
 
 /// How long a tag seen absent, or a cache seen unreadable or foreign, is left before it is
 /// looked at again and believed (then written over).
-const RECHECK: Duration = Duration::from_millis(50);
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// The tag's digest and the cache it names, for an update: `None` when it could not be read
 /// (try again later; never write over entries that could not be read). A tag seen absent and
@@ -867,6 +884,12 @@ impl Shared {
         Some(Arc::new(Shared::open(
             at, client, dest, need_index, cache_dir,
         )))
+    }
+
+    /// Whether the cache lives in the destination's own repository (the default): its entries
+    /// then name blobs the image push puts there, and recording can run alongside that push.
+    pub fn in_destination(&self) -> bool {
+        self.dest.as_ref().is_some_and(|(_, d)| *d == self.at.repository)
     }
 
     /// [`Shared::record`], telling `log` what was added, or why nothing could be.
