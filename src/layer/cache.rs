@@ -33,11 +33,16 @@ pub struct LayerCache {
 }
 
 /// A file's stamp: size, modification and change times, inode, device.
-type Stamp = [u64; 7];
+pub type Stamp = [u64; 7];
 
 fn stamp(p: &Path) -> Result<Stamp> {
     let m = fs::metadata(p).at("reading metadata of", p)?;
-    Ok([
+    Ok(stamp_of(&m))
+}
+
+/// The stamp of a regular file's metadata.
+pub fn stamp_of(m: &fs::Metadata) -> Stamp {
+    [
         m.len(),
         m.mtime() as u64,
         m.mtime_nsec() as u64,
@@ -45,12 +50,16 @@ fn stamp(p: &Path) -> Result<Stamp> {
         m.ctime_nsec() as u64,
         m.ino(),
         m.dev(),
-    ])
+    ]
 }
 
-/// The stamps of the zips, then of the entries' files, in the order the key takes them: the
-/// `stat` calls run on all cores (a source tree's key costs one per file).
-fn stamps(entries: &[Entry], zips: &[&Path]) -> Result<Vec<Stamp>> {
+/// The stamps of the zips, then of the entries' files, in the order the key takes them: those
+/// `known` (read by the source walk) as they are, the others with `stat` calls on all cores.
+fn stamps(
+    entries: &[Entry],
+    zips: &[&Path],
+    known: &std::collections::HashMap<std::path::PathBuf, Stamp>,
+) -> Result<Vec<Stamp>> {
     let paths: Vec<&Path> = zips
         .iter()
         .copied()
@@ -62,7 +71,11 @@ fn stamps(entries: &[Entry], zips: &[&Path]) -> Result<Vec<Stamp>> {
             _ => None,
         }))
         .collect();
-    super::key::in_parallel(&paths, || (), |_, p| stamp(p))
+    super::key::in_parallel(
+        &paths,
+        || (),
+        |_, p| known.get(*p).map_or_else(|| stamp(p), |s| Ok(*s)),
+    )
 }
 
 fn put_stamp(h: &mut Sha256, s: &Stamp) {
@@ -99,9 +112,15 @@ impl LayerCache {
         self.refresh
     }
 
-    /// The key of a layer: its entries and where their bytes come from, and the options.
-    pub fn key(entries: &[Entry], zips: &[&Path], opts: &LayerOptions) -> Result<String> {
-        let stamped = stamps(entries, zips)?;
+    /// The key of a layer: its entries and where their bytes come from (the stamps `known`
+    /// from the source walk, the others read now), and the options.
+    pub fn key(
+        entries: &[Entry],
+        zips: &[&Path],
+        known: &std::collections::HashMap<std::path::PathBuf, Stamp>,
+        opts: &LayerOptions,
+    ) -> Result<String> {
+        let stamped = stamps(entries, zips, known)?;
         let mut stamped = stamped.iter();
         let mut h = Sha256::new();
         h.update(FORMAT.as_bytes());

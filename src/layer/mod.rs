@@ -124,7 +124,7 @@ pub fn build_with(
     };
     let zip: Vec<&Path> = zip_paths.iter().map(PathBuf::as_path).collect();
     let stat_key = match how.cache {
-        Some(_) => Some(cache::LayerCache::key(&c.entries, &zip, &opts)?),
+        Some(_) => Some(cache::LayerCache::key(&c.entries, &zip, &c.stamps, &opts)?),
         None => None,
     };
     if let (Some(cache), Some(k)) = (how.cache, &stat_key)

@@ -74,6 +74,9 @@ pub struct Collected {
     pub entries: Vec<Entry>,
     /// What the file entries' bytes are read from.
     pub input: Input,
+    /// The stat stamps the walk read for the files it found (by host path), so that the layer
+    /// cache's key asks the file system about each file once, not twice.
+    pub stamps: HashMap<PathBuf, super::cache::Stamp>,
 }
 
 /// Exclusion globs, matched against the path relative to the source root (dockerignore style:
@@ -105,6 +108,7 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
     let meta = source_metadata(&l.source)?;
     let mut entries = Vec::new();
     let mut inodes = HashMap::new();
+    let mut stamps = HashMap::new();
     let is_zip = meta.is_file()
         && l.source.extension().is_some_and(|e| {
             e.eq_ignore_ascii_case("zip") || (l.wheels && e.eq_ignore_ascii_case("whl"))
@@ -132,7 +136,7 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
                 ex: &ex,
                 skip,
             };
-            walk_dir(&tree, &mut entries, &mut inodes)?;
+            walk_dir(&tree, &mut entries, &mut inodes, &mut stamps)?;
             Input::Files
         }
     } else if meta.is_file() {
@@ -153,7 +157,11 @@ pub fn collect_skipping(l: &LayerSpec, skip: &[(u64, u64)]) -> Result<Collected>
         )
     })?;
     link_hardlinks(&mut entries, &inodes);
-    Ok(Collected { entries, input })
+    Ok(Collected {
+        entries,
+        input,
+        stamps,
+    })
 }
 
 /// Refuse an input file named like an OCI whiteout (`.wh.NAME`): in a layer it would not be a
@@ -235,6 +243,7 @@ fn walk_dir(
     t: &Tree,
     out: &mut Vec<Entry>,
     inodes: &mut HashMap<Vec<u8>, (u64, u64)>,
+    stamps: &mut HashMap<PathBuf, super::cache::Stamp>,
 ) -> Result<()> {
     let (l, root, dest, ex, skip) = (t.l, &t.l.source, t.dest, t.ex, t.skip);
     let file_fixed = l.mode.map(|m| m.0);
@@ -267,6 +276,7 @@ fn walk_dir(
                 out.push(Entry::dir(path, dir_mode, l.uid, l.gid));
                 continue;
             } else if ft.is_file() {
+                stamps.insert(abs.clone(), super::cache::stamp_of(&meta));
                 Kind::File {
                     size: meta.len(),
                     data: Data::Path(abs.clone()),

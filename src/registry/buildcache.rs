@@ -889,7 +889,9 @@ impl Shared {
     /// Whether the cache lives in the destination's own repository (the default): its entries
     /// then name blobs the image push puts there, and recording can run alongside that push.
     pub fn in_destination(&self) -> bool {
-        self.dest.as_ref().is_some_and(|(_, d)| *d == self.at.repository)
+        self.dest
+            .as_ref()
+            .is_some_and(|(_, d)| *d == self.at.repository)
     }
 
     /// [`Shared::record`], telling `log` what was added, or why nothing could be.
