@@ -756,7 +756,8 @@ mod tests {
         out
     }
 
-    fn layer(dir: &Path, i: usize, tar_bytes: &[u8], gzip: bool) -> Layer {
+    /// Layer `i` of a test image in `dir`: `tar_bytes`, gzipped or not.
+    pub(super) fn layer(dir: &Path, i: usize, tar_bytes: &[u8], gzip: bool) -> Layer {
         let blob = if gzip {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(tar_bytes).unwrap();
@@ -1171,7 +1172,6 @@ mod model_tests {
     //! whiteouts and opaque directories, and nothing else on disk.
     use super::*;
     use std::collections::BTreeMap;
-    use std::io::Write;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     #[derive(Clone, Debug)]
@@ -1409,22 +1409,7 @@ mod model_tests {
         let layers: Vec<Layer> = tars
             .iter()
             .enumerate()
-            .map(|(i, tar_bytes)| {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(tar_bytes).unwrap();
-                let blob = e.finish().unwrap();
-                let path = t.path().join(format!("layer{i}"));
-                fs::write(&path, &blob).unwrap();
-                Layer {
-                    media_type: oci_spec::image::MediaType::ImageLayerGzip,
-                    digest: Digest::of(&blob),
-                    size: blob.len() as u64,
-                    diff_id: Digest::of(tar_bytes),
-                    path,
-                    origin: crate::image::Origin::Base,
-                    from: None,
-                }
-            })
+            .map(|(i, tar_bytes)| super::tests::layer(t.path(), i, tar_bytes, true))
             .collect();
         let cache = t.path().join("cache");
         let u = unpack_cached(
