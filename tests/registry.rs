@@ -1421,3 +1421,48 @@ fn credentials_from_docker_credential_helpers() {
         );
     }
 }
+
+/// A manifest `PUT` answered `400 MANIFEST_BLOB_UNKNOWN` although its blobs were uploaded (the
+/// distribution registry's race when two pushes upload one blob at once: it rewrites the blob's
+/// link in place) is put again, and the image lands; one that keeps being refused is reported
+/// after a bounded number of attempts, naming the registry's code, and nothing is tagged.
+#[test]
+fn a_manifest_refused_for_a_blob_race_is_put_again() {
+    let reg = Registry::plain();
+    let proxy = FaultProxy::new(&reg.host);
+    let sb = Sandbox::new(secrets());
+    let (digest, layout) = sb.build_oci("out", &[]);
+    let src = oci_ref(&layout, "latest");
+
+    proxy.fail_with_error(
+        1,
+        400,
+        "MANIFEST_BLOB_UNKNOWN",
+        Match::new(&["PUT"], "/manifests/race"),
+    );
+    let out = sb.ok(&strings(&["push", &src, &proxy.reference("fn:race")]));
+    assert_eq!(parse_digest(&out), digest);
+    assert_eq!(reg.manifest_digest("fn:race"), digest, "the image landed");
+    assert_eq!(
+        proxy.count("PUT", "/manifests/race"),
+        2,
+        "refused once, put again"
+    );
+
+    proxy.fail_with_error(
+        10,
+        400,
+        "MANIFEST_BLOB_UNKNOWN",
+        Match::new(&["PUT"], "/manifests/never"),
+    );
+    let out = sb.fail(&strings(&["push", &src, &proxy.reference("fn:never")]));
+    assert_no_panic(&out);
+    let err = stderr_of(&out);
+    assert!(err.contains("MANIFEST_BLOB_UNKNOWN"), "{}", describe(&out));
+    assert_eq!(
+        proxy.count("PUT", "/manifests/never"),
+        3,
+        "a bounded number of attempts"
+    );
+    assert!(!registry_has(&reg, "fn:never"));
+}

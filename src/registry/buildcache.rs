@@ -357,7 +357,7 @@ pub async fn update(
         }
         match super::push::put_manifest(client, repo, tag(r), MANIFEST_TYPE, manifest).await {
             Ok(()) => {}
-            Err(e) if blob_race(&e) => {
+            Err(e) if super::push::blob_race(&e) => {
                 trace(format!(
                     "attempt {attempt}: the registry did not see a blob the manifest names ({}): again",
                     one_line(e.to_string())
@@ -504,28 +504,6 @@ async fn read_for_update(
         }
     }
     Ok(None)
-}
-
-/// A manifest `PUT` refused because the registry did not see a blob it names, though the blob
-/// was uploaded: a race, not a refusal. Distribution's filesystem driver rewrites a
-/// repository's blob link in place (truncate, then write) whenever the same blob is uploaded
-/// again; another runner uploading the same empty config at that moment makes the check of our
-/// manifest read an empty link, which the registry answers with `DIGEST_INVALID` and
-/// `MANIFEST_BLOB_UNKNOWN` (400). Tried again, it succeeds.
-fn blob_race(e: &crate::error::Error) -> bool {
-    const RACY: [&str; 3] = ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UNKNOWN"];
-    match e {
-        crate::error::Error::Registry {
-            status: Some(400),
-            code,
-            message,
-            ..
-        } => {
-            code.as_deref().is_some_and(|c| RACY.contains(&c))
-                || message.contains("MANIFEST_BLOB_UNKNOWN")
-        }
-        _ => false,
-    }
 }
 
 /// A short, varying pause so that two runners retrying together drift apart.

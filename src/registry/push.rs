@@ -135,21 +135,28 @@ pub async fn push(
     let url = client.url(&format!("/v2/{}/manifests/{target}", r.repository));
     let media_type = img.media_type.to_string();
     let body = Arc::new(img.manifest.clone());
-    let resp = client
-        .send(&scope, true, &|http| {
-            Ok(http
-                .put(url.clone())
-                .header(CONTENT_TYPE, media_type.clone())
-                .body(body.as_ref().clone()))
-        })
-        .await?;
-    if !resp.status().is_success() {
-        return Err(client
+    for attempt in 1.. {
+        let resp = client
+            .send(&scope, true, &|http| {
+                Ok(http
+                    .put(url.clone())
+                    .header(CONTENT_TYPE, media_type.clone())
+                    .body(body.as_ref().clone()))
+            })
+            .await?;
+        if resp.status().is_success() {
+            break;
+        }
+        let e = client
             .unexpected(
                 &format!("putting manifest {target} of {}", r.repository),
                 resp,
             )
-            .await);
+            .await;
+        if attempt >= MANIFEST_ATTEMPTS || !blob_race(&e) {
+            return Err(e);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
     }
     Ok(PushReport {
         reference: format!("docker://{r}"),
@@ -158,6 +165,32 @@ pub async fn push(
         media_type,
         blobs: done,
     })
+}
+
+/// How many times an image manifest is put when the registry answers with a blob race.
+const MANIFEST_ATTEMPTS: usize = 3;
+
+/// A manifest `PUT` refused because the registry did not see a blob it names, though the blob
+/// was uploaded: a race, not a refusal. Distribution's filesystem driver rewrites a
+/// repository's blob link in place (truncate, then write) whenever the same blob is uploaded
+/// again; another push of the same blob at that moment makes the check of our manifest read an
+/// empty link, which the registry answers with `DIGEST_INVALID` and `MANIFEST_BLOB_UNKNOWN`
+/// (400). Tried again (a bounded number of times), it succeeds; a blob really missing fails
+/// the same way each time and is reported.
+pub(crate) fn blob_race(e: &Error) -> bool {
+    const RACY: [&str; 3] = ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UNKNOWN"];
+    match e {
+        Error::Registry {
+            status: Some(400),
+            code,
+            message,
+            ..
+        } => {
+            code.as_deref().is_some_and(|c| RACY.contains(&c))
+                || message.contains("MANIFEST_BLOB_UNKNOWN")
+        }
+        _ => false,
+    }
 }
 
 /// The blobs of `img` to push (each once; layers with the repository to mount them from, when

@@ -39,6 +39,8 @@ enum Fault {
     Status {
         code: u16,
         retry_after: Option<String>,
+        /// The distribution error code in the body (`UNAVAILABLE` when none).
+        error: Option<String>,
     },
     /// Cut the request body after this many bytes.
     CutAfter { bytes: u64 },
@@ -184,7 +186,29 @@ impl FaultProxy {
     /// Answer the next `n` matching requests with status `code` (and this `Retry-After` value:
     /// seconds or an HTTP date), after reading their bodies.
     pub fn fail_status(&self, n: usize, code: u16, matching: Match, retry_after: Option<String>) {
-        self.add_rule(Fault::Status { code, retry_after }, matching, n);
+        self.add_rule(
+            Fault::Status {
+                code,
+                retry_after,
+                error: None,
+            },
+            matching,
+            n,
+        );
+    }
+
+    /// Answer the next `n` matching requests with status `code` and a distribution error body
+    /// whose code is `error` (`MANIFEST_BLOB_UNKNOWN`, say), after reading their bodies.
+    pub fn fail_with_error(&self, n: usize, code: u16, error: &str, matching: Match) {
+        self.add_rule(
+            Fault::Status {
+                code,
+                retry_after: None,
+                error: Some(error.to_owned()),
+            },
+            matching,
+            n,
+        );
     }
 
     /// For the next `n` matching requests, forward the request but relay only the first
@@ -446,14 +470,22 @@ fn proxy_conn(mut client: TcpStream, upstream: &str, st: &ProxyState) -> io::Res
         inner: client.try_clone()?,
     };
 
-    if let Some((_, Fault::Status { code, retry_after })) = &fault {
+    if let Some((
+        _,
+        Fault::Status {
+            code,
+            retry_after,
+            error,
+        },
+    )) = &fault
+    {
         record(if *code == 503 { "503" } else { "status" }, Vec::new());
         return answer_status(
             &mut client,
             &head,
             &kind,
             &mut src,
-            *code,
+            (*code, error.as_deref().unwrap_or("UNAVAILABLE")),
             retry_after.as_deref(),
         );
     }
@@ -547,7 +579,7 @@ fn answer_status(
     head: &RequestHead,
     kind: &BodyKind,
     src: &mut dyn Read,
-    code: u16,
+    (code, error): (u16, &str),
     retry_after: Option<&str>,
 ) -> io::Result<()> {
     let mut sink = io::sink();
@@ -565,8 +597,14 @@ fn answer_status(
     if let Some(v) = retry_after {
         headers.push(("Retry-After", v.to_owned()));
     }
-    let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultProxy"}]}"#;
-    respond(client, code, &headers, body, head.method == "HEAD")
+    let body = format!(r#"{{"errors":[{{"code":"{error}","message":"injected by FaultProxy"}}]}}"#);
+    respond(
+        client,
+        code,
+        &headers,
+        body.as_bytes(),
+        head.method == "HEAD",
+    )
 }
 
 /// Connect to `upstream` and send it `head` with `Connection: close` instead of the client's
