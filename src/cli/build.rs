@@ -6,7 +6,7 @@ use clap::Args;
 
 use lamina::{BuildSpec, Overrides, flags};
 
-use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
+use super::flags::{EcrFlags, LayerCacheFlags, NetworkFlags, OutputFlags, PushFlags};
 use super::{cwd, print_json, print_line, shown};
 
 #[derive(Args, Debug)]
@@ -71,10 +71,8 @@ pub struct BuildArgs {
     /// A Lambda layer .zip the function uses: shorthand for --layer ZIP:/opt. Repeatable.
     #[arg(long = "lambda-layer-zip", value_name = "ZIP")]
     lambda_layer_zips: Vec<PathBuf>,
-    /// Rebuild every layer instead of reusing those whose inputs did not change (the registry
-    /// cache is not looked up either, but still gets the layers built).
-    #[arg(long)]
-    no_cache: bool,
+    #[command(flatten)]
+    layer_cache: LayerCacheFlags,
     /// Fail if lamina.lock would change (a base not in it, or one that moved with --update-base).
     #[arg(long)]
     locked: bool,
@@ -158,7 +156,7 @@ impl BuildArgs {
             compression_level: self.compression_level,
             fix_permissions: self.fix_permissions,
             no_lambda_check: self.no_lambda_check,
-            no_cache: self.no_cache,
+            no_cache: self.layer_cache.no_cache,
             base_lock: lamina::BaseLock {
                 locked: self.locked,
                 offline: self.offline,

@@ -9,7 +9,7 @@ use clap::Args;
 use lamina::deploy::{Code, FunctionConfig, LayerSource, Plan, Target};
 use lamina::{BuildSpec, DeploySpec, Overrides, PackageKind, SpecFile, flags};
 
-use super::flags::{EcrFlags, NetworkFlags, OutputFlags, PushFlags};
+use super::flags::{EcrFlags, LayerCacheFlags, NetworkFlags, OutputFlags, PushFlags};
 use super::{cwd, parse_platform, parse_ref, print_json, print_lines};
 
 #[derive(Args, Debug)]
@@ -85,9 +85,8 @@ pub struct DeployArgs {
     /// Deploy even when the Lambda checks find errors.
     #[arg(long)]
     no_lambda_check: bool,
-    /// Rebuild every layer instead of reusing those whose inputs did not change.
-    #[arg(long)]
-    no_cache: bool,
+    #[command(flatten)]
+    layer_cache: LayerCacheFlags,
     #[command(flatten)]
     output: OutputFlags,
     #[command(flatten)]
@@ -212,7 +211,7 @@ impl DeployArgs {
             platform: parse_platform(self.platform.as_deref())?,
             timestamp: flags::timestamp_or_epoch(None, sde.as_deref())?,
             no_lambda_check: self.no_lambda_check,
-            no_cache: self.no_cache,
+            no_cache: self.layer_cache.no_cache,
             ..Overrides::default()
         };
         Ok(BuildSpec::resolve(file.zip(sf), &ov, cwd)?)

@@ -11,6 +11,16 @@ use lamina::EcrOptions;
 use lamina::Options;
 use lamina::Progress;
 
+/// Reusing layers built before: one flag, one meaning, for every command that builds
+/// (`build`, `deploy`).
+#[derive(Args, Clone, Debug)]
+pub struct LayerCacheFlags {
+    /// Rebuild every layer instead of reusing those whose inputs did not change (the registry
+    /// cache is not looked up either, but still gets the layers built).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
 /// Reaching registries, with a time limit on the whole command (`--timeout`): for every
 /// command that may read from or write to one, except `run` and `invoke`, whose `--timeout`
 /// is the function's (they take [`RegistryFlags`]).
