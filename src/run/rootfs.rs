@@ -756,6 +756,16 @@ mod tests {
         out
     }
 
+    /// The names in directory `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Layer `i` of a test image in `dir`: `tar_bytes`, gzipped or not.
     pub(super) fn layer(dir: &Path, i: usize, tar_bytes: &[u8], gzip: bool) -> Layer {
         let blob = if gzip {
@@ -921,14 +931,7 @@ mod tests {
         let (_t, r) = unpack(&[l1, l2]);
         NO_XATTRS.with(|n| n.set(false));
         let u = r.unwrap();
-        let names = |p: &str| -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
+        let names = |p: &str| names_in(&u.rootfs.join(p));
         assert_eq!(names("opt"), ["new", "old"]);
         assert_eq!(names("opt/old"), ["c"]);
         assert_eq!(names("d"), ["new"]);
@@ -951,14 +954,7 @@ mod tests {
         ]);
         let (_t, r) = unpack(&[l1, l2]);
         let u = r.unwrap();
-        let names = |p: &str| -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(u.rootfs.join(p))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
+        let names = |p: &str| names_in(&u.rootfs.join(p));
         assert_eq!(names("d"), ["new"]);
         assert_eq!(names("e"), ["new"]);
         let stack = &u_stack(u.rootfs.parent().unwrap().parent().unwrap(), &u.rootfs);
