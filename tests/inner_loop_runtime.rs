@@ -91,10 +91,7 @@ fn invoke(dir: &Path, image: &str, args: &[&str], env: &[(&str, &str)]) -> Outpu
     cmd.args(["invoke", image])
         .args(args)
         .env("LAMINA_CACHE_DIR", dir.join("cache"))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .current_dir(dir);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("AWS_") {
             cmd.env_remove(k);
@@ -110,20 +107,7 @@ fn invoke(dir: &Path, image: &str, args: &[&str], env: &[(&str, &str)]) -> Outpu
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("lamina starts");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: killing the child we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("lamina invoke {image} did not finish within a minute");
-        }
-    }
+    run_bounded(&mut cmd, None, Duration::from_secs(60))
 }
 
 fn stdout(out: &Output) -> String {

@@ -198,31 +198,7 @@ fn invoke_env(image: &str, event: &str, args: &[&str], env: &[(&str, Option<&str
             None => cmd.env_remove(k),
         };
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lamina starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(event.as_bytes())
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: killing the child we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("lamina invoke {image} did not finish within a minute");
-        }
-    }
+    run_bounded(&mut cmd, Some(event.as_bytes()), Duration::from_secs(60))
 }
 
 fn stdout_json(out: &Output) -> Value {

@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -287,36 +286,14 @@ fn lamina_in(project: &Path, args: &[&str]) -> Output {
 fn invoke(image: &str, event: &Value, args: &[&str]) -> Output {
     let mut all = vec!["invoke", image, "--event", "-"];
     all.extend_from_slice(args);
-    let mut child = Command::new(lamina_bin())
-        .args(&all)
+    let mut cmd = Command::new(lamina_bin());
+    cmd.args(&all)
         .env("LAMINA_CACHE_DIR", fixture().dir.join("cache"))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lamina starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(event.to_string().as_bytes())
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: killing the child we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("lamina invoke {image} did not finish within a minute");
-        }
-    }
+        .env_remove("AWS_SESSION_TOKEN");
+    let event = event.to_string();
+    run_bounded(&mut cmd, Some(event.as_bytes()), Duration::from_secs(60))
 }
 
 fn stdout_json(out: &Output) -> Value {
