@@ -75,18 +75,8 @@ impl Ecr {
             HELPER_PASSWORD.to_owned(),
             base64(format!("AWS:{HELPER_PASSWORD}").as_bytes()),
         ]);
-        let aws = sb.root().join("aws");
-        fs::create_dir_all(&aws).expect("mkdir sandbox aws");
-        fs::write(aws.join("config"), "").expect("write aws/config");
-        fs::write(aws.join("credentials"), "").expect("write aws/credentials");
-        sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
-        sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
-        sb.set("AWS_REGION", REGION);
+        aws_env(&mut sb, &self.moto.endpoint(), REGION);
         sb.set("AWS_DEFAULT_REGION", REGION);
-        sb.set("AWS_ENDPOINT_URL", self.moto.endpoint());
-        sb.set("AWS_EC2_METADATA_DISABLED", "true");
-        sb.set("AWS_CONFIG_FILE", aws.join("config"));
-        sb.set("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"));
         sb
     }
 }

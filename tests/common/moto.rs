@@ -238,17 +238,7 @@ impl AwsPeers {
             self.password.clone(),
             base64(format!("AWS:{}", self.password).as_bytes()),
         ]);
-        let aws = sb.root().join("aws");
-        fs::create_dir_all(&aws).expect("mkdir sandbox aws");
-        fs::write(aws.join("config"), "").expect("write aws/config");
-        fs::write(aws.join("credentials"), "").expect("write aws/credentials");
-        sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
-        sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
-        sb.set("AWS_REGION", AWS_REGION);
-        sb.set("AWS_ENDPOINT_URL", self.moto.endpoint());
-        sb.set("AWS_EC2_METADATA_DISABLED", "true");
-        sb.set("AWS_CONFIG_FILE", aws.join("config"));
-        sb.set("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"));
+        aws_env(&mut sb, &self.moto.endpoint(), AWS_REGION);
         sb
     }
 
@@ -262,4 +252,21 @@ impl AwsPeers {
         v.extend(self.reg.lamina_flags());
         v
     }
+}
+
+/// The AWS environment of a sandbox talking to moto at `endpoint`: the test's static keys, the
+/// region, empty shared config and credentials files inside the sandbox (nothing of the
+/// host's), no instance metadata.
+pub fn aws_env(sb: &mut Sandbox, endpoint: &str, region: &str) {
+    let aws = sb.root().join("aws");
+    fs::create_dir_all(&aws).expect("mkdir sandbox aws");
+    fs::write(aws.join("config"), "").expect("write aws/config");
+    fs::write(aws.join("credentials"), "").expect("write aws/credentials");
+    sb.set("AWS_ACCESS_KEY_ID", AWS_KEY_ID);
+    sb.set("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+    sb.set("AWS_REGION", region);
+    sb.set("AWS_ENDPOINT_URL", endpoint);
+    sb.set("AWS_EC2_METADATA_DISABLED", "true");
+    sb.set("AWS_CONFIG_FILE", aws.join("config"));
+    sb.set("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"));
 }
