@@ -9,7 +9,7 @@ use crate::lock::{Entry, Lock};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::Options;
 use crate::spec::BuildSpec;
-use crate::transport::resolve::{Cached, cached, read_cached};
+use crate::transport::resolve::{FromCache, from_cache};
 use crate::transport::{self, Opened, ReadMode, Resolved, Source};
 
 /// The manifest annotation with the digest of the base image's manifest for the platform.
@@ -119,31 +119,22 @@ async fn by_digest(
 ) -> Result<(Source, Option<Digest>, bool)> {
     let shown = spec.base.to_string();
     let cache = &opts.cache_dir;
-    let (c, p) = (cache.clone(), spec.platform);
-    let (d, s) = (digest.clone(), shown.clone());
-    let found =
-        crate::task::blocking("reading the cache", move || cached(&c, &d, Some(p), &s)).await?;
-    match found {
-        Cached::Ready(desc, index) => {
-            match read_cached(cache, rr, *desc, Some(spec.platform), &shown).await {
-                Ok(src) => return Ok((src, index, true)),
-                // A damaged blob (now removed from the cache): offline, say so; else fetch
-                // the image again by its digest, as if it had never been cached.
-                Err(e) if spec.base_lock.offline => {
-                    return Err(Error::image(
-                        &shown,
-                        format!(
-                            "--offline: the cached copy of {digest} cannot be used: {e}. A damaged \
-                             blob is removed from the cache: build once without --offline to \
-                             fetch it again"
-                        ),
-                    ));
-                }
-                Err(e) => eprintln!("warning: {e}; fetching {digest} again"),
-            }
+    match from_cache(cache, rr, digest, Some(spec.platform), &shown).await? {
+        FromCache::Read(src, index) => Ok((*src, index, true)),
+        // A damaged blob (now removed from the cache): offline, say so; else fetch the image
+        // again by its digest, as if it had never been cached.
+        FromCache::Unusable(e) if spec.base_lock.offline => Err(Error::image(
+            &shown,
+            format!(
+                "--offline: the cached copy of {digest} cannot be used: {e}. A damaged blob is \
+                 removed from the cache: build once without --offline to fetch it again"
+            ),
+        )),
+        FromCache::Unusable(e) => {
+            eprintln!("warning: {e}; fetching {digest} again");
             fetch_pinned(spec, rr, digest, opts).await
         }
-        Cached::Missing(missing) if spec.base_lock.offline => Err(Error::image(
+        FromCache::Missing(missing) if spec.base_lock.offline => Err(Error::image(
             &shown,
             format!(
                 "--offline: {digest} ({}, chosen by {}) is not all in the cache {}; missing: {}. \
@@ -155,7 +146,7 @@ async fn by_digest(
                 missing.join(", ")
             ),
         )),
-        Cached::Missing(_) => fetch_pinned(spec, rr, digest, opts).await,
+        FromCache::Missing(_) => fetch_pinned(spec, rr, digest, opts).await,
     }
 }
 

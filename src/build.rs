@@ -638,20 +638,11 @@ async fn pinned_from_cache(
     let ImageRef::Docker(rr) = src else {
         return None;
     };
-    let digest = rr.digest.clone()?;
-    let (cache, shown) = (opts.cache_dir.clone(), src.to_string());
-    let (c, s) = (cache.clone(), shown.clone());
-    let found = crate::task::blocking("reading the cache", move || {
-        transport::cached(&c, &digest, platform, &s)
-    })
-    .await
-    .ok()?;
-    let transport::Cached::Ready(desc, _) = found else {
-        return None;
-    };
-    transport::read_cached(&cache, rr, *desc, platform, &shown)
-        .await
-        .ok()
+    let digest = rr.digest.as_ref()?;
+    match transport::from_cache(&opts.cache_dir, rr, digest, platform, &src.to_string()).await {
+        Ok(transport::FromCache::Read(source, _)) => Some(*source),
+        _ => None,
+    }
 }
 
 /// What `lamina inspect` shows.

@@ -5,7 +5,7 @@ pub mod archive;
 pub mod layout;
 pub mod resolve;
 
-pub use resolve::{Cached, Opened, Resolved, cached, read_cached};
+pub use resolve::{FromCache, Opened, Resolved, from_cache};
 
 use std::collections::HashSet;
 use std::fs;

@@ -487,6 +487,36 @@ fn read_or_evict(blobs: &Path, digest: &Digest, size: u64, shown: &str) -> Resul
     Ok(None)
 }
 
+/// What the blob cache holds of a registry image named by digest ([`from_cache`]).
+pub enum FromCache {
+    /// All there and verified: the image, and the index its digest named, if any.
+    Read(Box<Source>, Option<Digest>),
+    /// Not all there: what is missing, each named.
+    Missing(Vec<String>),
+    /// All there but unusable (a damaged blob, now removed from the cache: see [`cached`]).
+    Unusable(Error),
+}
+
+/// The image `r`'s `digest` names, for `platform`, from the blob cache under `cache` with no
+/// network ([`cached`], then [`read_cached`]); an error only when the cache cannot be read.
+pub async fn from_cache(
+    cache: &Path,
+    r: &RegistryRef,
+    digest: &Digest,
+    platform: Option<Platform>,
+    shown: &str,
+) -> Result<FromCache> {
+    let (c, d, s) = (cache.to_owned(), digest.clone(), shown.to_owned());
+    let found = blocking("reading the cache", move || cached(&c, &d, platform, &s)).await?;
+    Ok(match found {
+        Cached::Missing(missing) => FromCache::Missing(missing),
+        Cached::Ready(desc, index) => match read_cached(cache, r, *desc, platform, shown).await {
+            Ok(src) => FromCache::Read(Box::new(src), index),
+            Err(e) => FromCache::Unusable(e),
+        },
+    })
+}
+
 /// Read a registry image whose blobs [`cached`] found all in the cache, verified like any
 /// base (on the blocking pool), with no network.
 pub async fn read_cached(
