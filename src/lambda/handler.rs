@@ -34,10 +34,7 @@ pub fn handler(fs: &FileSystem, p: &Process, rt: &RuntimeInfo) -> Vec<Finding> {
         return Vec::new();
     };
     let task = p
-        .env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("LAMBDA_TASK_ROOT="))
+        .var("LAMBDA_TASK_ROOT")
         .filter(|t| t.starts_with('/'))
         .unwrap_or("/var/task");
     check(fs, p, &client_rt, h, task)
@@ -143,12 +140,7 @@ fn python(fs: &FileSystem, p: &Process, rt: &RuntimeInfo, h: &str, task: &str) -
         dirs.push(format!("opt/python/lib/python{v}/site-packages"));
         dirs.push(format!("var/lang/lib/python{v}/site-packages"));
     }
-    if let Some(pp) = p
-        .env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PYTHONPATH="))
-    {
+    if let Some(pp) = p.var("PYTHONPATH") {
         dirs.extend(
             pp.split(':')
                 .filter(|d| !d.is_empty())

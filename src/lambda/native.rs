@@ -151,10 +151,7 @@ pub fn native(fs: &FileSystem, arch: &str, rt: &RuntimeInfo, p: &Process) -> Vec
 
 /// The directories of `LD_LIBRARY_PATH` in the config's env (without their leading `/`).
 pub fn ld_library_path(p: &Process) -> Vec<String> {
-    p.env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("LD_LIBRARY_PATH="))
+    p.var("LD_LIBRARY_PATH")
         .map(|v| {
             v.split(':')
                 .filter(|d| d.starts_with('/'))

@@ -311,14 +311,17 @@ impl Process {
         }
     }
 
-    /// `PATH` from the env, else the runtime's default.
-    pub fn path_var(&self) -> String {
+    /// The value of variable `name` in the env (the last one set wins, as in Docker).
+    pub fn var(&self, name: &str) -> Option<&str> {
         self.env
             .iter()
             .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH)
-            .to_owned()
+            .find_map(|e| e.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    }
+
+    /// `PATH` from the env, else the runtime's default.
+    pub fn path_var(&self) -> String {
+        self.var("PATH").unwrap_or(DEFAULT_PATH).to_owned()
     }
 
     /// argv\[0\]: ENTRYPOINT's first word, else CMD's.
